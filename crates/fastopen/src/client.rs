@@ -1,0 +1,240 @@
+//! The TFO client: connect with the first data in the SYN, then report the outcome.
+//!
+//! Both kernel paths are here. [`ClientMethod::SendTo`] calls
+//! `sendto(MSG_FASTOPEN)` with the first data; [`ClientMethod::Connect`] sets
+//! `TCP_FASTOPEN_CONNECT`, calls `connect()` (which returns at once when a
+//! cookie is cached) and lets the first `write()` carry the SYN.
+//!
+//! Both run on a non-blocking socket so that the kernel tells us exactly how
+//! many bytes it put in the SYN; the blocking API then waits for the handshake
+//! with `poll`, the async one with tokio.
+//!
+//! # The read-before-write trap
+//!
+//! With `TCP_FASTOPEN_CONNECT` and a cached cookie, `connect()` sends nothing:
+//! the SYN leaves with the first write. A program that reads first waits
+//! forever. [`Connector::connect`] takes the first data as an argument and
+//! writes all of it before returning, so the trap cannot happen here; with no
+//! data, it makes a plain connect ([`FailReason::NoData`]).
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::kernel::KernelFeatures;
+use crate::outcome::{Attempt, ClientMethod, ClientOutcome, FailReason};
+use crate::{sys, tcp_info, Error, Result};
+
+/// Settings for TFO client connections. Cheap to copy; reuse one for many connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Connector {
+    method: ClientMethod,
+    enabled: bool,
+    strict: bool,
+    no_cookie: bool,
+    connect_timeout: Option<Duration>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector { method: ClientMethod::SendTo, enabled: true, strict: false, no_cookie: false, connect_timeout: None }
+    }
+}
+
+/// A connection whose handshake has started, before waiting for it.
+pub(crate) struct Started {
+    pub(crate) socket: Socket,
+    pub(crate) attempt: Attempt,
+    /// Bytes of the first data already handed to the kernel.
+    pub(crate) written: usize,
+    pub(crate) started_at: Instant,
+}
+
+impl Connector {
+    /// TFO with `sendto(MSG_FASTOPEN)`, not strict, cookies required, the kernel's connect timeout.
+    pub fn new() -> Connector {
+        Connector::default()
+    }
+
+    /// Which kernel path to use (default [`ClientMethod::SendTo`]).
+    pub fn method(mut self, method: ClientMethod) -> Connector {
+        self.method = method;
+        self
+    }
+
+    /// `false` makes plain connections (connect, then write), for comparison.
+    pub fn tfo(mut self, enabled: bool) -> Connector {
+        self.enabled = enabled;
+        self
+    }
+
+    /// In strict mode a fallback is an error: client TFO off in this namespace,
+    /// the kernel skipping TFO, or SYN data not acknowledged. A cookie request
+    /// (the first connection to a server) is not a fallback and is not an error.
+    pub fn strict(mut self, strict: bool) -> Connector {
+        self.strict = strict;
+        self
+    }
+
+    /// `TCP_FASTOPEN_NO_COOKIE` (Linux 4.15): send SYN data without a cookie.
+    /// Only servers in no-cookie mode accept it.
+    pub fn no_cookie(mut self, no_cookie: bool) -> Connector {
+        self.no_cookie = no_cookie;
+        self
+    }
+
+    /// Give up if the handshake has not finished after this long
+    /// (default: the kernel's SYN retries, about two minutes).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Connector {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The connect timeout, if any.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    /// Connects to `addr` with `first_data` in the SYN when possible, waits for
+    /// the handshake, writes the rest of `first_data`, and returns the stream
+    /// with the outcome.
+    pub fn connect(&self, addr: SocketAddr, first_data: &[u8]) -> Result<(TcpStream, ClientOutcome)> {
+        let started = self.start(addr, first_data)?;
+        let ready = sys::wait_writable(started.socket.as_fd(), self.connect_timeout).map_err(Error::io("waiting for the handshake"))?;
+        if !ready {
+            return Err(Error::ConnectTimeout { addr, millis: self.connect_timeout.map_or(0, |t| t.as_millis()) });
+        }
+        let outcome = self.finish(&started.socket, started.attempt, started.started_at, addr, first_data.len())?;
+        started.socket.set_nonblocking(false).map_err(Error::io("making the socket blocking"))?;
+        let mut stream: TcpStream = started.socket.into();
+        stream
+            .write_all(&first_data[started.written..])
+            .map_err(|source| Error::Connect { addr, source })?;
+        Ok((stream, outcome))
+    }
+
+    /// Creates the socket and starts the handshake, with data in the SYN if the
+    /// kernel will take it. Never blocks.
+    pub(crate) fn start(&self, addr: SocketAddr, first_data: &[u8]) -> Result<Started> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(Error::io("creating the client socket"))?;
+        socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;
+        if self.no_cookie && self.enabled {
+            sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1).map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE"))?;
+        }
+        let started_at = Instant::now();
+        let skip = if !self.enabled {
+            Some(FailReason::NotRequested)
+        } else if first_data.is_empty() {
+            Some(FailReason::NoData)
+        } else {
+            None
+        };
+        let tfo_start = match skip {
+            Some(reason) => TfoStart::Fallback(reason),
+            None => match self.method {
+                ClientMethod::SendTo => start_sendto(&socket, addr, first_data),
+                ClientMethod::Connect => start_fastopen_connect(&socket, addr, first_data),
+            }
+            .map_err(|source| Error::Connect { addr, source })?,
+        };
+        let (attempt, written) = match tfo_start {
+            TfoStart::Sent { syn_bytes, written } => (Attempt::Tried { method: self.method, syn_bytes }, written),
+            TfoStart::Fallback(FailReason::ClientDisabled) if self.strict => {
+                return Err(Error::NotUsed(FailReason::ClientDisabled))
+            }
+            TfoStart::Fallback(reason) => {
+                plain_connect(&socket, addr).map_err(|source| Error::Connect { addr, source })?;
+                (Attempt::Skipped(reason), 0)
+            }
+        };
+        Ok(Started { socket, attempt, written, started_at })
+    }
+
+    /// After the handshake: checks for a connect error and derives the outcome.
+    /// `socket` is the started socket, or whatever now owns its descriptor.
+    pub(crate) fn finish(
+        &self,
+        socket: &impl AsFd,
+        attempt: Attempt,
+        started_at: Instant,
+        addr: SocketAddr,
+        first_data_len: usize,
+    ) -> Result<ClientOutcome> {
+        if let Some(source) = socket2::SockRef::from(socket).take_error().map_err(Error::io("reading SO_ERROR"))? {
+            return Err(Error::Connect { addr, source });
+        }
+        let connect_time = started_at.elapsed();
+        let info = read_tcp_info(socket)?;
+        let outcome = ClientOutcome::derive(attempt, &info, KernelFeatures::current(), first_data_len, connect_time);
+        if self.strict {
+            match outcome.fail_reason {
+                None | Some(FailReason::CookieUnavailable) | Some(FailReason::NotRequested) | Some(FailReason::NoData) => {}
+                Some(reason) => return Err(Error::NotUsed(reason)),
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Reads and parses `TCP_INFO` of any TCP socket (a std, tokio or socket2 one).
+pub fn read_tcp_info(socket: &impl AsFd) -> Result<tcp_info::TcpInfo> {
+    let (buf, len) = sys::tcp_info_bytes(socket.as_fd()).map_err(Error::io("reading TCP_INFO"))?;
+    tcp_info::TcpInfo::parse(&buf[..len]).map_err(|_| Error::Proc { path: "getsockopt(TCP_INFO)", problem: "shorter than 8 bytes" })
+}
+
+/// What the kernel did with a TFO request.
+enum TfoStart {
+    /// The handshake started; `syn_bytes` rode in the SYN and `written` bytes
+    /// of the first data are in the kernel (equal, today).
+    Sent { syn_bytes: usize, written: usize },
+    /// The kernel refused TFO; make a plain connect instead.
+    Fallback(FailReason),
+}
+
+fn is_errno(e: &io::Error, errno: i32) -> bool {
+    e.raw_os_error() == Some(errno)
+}
+
+/// `sendto(MSG_FASTOPEN)` on a non-blocking socket: returns the bytes put in the
+/// SYN (cookie cached), or EINPROGRESS (a cookie request went out; nothing queued).
+fn start_sendto(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io::Result<TfoStart> {
+    match socket.send_to_with_flags(data, &addr.into(), sys::MSG_FASTOPEN) {
+        Ok(n) => Ok(TfoStart::Sent { syn_bytes: n, written: n }),
+        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+        Err(e) if is_errno(&e, libc::EOPNOTSUPP) => Ok(TfoStart::Fallback(FailReason::ClientDisabled)),
+        Err(e) => Err(e),
+    }
+}
+
+/// `TCP_FASTOPEN_CONNECT` + `connect()` + `send()`. With a cached cookie,
+/// connect returns 0 without sending and the send puts the data in the SYN;
+/// without one, connect sends a cookie request and says EINPROGRESS.
+fn start_fastopen_connect(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io::Result<TfoStart> {
+    match sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_CONNECT, 1) {
+        Ok(()) => {}
+        Err(e) if is_errno(&e, libc::EOPNOTSUPP) => return Ok(TfoStart::Fallback(FailReason::ClientDisabled)),
+        Err(e) => return Err(e),
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => match socket.send(data) {
+            Ok(n) => Ok(TfoStart::Sent { syn_bytes: n, written: n }),
+            Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+            Err(e) => Err(e),
+        },
+        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+        Err(e) => Err(e),
+    }
+}
+
+/// A plain non-blocking connect: EINPROGRESS is the expected answer.
+fn plain_connect(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    match socket.connect(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

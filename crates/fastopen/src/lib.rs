@@ -1,0 +1,62 @@
+//! TCP Fast Open (RFC 7413) for Rust on Linux, with the one thing other TFO
+//! libraries do not give you: **per connection, was TFO used, and if not, why.**
+//!
+//! - Server: [`ListenerBuilder`] → [`Listener`] (blocking) or
+//!   [`tokio::Listener`] (feature `tokio`). Each accepted connection comes with an
+//!   [`AcceptOutcome`]: did its data arrive in the SYN, how many bytes.
+//!   Cookie keys can be set and rotated on a live listener.
+//! - Client: [`Connector::connect`] (blocking) or [`Connector::connect_async`]
+//!   sends the first data in the SYN with `sendto(MSG_FASTOPEN)` or
+//!   `TCP_FASTOPEN_CONNECT`, and returns a [`ClientOutcome`]: bytes in the SYN and
+//!   acknowledged, or a [`FailReason`] (`cookie_unavailable`, `data_not_acked`, ...).
+//! - Host: the namespace's [`FastOpenMode`] (`net.ipv4.tcp_fastopen`), blackhole
+//!   timeout, key state ([`host`]), the `TCPFastOpen*` [`FastOpenCounters`] with
+//!   deltas, and what the running kernel supports ([`KernelFeatures`]).
+//!
+//! ```no_run
+//! use fastopen::{Connector, ListenerBuilder};
+//! use std::io::Read;
+//!
+//! let listener = ListenerBuilder::new("127.0.0.1:8000".parse()?).bind()?;
+//! std::thread::spawn(move || {
+//!     let (mut stream, _, outcome) = listener.accept().unwrap();
+//!     println!("server: {outcome}");
+//!     std::io::copy(&mut stream.try_clone().unwrap(), &mut stream).unwrap();
+//! });
+//! let (mut stream, outcome) = Connector::new().connect("127.0.0.1:8000".parse()?, b"hello")?;
+//! println!("client: {outcome}"); // first time: cookie_unavailable; then: TFO used
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! TFO must be enabled in the network namespace: bit 0x1 of
+//! `net.ipv4.tcp_fastopen` for clients (on by default), 0x2 for servers. A
+//! listener still works as plain TCP without it; [`host::read_mode`] tells.
+//!
+//! On targets other than Linux the crate compiles and every call returns
+//! [`Error::Unsupported`].
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod client;
+mod counters;
+mod error;
+pub mod host;
+mod kernel;
+mod key;
+mod listener;
+mod mode;
+mod outcome;
+mod sys;
+mod tcp_info;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+pub use client::{read_tcp_info, Connector};
+pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
+pub use error::{Error, Result};
+pub use kernel::{KernelFeatures, KernelVersion};
+pub use key::{BadKey, FastOpenKey};
+pub use listener::{accept_outcome, Listener, ListenerBuilder, ListenerTfo, DEFAULT_QUEUE_LEN};
+pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
+pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};
+pub use tcp_info::{TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};

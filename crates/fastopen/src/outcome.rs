@@ -1,0 +1,331 @@
+//! Per-connection answers to "was TFO used, and if not, why?".
+//!
+//! The answers come from `tcp_info` (see [`crate::TcpInfo`]) read after the
+//! handshake, combined with what the client asked the kernel to do. The
+//! derivations are pure functions so they can be tested on fixed values.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::kernel::KernelFeatures;
+use crate::tcp_info::TcpInfo;
+
+/// How a client asks the kernel for TFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+pub enum ClientMethod {
+    /// `sendto(MSG_FASTOPEN)` with the first data: connect and send in one call (Linux 3.7).
+    #[default]
+    SendTo,
+    /// `TCP_FASTOPEN_CONNECT` then `connect()` and `write()`, as curl does (Linux 4.11).
+    Connect,
+}
+
+impl fmt::Display for ClientMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientMethod::SendTo => "sendto",
+            ClientMethod::Connect => "connect",
+        })
+    }
+}
+
+/// Why a client connection did not carry acknowledged data in its SYN.
+///
+/// The snake_case names (see [`FailReason::as_str`]) are stable: scripts may match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum FailReason {
+    /// No cookie was cached for this server, so the SYN asked for one
+    /// (`tcpi_fastopen_client_fail` = 1). The next connection can carry data.
+    CookieUnavailable,
+    /// The SYN carried data but the SYN-ACK did not acknowledge it; the kernel
+    /// sent it again after the handshake (`tcpi_fastopen_client_fail` = 2).
+    DataNotAcked,
+    /// Like `DataNotAcked`, and the SYN itself had to be retransmitted
+    /// (`tcpi_fastopen_client_fail` = 3): something dropped SYNs with data?
+    SynRetransmitted,
+    /// `net.ipv4.tcp_fastopen` lacks the client bit (0x1) in this network namespace.
+    ClientDisabled,
+    /// There was no data to put in the SYN, so a plain connect was made.
+    NoData,
+    /// The caller turned TFO off for this connection.
+    NotRequested,
+    /// The kernel sent a plain SYN without reporting a failure: active TFO is
+    /// disabled for the namespace (blackhole detection), or the route forbids it.
+    KernelSkipped,
+    /// This kernel (before 5.5) does not report why TFO failed.
+    Unknown,
+}
+
+impl FailReason {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::CookieUnavailable => "cookie_unavailable",
+            FailReason::DataNotAcked => "data_not_acked",
+            FailReason::SynRetransmitted => "syn_retransmitted",
+            FailReason::ClientDisabled => "client_disabled",
+            FailReason::NoData => "no_data",
+            FailReason::NotRequested => "not_requested",
+            FailReason::KernelSkipped => "kernel_skipped",
+            FailReason::Unknown => "unknown",
+        }
+    }
+
+    /// One sentence for a person: what happened and what to do.
+    pub fn explain(self) -> &'static str {
+        match self {
+            FailReason::CookieUnavailable => {
+                "no cookie cached for this server yet, so the SYN asked for one; the next connection can carry data in its SYN"
+            }
+            FailReason::DataNotAcked => {
+                "the SYN carried data but the server did not acknowledge it (TFO off on the server, or a stale cookie); it was sent again after the handshake"
+            }
+            FailReason::SynRetransmitted => {
+                "the SYN with data was retransmitted and its data not acknowledged: something on the path may drop SYNs that carry data"
+            }
+            FailReason::ClientDisabled => {
+                "client TFO is off in this network namespace (net.ipv4.tcp_fastopen lacks bit 0x1); run `tfo doctor --fix` or `sysctl -w net.ipv4.tcp_fastopen=3`"
+            }
+            FailReason::NoData => "there was no data to send in the SYN, so a plain connect was made",
+            FailReason::NotRequested => "TFO was not requested for this connection",
+            FailReason::KernelSkipped => {
+                "the kernel sent a plain SYN: active TFO is probably disabled by blackhole detection (see TCPFastOpenBlackhole in `tfo doctor`)"
+            }
+            FailReason::Unknown => "this kernel (before 5.5) does not report why TFO was not used",
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.as_str(), self.explain())
+    }
+}
+
+/// What the client asked of the kernel before the handshake finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// TFO was tried with this method; the kernel put `syn_bytes` in the SYN.
+    Tried { method: ClientMethod, syn_bytes: usize },
+    /// TFO was not tried, for this reason.
+    Skipped(FailReason),
+}
+
+/// The outcome of one client connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ClientOutcome {
+    /// How TFO was requested; `None` if it was not.
+    pub method: Option<ClientMethod>,
+    /// Bytes of the first data that the server acknowledged in its SYN-ACK.
+    pub bytes_in_syn: usize,
+    /// Bytes the kernel put in the SYN (acknowledged or not).
+    pub syn_bytes_sent: usize,
+    /// Length of the first data given to `connect`.
+    pub first_data_len: usize,
+    /// Why TFO was not used; `None` when it was.
+    pub fail_reason: Option<FailReason>,
+    /// Time from the start of the connect until the handshake completed.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_ms", rename = "connect_ms"))]
+    pub connect_time: Duration,
+}
+
+#[cfg(feature = "serde")]
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl ClientOutcome {
+    /// Whether the first data rode in the SYN and was acknowledged.
+    pub fn tfo_used(&self) -> bool {
+        self.fail_reason.is_none() && self.bytes_in_syn > 0
+    }
+
+    /// Derives the outcome from what was attempted and the `tcp_info` read after
+    /// the handshake.
+    pub(crate) fn derive(
+        attempt: Attempt,
+        info: &TcpInfo,
+        features: &KernelFeatures,
+        first_data_len: usize,
+        connect_time: Duration,
+    ) -> ClientOutcome {
+        let (method, syn_bytes) = match attempt {
+            Attempt::Skipped(reason) => {
+                return ClientOutcome {
+                    method: None,
+                    bytes_in_syn: 0,
+                    syn_bytes_sent: 0,
+                    first_data_len,
+                    fail_reason: Some(reason),
+                    connect_time,
+                }
+            }
+            Attempt::Tried { method, syn_bytes } => (method, syn_bytes),
+        };
+        let acked = info.syn_data() && syn_bytes > 0;
+        let fail_reason = if acked {
+            None
+        } else if !features.client_fail_reason {
+            Some(FailReason::Unknown)
+        } else {
+            Some(match info.fastopen_client_fail {
+                1 => FailReason::CookieUnavailable,
+                2 => FailReason::DataNotAcked,
+                3 => FailReason::SynRetransmitted,
+                _ => FailReason::KernelSkipped,
+            })
+        };
+        ClientOutcome {
+            method: Some(method),
+            bytes_in_syn: if acked { syn_bytes } else { 0 },
+            syn_bytes_sent: syn_bytes,
+            first_data_len,
+            fail_reason,
+            connect_time,
+        }
+    }
+}
+
+impl fmt::Display for ClientOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.fail_reason, self.method) {
+            (None, Some(m)) => write!(
+                f,
+                "TFO used ({m}): {} of {} bytes rode in the SYN and were acknowledged",
+                self.bytes_in_syn, self.first_data_len
+            ),
+            (Some(r), _) => write!(f, "TFO not used: {r}"),
+            (None, None) => f.write_str("TFO not used"),
+        }
+    }
+}
+
+/// The outcome of one accepted server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct AcceptOutcome {
+    /// The SYN carried data that the server accepted (`TCPI_OPT_SYN_DATA`).
+    pub data_in_syn: bool,
+    /// The connection was created by TFO (`TCPI_OPT_TFO_CHILD`); `None` on
+    /// kernels before 6.16, which do not report it.
+    pub tfo_child: Option<bool>,
+    /// How many bytes came in the SYN, when `tcp_info` shows it unambiguously
+    /// (all data received so far came in one segment); `None` when unknown.
+    pub bytes_in_syn: Option<u64>,
+}
+
+impl AcceptOutcome {
+    /// Derives the outcome from a `tcp_info` read at accept time.
+    pub fn derive(info: &TcpInfo, features: &KernelFeatures) -> AcceptOutcome {
+        let data_in_syn = info.syn_data();
+        let bytes_in_syn = if !data_in_syn {
+            Some(0)
+        } else {
+            match (info.data_segs_in, info.bytes_received) {
+                (Some(1), Some(bytes)) => Some(bytes),
+                _ => None,
+            }
+        };
+        AcceptOutcome {
+            data_in_syn,
+            tfo_child: features.tfo_child_flag.then(|| info.tfo_child()),
+            bytes_in_syn,
+        }
+    }
+}
+
+impl fmt::Display for AcceptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.data_in_syn, self.bytes_in_syn) {
+            (true, Some(n)) => write!(f, "data in SYN: {n} bytes"),
+            (true, None) => f.write_str("data in SYN"),
+            (false, _) if self.tfo_child == Some(true) => f.write_str("TFO connection, no data in SYN"),
+            (false, _) => f.write_str("regular handshake"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(options: u8, client_fail: u8) -> TcpInfo {
+        let mut b = [0u8; 280];
+        b[0] = 1;
+        b[5] = options;
+        b[7] = client_fail << 1;
+        b[128..136].copy_from_slice(&9u64.to_ne_bytes());
+        b[152..156].copy_from_slice(&1u32.to_ne_bytes());
+        TcpInfo::parse(&b).unwrap()
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+    fn new_kernel() -> KernelFeatures {
+        KernelFeatures::from_release("6.18.0")
+    }
+    fn tried(syn_bytes: usize) -> Attempt {
+        Attempt::Tried { method: ClientMethod::SendTo, syn_bytes }
+    }
+
+    #[test]
+    fn data_acked_is_success() {
+        let o = ClientOutcome::derive(tried(9), &info(0x27, 0), &new_kernel(), 9, MS);
+        assert!(o.tfo_used());
+        assert_eq!((o.bytes_in_syn, o.fail_reason), (9, None));
+        assert!(o.to_string().starts_with("TFO used (sendto): 9 of 9 bytes"));
+    }
+
+    #[test]
+    fn each_client_fail_value_maps_to_a_reason() {
+        for (fail, want) in [
+            (1, FailReason::CookieUnavailable),
+            (2, FailReason::DataNotAcked),
+            (3, FailReason::SynRetransmitted),
+            (0, FailReason::KernelSkipped),
+        ] {
+            let o = ClientOutcome::derive(tried(0), &info(0x07, fail), &new_kernel(), 9, MS);
+            assert_eq!(o.fail_reason, Some(want));
+            assert!(!o.tfo_used());
+            assert_eq!(o.bytes_in_syn, 0);
+        }
+    }
+
+    #[test]
+    fn old_kernel_says_unknown_instead_of_guessing() {
+        let o = ClientOutcome::derive(tried(0), &info(0x07, 0), &KernelFeatures::from_release("5.4.0"), 9, MS);
+        assert_eq!(o.fail_reason, Some(FailReason::Unknown));
+    }
+
+    #[test]
+    fn skipped_keeps_its_reason() {
+        let o = ClientOutcome::derive(Attempt::Skipped(FailReason::NoData), &info(0x27, 0), &new_kernel(), 0, MS);
+        assert_eq!((o.method, o.fail_reason), (None, Some(FailReason::NoData)));
+        assert!(!o.tfo_used());
+    }
+
+    #[test]
+    fn reason_names_are_stable() {
+        assert_eq!(FailReason::CookieUnavailable.as_str(), "cookie_unavailable");
+        assert_eq!(FailReason::ClientDisabled.as_str(), "client_disabled");
+        assert!(FailReason::ClientDisabled.explain().contains("tfo doctor --fix"));
+    }
+
+    #[test]
+    fn server_outcomes() {
+        let k = new_kernel();
+        let child = AcceptOutcome::derive(&info(0xa7, 0), &k);
+        assert_eq!((child.data_in_syn, child.tfo_child, child.bytes_in_syn), (true, Some(true), Some(9)));
+        assert_eq!(child.to_string(), "data in SYN: 9 bytes");
+        let plain = AcceptOutcome::derive(&info(0x07, 0), &k);
+        assert_eq!(plain.to_string(), "regular handshake");
+        assert_eq!(plain.bytes_in_syn, Some(0));
+        let old = AcceptOutcome::derive(&info(0x27, 0), &KernelFeatures::from_release("6.1.0"));
+        assert_eq!(old.tfo_child, None);
+    }
+}

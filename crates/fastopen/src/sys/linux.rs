@@ -1,0 +1,139 @@
+//! Linux socket options and calls for TCP Fast Open.
+//!
+//! Every libc call goes through [`syscall!`], which turns `-1` into
+//! `io::Error::last_os_error()`. Constants are spelled out here rather than
+//! taken from libc because older libc releases lack some of them; their values
+//! are part of the kernel's stable ABI (`include/uapi/linux/tcp.h`).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// `TCP_FASTOPEN` (tcp(7), Linux 3.7): enable server-side TFO with a queue length.
+pub(crate) const TCP_FASTOPEN: libc::c_int = 23;
+/// `TCP_FASTOPEN_CONNECT` (Linux 4.11): `connect()` defers the SYN to the first write.
+pub(crate) const TCP_FASTOPEN_CONNECT: libc::c_int = 30;
+/// `TCP_FASTOPEN_KEY` (Linux 4.15; primary+backup since 5.3): per-listener cookie key(s).
+pub(crate) const TCP_FASTOPEN_KEY: libc::c_int = 33;
+/// `TCP_FASTOPEN_NO_COOKIE` (Linux 4.15): data in SYN without a cookie.
+pub(crate) const TCP_FASTOPEN_NO_COOKIE: libc::c_int = 34;
+/// `MSG_FASTOPEN` (send(2), Linux 3.7): connect and send the data in the SYN.
+pub(crate) const MSG_FASTOPEN: libc::c_int = 0x2000_0000;
+/// Largest `struct tcp_info` we ask for; the kernel returns what it has (280 on 6.18).
+pub(crate) const TCP_INFO_BUF: usize = 512;
+
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
+        // SAFETY: each caller passes pointers and lengths that describe live,
+        // correctly sized buffers; see the comment at the call site.
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// `setsockopt(fd, SOL_TCP, name, &value, sizeof(int))`.
+pub(crate) fn set_tcp_int(fd: BorrowedFd<'_>, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // Pointer and length describe `value`, an int on this stack frame.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        name,
+        (&value as *const libc::c_int).cast(),
+        size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// `getsockopt(fd, SOL_TCP, name, &value, &len)` for an int option.
+pub(crate) fn get_tcp_int(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // Pointer and length describe `value`; the kernel writes at most `len` bytes.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        name,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len,
+    ))?;
+    Ok(value)
+}
+
+/// `setsockopt(fd, SOL_TCP, TCP_FASTOPEN_KEY, key, 16 | 32)`.
+pub(crate) fn set_fastopen_key(fd: BorrowedFd<'_>, key_bytes: &[u8]) -> io::Result<()> {
+    // Pointer and length describe the caller's slice.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        TCP_FASTOPEN_KEY,
+        key_bytes.as_ptr().cast(),
+        key_bytes.len() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// `getsockopt(fd, SOL_TCP, TCP_FASTOPEN_KEY)`: the socket's own keys (0, 16 or 32 bytes).
+pub(crate) fn get_fastopen_key(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 32];
+    let mut len = buf.len() as libc::socklen_t;
+    // Pointer and length describe `buf`; the kernel writes at most `len` bytes.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        TCP_FASTOPEN_KEY,
+        buf.as_mut_ptr().cast(),
+        &mut len,
+    ))?;
+    Ok(buf[..(len as usize).min(buf.len())].to_vec())
+}
+
+/// `getsockopt(fd, SOL_TCP, TCP_INFO)`: the raw bytes, as long as the kernel made them.
+pub(crate) fn tcp_info_bytes(fd: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BUF], usize)> {
+    let mut buf = [0u8; TCP_INFO_BUF];
+    let mut len = buf.len() as libc::socklen_t;
+    // Pointer and length describe `buf`; the kernel writes at most `len` bytes
+    // and stores the count it wrote in `len`.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        libc::TCP_INFO,
+        buf.as_mut_ptr().cast(),
+        &mut len,
+    ))?;
+    Ok((buf, (len as usize).min(TCP_INFO_BUF)))
+}
+
+/// Waits until `fd` is writable (the handshake finished or failed) or `timeout` passes.
+/// Returns `false` on timeout.
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let millis = match timeout {
+        None => -1,
+        Some(t) => libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX),
+    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    loop {
+        // Pointer describes one pollfd on this stack frame, and nfds is 1.
+        match syscall!(poll(&mut pfd, 1, millis)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `uname(2)` release string, e.g. "6.18.44-foo".
+pub(crate) fn kernel_release() -> io::Result<String> {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // Pointer describes `uts`, which the kernel fills.
+    syscall!(uname(&mut uts))?;
+    let bytes: Vec<u8> = uts.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

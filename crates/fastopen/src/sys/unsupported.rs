@@ -1,0 +1,24 @@
+//! Fallback for targets other than Linux: every call fails with `Unsupported`.
+//! It exists so that a crate depending on `fastopen` still compiles there.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+pub(crate) const TCP_FASTOPEN: i32 = 23;
+pub(crate) const TCP_FASTOPEN_CONNECT: i32 = 30;
+pub(crate) const TCP_FASTOPEN_NO_COOKIE: i32 = 34;
+pub(crate) const MSG_FASTOPEN: i32 = 0x2000_0000;
+pub(crate) const TCP_INFO_BUF: usize = 512;
+
+fn unsupported<T>() -> io::Result<T> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "TCP Fast Open support in fastopen is Linux-only"))
+}
+
+pub(crate) fn set_tcp_int(_: BorrowedFd<'_>, _: i32, _: i32) -> io::Result<()> { unsupported() }
+pub(crate) fn get_tcp_int(_: BorrowedFd<'_>, _: i32) -> io::Result<i32> { unsupported() }
+pub(crate) fn set_fastopen_key(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> { unsupported() }
+pub(crate) fn get_fastopen_key(_: BorrowedFd<'_>) -> io::Result<Vec<u8>> { unsupported() }
+pub(crate) fn tcp_info_bytes(_: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BUF], usize)> { unsupported() }
+pub(crate) fn wait_writable(_: BorrowedFd<'_>, _: Option<Duration>) -> io::Result<bool> { unsupported() }
+pub(crate) fn kernel_release() -> io::Result<String> { unsupported() }

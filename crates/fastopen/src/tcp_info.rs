@@ -1,0 +1,138 @@
+//! `struct tcp_info` as the kernel returns it from `getsockopt(TCP_INFO)`.
+//!
+//! The structure grows with kernel releases (232 bytes in 6.1 headers, 280 on
+//! 6.18), so it is parsed by the length the kernel actually returned: a field
+//! that lies beyond that length is `None`, never a guessed zero. Offsets are
+//! those of `include/uapi/linux/tcp.h`.
+
+/// `TCPI_OPT_SYN_DATA`: client: the SYN's data was acked; server: the SYN carried data.
+pub const TCPI_OPT_SYN_DATA: u8 = 0x20;
+/// `TCPI_OPT_TFO_CHILD` (Linux 6.16): the server socket was created by TFO.
+pub const TCPI_OPT_TFO_CHILD: u8 = 0x80;
+
+/// The fields of `tcp_info` that TFO outcome reporting needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpInfo {
+    /// How many bytes the kernel returned.
+    pub len: usize,
+    /// `tcpi_state` (1 = ESTABLISHED, 2 = SYN_SENT, ...).
+    pub state: u8,
+    /// `tcpi_options`: `TCPI_OPT_*` bits.
+    pub options: u8,
+    /// `tcpi_fastopen_client_fail` (bits 1-2 of byte 7; meaningful on Linux 5.5+).
+    pub fastopen_client_fail: u8,
+    /// `tcpi_rtt`: smoothed round-trip time in microseconds.
+    pub rtt_us: Option<u32>,
+    /// `tcpi_total_retrans`.
+    pub total_retrans: Option<u32>,
+    /// `tcpi_bytes_received`: payload bytes received (a TFO child counts its SYN data).
+    pub bytes_received: Option<u64>,
+    /// `tcpi_data_segs_in`: segments received that carried data.
+    pub data_segs_in: Option<u32>,
+    /// `tcpi_bytes_sent`: payload bytes sent, retransmissions included.
+    pub bytes_sent: Option<u64>,
+}
+
+/// The `tcp_info` bytes were too short to hold even the first 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("tcp_info is {0} bytes long; at least 8 are needed")]
+pub struct TruncatedTcpInfo(pub usize);
+
+fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
+    let raw = bytes.get(offset..offset + 4)?;
+    Some(u32::from_ne_bytes(raw.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
+    let raw = bytes.get(offset..offset + 8)?;
+    Some(u64::from_ne_bytes(raw.try_into().ok()?))
+}
+
+impl TcpInfo {
+    /// Parses the bytes the kernel returned (pass exactly the returned length).
+    pub fn parse(bytes: &[u8]) -> Result<TcpInfo, TruncatedTcpInfo> {
+        if bytes.len() < 8 {
+            return Err(TruncatedTcpInfo(bytes.len()));
+        }
+        Ok(TcpInfo {
+            len: bytes.len(),
+            state: bytes[0],
+            options: bytes[5],
+            fastopen_client_fail: (bytes[7] >> 1) & 0b11,
+            rtt_us: u32_at(bytes, 68),
+            total_retrans: u32_at(bytes, 100),
+            bytes_received: u64_at(bytes, 128),
+            data_segs_in: u32_at(bytes, 152),
+            bytes_sent: u64_at(bytes, 200),
+        })
+    }
+
+    /// `TCPI_OPT_SYN_DATA` is set.
+    pub fn syn_data(&self) -> bool {
+        self.options & TCPI_OPT_SYN_DATA != 0
+    }
+
+    /// `TCPI_OPT_TFO_CHILD` is set.
+    pub fn tfo_child(&self) -> bool {
+        self.options & TCPI_OPT_TFO_CHILD != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server-side TFO child as seen on 6.18: options 0xa7, 9 bytes received in one segment.
+    fn server_child_6_18() -> [u8; 280] {
+        let mut b = [0u8; 280];
+        b[0] = 1; // ESTABLISHED
+        b[5] = 0xa7;
+        b[7] = 0x01; // app_limited, no client_fail
+        b[68..72].copy_from_slice(&150u32.to_ne_bytes());
+        b[128..136].copy_from_slice(&9u64.to_ne_bytes());
+        b[152..156].copy_from_slice(&1u32.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn deconstruct_server_child() {
+        let info = TcpInfo::parse(&server_child_6_18()).unwrap();
+        assert_eq!(info.len, 280);
+        assert_eq!(info.state, 1);
+        assert!(info.syn_data());
+        assert!(info.tfo_child());
+        assert_eq!(info.fastopen_client_fail, 0);
+        assert_eq!(info.rtt_us, Some(150));
+        assert_eq!(info.bytes_received, Some(9));
+        assert_eq!(info.data_segs_in, Some(1));
+    }
+
+    #[test]
+    fn client_fail_bits_are_bits_one_and_two_of_byte_seven() {
+        let mut b = server_child_6_18();
+        for (byte7, want) in [(0b000, 0), (0b010, 1), (0b100, 2), (0b111, 3), (0b001, 0)] {
+            b[7] = byte7;
+            assert_eq!(TcpInfo::parse(&b).unwrap().fastopen_client_fail, want, "byte7={byte7:#b}");
+        }
+    }
+
+    #[test]
+    fn short_struct_gives_none_not_zero() {
+        let b = server_child_6_18();
+        // A 3.x-era tcp_info ends before bytes_received.
+        let info = TcpInfo::parse(&b[..104]).unwrap();
+        assert_eq!(info.total_retrans, Some(0));
+        assert_eq!(info.bytes_received, None);
+        assert_eq!(info.data_segs_in, None);
+        assert_eq!(info.bytes_sent, None);
+        // 6.1 headers: 232 bytes, everything we read is present.
+        assert_eq!(TcpInfo::parse(&b[..232]).unwrap().bytes_sent, Some(0));
+    }
+
+    #[test]
+    fn truncated() {
+        assert_eq!(TcpInfo::parse(&[1, 2, 3]), Err(TruncatedTcpInfo(3)));
+        assert!(TcpInfo::parse(&[]).is_err());
+    }
+}
