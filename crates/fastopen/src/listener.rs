@@ -110,9 +110,11 @@ pub(crate) fn set_keys(socket: &impl AsFd, primary: &FastOpenKey, backup: Option
     })
 }
 
-/// Reads what `tcp_info` says about an accepted connection.
+/// Reads what `tcp_info` says about an accepted connection (call it right after accept).
 pub fn accept_outcome(stream: &impl AsFd) -> Result<AcceptOutcome> {
-    Ok(AcceptOutcome::derive(&read_tcp_info(stream)?, KernelFeatures::current()))
+    let first = read_tcp_info(stream)?;
+    let later = read_tcp_info(stream)?;
+    Ok(AcceptOutcome::derive(&first, &later, KernelFeatures::current()))
 }
 
 /// The TFO settings a listener has (read back from the kernel).

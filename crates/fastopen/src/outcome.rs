@@ -205,6 +205,9 @@ impl fmt::Display for ClientOutcome {
     }
 }
 
+/// `tcpi_state` of a socket that has received the peer's FIN.
+const TCP_CLOSE_WAIT: u8 = 8;
+
 /// The outcome of one accepted server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -215,26 +218,42 @@ pub struct AcceptOutcome {
     /// The connection was created by TFO (`TCPI_OPT_TFO_CHILD`); `None` on
     /// kernels before 6.16, which do not report it.
     pub tfo_child: Option<bool>,
-    /// How many bytes came in the SYN, when `tcp_info` shows it unambiguously
-    /// (all data received so far came in one segment); `None` when unknown.
+    /// How many bytes came in the SYN, when `tcp_info` shows it unambiguously:
+    /// all data received so far came in one segment (`tcpi_data_segs_in` = 1),
+    /// so `tcpi_bytes_received` is the SYN's payload, less one if a FIN has
+    /// arrived since (state CLOSE_WAIT: a FIN takes one sequence number).
+    /// `None` when more data already arrived, or on kernels without the fields.
     pub bytes_in_syn: Option<u64>,
 }
 
 impl AcceptOutcome {
-    /// Derives the outcome from a `tcp_info` read at accept time.
-    pub fn derive(info: &TcpInfo, features: &KernelFeatures) -> AcceptOutcome {
-        let data_in_syn = info.syn_data();
+    /// Derives the outcome from two `tcp_info` reads made one after the other
+    /// at accept time.
+    ///
+    /// Why two: the kernel loads `tcpi_state` before it locks the socket to read
+    /// the counters, so one read can show ESTABLISHED with a FIN already counted
+    /// in `tcpi_bytes_received`. The state of the `later` read is loaded after
+    /// the counters of the `first` were read, so it tells whether a FIN can be
+    /// inside them, and comparing both byte counts tells whether it is.
+    /// (This assumes the FIN came in its own segment, as Linux clients send it
+    /// after a TFO connect; a FIN inside the SYN itself would be reported one short.)
+    pub fn derive(first: &TcpInfo, later: &TcpInfo, features: &KernelFeatures) -> AcceptOutcome {
+        let data_in_syn = first.syn_data();
         let bytes_in_syn = if !data_in_syn {
             Some(0)
         } else {
-            match (info.data_segs_in, info.bytes_received) {
-                (Some(1), Some(bytes)) => Some(bytes),
+            match (first.data_segs_in, later.data_segs_in, first.bytes_received, later.bytes_received) {
+                // A FIN arrived after the first count: that count is the SYN's payload.
+                (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 + 1 => Some(b1),
+                // Nothing arrived between the reads, and a FIN arrived before: take it out.
+                (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 && later.state == TCP_CLOSE_WAIT => b1.checked_sub(1),
+                (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 => Some(b1),
                 _ => None,
             }
         };
         AcceptOutcome {
             data_in_syn,
-            tfo_child: features.tfo_child_flag.then(|| info.tfo_child()),
+            tfo_child: features.tfo_child_flag.then(|| first.tfo_child()),
             bytes_in_syn,
         }
     }
@@ -319,13 +338,39 @@ mod tests {
     #[test]
     fn server_outcomes() {
         let k = new_kernel();
-        let child = AcceptOutcome::derive(&info(0xa7, 0), &k);
+        let i = info(0xa7, 0);
+        let child = AcceptOutcome::derive(&i, &i, &k);
         assert_eq!((child.data_in_syn, child.tfo_child, child.bytes_in_syn), (true, Some(true), Some(9)));
         assert_eq!(child.to_string(), "data in SYN: 9 bytes");
-        let plain = AcceptOutcome::derive(&info(0x07, 0), &k);
+        let p = info(0x07, 0);
+        let plain = AcceptOutcome::derive(&p, &p, &k);
         assert_eq!(plain.to_string(), "regular handshake");
         assert_eq!(plain.bytes_in_syn, Some(0));
-        let old = AcceptOutcome::derive(&info(0x27, 0), &KernelFeatures::from_release("6.1.0"));
-        assert_eq!(old.tfo_child, None);
+        let o = info(0x27, 0);
+        assert_eq!(AcceptOutcome::derive(&o, &o, &KernelFeatures::from_release("6.1.0")).tfo_child, None);
+    }
+
+    #[test]
+    fn a_fin_counted_in_bytes_received_is_taken_out() {
+        let k = new_kernel();
+        let mut with_fin = info(0xa7, 0);
+        with_fin.bytes_received = Some(10);
+        let mut closed = with_fin;
+        closed.state = TCP_CLOSE_WAIT;
+        // First read saw ESTABLISHED but already counted the FIN; the later one shows it.
+        assert_eq!(AcceptOutcome::derive(&with_fin, &closed, &k).bytes_in_syn, Some(9));
+        // The FIN came between the reads: the first count is the SYN's payload.
+        let before_fin = info(0xa7, 0);
+        assert_eq!(AcceptOutcome::derive(&before_fin, &closed, &k).bytes_in_syn, Some(9));
+        // The FIN came between the reads and the later state does not show it yet.
+        assert_eq!(AcceptOutcome::derive(&before_fin, &with_fin, &k).bytes_in_syn, Some(9));
+        // The count moved by more than a FIN: unknown, not guessed.
+        let mut jumped = info(0xa7, 0);
+        jumped.bytes_received = Some(500);
+        assert_eq!(AcceptOutcome::derive(&before_fin, &jumped, &k).bytes_in_syn, None);
+        // More data arrived after the SYN: the split is unknown.
+        let mut more = info(0xa7, 0);
+        more.data_segs_in = Some(2);
+        assert_eq!(AcceptOutcome::derive(&more, &more, &k).bytes_in_syn, None);
     }
 }

@@ -1,0 +1,333 @@
+//! TFO through the real kernel, on loopback inside a private network namespace
+//! per test (needs root; see `fastopen_lab::netns`). Every claim is checked two
+//! ways: what our outcome says, and what the TcpExt counters say.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use fastopen::{
+    host, AcceptOutcome, ClientMethod, ClientOutcome, Connector, Error, FailReason, FastOpenCounters, FastOpenKey,
+    FastOpenMode, Listener, ListenerBuilder,
+};
+use fastopen_lab::netns::{root_or_skip, run_in_private};
+
+/// Runs `f` in a fresh namespace with `net.ipv4.tcp_fastopen = mode`.
+fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {
+    if !root_or_skip(test) {
+        return;
+    }
+    run_in_private(mode, f).expect("private network namespace");
+}
+
+/// Serves `n` connections: reads each request to EOF, echoes it, closes.
+/// Sends each connection's outcome back.
+fn echo_server(listener: Listener, n: usize) -> (mpsc::Receiver<AcceptOutcome>, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        for _ in 0..n {
+            let (mut stream, _, outcome) = listener.accept().expect("accept");
+            tx.send(outcome).expect("send outcome");
+            let mut request = Vec::new();
+            stream.read_to_end(&mut request).expect("read request");
+            stream.write_all(&request).expect("echo");
+        }
+    });
+    (rx, handle)
+}
+
+/// One request/response with the given connector; returns the outcome and checks the echo.
+fn exchange(connector: &Connector, addr: SocketAddr, data: &[u8]) -> ClientOutcome {
+    let (mut stream, outcome) = connector.connect(addr, data).expect("connect");
+    stream.shutdown(Shutdown::Write).expect("shutdown");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("read reply");
+    assert_eq!(reply, data, "echo must return the request unchanged");
+    outcome
+}
+
+fn counters() -> FastOpenCounters {
+    FastOpenCounters::read().expect("counters")
+}
+
+fn cold_then_warm(method: ClientMethod, bind: &str) {
+    let listener = ListenerBuilder::new(bind.parse().unwrap()).bind().expect("bind");
+    let addr = listener.local_addr().unwrap();
+    assert_eq!(listener.tfo().unwrap().queue_len, fastopen::DEFAULT_QUEUE_LEN);
+    let (server, handle) = echo_server(listener, 2);
+    let connector = Connector::new().method(method);
+    let request = b"hello, fast open";
+
+    let before = counters();
+    let first = exchange(&connector, addr, request);
+    let first_server = server.recv().unwrap();
+    let d1 = &counters() - &before;
+    assert_eq!(first.fail_reason, Some(FailReason::CookieUnavailable), "{method}: first connection asks for a cookie");
+    assert!(!first.tfo_used());
+    assert!(!first_server.data_in_syn);
+    assert_eq!(first_server.tfo_child, Some(false));
+    assert_eq!((d1.cookie_reqd, d1.active, d1.passive), (1, 0, 0), "{method}: counters after cookie request: {d1:?}");
+
+    let before = counters();
+    let second = exchange(&connector, addr, request);
+    let second_server = server.recv().unwrap();
+    let d2 = &counters() - &before;
+    assert!(second.tfo_used(), "{method}: second connection: {second}");
+    assert_eq!(second.method, Some(method));
+    assert_eq!(second.bytes_in_syn, request.len());
+    assert!(second_server.data_in_syn);
+    assert_eq!(second_server.tfo_child, Some(true));
+    assert_eq!(second_server.bytes_in_syn, Some(request.len() as u64));
+    assert_eq!((d2.active, d2.passive, d2.cookie_reqd, d2.active_fail), (1, 1, 0, 0), "{method}: {d2:?}");
+    handle.join().unwrap();
+}
+
+#[test]
+fn sendto_ipv4_cookie_then_data_in_syn() {
+    in_netns("sendto_ipv4", 3, || cold_then_warm(ClientMethod::SendTo, "127.0.0.1:0"));
+}
+
+#[test]
+fn sendto_ipv6_cookie_then_data_in_syn() {
+    in_netns("sendto_ipv6", 3, || cold_then_warm(ClientMethod::SendTo, "[::1]:0"));
+}
+
+#[test]
+fn connect_ipv4_cookie_then_data_in_syn() {
+    in_netns("connect_ipv4", 3, || cold_then_warm(ClientMethod::Connect, "127.0.0.1:0"));
+}
+
+#[test]
+fn connect_ipv6_cookie_then_data_in_syn() {
+    in_netns("connect_ipv6", 3, || cold_then_warm(ClientMethod::Connect, "[::1]:0"));
+}
+
+#[test]
+fn tokio_listener_and_client() {
+    in_netns("tokio", 3, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio().unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..2 {
+                    let (mut s, _, outcome) = listener.accept().await.unwrap();
+                    outcomes.push(outcome);
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await.unwrap();
+                    s.write_all(&buf).await.unwrap();
+                }
+                outcomes
+            });
+            let mut client_outcomes = Vec::new();
+            for method in [ClientMethod::SendTo, ClientMethod::Connect] {
+                let (mut s, outcome) = Connector::new().method(method).connect_async(addr, b"async").await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply).await.unwrap();
+                assert_eq!(reply, b"async");
+                client_outcomes.push(outcome);
+            }
+            let server_outcomes = server.await.unwrap();
+            assert_eq!(client_outcomes[0].fail_reason, Some(FailReason::CookieUnavailable));
+            assert!(client_outcomes[1].tfo_used(), "{}", client_outcomes[1]);
+            assert!(!server_outcomes[0].data_in_syn);
+            assert_eq!(server_outcomes[1].bytes_in_syn, Some(5));
+        });
+        assert_eq!(counters().passive, 1);
+    });
+}
+
+/// Cookies are cached per destination address, so 127.0.0.1 and 127.0.0.2 are
+/// two independent clients of the same listener.
+#[test]
+fn key_rotation_on_a_live_listener() {
+    in_netns("key_rotation", 3, || {
+        let k1 = FastOpenKey([1; 16]);
+        let k2 = FastOpenKey([2; 16]);
+        let listener = ListenerBuilder::new("0.0.0.0:0".parse().unwrap()).keys(k1, None).bind().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(listener.tfo().unwrap().own_keys, 1);
+        let a: SocketAddr = ([127, 0, 0, 1], port).into();
+        let b: SocketAddr = ([127, 0, 0, 2], port).into();
+        let listener = std::sync::Arc::new(listener);
+        let server_listener = listener.clone();
+        let (tx, rx) = mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            for _ in 0..6 {
+                let (mut s, _, _) = server_listener.accept().unwrap();
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).unwrap();
+                s.write_all(&buf).unwrap();
+                let _ = tx.send(());
+            }
+        });
+        let c = Connector::new();
+        // Both clients learn a K1 cookie and use it.
+        for dst in [a, b] {
+            assert_eq!(exchange(&c, dst, b"x").fail_reason, Some(FailReason::CookieUnavailable));
+        }
+        // The cookie is SipHash-2-4(K1, client || server): compare with the
+        // kernel's cookie cache (the client's source is 127.0.0.1 for both).
+        let shown = Command::new("ip").args(["tcp_metrics", "show"]).output().unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        for dst in [a, b] {
+            let cookie = k1.cookie(a.ip(), dst.ip()).unwrap();
+            let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(shown.contains(&format!("fo_cookie {hex}")), "kernel cache {shown:?} lacks our cookie {hex} for {dst}");
+        }
+
+        // Rotate: K2 primary, K1 backup. A's K1 cookie is still accepted, via the backup key.
+        listener.set_keys(&k2, Some(&k1)).unwrap();
+        assert_eq!(listener.tfo().unwrap().own_keys, 2);
+        let before = counters();
+        let o = exchange(&c, a, b"rotated");
+        let d = &counters() - &before;
+        assert!(o.tfo_used(), "{o}");
+        assert_eq!((d.passive, d.passive_alt_key), (1, 1), "{d:?}");
+
+        // Drop K1: B's K1 cookie is now rejected; the data is sent again after the handshake.
+        listener.set_keys(&k2, None).unwrap();
+        let before = counters();
+        let o = exchange(&c, b, b"stale");
+        let d = &counters() - &before;
+        assert_eq!(o.fail_reason, Some(FailReason::DataNotAcked), "{o}");
+        assert_eq!((d.passive_fail, d.active_fail, d.passive), (1, 1, 0), "{d:?}");
+        // ...and B got a K2 cookie with that SYN-ACK, so the next one works again.
+        assert!(exchange(&c, b, b"fresh").tfo_used());
+        for _ in 0..5 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        drop(c);
+        TcpStream::connect(a).unwrap().shutdown(Shutdown::Write).unwrap();
+        server.join().unwrap();
+    });
+}
+
+#[test]
+fn client_bit_off_falls_back_and_strict_refuses() {
+    in_netns("client_off", 2, || {
+        assert!(!host::read_mode().unwrap().client());
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_server, handle) = echo_server(listener, 2);
+        for method in [ClientMethod::SendTo, ClientMethod::Connect] {
+            let o = exchange(&Connector::new().method(method), addr, b"plain please");
+            assert_eq!(o.fail_reason, Some(FailReason::ClientDisabled), "{method}");
+            assert_eq!(o.method, None);
+        }
+        match Connector::new().strict(true).connect(addr, b"x") {
+            Err(Error::NotUsed(FailReason::ClientDisabled)) => {}
+            other => panic!("strict mode must refuse, got {other:?}"),
+        }
+        handle.join().unwrap();
+        assert_eq!(counters().cookie_reqd, 0, "a fallback must not ask for a cookie");
+    });
+}
+
+#[test]
+fn server_bit_off_serves_plain_tcp() {
+    in_netns("server_off", 1, || {
+        assert_eq!(host::read_mode().unwrap(), FastOpenMode(1));
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (server, handle) = echo_server(listener, 2);
+        let before = counters();
+        for _ in 0..2 {
+            let o = exchange(&Connector::new(), addr, b"no cookie for you");
+            assert_eq!(o.fail_reason, Some(FailReason::CookieUnavailable));
+            assert!(!server.recv().unwrap().data_in_syn);
+        }
+        let d = &counters() - &before;
+        assert_eq!((d.passive, d.active), (0, 0), "{d:?}");
+        handle.join().unwrap();
+    });
+}
+
+#[test]
+fn empty_data_is_a_plain_connect() {
+    in_netns("empty", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_server, handle) = echo_server(listener, 1);
+        let o = exchange(&Connector::new(), addr, b"");
+        assert_eq!(o.fail_reason, Some(FailReason::NoData));
+        handle.join().unwrap();
+        assert_eq!(counters().cookie_reqd, 0);
+    });
+}
+
+#[test]
+fn request_larger_than_one_segment() {
+    in_netns("large", 3, || {
+        // A 1500-byte MTU makes "one segment" what it is on a real path.
+        assert!(Command::new("ip").args(["link", "set", "lo", "mtu", "1500"]).status().unwrap().success());
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (server, handle) = echo_server(listener, 4);
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for method in [ClientMethod::SendTo, ClientMethod::Connect] {
+            exchange(&Connector::new().method(method), addr, b"get a cookie");
+            server.recv().unwrap();
+            let o = exchange(&Connector::new().method(method), addr, &big);
+            let s = server.recv().unwrap();
+            assert!(o.tfo_used(), "{method}: {o}");
+            assert!(o.bytes_in_syn > 1000 && o.bytes_in_syn < 1500, "{method}: SYN carried {} bytes", o.bytes_in_syn);
+            assert_eq!(o.first_data_len, big.len());
+            assert!(s.data_in_syn);
+            // More segments may have arrived before accept(); then the server cannot tell.
+            if let Some(n) = s.bytes_in_syn {
+                assert_eq!(n, o.bytes_in_syn as u64, "{method}");
+            }
+        }
+        handle.join().unwrap();
+    });
+}
+
+#[test]
+fn refused_reset_and_address_in_use_are_errors_not_panics() {
+    in_netns("errors", 3, || {
+        // Nothing listens: refused, for both methods, with and without a cookie request.
+        let closed: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for method in [ClientMethod::SendTo, ClientMethod::Connect] {
+            match Connector::new().method(method).connect(closed, b"x") {
+                Err(Error::Connect { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused),
+                other => panic!("{method}: expected refused, got {other:?}"),
+            }
+        }
+        // Port in use.
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        match ListenerBuilder::new(addr).bind() {
+            Err(e @ Error::AddressInUse { .. }) => assert!(e.to_string().contains(&addr.to_string())),
+            other => panic!("expected AddressInUse, got {other:?}"),
+        }
+        // The server resets the connection: the client sees an error on read.
+        let server = thread::spawn(move || {
+            let (s, _, _) = listener.accept().unwrap();
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        });
+        let (mut stream, _) = Connector::new().connect(addr, b"hello?").unwrap();
+        server.join().unwrap();
+        let mut buf = [0u8; 16];
+        let err = stream.read(&mut buf).expect_err("a reset must be an error");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    });
+}
+
+#[test]
+fn invalid_keys_are_refused_by_type_and_by_kernel() {
+    assert!(FastOpenKey::parse("not a key").is_err());
+    in_netns("keys", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();
+        assert_eq!(listener.tfo().unwrap().own_keys, 0);
+        listener.set_keys(&FastOpenKey([9; 16]), None).unwrap();
+        assert_eq!(listener.tfo().unwrap().own_keys, 1);
+    });
+}
