@@ -203,7 +203,6 @@ fn key_rotation_on_a_live_listener() {
         for _ in 0..5 {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
-        drop(c);
         TcpStream::connect(a).unwrap().shutdown(Shutdown::Write).unwrap();
         server.join().unwrap();
     });

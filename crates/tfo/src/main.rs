@@ -1,1 +1,46 @@
-fn main() {}
+//! `tfo`: the command-line tool. Parses, dispatches, maps errors to exit codes.
+//!
+//! Exit codes: 0 ok; 1 the thing checked failed (TFO not used with `--strict`,
+//! TFO not enabled for `doctor`, a connection that failed); 2 usage or
+//! environment error (bad arguments, missing privileges, port in use).
+
+mod addr;
+mod cmd;
+mod echo;
+mod exit;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TCP Fast Open toolkit: serve and send with TFO, and see whether it was used.
+///
+/// TFO lets a client put its request in the SYN, so a short exchange takes one
+/// round trip instead of two. Start with `tfo demo` (the whole story in one
+/// command), `tfo doctor` (is TFO on here?), then `tfo serve` and `tfo send`.
+#[derive(Debug, Parser)]
+#[command(name = "tfo", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(cmd::serve::Args),
+    Send(cmd::send::Args),
+    Doctor(cmd::doctor::Args),
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Send(args) => cmd::send::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+    };
+    exit::code(result)
+}
