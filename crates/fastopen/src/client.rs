@@ -40,7 +40,13 @@ pub struct Connector {
 
 impl Default for Connector {
     fn default() -> Self {
-        Connector { method: ClientMethod::SendTo, enabled: true, strict: false, no_cookie: false, connect_timeout: None }
+        Connector {
+            method: ClientMethod::SendTo,
+            enabled: true,
+            strict: false,
+            no_cookie: false,
+            connect_timeout: None,
+        }
     }
 }
 
@@ -103,16 +109,15 @@ impl Connector {
     /// with the outcome.
     pub fn connect(&self, addr: SocketAddr, first_data: &[u8]) -> Result<(TcpStream, ClientOutcome)> {
         let started = self.start(addr, first_data)?;
-        let ready = sys::wait_writable(started.socket.as_fd(), self.connect_timeout).map_err(Error::io("waiting for the handshake"))?;
+        let ready = sys::wait_writable(started.socket.as_fd(), self.connect_timeout)
+            .map_err(Error::io("waiting for the handshake"))?;
         if !ready {
             return Err(Error::ConnectTimeout { addr, millis: self.connect_timeout.map_or(0, |t| t.as_millis()) });
         }
         let outcome = self.finish(&started.socket, started.attempt, started.started_at, addr, first_data.len())?;
         started.socket.set_nonblocking(false).map_err(Error::io("making the socket blocking"))?;
         let mut stream: TcpStream = started.socket.into();
-        stream
-            .write_all(&first_data[started.written..])
-            .map_err(|source| Error::Connect { addr, source })?;
+        stream.write_all(&first_data[started.written..]).map_err(|source| Error::Connect { addr, source })?;
         Ok((stream, outcome))
     }
 
@@ -123,7 +128,8 @@ impl Connector {
             .map_err(Error::io("creating the client socket"))?;
         socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;
         if self.no_cookie && self.enabled {
-            sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1).map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE"))?;
+            sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1)
+                .map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE"))?;
         }
         let started_at = Instant::now();
         let skip = if !self.enabled {
@@ -172,7 +178,10 @@ impl Connector {
         let outcome = ClientOutcome::derive(attempt, &info, KernelFeatures::current(), first_data_len, connect_time);
         if self.strict {
             match outcome.fail_reason {
-                None | Some(FailReason::CookieUnavailable) | Some(FailReason::NotRequested) | Some(FailReason::NoData) => {}
+                None
+                | Some(FailReason::CookieUnavailable)
+                | Some(FailReason::NotRequested)
+                | Some(FailReason::NoData) => {}
                 Some(reason) => return Err(Error::NotUsed(reason)),
             }
         }
@@ -183,7 +192,8 @@ impl Connector {
 /// Reads and parses `TCP_INFO` of any TCP socket (a std, tokio or socket2 one).
 pub fn read_tcp_info(socket: &impl AsFd) -> Result<tcp_info::TcpInfo> {
     let (buf, len) = sys::tcp_info_bytes(socket.as_fd()).map_err(Error::io("reading TCP_INFO"))?;
-    tcp_info::TcpInfo::parse(&buf[..len]).map_err(|_| Error::Proc { path: "getsockopt(TCP_INFO)", problem: "shorter than 8 bytes" })
+    tcp_info::TcpInfo::parse(&buf[..len])
+        .map_err(|_| Error::Proc { path: "getsockopt(TCP_INFO)", problem: "shorter than 8 bytes" })
 }
 
 /// What the kernel did with a TFO request.

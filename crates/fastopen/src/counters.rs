@@ -69,11 +69,8 @@ impl FastOpenCounters {
         if names.len() != values.len() {
             return Err(NoTcpExt);
         }
-        let table: HashMap<&str, u64> = names
-            .iter()
-            .zip(values)
-            .filter_map(|(n, v)| Some((*n, v.parse().ok()?)))
-            .collect();
+        let table: HashMap<&str, u64> =
+            names.iter().zip(values).filter_map(|(n, v)| Some((*n, v.parse().ok()?))).collect();
         let mut out = FastOpenCounters::default();
         for name in COUNTER_NAMES {
             match table.get(name) {
@@ -88,7 +85,8 @@ impl FastOpenCounters {
     pub fn read() -> crate::Result<FastOpenCounters> {
         let text = std::fs::read_to_string(NETSTAT_PATH)
             .map_err(|e| crate::Error::Io { what: "reading /proc/thread-self/net/netstat", source: e })?;
-        FastOpenCounters::parse(&text).map_err(|_| crate::Error::Proc { path: NETSTAT_PATH, problem: "no TcpExt counters" })
+        FastOpenCounters::parse(&text)
+            .map_err(|_| crate::Error::Proc { path: NETSTAT_PATH, problem: "no TcpExt counters" })
     }
 
     /// `(kernel name, value)` pairs in a fixed order.

@@ -32,11 +32,7 @@ pub fn write_mode(mode: FastOpenMode) -> Result<()> {
 /// `None` on kernels without the sysctl.
 pub fn read_blackhole_timeout() -> Result<Option<u64>> {
     match fs::read_to_string(BLACKHOLE_PATH) {
-        Ok(t) => t
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::Proc { path: BLACKHOLE_PATH, problem: "not a number" }),
+        Ok(t) => t.trim().parse().map(Some).map_err(|_| Error::Proc { path: BLACKHOLE_PATH, problem: "not a number" }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("reading net.ipv4.tcp_fastopen_blackhole_timeout_sec")(e)),
     }

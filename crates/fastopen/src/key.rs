@@ -130,7 +130,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_keys() {
-        for bad in ["", "00", "1-2-3", "1-2-3-4-5", "123456789-0-0-0", "zz112233445566778899aabbccddeeff", "1--3-4", "é0112233445566778899aabbccddeef"] {
+        for bad in [
+            "",
+            "00",
+            "1-2-3",
+            "1-2-3-4-5",
+            "123456789-0-0-0",
+            "zz112233445566778899aabbccddeeff",
+            "1--3-4",
+            "é0112233445566778899aabbccddeef",
+        ] {
             assert!(FastOpenKey::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

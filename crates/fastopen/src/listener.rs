@@ -74,7 +74,8 @@ impl ListenerBuilder {
             socket.set_only_v6(false).map_err(Error::io("setting IPV6_V6ONLY"))?;
         }
         let queue = i32::try_from(self.queue_len).unwrap_or(i32::MAX);
-        sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN, queue).map_err(Error::io("setting TCP_FASTOPEN on the listener"))?;
+        sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN, queue)
+            .map_err(Error::io("setting TCP_FASTOPEN on the listener"))?;
         if self.no_cookie {
             sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1)
                 .map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE on the listener"))?;
@@ -105,7 +106,9 @@ pub(crate) fn set_keys(socket: &impl AsFd, primary: &FastOpenKey, backup: Option
     }
     sys::set_fastopen_key(socket.as_fd(), &bytes).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOPROTOOPT) => Error::KernelTooOld { option: "TCP_FASTOPEN_KEY", since: "4.15" },
-        Some(libc::EINVAL) if backup.is_some() => Error::KernelTooOld { option: "a backup TCP_FASTOPEN_KEY", since: "5.3" },
+        Some(libc::EINVAL) if backup.is_some() => {
+            Error::KernelTooOld { option: "a backup TCP_FASTOPEN_KEY", since: "5.3" }
+        }
         _ => Error::io("setting TCP_FASTOPEN_KEY")(e),
     })
 }

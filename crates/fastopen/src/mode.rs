@@ -24,11 +24,23 @@ pub struct ModeBit {
 
 /// The documented bits, in order (Documentation/networking/ip-sysctl.rst).
 pub const MODE_BITS: [ModeBit; 5] = [
-    ModeBit { value: 0x1, name: "client", meaning: "clients may send data in the SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT)" },
+    ModeBit {
+        value: 0x1,
+        name: "client",
+        meaning: "clients may send data in the SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT)",
+    },
     ModeBit { value: 0x2, name: "server", meaning: "listeners that set TCP_FASTOPEN accept data in the SYN" },
-    ModeBit { value: 0x4, name: "client_no_cookie", meaning: "clients send SYN data without any cookie (no TFO option)" },
+    ModeBit {
+        value: 0x4,
+        name: "client_no_cookie",
+        meaning: "clients send SYN data without any cookie (no TFO option)",
+    },
     ModeBit { value: 0x200, name: "server_no_cookie", meaning: "servers accept SYN data with no cookie or any cookie" },
-    ModeBit { value: 0x400, name: "server_all_listeners", meaning: "every listener gets TFO at listen(), without TCP_FASTOPEN (needs 0x2)" },
+    ModeBit {
+        value: 0x400,
+        name: "server_all_listeners",
+        meaning: "every listener gets TFO at listen(), without TCP_FASTOPEN (needs 0x2)",
+    },
 ];
 
 const KNOWN_BITS: u32 = 0x1 | 0x2 | 0x4 | 0x200 | 0x400;

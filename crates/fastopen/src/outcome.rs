@@ -16,6 +16,7 @@ use crate::tcp_info::TcpInfo;
 pub enum ClientMethod {
     /// `sendto(MSG_FASTOPEN)` with the first data: connect and send in one call (Linux 3.7).
     #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "sendto"))]
     SendTo,
     /// `TCP_FASTOPEN_CONNECT` then `connect()` and `write()`, as curl does (Linux 4.11).
     Connect,
@@ -246,16 +247,14 @@ impl AcceptOutcome {
                 // A FIN arrived after the first count: that count is the SYN's payload.
                 (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 + 1 => Some(b1),
                 // Nothing arrived between the reads, and a FIN arrived before: take it out.
-                (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 && later.state == TCP_CLOSE_WAIT => b1.checked_sub(1),
+                (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 && later.state == TCP_CLOSE_WAIT => {
+                    b1.checked_sub(1)
+                }
                 (Some(1), Some(1), Some(b1), Some(b2)) if b2 == b1 => Some(b1),
                 _ => None,
             }
         };
-        AcceptOutcome {
-            data_in_syn,
-            tfo_child: features.tfo_child_flag.then(|| first.tfo_child()),
-            bytes_in_syn,
-        }
+        AcceptOutcome { data_in_syn, tfo_child: features.tfo_child_flag.then(|| first.tfo_child()), bytes_in_syn }
     }
 }
 

@@ -7,10 +7,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use ::tokio::io::AsyncWriteExt;
 use ::tokio::net::{TcpListener, TcpStream};
 
+use crate::client::Started;
 use crate::key::FastOpenKey;
 use crate::listener::{accept_outcome, listener_tfo, set_keys, ListenerTfo};
 use crate::outcome::{AcceptOutcome, ClientOutcome};
-use crate::client::Started;
 use crate::{Connector, Error, ListenerBuilder, Result};
 
 /// An async TFO listener. Build it with [`ListenerBuilder::bind_tokio`].
@@ -75,10 +75,7 @@ impl Connector {
         }
         .map_err(Error::io("waiting for the handshake"))?;
         let outcome = self.finish(&stream, attempt, started_at, addr, first_data.len())?;
-        stream
-            .write_all(&first_data[written..])
-            .await
-            .map_err(|source| Error::Connect { addr, source })?;
+        stream.write_all(&first_data[written..]).await.map_err(|source| Error::Connect { addr, source })?;
         Ok((stream, outcome))
     }
 }

@@ -179,7 +179,10 @@ fn key_rotation_on_a_live_listener() {
         for dst in [a, b] {
             let cookie = k1.cookie(a.ip(), dst.ip()).unwrap();
             let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
-            assert!(shown.contains(&format!("fo_cookie {hex}")), "kernel cache {shown:?} lacks our cookie {hex} for {dst}");
+            assert!(
+                shown.contains(&format!("fo_cookie {hex}")),
+                "kernel cache {shown:?} lacks our cookie {hex} for {dst}"
+            );
         }
 
         // Rotate: K2 primary, K1 backup. A's K1 cookie is still accepted, via the backup key.

@@ -79,8 +79,14 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn handle(mut stream: tokio::net::TcpStream, peer: SocketAddr, outcome: AcceptOutcome, protocol: Protocol) -> ConnectionLog {
-    let mut log = ConnectionLog { event: "connection", peer, outcome, bytes_in: 0, bytes_out: 0, http_status: None, error: None };
+async fn handle(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    outcome: AcceptOutcome,
+    protocol: Protocol,
+) -> ConnectionLog {
+    let mut log =
+        ConnectionLog { event: "connection", peer, outcome, bytes_in: 0, bytes_out: 0, http_status: None, error: None };
     let result = match protocol {
         Protocol::Raw => echo_raw(&mut stream, &mut log).await,
         Protocol::Http => echo_http(&mut stream, &mut log).await,
@@ -120,7 +126,9 @@ pub(crate) fn examine_request(buf: &[u8]) -> HttpRequest {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => HttpRequest::Reject(431, "Request Header Fields Too Large"),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            HttpRequest::Reject(431, "Request Header Fields Too Large")
+        }
         Ok(httparse::Status::Partial) => HttpRequest::Partial,
         Err(httparse::Error::TooManyHeaders) => HttpRequest::Reject(431, "Request Header Fields Too Large"),
         Err(_) => HttpRequest::Reject(400, "Bad Request"),
@@ -165,7 +173,9 @@ async fn echo_http(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), log: &mut
     let response = loop {
         match examine_request(&buf) {
             HttpRequest::Complete { len } => break http_response(200, "OK", &buf[..len]),
-            HttpRequest::Reject(status, reason) => break http_response(status, reason, format!("{reason}\n").as_bytes()),
+            HttpRequest::Reject(status, reason) => {
+                break http_response(status, reason, format!("{reason}\n").as_bytes())
+            }
             HttpRequest::Partial => {}
         }
         let n = stream.read(&mut chunk).await?;
@@ -198,9 +208,18 @@ mod tests {
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(examine_request(post), HttpRequest::Complete { len: post.len() });
         assert!(matches!(examine_request(b"\x16\x03\x01garbage\r\n\r\n"), HttpRequest::Reject(400, _)));
-        assert!(matches!(examine_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), HttpRequest::Reject(400, _)));
-        assert!(matches!(examine_request(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"), HttpRequest::Reject(413, _)));
-        assert!(matches!(examine_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), HttpRequest::Reject(411, _)));
+        assert!(matches!(
+            examine_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            HttpRequest::Reject(400, _)
+        ));
+        assert!(matches!(
+            examine_request(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"),
+            HttpRequest::Reject(413, _)
+        ));
+        assert!(matches!(
+            examine_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HttpRequest::Reject(411, _)
+        ));
         let huge = [b'a'; MAX_HEAD];
         assert!(matches!(examine_request(&huge), HttpRequest::Reject(400 | 431, _)));
     }

@@ -21,9 +21,9 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let broken_pipe = err
-                .chain()
-                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
+            let broken_pipe = err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
@@ -41,7 +41,9 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
 /// the thing checked failing, not an environment error.
 fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
     match err.downcast_ref::<fastopen::Error>() {
-        Some(fastopen::Error::Connect { .. } | fastopen::Error::ConnectTimeout { .. } | fastopen::Error::NotUsed(_)) => true,
+        Some(
+            fastopen::Error::Connect { .. } | fastopen::Error::ConnectTimeout { .. } | fastopen::Error::NotUsed(_),
+        ) => true,
         _ => err.downcast_ref::<std::io::Error>().is_some_and(|e| {
             use std::io::ErrorKind::*;
             matches!(e.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof)

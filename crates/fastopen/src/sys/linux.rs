@@ -55,13 +55,7 @@ pub(crate) fn get_tcp_int(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<l
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // Pointer and length describe `value`; the kernel writes at most `len` bytes.
-    syscall!(getsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_TCP,
-        name,
-        (&mut value as *mut libc::c_int).cast(),
-        &mut len,
-    ))?;
+    syscall!(getsockopt(fd.as_raw_fd(), libc::SOL_TCP, name, (&mut value as *mut libc::c_int).cast(), &mut len,))?;
     Ok(value)
 }
 
@@ -83,13 +77,7 @@ pub(crate) fn get_fastopen_key(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; 32];
     let mut len = buf.len() as libc::socklen_t;
     // Pointer and length describe `buf`; the kernel writes at most `len` bytes.
-    syscall!(getsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_TCP,
-        TCP_FASTOPEN_KEY,
-        buf.as_mut_ptr().cast(),
-        &mut len,
-    ))?;
+    syscall!(getsockopt(fd.as_raw_fd(), libc::SOL_TCP, TCP_FASTOPEN_KEY, buf.as_mut_ptr().cast(), &mut len,))?;
     Ok(buf[..(len as usize).min(buf.len())].to_vec())
 }
 
@@ -99,13 +87,7 @@ pub(crate) fn tcp_info_bytes(fd: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BU
     let mut len = buf.len() as libc::socklen_t;
     // Pointer and length describe `buf`; the kernel writes at most `len` bytes
     // and stores the count it wrote in `len`.
-    syscall!(getsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_TCP,
-        libc::TCP_INFO,
-        buf.as_mut_ptr().cast(),
-        &mut len,
-    ))?;
+    syscall!(getsockopt(fd.as_raw_fd(), libc::SOL_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len,))?;
     Ok((buf, (len as usize).min(TCP_INFO_BUF)))
 }
 

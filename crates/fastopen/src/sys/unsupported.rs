@@ -15,10 +15,24 @@ fn unsupported<T>() -> io::Result<T> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "TCP Fast Open support in fastopen is Linux-only"))
 }
 
-pub(crate) fn set_tcp_int(_: BorrowedFd<'_>, _: i32, _: i32) -> io::Result<()> { unsupported() }
-pub(crate) fn get_tcp_int(_: BorrowedFd<'_>, _: i32) -> io::Result<i32> { unsupported() }
-pub(crate) fn set_fastopen_key(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> { unsupported() }
-pub(crate) fn get_fastopen_key(_: BorrowedFd<'_>) -> io::Result<Vec<u8>> { unsupported() }
-pub(crate) fn tcp_info_bytes(_: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BUF], usize)> { unsupported() }
-pub(crate) fn wait_writable(_: BorrowedFd<'_>, _: Option<Duration>) -> io::Result<bool> { unsupported() }
-pub(crate) fn kernel_release() -> io::Result<String> { unsupported() }
+pub(crate) fn set_tcp_int(_: BorrowedFd<'_>, _: i32, _: i32) -> io::Result<()> {
+    unsupported()
+}
+pub(crate) fn get_tcp_int(_: BorrowedFd<'_>, _: i32) -> io::Result<i32> {
+    unsupported()
+}
+pub(crate) fn set_fastopen_key(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {
+    unsupported()
+}
+pub(crate) fn get_fastopen_key(_: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    unsupported()
+}
+pub(crate) fn tcp_info_bytes(_: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BUF], usize)> {
+    unsupported()
+}
+pub(crate) fn wait_writable(_: BorrowedFd<'_>, _: Option<Duration>) -> io::Result<bool> {
+    unsupported()
+}
+pub(crate) fn kernel_release() -> io::Result<String> {
+    unsupported()
+}

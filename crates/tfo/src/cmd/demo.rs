@@ -22,6 +22,7 @@ use crate::report;
 ///   1. a plain TCP request (no TFO),
 ///   2. a first TFO request: the SYN asks for a cookie, the SYN-ACK brings one,
 ///   3. a second TFO request: the HTTP request rides in the SYN.
+///
 /// For each it prints what the client and the server saw, the kernel's
 /// TCPFastOpen* counter changes (the independent check), and the time.
 ///
@@ -58,7 +59,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let listener = runtime.block_on(async { ListenerBuilder::new(addr).bind_tokio() })?;
     let (tx, mut server_logs) = mpsc::unbounded_channel::<ConnectionLog>();
-    let server = runtime.spawn(echo::serve(std::sync::Arc::new(listener), Protocol::Http, Some(3), std::future::pending(), tx));
+    let server =
+        runtime.spawn(echo::serve(std::sync::Arc::new(listener), Protocol::Http, Some(3), std::future::pending(), tx));
 
     let steps = [
         Step { title: "plain TCP (no TFO)", connector: Connector::new().tfo(false) },
@@ -101,7 +103,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     runtime.block_on(server)??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"namespace": "private", "server": addr, "steps": results}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"namespace": "private", "server": addr, "steps": results}))?
+        );
     } else {
         println!(
             "On loopback a round trip takes microseconds, so the times above are tiny; over a real path, \

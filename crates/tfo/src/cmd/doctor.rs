@@ -159,15 +159,25 @@ fn print_text(r: &Report) {
     println!();
     println!(
         "client TFO: {}",
-        if r.client_tfo { "on   connections from here can carry data in the SYN" } else { "OFF  MSG_FASTOPEN and TCP_FASTOPEN_CONNECT fail; clients fall back to plain TCP" }
+        if r.client_tfo {
+            "on   connections from here can carry data in the SYN"
+        } else {
+            "OFF  MSG_FASTOPEN and TCP_FASTOPEN_CONNECT fail; clients fall back to plain TCP"
+        }
     );
     println!(
         "server TFO: {}",
-        if r.server_tfo { "on   listeners that set TCP_FASTOPEN accept data in the SYN" } else { "OFF  listeners ignore SYN data and give no cookies" }
+        if r.server_tfo {
+            "on   listeners that set TCP_FASTOPEN accept data in the SYN"
+        } else {
+            "OFF  listeners ignore SYN data and give no cookies"
+        }
     );
     match r.blackhole_timeout_sec {
         Some(0) => println!("blackhole detection: off (tcp_fastopen_blackhole_timeout_sec = 0)"),
-        Some(s) => println!("blackhole detection: on, {s} s base timeout (client TFO pauses after SYNs with TFO go unanswered)"),
+        Some(s) => println!(
+            "blackhole detection: on, {s} s base timeout (client TFO pauses after SYNs with TFO go unanswered)"
+        ),
         None => println!("blackhole detection: not in this kernel"),
     }
     println!(

@@ -75,10 +75,19 @@ pub(crate) struct Exchange {
 }
 
 /// Connects with `connector`, sends `data`, half-closes, reads the reply to EOF.
-pub(crate) fn exchange(connector: &Connector, addr: SocketAddr, data: &[u8], timeout: Duration) -> anyhow::Result<Exchange> {
+pub(crate) fn exchange(
+    connector: &Connector,
+    addr: SocketAddr,
+    data: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Exchange> {
     let start = Instant::now();
     let (mut stream, outcome): (TcpStream, ClientOutcome) = connector.connect(addr, data)?;
-    stream.shutdown(Shutdown::Write).context("closing the sending side")?;
+    if let Err(e) = stream.shutdown(Shutdown::Write) {
+        // The peer may have reset already; SO_ERROR then holds the real cause.
+        let cause = stream.take_error().ok().flatten().unwrap_or(e);
+        return Err(anyhow::Error::new(cause).context(format!("sending to {addr}")));
+    }
     stream.set_read_timeout(Some(timeout))?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).with_context(|| format!("reading the reply from {addr}"))?;

@@ -89,7 +89,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .to_string()
         } else {
             format!(
-                "listening on {local} ({}, TFO queue {}, net.ipv4.tcp_fastopen={mode}); Ctrl-C to stop",
+                "listening on {local} ({}, TFO queue {}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",
                 if args.http { "HTTP" } else { "raw echo" },
                 tfo.queue_len
             )
@@ -102,14 +102,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let json = args.json;
         let printer = tokio::spawn(async move {
             while let Some(log) = rx.recv().await {
-                let line = if json { serde_json::to_string(&log).unwrap_or_default() } else { report::connection_line(&log) };
+                let line =
+                    if json { serde_json::to_string(&log).unwrap_or_default() } else { report::connection_line(&log) };
                 if print_line(line).is_err() {
                     break;
                 }
             }
         });
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         };
         echo::serve(listener, protocol, args.count, shutdown, tx).await?;
         printer.await?;
@@ -123,7 +128,11 @@ fn print_line(line: String) -> std::io::Result<()> {
     out.flush()
 }
 
-async fn rotate_on_sighup(listener: std::sync::Arc<fastopen::tokio::Listener>, path: PathBuf, mut current: Option<FastOpenKey>) {
+async fn rotate_on_sighup(
+    listener: std::sync::Arc<fastopen::tokio::Listener>,
+    path: PathBuf,
+    mut current: Option<FastOpenKey>,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         let result = read_keys(&path).and_then(|(primary, backup)| {

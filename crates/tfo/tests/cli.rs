@@ -1,0 +1,261 @@
+//! The `tfo` command line through the real binary, inside private network namespaces.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+#[test]
+fn send_twice_cookie_then_data_in_syn_and_server_agrees() {
+    in_netns("cli_send_twice", 3, || {
+        let mut server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        for method in ["sendto", "connect"] {
+            let before = counters();
+            let first = run_tfo(&["send", &addr, "--data", "hello", "--json", "--method", method]);
+            assert!(first.status.success(), "{}", stderr(&first));
+            let v = json(&first);
+            // The cookie is per destination address, so only the first method's first send asks.
+            if method == "sendto" {
+                assert_eq!(v["fail_reason"], "cookie_unavailable", "{v}");
+                assert_eq!(v["tfo_used"], false);
+                assert_eq!(server.next_connection()["data_in_syn"], false);
+            } else {
+                assert_eq!(v["tfo_used"], true, "{v}");
+                server.next_connection();
+            }
+            assert_eq!(v["reply"], "hello");
+            for key in ["connect_ms", "total_ms", "bytes_in_syn"] {
+                assert!(v[key].is_number(), "{key} in {v}");
+            }
+            let second = json(&run_tfo(&["send", &addr, "--data", "hello again", "--json", "--method", method]));
+            assert_eq!(second["tfo_used"], true, "{second}");
+            assert_eq!(second["bytes_in_syn"], 11);
+            assert_eq!(second["fail_reason"], serde_json::Value::Null);
+            assert_eq!(second["method"], method);
+            let log = server.next_connection();
+            assert_eq!(log["data_in_syn"], true, "{log}");
+            assert_eq!(log["bytes_in_syn"], 11);
+            let d = &counters() - &before;
+            let expected_active = if method == "sendto" { 1 } else { 2 };
+            assert_eq!((d.active, d.passive), (expected_active, expected_active), "{method}: {d:?}");
+        }
+    });
+}
+
+#[test]
+fn send_human_output_puts_reply_on_stdout_and_outcome_on_stderr() {
+    in_netns("cli_human", 3, || {
+        let server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        run_tfo(&["send", &addr, "--data", "x"]);
+        let o = run_tfo(&["send", &addr, "--data", "the reply"]);
+        assert!(o.status.success());
+        assert_eq!(stdout(&o), "the reply");
+        assert!(stderr(&o).contains("TFO used (sendto): 9 of 9 bytes rode in the SYN"), "{}", stderr(&o));
+    });
+}
+
+#[test]
+fn stdin_file_and_empty_data() {
+    in_netns("cli_inputs", 3, || {
+        let server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        let mut child =
+            tfo().args(["send", &addr, "--json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(v["reply"], "from stdin");
+
+        let dir = tempdir();
+        let file = dir.join("req.bin");
+        std::fs::write(&file, b"from a file").unwrap();
+        let v = json(&run_tfo(&["send", &addr, "--file", file.to_str().unwrap(), "--json"]));
+        assert_eq!(v["reply"], "from a file");
+        assert_eq!(v["tfo_used"], true);
+
+        let empty = tfo().args(["send", &addr, "--json"]).stdin(Stdio::null()).output().unwrap();
+        let v = json(&empty);
+        assert_eq!(v["fail_reason"], "no_data", "{v}");
+        assert_eq!(v["reply_bytes"], 0);
+    });
+}
+
+#[test]
+fn data_larger_than_one_segment_is_complete() {
+    in_netns("cli_large", 3, || {
+        assert!(Command::new("ip").args(["link", "set", "lo", "mtu", "1500"]).status().unwrap().success());
+        let server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        let big: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let dir = tempdir();
+        let file = dir.join("big.txt");
+        std::fs::write(&file, &big).unwrap();
+        run_tfo(&["send", &addr, "--data", "cookie please"]);
+        for method in ["sendto", "connect"] {
+            let v = json(&run_tfo(&["send", &addr, "--file", file.to_str().unwrap(), "--json", "--method", method]));
+            assert_eq!(v["tfo_used"], true, "{v}");
+            let in_syn = v["bytes_in_syn"].as_u64().unwrap();
+            assert!(in_syn > 1000 && in_syn < 1500, "{method}: {in_syn} bytes in the SYN");
+            assert_eq!(v["request_bytes"], 20_000);
+            assert_eq!(v["reply"].as_str().unwrap(), big, "{method}: the reply must be the whole request");
+        }
+    });
+}
+
+#[test]
+fn bad_addresses_are_usage_errors() {
+    for bad in ["nonsense", "127.0.0.1", "127.0.0.1:70000", ""] {
+        let o = run_tfo(&["send", bad, "--data", "x"]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("address") || stderr(&o).contains("port"), "{bad:?}: {}", stderr(&o));
+    }
+    let o = run_tfo(&["serve", "not:an:address"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run_tfo(&["send", "8000", "--data", "x", "--timeout", "-1"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn refused_and_reset_exit_1_with_the_cause() {
+    in_netns("cli_refused", 3, || {
+        let o = run_tfo(&["send", "127.0.0.1:9", "--data", "x"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+
+        // A server that resets every connection.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let resetter = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        });
+        let o = run_tfo(&["send", &addr, "--data", "x"]);
+        resetter.join().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).to_lowercase().contains("reset"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    });
+}
+
+#[test]
+fn port_in_use_names_the_address() {
+    in_netns("cli_port_in_use", 3, || {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let o = run_tfo(&["serve", &addr]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains(&addr) && stderr(&o).contains("already in use"), "{}", stderr(&o));
+    });
+}
+
+#[test]
+fn server_tfo_off_warns_once_and_serves_plain() {
+    in_netns("cli_server_off", 1, || {
+        let mut server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        for _ in 0..2 {
+            let v = json(&run_tfo(&["send", &addr, "--data", "hi", "--json"]));
+            assert_eq!(v["fail_reason"], "cookie_unavailable", "{v}");
+            assert_eq!(v["reply"], "hi");
+            assert_eq!(server.next_connection()["data_in_syn"], false);
+        }
+        let err = server.stop_and_stderr();
+        assert_eq!(err.matches("TFO server mode is off").count(), 1, "{err}");
+        assert!(err.contains("tfo doctor --fix"));
+    });
+}
+
+#[test]
+fn client_tfo_off_falls_back_and_strict_fails() {
+    in_netns("cli_client_off", 2, || {
+        let server = Server::start(&[]);
+        let addr = server.addr.to_string();
+        let v = json(&run_tfo(&["send", &addr, "--data", "hi", "--json"]));
+        assert_eq!(v["fail_reason"], "client_disabled", "{v}");
+        assert_eq!(v["reply"], "hi");
+        let o = run_tfo(&["send", &addr, "--data", "hi", "--strict"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("client_disabled"), "{}", stderr(&o));
+    });
+}
+
+#[test]
+fn doctor_explains_and_fixes() {
+    in_netns("cli_doctor", 1, || {
+        let o = run_tfo(&["doctor", "--json"]);
+        assert_eq!(o.status.code(), Some(1), "server TFO is off: the check fails");
+        let v = json(&o);
+        assert_eq!(
+            (v["tcp_fastopen"].as_u64(), v["client_tfo"].as_bool(), v["server_tfo"].as_bool()),
+            (Some(1), Some(true), Some(false))
+        );
+        assert_eq!(v["bits"].as_array().unwrap().len(), 5);
+        assert!(v["advice"][0].as_str().unwrap().contains("tfo doctor --fix"));
+        assert_eq!(v["counters"]["passive"], 0);
+
+        let text = run_tfo(&["doctor"]);
+        assert!(stdout(&text).contains("server TFO: OFF"), "{}", stdout(&text));
+
+        let fixed = run_tfo(&["doctor", "--fix", "--json"]);
+        assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+        let v = json(&fixed);
+        assert_eq!((v["tcp_fastopen"].as_u64(), v["fixed_from"].as_u64()), (Some(3), Some(1)));
+        assert_eq!(fastopen::host::read_mode().unwrap().0, 3, "the namespace itself changed");
+        assert!(stdout(&run_tfo(&["doctor", "--fix"])).contains("verdict: TFO is on"));
+    });
+}
+
+#[test]
+fn doctor_fix_without_root_is_an_environment_error() {
+    if !fastopen_lab::netns::is_root() {
+        return; // covered when run as root below
+    }
+    in_netns("cli_doctor_nonroot", 1, || {
+        // Drop to nobody for the child: it cannot write the sysctl.
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tfo"), "doctor", "--fix"])
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("needs root"), "{}", stderr(&o));
+    });
+}
+
+#[test]
+fn demo_runs_the_walkthrough() {
+    if !fastopen_lab::netns::root_or_skip("cli_demo") {
+        return;
+    }
+    let o = run_tfo(&["demo", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[0]["fail_reason"], "not_requested");
+    assert_eq!(steps[1]["fail_reason"], "cookie_unavailable");
+    assert_eq!(steps[1]["counters_delta"]["cookie_reqd"], 1);
+    assert_eq!(steps[2]["tfo_used"], true);
+    assert_eq!(steps[2]["server"]["data_in_syn"], true);
+    assert_eq!(steps[2]["counters_delta"]["passive"], 1);
+    assert_eq!(steps[2]["status_line"], "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn help_teaches() {
+    let o = run_tfo(&["--help"]);
+    for cmd in ["serve", "send", "doctor", "demo"] {
+        assert!(stdout(&o).contains(cmd), "{cmd} missing from --help");
+    }
+    let o = run_tfo(&["send", "--help"]);
+    assert!(stdout(&o).contains("cookie_unavailable") && stdout(&o).contains("--method"));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tfo-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,125 @@
+//! Helpers for tests that run the real `tfo` binary and real peers inside a
+//! private network namespace (see `fastopen_lab::netns`).
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+pub use fastopen::FastOpenCounters;
+use fastopen_lab::netns::{root_or_skip, run_in_private};
+
+/// Runs `f` on a thread inside a fresh namespace with `net.ipv4.tcp_fastopen = mode`.
+/// Processes started by `f` live in that namespace too.
+pub fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {
+    if !root_or_skip(test) {
+        return;
+    }
+    run_in_private(mode, f).expect("private network namespace");
+}
+
+/// `true` if `tool` is on PATH. Missing outside CI: skip with a message; under CI: fail.
+pub fn have_tool(test: &str, tool: &str) -> bool {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
+            || Path::new("/usr/sbin").join(tool).is_file();
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1") {
+        panic!("{test} needs {tool}, and CI=true: .ci/run must install it");
+    }
+    eprintln!("SKIPPED {test}: {tool} is not installed (.ci/run installs it)");
+    false
+}
+
+pub fn tfo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tfo"))
+}
+
+/// Runs `tfo ARGS` and returns its output.
+pub fn run_tfo(args: &[&str]) -> Output {
+    tfo().args(args).output().expect("run tfo")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+/// A child process killed when dropped (also when a test panics).
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `tfo serve --json ...` with its address and its log lines.
+pub struct Server {
+    pub guard: Guard,
+    pub addr: SocketAddr,
+    lines: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts `tfo serve 127.0.0.1:0 --json EXTRA...` and waits for its "listening" line.
+    pub fn start(extra: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", extra)
+    }
+
+    pub fn start_on(addr: &str, extra: &[&str]) -> Server {
+        let mut child = tfo()
+            .args(["serve", addr, "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tfo serve");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+        let guard = Guard(child);
+        let first = read_json_line(&mut lines);
+        assert_eq!(first["event"], "listening", "{first}");
+        let addr = first["addr"].as_str().expect("addr").parse().expect("addr parses");
+        Server { guard, addr, lines }
+    }
+
+    /// The next connection log line.
+    pub fn next_connection(&mut self) -> serde_json::Value {
+        let v = read_json_line(&mut self.lines);
+        assert_eq!(v["event"], "connection", "{v}");
+        v
+    }
+
+    /// The server's stderr so far (kills it first).
+    pub fn stop_and_stderr(mut self) -> String {
+        let _ = self.guard.0.kill();
+        let mut s = String::new();
+        if let Some(mut e) = self.guard.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+fn read_json_line(lines: &mut BufReader<ChildStdout>) -> serde_json::Value {
+    let mut line = String::new();
+    let n = lines.read_line(&mut line).expect("read server output");
+    assert!(n > 0, "tfo serve exited early");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("server line is not JSON ({e}): {line:?}"))
+}
+
+pub fn counters() -> FastOpenCounters {
+    FastOpenCounters::read().expect("counters")
+}
