@@ -2,7 +2,21 @@
 //! be tried, tested and measured without touching the host's network settings.
 //!
 //! - [`netns`]: a private namespace for the calling thread (loopback only),
-//!   the smallest lab: what tests and the loopback demo use.
+//!   and named namespaces (`ip netns`) removed on drop.
+//! - [`link`]: the userspace link between two TUN devices: delay, jitter, loss,
+//!   bandwidth and middleboxes.
+//! - [`middlebox`]: the named policies (strip-tfo, drop-syn-data, drop-tfo-syn,
+//!   replay-syn-data).
+//! - [`topology`]: [`Lab`], a client and a server namespace joined by the link.
+//! - [`parse`]: `100ms`, `1%`, `100mbit`.
 #![deny(missing_docs)]
 
+pub mod link;
+pub mod middlebox;
 pub mod netns;
+pub mod parse;
+pub mod topology;
+
+pub use link::{LinkCounters, PathConfig};
+pub use middlebox::Middlebox;
+pub use topology::{Lab, LabConfig, LabError};

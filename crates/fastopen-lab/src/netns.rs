@@ -91,3 +91,181 @@ pub fn root_or_skip(test: &str) -> bool {
     eprintln!("SKIPPED {test}: needs root (network namespaces); run the tests with sudo");
     false
 }
+
+/// Prefix of every namespace the lab names; with the owner's pid it lets a
+/// later run find and remove what a crashed run left behind.
+pub const NAME_PREFIX: &str = "tfokit-";
+
+/// A named network namespace (`/run/netns/NAME`, as `ip netns add` makes),
+/// deleted when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    handle: fs::File,
+}
+
+/// What went wrong with a named namespace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamedNetnsError {
+    /// An `ip` command failed.
+    #[error("`ip {args}` failed: {detail}")]
+    Ip {
+        /// Its arguments.
+        args: String,
+        /// Its stderr or the spawn error.
+        detail: String,
+    },
+    /// Opening or entering the namespace failed.
+    #[error("entering network namespace {name}: {source}")]
+    Enter {
+        /// The namespace.
+        name: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Root is needed.
+    #[error("the lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces; run with sudo")]
+    NotRoot,
+}
+
+/// Runs `ip ARGS`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<(), NamedNetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NamedNetnsError::Ip { args: args.join(" "), detail: format!("{e} (is iproute2 installed?)") })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NamedNetnsError::Ip {
+            args: args.join(" "),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+impl Netns {
+    /// Creates `/run/netns/NAME` with loopback up.
+    pub fn create(name: &str) -> Result<Netns, NamedNetnsError> {
+        if !is_root() {
+            return Err(NamedNetnsError::NotRoot);
+        }
+        ip(&["netns", "add", name])?;
+        let handle = fs::File::open(format!("/run/netns/{name}"))
+            .map_err(|source| NamedNetnsError::Enter { name: name.to_string(), source });
+        let netns = match handle {
+            Ok(handle) => Netns { name: name.to_string(), handle },
+            Err(e) => {
+                let _ = ip(&["netns", "del", name]);
+                return Err(e);
+            }
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// The namespace's name (for `ip netns exec NAME ...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Moves the calling thread into this namespace (for good).
+    pub fn enter(&self) -> Result<(), NamedNetnsError> {
+        nix::sched::setns(&self.handle, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NamedNetnsError::Enter { name: self.name.clone(), source: e.into() })
+    }
+
+    /// Runs `f` on a new thread inside this namespace and waits for it.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NamedNetnsError> {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                self.enter()?;
+                Ok(f())
+            });
+            match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Starts a thread inside this namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<T>, NamedNetnsError> {
+        let handle =
+            self.handle.try_clone().map_err(|source| NamedNetnsError::Enter { name: self.name.clone(), source })?;
+        let name = self.name.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let entered = nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET);
+            let _ = tx.send(entered);
+            if entered.is_err() {
+                // Never run the caller's code in the wrong namespace.
+                std::process::abort();
+            }
+            f()
+        });
+        match rx.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => Err(NamedNetnsError::Enter { name, source: e.into() }),
+            Err(_) => Err(NamedNetnsError::Enter { name, source: std::io::Error::other("thread died") }),
+        }
+    }
+
+    /// A command that runs inside this namespace (`ip netns exec NAME PROGRAM`).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Writes a sysctl inside this namespace.
+    pub fn set_sysctl(&self, name: &'static str, value: &str) -> Result<(), NamedNetnsError> {
+        self.run(|| set_sysctl(name, value)).and_then(|r| {
+            r.map_err(|e| NamedNetnsError::Ip { args: format!("sysctl {name}={value}"), detail: e.to_string() })
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_processes_in(&self.name);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Kills processes still inside a namespace (so that it really goes away).
+fn kill_processes_in(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else { return };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        if pid != std::process::id() as i32 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Names of lab namespaces whose owning process is gone (left by a crash).
+pub fn leftovers() -> Vec<String> {
+    let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix(NAME_PREFIX) else { return false };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect()
+}
+
+/// Removes namespaces left by crashed runs; returns their names.
+pub fn remove_leftovers() -> Vec<String> {
+    let names = leftovers();
+    for name in &names {
+        kill_processes_in(name);
+        let _ = ip(&["netns", "del", name]);
+    }
+    names
+}

@@ -1,0 +1,210 @@
+//! Middleboxes: named policies that look into packets (with `fastopen-wire`)
+//! and strip, drop or replay what real middleboxes strip, drop or replay.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fastopen_wire::rewrite::strip_fast_open;
+use fastopen_wire::TcpPacket;
+
+use crate::parse::parse_duration;
+
+/// Which way a packet travels through the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client namespace to the server namespace.
+    ToServer,
+    /// From the server namespace to the client namespace.
+    ToClient,
+}
+
+/// A middlebox policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Middlebox {
+    /// Remove the TFO option (kinds 34 and 254) from SYNs and SYN-ACKs, as
+    /// firewalls that strip unknown options do. Checksums are fixed.
+    StripTfo,
+    /// Drop SYNs that carry payload (the client retransmits the SYN without data).
+    DropSynData,
+    /// Drop SYNs that carry a TFO option (cookie request or cookie).
+    DropTfoSyn,
+    /// Forward each SYN that carries data, and inject a copy again after the
+    /// given time: the duplicated request that TFO makes possible.
+    ReplaySynData(Duration),
+}
+
+impl Middlebox {
+    /// All policy names, for help texts.
+    pub const NAMES: &'static str = "strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY";
+}
+
+impl fmt::Display for Middlebox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Middlebox::StripTfo => f.write_str("strip-tfo"),
+            Middlebox::DropSynData => f.write_str("drop-syn-data"),
+            Middlebox::DropTfoSyn => f.write_str("drop-tfo-syn"),
+            Middlebox::ReplaySynData(d) => write!(f, "replay-syn-data={}ms", d.as_millis()),
+        }
+    }
+}
+
+impl FromStr for Middlebox {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Middlebox, String> {
+        let (name, arg) = match s.split_once(['=', ':']) {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        match (name, arg) {
+            ("strip-tfo", None) => Ok(Middlebox::StripTfo),
+            ("drop-syn-data", None) => Ok(Middlebox::DropSynData),
+            ("drop-tfo-syn", None) => Ok(Middlebox::DropTfoSyn),
+            ("replay-syn-data", Some(a)) => Ok(Middlebox::ReplaySynData(parse_duration(a)?)),
+            ("replay-syn-data", None) => Ok(Middlebox::ReplaySynData(Duration::from_millis(500))),
+            _ => Err(format!("unknown middlebox {s:?}; known: {}", Middlebox::NAMES)),
+        }
+    }
+}
+
+/// What each policy did, counted.
+#[derive(Debug, Default)]
+pub struct MiddleboxCounters {
+    /// TFO options removed.
+    pub stripped: AtomicU64,
+    /// SYNs with data dropped.
+    pub dropped_syn_data: AtomicU64,
+    /// SYNs with a TFO option dropped.
+    pub dropped_tfo_syn: AtomicU64,
+    /// SYNs with data injected a second time.
+    pub replayed: AtomicU64,
+}
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Pass it on (possibly rewritten).
+    Forward,
+    /// Drop it.
+    Drop,
+    /// Pass it on, and send a copy again after this long.
+    ForwardAndReplay(Duration),
+}
+
+/// Applies `policies` to one raw IP packet travelling `direction`.
+/// Packets that are not TCP pass untouched.
+pub fn inspect(
+    policies: &[Middlebox],
+    direction: Direction,
+    packet: &mut [u8],
+    counters: &MiddleboxCounters,
+) -> Verdict {
+    if policies.is_empty() {
+        return Verdict::Forward;
+    }
+    let (is_syn, is_syn_ack, has_tfo, has_data) = match TcpPacket::parse_ip(packet) {
+        Ok(p) => (p.flags.is_syn(), p.flags.is_syn_ack(), p.fast_open().is_some(), !p.payload.is_empty()),
+        Err(_) => return Verdict::Forward,
+    };
+    let mut verdict = Verdict::Forward;
+    for policy in policies {
+        match policy {
+            Middlebox::StripTfo if (is_syn || is_syn_ack) && has_tfo => {
+                if strip_fast_open(packet).unwrap_or(false) {
+                    counters.stripped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Middlebox::DropSynData if is_syn && has_data && direction == Direction::ToServer => {
+                counters.dropped_syn_data.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Drop;
+            }
+            Middlebox::DropTfoSyn if is_syn && has_tfo && direction == Direction::ToServer => {
+                counters.dropped_tfo_syn.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Drop;
+            }
+            Middlebox::ReplaySynData(after) if is_syn && has_data && direction == Direction::ToServer => {
+                counters.replayed.fetch_add(1, Ordering::Relaxed);
+                verdict = Verdict::ForwardAndReplay(*after);
+            }
+            _ => {}
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syn(options: &[u8], payload: &[u8], syn_ack: bool) -> Vec<u8> {
+        let mut b =
+            etherparse::PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64).tcp(40000, 8000, 1, 64240).syn();
+        if syn_ack {
+            b = b.ack(5);
+        }
+        let b = b.options_raw(options).unwrap();
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    const COOKIE: [u8; 12] = [0x22, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1];
+
+    #[test]
+    fn names_parse_and_print() {
+        for s in ["strip-tfo", "drop-syn-data", "drop-tfo-syn", "replay-syn-data=250ms"] {
+            assert_eq!(s.parse::<Middlebox>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "replay-syn-data:1s".parse::<Middlebox>().unwrap(),
+            Middlebox::ReplaySynData(Duration::from_secs(1))
+        );
+        assert!("firewall".parse::<Middlebox>().unwrap_err().contains("strip-tfo"));
+        assert!("replay-syn-data=soon".parse::<Middlebox>().is_err());
+    }
+
+    #[test]
+    fn each_policy_does_its_one_thing() {
+        let c = MiddleboxCounters::default();
+        let mut p = syn(&COOKIE, b"GET /", false);
+        assert_eq!(inspect(&[Middlebox::StripTfo], Direction::ToServer, &mut p, &c), Verdict::Forward);
+        assert!(TcpPacket::parse_ip(&p).unwrap().fast_open().is_none());
+        assert!(fastopen_wire::rewrite::tcp_checksum_ok(&p).unwrap());
+        let mut p = syn(&COOKIE, b"", true);
+        inspect(&[Middlebox::StripTfo], Direction::ToClient, &mut p, &c);
+        assert_eq!(c.stripped.load(Ordering::Relaxed), 2);
+
+        let mut p = syn(&COOKIE, b"GET /", false);
+        assert_eq!(inspect(&[Middlebox::DropSynData], Direction::ToServer, &mut p, &c), Verdict::Drop);
+        let mut p = syn(&[0x22, 0x02, 1, 1], b"", false);
+        assert_eq!(
+            inspect(&[Middlebox::DropSynData], Direction::ToServer, &mut p, &c),
+            Verdict::Forward,
+            "no data: pass"
+        );
+        assert_eq!(inspect(&[Middlebox::DropTfoSyn], Direction::ToServer, &mut p, &c), Verdict::Drop);
+        let mut plain = syn(&[], b"", false);
+        assert_eq!(inspect(&[Middlebox::DropTfoSyn], Direction::ToServer, &mut plain, &c), Verdict::Forward);
+
+        let mut p = syn(&COOKIE, b"GET /", false);
+        let replay = Middlebox::ReplaySynData(Duration::from_millis(100));
+        assert_eq!(
+            inspect(&[replay], Direction::ToServer, &mut p, &c),
+            Verdict::ForwardAndReplay(Duration::from_millis(100))
+        );
+        assert_eq!(c.replayed.load(Ordering::Relaxed), 1);
+        assert_eq!(inspect(&[replay], Direction::ToClient, &mut p, &c), Verdict::Forward, "only client SYNs");
+    }
+
+    #[test]
+    fn non_tcp_and_garbage_pass() {
+        let c = MiddleboxCounters::default();
+        let mut junk = vec![0x45, 0, 0];
+        assert_eq!(
+            inspect(&[Middlebox::DropTfoSyn, Middlebox::StripTfo], Direction::ToServer, &mut junk, &c),
+            Verdict::Forward
+        );
+    }
+}

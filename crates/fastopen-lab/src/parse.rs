@@ -1,0 +1,84 @@
+//! Parsing the quantities people type: `100ms`, `1.5s`, `250us`, `1%`, `100mbit`.
+
+use std::time::Duration;
+
+/// `100ms`, `1.5s`, `250us`, `0` (a bare number is milliseconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    let value: f64 =
+        num.trim().parse().map_err(|_| format!("{text:?} is not a duration; write e.g. 100ms, 1.5s, 250us"))?;
+    if !value.is_finite() || value < 0.0 || value * scale > 3600.0 {
+        return Err(format!("{text:?} is out of range (0 to 1 hour)"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// `1%` or `0.01` -> 0.01. Must lie in 0..=1 (0%..100%).
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let value = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{text:?} is not a ratio; write e.g. 1% or 0.01"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{text:?} must be between 0% and 100%"));
+    }
+    Ok(value)
+}
+
+/// `100mbit`, `1gbit`, `500kbit`, or bits per second -> bits per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, scale) = if let Some(n) = t.strip_suffix("gbit") {
+        (n.to_string(), 1e9)
+    } else if let Some(n) = t.strip_suffix("mbit") {
+        (n.to_string(), 1e6)
+    } else if let Some(n) = t.strip_suffix("kbit") {
+        (n.to_string(), 1e3)
+    } else {
+        (t.clone(), 1.0)
+    };
+    let value: f64 = num.trim().parse().map_err(|_| format!("{text:?} is not a rate; write e.g. 100mbit, 1gbit"))?;
+    let bps = value * scale;
+    if !(1000.0..=1e12).contains(&bps) {
+        return Err(format!("{text:?} is out of range (1kbit to 1000gbit)"));
+    }
+    Ok(bps as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(parse_duration("20").unwrap(), Duration::from_millis(20));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "fast", "-1ms", "NaNms", "99999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ratios_and_rates() {
+        assert_eq!(parse_ratio("1%").unwrap(), 0.01);
+        assert_eq!(parse_ratio("0.5").unwrap(), 0.5);
+        assert!(parse_ratio("101%").is_err() && parse_ratio("x").is_err() && parse_ratio("-1%").is_err());
+        assert_eq!(parse_rate("100mbit").unwrap(), 100_000_000);
+        assert_eq!(parse_rate("1Gbit").unwrap(), 1_000_000_000);
+        assert!(parse_rate("0").is_err() && parse_rate("lots").is_err());
+    }
+}
