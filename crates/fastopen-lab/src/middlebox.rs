@@ -111,10 +111,8 @@ pub fn inspect(
     let mut verdict = Verdict::Forward;
     for policy in policies {
         match policy {
-            Middlebox::StripTfo if (is_syn || is_syn_ack) && has_tfo => {
-                if strip_fast_open(packet).unwrap_or(false) {
-                    counters.stripped.fetch_add(1, Ordering::Relaxed);
-                }
+            Middlebox::StripTfo if (is_syn || is_syn_ack) && has_tfo && strip_fast_open(packet).unwrap_or(false) => {
+                counters.stripped.fetch_add(1, Ordering::Relaxed);
             }
             Middlebox::DropSynData if is_syn && has_data && direction == Direction::ToServer => {
                 counters.dropped_syn_data.fetch_add(1, Ordering::Relaxed);
