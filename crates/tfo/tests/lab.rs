@@ -83,3 +83,99 @@ fn delay_is_applied_and_tfo_saves_a_round_trip() {
     }
     assert!(lab.counters().to_server_packets > 10);
 }
+
+#[test]
+fn strip_tfo_means_no_cookie_ever_and_requests_still_answered() {
+    let Some(lab) = lab(10, vec![Middlebox::StripTfo]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    for _ in 0..3 {
+        let (o, _) = client_exchange(&lab, Connector::new(), addr, b"stripped");
+        assert_eq!(o.fail_reason, Some(FailReason::CookieUnavailable), "{o}");
+        let (accepted, request) = server.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!accepted.data_in_syn);
+        assert_eq!(request, b"stripped");
+    }
+    let s = counters_in(lab.server());
+    assert_eq!((s.cookie_reqd, s.passive), (0, 0), "the server never saw a TFO option: {s:?}");
+    assert!(lab.counters().stripped >= 3, "{:?}", lab.counters());
+}
+
+#[test]
+fn drop_syn_data_makes_the_client_retransmit_without_data() {
+    let Some(lab) = lab(10, vec![Middlebox::DropSynData]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    let (cold, _) = client_exchange(&lab, Connector::new(), addr, b"cookie please");
+    assert_eq!(cold.fail_reason, Some(FailReason::CookieUnavailable), "a SYN without data passes");
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let before = counters_in(lab.client());
+    let (warm, _) = client_exchange(&lab, Connector::new(), addr, b"dropped in the SYN");
+    assert!(matches!(warm.fail_reason, Some(FailReason::SynRetransmitted | FailReason::DataNotAcked)), "{warm}");
+    assert!(warm.syn_bytes_sent > 0 && warm.bytes_in_syn == 0, "{warm:?}");
+    let (accepted, request) = server.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(request, b"dropped in the SYN", "answered after the retransmission");
+    assert!(!accepted.data_in_syn);
+    let d = &counters_in(lab.client()) - &before;
+    assert_eq!((d.active, d.active_fail), (0, 1), "{d:?}");
+    assert_eq!(lab.counters().dropped_syn_data, 1);
+}
+
+#[test]
+fn drop_tfo_syn_makes_the_kernel_fall_back_to_a_plain_syn() {
+    let Some(lab) = lab(10, vec![Middlebox::DropTfoSyn]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    let before = counters_in(lab.client());
+    let (o, elapsed) = client_exchange(&lab, Connector::new(), addr, b"fallback");
+    // The SYN with the cookie request is dropped; the retransmitted SYN carries no TFO option.
+    assert!(!o.tfo_used(), "{o}");
+    assert!(elapsed >= Duration::from_millis(900), "answered only after the SYN retransmission timeout: {elapsed:?}");
+    let (accepted, request) = server.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(request, b"fallback");
+    assert!(!accepted.data_in_syn);
+    let d = &counters_in(lab.client()) - &before;
+    let s = counters_in(lab.server());
+    assert_eq!((d.active, s.cookie_reqd, s.passive), (0, 0, 0), "client {d:?} server {s:?}");
+    assert!(lab.counters().dropped_tfo_syn >= 1);
+    eprintln!("drop-tfo-syn: client outcome {o}, client counters {d:?}");
+}
+
+#[test]
+fn replay_syn_data_delivers_the_request_twice() {
+    let Some(lab) = lab(10, vec![Middlebox::ReplaySynData(Duration::from_millis(300))]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    let (cold, _) = client_exchange(&lab, Connector::new(), addr, b"cookie");
+    assert_eq!(cold.fail_reason, Some(FailReason::CookieUnavailable));
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (warm, _) = client_exchange(&lab, Connector::new(), addr, b"transfer 100 EUR");
+    assert!(warm.tfo_used(), "{warm}");
+    let (first, req1) = server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (second, req2) = server.recv_timeout(Duration::from_secs(5)).expect("the replayed SYN reaches the application");
+    assert!(first.data_in_syn && second.data_in_syn);
+    assert_eq!((req1.as_slice(), req2.as_slice()), (&b"transfer 100 EUR"[..], &b"transfer 100 EUR"[..]));
+    assert_eq!(counters_in(lab.server()).passive, 2, "the kernel accepted the same SYN data twice");
+    assert_eq!(lab.counters().replayed, 1);
+}
+
+#[test]
+fn nothing_is_left_behind_even_after_a_panic() {
+    if !fastopen_lab::netns::root_or_skip("lab_cleanup") {
+        return;
+    }
+    let names = std::panic::catch_unwind(|| {
+        let lab = Lab::start(LabConfig::default()).unwrap();
+        let names = [lab.client().name().to_string(), lab.server().name().to_string()];
+        assert!(std::path::Path::new(&format!("/run/netns/{}", names[0])).exists());
+        std::panic::panic_any(names);
+    })
+    .expect_err("the closure panics")
+    .downcast::<[String; 2]>()
+    .unwrap();
+    for name in names.iter() {
+        assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists(), "{name} left behind");
+    }
+    // A crashed run's leftover (a dead pid in the name) is removed by the next start.
+    let stale = format!("{}999999-0-client", fastopen_lab::netns::NAME_PREFIX);
+    fastopen_lab::netns::ip(&["netns", "add", &stale]).unwrap();
+    let lab = Lab::start(LabConfig::default()).unwrap();
+    assert!(!std::path::Path::new(&format!("/run/netns/{stale}")).exists(), "stale namespace not swept");
+    drop(lab);
+}
