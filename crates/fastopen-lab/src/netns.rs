@@ -57,6 +57,30 @@ pub fn enter_private(tcp_fastopen: u32) -> Result<(), NetnsError> {
     set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())
 }
 
+/// Without root: moves the whole process into a new user namespace (where it
+/// is root) and a new network namespace owned by it, with loopback up and
+/// `net.ipv4.tcp_fastopen` set. Needs unprivileged user namespaces (the usual
+/// default) and a process that has not started any thread yet.
+pub fn enter_private_unprivileged(tcp_fastopen: u32) -> Result<(), NetnsError> {
+    use nix::sched::CloneFlags;
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+    let map = |path: &'static str, text: String| {
+        fs::write(path, text).map_err(|source| NetnsError::Sysctl { name: path, source })
+    };
+    map("/proc/self/setgroups", "deny".into())?;
+    map("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    map("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| NetnsError::LoopbackUp(e.to_string()))?;
+    if !status.success() {
+        return Err(NetnsError::LoopbackUp(format!("ip exited with {status}")));
+    }
+    set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())
+}
+
 /// Writes a sysctl in the calling thread's network namespace.
 pub fn set_sysctl(name: &'static str, value: &str) -> Result<(), NetnsError> {
     let path = format!("/proc/sys/{}", name.replace('.', "/"));
@@ -102,6 +126,8 @@ pub const NAME_PREFIX: &str = "tfokit-";
 pub struct Netns {
     name: String,
     handle: fs::File,
+    /// Whether dropping this deletes the namespace (false for [`Netns::of_current_thread`]).
+    owned: bool,
 }
 
 /// What went wrong with a named namespace.
@@ -156,7 +182,7 @@ impl Netns {
         let handle = fs::File::open(format!("/run/netns/{name}"))
             .map_err(|source| NamedNetnsError::Enter { name: name.to_string(), source });
         let netns = match handle {
-            Ok(handle) => Netns { name: name.to_string(), handle },
+            Ok(handle) => Netns { name: name.to_string(), handle, owned: true },
             Err(e) => {
                 let _ = ip(&["netns", "del", name]);
                 return Err(e);
@@ -164,6 +190,15 @@ impl Netns {
         };
         ip(&["-n", name, "link", "set", "lo", "up"])?;
         Ok(netns)
+    }
+
+    /// A handle on the calling thread's namespace (not deleted on drop), so
+    /// that code written for named namespaces can run in a private one too.
+    pub fn of_current_thread() -> Result<Netns, NamedNetnsError> {
+        let name = "this thread's namespace".to_string();
+        let handle = fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|source| NamedNetnsError::Enter { name: name.clone(), source })?;
+        Ok(Netns { name, handle, owned: false })
     }
 
     /// The namespace's name (for `ip netns exec NAME ...`).
@@ -233,6 +268,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         kill_processes_in(&self.name);
         let _ = ip(&["netns", "del", &self.name]);
     }

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use fastopen::AcceptOutcome;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// What the server answers.
@@ -41,15 +40,16 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Accepts connections until `shutdown` completes or `count` connections were
-/// served, handling each on its own task; sends one log per connection.
-/// In-flight connections are finished before returning.
+/// served, handling each on its own task; calls `on_connection` with one log
+/// per connection. In-flight connections are finished before returning.
 pub(crate) async fn serve(
     listener: std::sync::Arc<fastopen::tokio::Listener>,
     protocol: Protocol,
     count: Option<u64>,
     shutdown: impl Future<Output = ()>,
-    logs: mpsc::UnboundedSender<ConnectionLog>,
+    on_connection: impl Fn(ConnectionLog) + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let on_connection = std::sync::Arc::new(on_connection);
     let mut tasks = JoinSet::new();
     let mut accepted = 0u64;
     tokio::pin!(shutdown);
@@ -66,10 +66,9 @@ pub(crate) async fn serve(
                     }
                 };
                 accepted += 1;
-                let logs = logs.clone();
+                let on_connection = on_connection.clone();
                 tasks.spawn(async move {
-                    let log = handle(stream, peer, outcome, protocol).await;
-                    let _ = logs.send(log);
+                    on_connection(handle(stream, peer, outcome, protocol).await);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

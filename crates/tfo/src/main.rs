@@ -8,6 +8,8 @@ mod addr;
 mod cmd;
 mod echo;
 mod exit;
+mod labrun;
+mod measure;
 mod report;
 
 use std::process::ExitCode;

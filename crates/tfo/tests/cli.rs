@@ -226,22 +226,46 @@ fn doctor_fix_without_root_is_an_environment_error() {
 }
 
 #[test]
-fn demo_runs_the_walkthrough() {
+fn demo_runs_the_walkthrough_over_the_lab() {
     if !fastopen_lab::netns::root_or_skip("cli_demo") {
         return;
     }
-    let o = run_tfo(&["demo", "--json"]);
+    let o = run_tfo(&["demo", "--json", "--rtt", "40ms"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
+    assert_eq!(v["setting"], "lab");
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3);
     assert_eq!(steps[0]["fail_reason"], "not_requested");
     assert_eq!(steps[1]["fail_reason"], "cookie_unavailable");
-    assert_eq!(steps[1]["counters_delta"]["cookie_reqd"], 1);
+    assert_eq!(steps[1]["server_counters_delta"]["cookie_reqd"], 1);
     assert_eq!(steps[2]["tfo_used"], true);
     assert_eq!(steps[2]["server"]["data_in_syn"], true);
-    assert_eq!(steps[2]["counters_delta"]["passive"], 1);
+    assert_eq!(steps[2]["client_counters_delta"]["active"], 1);
+    assert_eq!(steps[2]["server_counters_delta"]["passive"], 1);
     assert_eq!(steps[2]["status_line"], "HTTP/1.1 200 OK");
+    // The path's delay is enforced: a plain request needs two round trips, TFO one.
+    assert!(steps[0]["total_ms"].as_f64().unwrap() >= 80.0, "{}", steps[0]);
+    assert!(steps[2]["total_ms"].as_f64().unwrap() >= 40.0, "{}", steps[2]);
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    assert!(!left.iter().any(|n| n.starts_with("tfokit-") && !n.contains(&std::process::id().to_string())), "{left:?}");
+}
+
+#[test]
+fn demo_without_root_runs_the_loopback_part() {
+    if !fastopen_lab::netns::root_or_skip("cli_demo_nonroot") {
+        return;
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tfo"), "demo", "--json"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["setting"], "loopback");
+    assert_eq!(v["steps"][2]["tfo_used"], true, "{v}");
 }
 
 #[test]

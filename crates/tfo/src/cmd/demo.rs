@@ -5,116 +5,257 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use fastopen::{Connector, FastOpenCounters, ListenerBuilder};
+use fastopen::{ClientOutcome, Connector, FastOpenCounters};
+use fastopen_lab::netns::Netns;
+use fastopen_lab::parse::parse_duration;
+use fastopen_lab::{Lab, LabConfig, PathConfig};
 use serde_json::json;
-use tokio::sync::mpsc;
 
-use crate::cmd::send::exchange;
-use crate::echo::{self, ConnectionLog, Protocol};
+use crate::echo::{ConnectionLog, Protocol};
 use crate::exit::CheckFailed;
+use crate::labrun::{http_request, request_once, Expect, NsServer};
 use crate::report;
 
-/// Run the TFO walkthrough end to end: server, plain request, cookie, data in SYN.
+/// Run the TFO walkthrough end to end: plain request, cookie, request in the SYN.
 ///
-/// Inside a private network namespace (its own loopback, its own
-/// net.ipv4.tcp_fastopen=3, its own cookie cache and counters; your host's
-/// settings are not touched), it starts `tfo serve --http`, then makes:
-///   1. a plain TCP request (no TFO),
-///   2. a first TFO request: the SYN asks for a cookie, the SYN-ACK brings one,
-///   3. a second TFO request: the HTTP request rides in the SYN.
+/// Builds a lab (a client and a server network namespace joined by an emulated
+/// path with a 100 ms round trip; your host's settings are not touched), starts
+/// `tfo serve --http` in the server namespace, and makes from the client:
+///   1. a plain TCP request (no TFO): two round trips,
+///   2. a first TFO request: the SYN asks for a cookie, the SYN-ACK brings one;
+///      still two round trips,
+///   3. a second TFO request: the HTTP request rides in the SYN; one round trip.
 ///
 /// For each it prints what the client and the server saw, the kernel's
-/// TCPFastOpen* counter changes (the independent check), and the time.
+/// TCPFastOpen* counter changes (the independent check), and the time; then
+/// the three side by side.
 ///
-/// Needs root (to create the namespace). Exit 1 if the third request did not
-/// carry its data in the SYN.
+/// Needs root for the lab. Without root (or with --loopback) it runs the same
+/// steps on loopback in a private namespace, where a round trip is microseconds.
+/// Exit 1 if the third request did not carry its data in the SYN.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
+    /// Round-trip time of the emulated path.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    rtt: Duration,
+    /// Skip the emulated path: loopback in a private namespace.
+    #[arg(long)]
+    loopback: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// One step of the demo.
 struct Step {
     title: &'static str,
-    connector: Connector,
+    tfo: bool,
+    flush_cookies: bool,
 }
 
-const REQUEST: &str = "GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: tfo-demo\r\nAccept: */*\r\n\r\n";
+const STEPS: [Step; 3] = [
+    Step { title: "plain TCP (no TFO)", tfo: false, flush_cookies: false },
+    Step { title: "TFO, first connection (asks for a cookie)", tfo: true, flush_cookies: true },
+    Step { title: "TFO, second connection (request in the SYN)", tfo: true, flush_cookies: false },
+];
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !fastopen_lab::netns::is_root() {
-        anyhow::bail!(
-            "tfo demo needs root: it creates a private network namespace so that it can set \
-             net.ipv4.tcp_fastopen=3 there without touching this host. Run `sudo tfo demo`."
-        );
-    }
-    // On the main thread, before any other thread exists: everything started
-    // from here on lives in the private namespace, which vanishes when we exit.
-    fastopen_lab::netns::enter_private(3).context("creating the demo's network namespace")?;
-    let addr: SocketAddr = "127.0.0.1:8000".parse()?;
+/// Where the demo runs.
+enum Setting {
+    Lab(Box<Lab>),
+    /// One private namespace for client and server (loopback).
+    Loopback(Netns),
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let listener = runtime.block_on(async { ListenerBuilder::new(addr).bind_tokio() })?;
-    let (tx, mut server_logs) = mpsc::unbounded_channel::<ConnectionLog>();
-    let server =
-        runtime.spawn(echo::serve(std::sync::Arc::new(listener), Protocol::Http, Some(3), std::future::pending(), tx));
-
-    let steps = [
-        Step { title: "plain TCP (no TFO)", connector: Connector::new().tfo(false) },
-        Step { title: "TFO, first connection (asks for a cookie)", connector: Connector::new() },
-        Step { title: "TFO, second connection (request in the SYN)", connector: Connector::new() },
-    ];
-    if !args.json {
-        println!("tfo demo: a private network namespace with net.ipv4.tcp_fastopen=3; `tfo serve --http` on {addr}\n");
-    }
-    let mut results = Vec::new();
-    let mut last_used = false;
-    for (i, step) in steps.iter().enumerate() {
-        let before = FastOpenCounters::read()?;
-        let ex = exchange(&step.connector, addr, REQUEST.as_bytes(), Duration::from_secs(10))?;
-        let log = server_logs.blocking_recv().context("the demo server stopped")?;
-        let delta = &FastOpenCounters::read()? - &before;
-        let status = String::from_utf8_lossy(ex.reply.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned();
-        last_used = ex.outcome.tfo_used();
-        if args.json {
-            let mut v = report::outcome_json(&ex.outcome);
-            v["step"] = json!(i + 1);
-            v["title"] = json!(step.title);
-            v["total_ms"] = json!(report::ms(ex.total));
-            v["status_line"] = json!(status);
-            v["server"] = serde_json::to_value(&log)?;
-            v["counters_delta"] = serde_json::to_value(&delta)?;
-            results.push(v);
-        } else {
-            println!("{}. {}", i + 1, step.title);
-            println!("   client:   {}", ex.outcome);
-            println!("   server:   {}", log.outcome);
-            println!("   kernel:   {}", report::counter_delta(&delta));
-            println!(
-                "   reply:    {status} ({} bytes), connect {:.3} ms, request+reply {:.3} ms\n",
-                ex.reply.len(),
-                report::ms(ex.outcome.connect_time),
-                report::ms(ex.total)
-            );
+impl Setting {
+    fn client(&self) -> &Netns {
+        match self {
+            Setting::Lab(lab) => lab.client(),
+            Setting::Loopback(ns) => ns,
         }
     }
-    runtime.block_on(server)??;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"namespace": "private", "server": addr, "steps": results}))?
-        );
-    } else {
-        println!(
-            "On loopback a round trip takes microseconds, so the times above are tiny; over a real path, \
-             request 3 takes one round trip where request 1 takes two."
-        );
+    fn server(&self) -> &Netns {
+        match self {
+            Setting::Lab(lab) => lab.server(),
+            Setting::Loopback(ns) => ns,
+        }
     }
-    if !last_used {
+    fn server_addr(&self) -> SocketAddr {
+        match self {
+            Setting::Lab(lab) => SocketAddr::new(lab.server_ip(false), 8000),
+            Setting::Loopback(_) => "127.0.0.1:8000".parse().expect("literal address"),
+        }
+    }
+}
+
+struct StepResult {
+    outcome: ClientOutcome,
+    total: Duration,
+    reply: Vec<u8>,
+    server: Option<ConnectionLog>,
+    client_delta: FastOpenCounters,
+    server_delta: FastOpenCounters,
+}
+
+fn counters(ns: &Netns) -> anyhow::Result<FastOpenCounters> {
+    Ok(ns.run(FastOpenCounters::read)??)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let root = fastopen_lab::netns::is_root();
+    let mut note = None;
+    let setting = if root && !args.loopback {
+        let path = PathConfig::with_rtt(args.rtt);
+        Setting::Lab(Box::new(Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?))
+    } else {
+        if root {
+            fastopen_lab::netns::enter_private(3)?;
+        } else {
+            // Still single-threaded here, as a user namespace requires.
+            fastopen_lab::netns::enter_private_unprivileged(3).context(
+                "without root, tfo demo needs unprivileged user namespaces for its private loopback; \
+                 run `sudo tfo demo` (which also gives the emulated 100 ms path)",
+            )?;
+            note = Some("not root: loopback only, in a private user+network namespace; `sudo tfo demo` adds the emulated 100 ms path");
+        }
+        Setting::Loopback(Netns::of_current_thread()?)
+    };
+    let rtt = match &setting {
+        Setting::Lab(_) => Some(args.rtt),
+        Setting::Loopback(_) => None,
+    };
+    let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http)?;
+    let addr = server.addr;
+    if !args.json {
+        match &setting {
+            Setting::Lab(_) => println!(
+                "tfo demo: client 198.18.0.1 -> server {addr} over an emulated path, RTT {} ms; \
+                 net.ipv4.tcp_fastopen=3 in both namespaces; `tfo serve --http` on the server\n",
+                ms(args.rtt)
+            ),
+            Setting::Loopback(_) => println!(
+                "tfo demo: loopback in a private network namespace, net.ipv4.tcp_fastopen=3; `tfo serve --http` on {addr}\n"
+            ),
+        }
+        if let Some(n) = note {
+            println!("note: {n}\n");
+        }
+    }
+    let request = http_request(addr, 75);
+    let mut results = Vec::new();
+    for step in &STEPS {
+        if step.flush_cookies {
+            if let Setting::Lab(lab) = &setting {
+                lab.flush_cookies()?;
+            }
+        }
+        let (c0, s0) = (counters(setting.client())?, counters(setting.server())?);
+        let connector = Connector::new().tfo(step.tfo).connect_timeout(Some(Duration::from_secs(10)));
+        let req = request.clone();
+        let (outcome, total, reply) = setting
+            .client()
+            .run(move || request_once(&connector, addr, &req, Expect::Http, Duration::from_secs(10)))??;
+        let server_log = server.next_log(Duration::from_secs(5));
+        let (c1, s1) = (counters(setting.client())?, counters(setting.server())?);
+        results.push(StepResult {
+            outcome,
+            total,
+            reply,
+            server: server_log,
+            client_delta: &c1 - &c0,
+            server_delta: &s1 - &s0,
+        });
+    }
+    drop(server);
+    let used = results[2].outcome.tfo_used();
+    if args.json {
+        print_json(&results, rtt, addr)?;
+    } else {
+        print_text(&results, rtt);
+    }
+    if !used {
         return Err(CheckFailed("the second TFO request did not carry its data in the SYN".into()).into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ms(d: Duration) -> f64 {
+    report::ms(d)
+}
+
+fn status_line(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned()
+}
+
+fn merged_delta(r: &StepResult) -> String {
+    let client = report::counter_delta(&r.client_delta);
+    let server = report::counter_delta(&r.server_delta);
+    if client == server {
+        client
+    } else {
+        format!("client: {client}; server: {server}")
+    }
+}
+
+fn print_text(results: &[StepResult], rtt: Option<Duration>) {
+    for (i, (step, r)) in STEPS.iter().zip(results).enumerate() {
+        println!("{}. {}", i + 1, step.title);
+        println!("   client:  {}", r.outcome);
+        match &r.server {
+            Some(log) => println!("   server:  {}", log.outcome),
+            None => println!("   server:  (no log line)"),
+        }
+        println!("   kernel:  {}", merged_delta(r));
+        println!("   reply:   {} ({} bytes) after {:.1} ms\n", status_line(&r.reply), r.reply.len(), ms(r.total));
+    }
+    println!("{:<44} {:>10} {:>12}  data in SYN", "side by side", "time", "round trips");
+    for (step, r) in STEPS.iter().zip(results) {
+        let trips = rtt.map_or("-".to_string(), |rtt| format!("{:.2}", r.total.as_secs_f64() / rtt.as_secs_f64()));
+        let in_syn = if r.outcome.tfo_used() {
+            format!("{} bytes", r.outcome.bytes_in_syn)
+        } else {
+            r.outcome.fail_reason.map_or("-".into(), |f| format!("no ({})", f.as_str()))
+        };
+        println!("{:<44} {:>7.1} ms {:>12}  {in_syn}", step.title, ms(r.total), trips);
+    }
+    let (plain, warm) = (results[0].total.as_secs_f64(), results[2].total.as_secs_f64());
+    match rtt {
+        Some(_) => println!(
+            "\nTFO saved {:.1} ms of {:.1} ms ({:.0}%): the request rode in the SYN, so the reply came one round trip sooner.",
+            (plain - warm) * 1000.0,
+            plain * 1000.0,
+            (plain - warm) / plain * 100.0
+        ),
+        None => println!(
+            "\nOn loopback a round trip takes microseconds, so these times say little; \
+             `sudo tfo demo` shows the saved round trip over an emulated 100 ms path."
+        ),
+    }
+}
+
+fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -> anyhow::Result<()> {
+    let steps: Vec<_> = STEPS
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (step, r))| {
+            let mut v = report::outcome_json(&r.outcome);
+            v["step"] = json!(i + 1);
+            v["title"] = json!(step.title);
+            v["total_ms"] = json!(ms(r.total));
+            v["status_line"] = json!(status_line(&r.reply));
+            v["server"] = json!(r.server);
+            v["client_counters_delta"] = json!(r.client_delta);
+            v["server_counters_delta"] = json!(r.server_delta);
+            v
+        })
+        .collect();
+    let out = json!({
+        "setting": if rtt.is_some() { "lab" } else { "loopback" },
+        "rtt_ms": rtt.map(ms),
+        "server": addr,
+        "steps": steps,
+        "saved_ms": ms(results[0].total.saturating_sub(results[2].total)),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

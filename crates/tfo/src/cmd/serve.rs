@@ -116,7 +116,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => {}
             }
         };
-        echo::serve(listener, protocol, args.count, shutdown, tx).await?;
+        echo::serve(listener, protocol, args.count, shutdown, move |log| {
+            let _ = tx.send(log);
+        })
+        .await?;
         printer.await?;
         Ok(ExitCode::SUCCESS)
     })
