@@ -2,9 +2,12 @@
 //! each packet for the configured delay and applies jitter, loss, a bandwidth
 //! limit and middleboxes on the way.
 //!
-//! One thread, `ppoll` with a nanosecond timeout on both devices, timer slack
-//! set to 1 ns so that wake-ups are on time. Packet buffers come from a pool
-//! allocated up front: nothing is allocated per packet.
+//! One thread polls both devices and a `timerfd` armed (absolute,
+//! CLOCK_MONOTONIC) for the next packet's release time. A timerfd fires on
+//! time, where a poll timeout is stretched by the kernel's timer slack (0.1% of
+//! the timeout: 50 us on a 50 ms wait); the thread's own slack is also set to
+//! 1 ns. Packet buffers come from a pool allocated up front: nothing is
+//! allocated per packet.
 //!
 //! Jitter is uniform in [-jitter, +jitter] around the delay (clamped at 0), and
 //! packets never overtake each other (a packet leaves no earlier than the one
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::time::{clock_gettime, ClockId};
 use tun_rs::SyncDevice;
 
@@ -91,10 +95,51 @@ pub struct LinkStats {
     pub to_client: DirectionCounters,
     /// What the middleboxes did.
     pub middlebox: MiddleboxCounters,
+    /// How late packets left, in 10 us buckets (the last one: 2 ms or more).
+    lateness: LatenessBuckets,
+}
+
+const LATENESS_BUCKET_NS: u64 = 10_000;
+const LATENESS_BUCKETS: usize = 200;
+
+#[derive(Debug)]
+struct LatenessBuckets([AtomicU64; LATENESS_BUCKETS]);
+
+impl Default for LatenessBuckets {
+    fn default() -> Self {
+        LatenessBuckets(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl LinkStats {
+    fn record_lateness(&self, ns: u64) {
+        let i = ((ns / LATENESS_BUCKET_NS) as usize).min(LATENESS_BUCKETS - 1);
+        self.lateness.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile (0..=1) of how late packets left the link, in
+    /// microseconds (upper edge of a 10 us bucket); `None` before any packet.
+    pub fn lateness_quantile_us(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.lateness.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Some((i as u64 + 1) * LATENESS_BUCKET_NS / 1000);
+            }
+        }
+        None
+    }
 }
 
 /// A plain copy of the counters, for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct LinkCounters {
     /// Packets client -> server delivered.
     pub to_server_packets: u64,
@@ -116,6 +161,29 @@ pub struct LinkCounters {
     pub dropped_tfo_syn: u64,
     /// SYNs with data replayed.
     pub replayed: u64,
+    /// Median lateness of packets leaving the link versus their due time, us (10 us steps).
+    pub late_p50_us: Option<u64>,
+    /// 99th percentile of that lateness, us.
+    pub late_p99_us: Option<u64>,
+}
+
+impl LinkCounters {
+    /// The counts since `earlier` (the lateness quantiles stay those of the whole run).
+    pub fn since(&self, earlier: &LinkCounters) -> LinkCounters {
+        LinkCounters {
+            to_server_packets: self.to_server_packets.saturating_sub(earlier.to_server_packets),
+            to_client_packets: self.to_client_packets.saturating_sub(earlier.to_client_packets),
+            to_server_bytes: self.to_server_bytes.saturating_sub(earlier.to_server_bytes),
+            to_client_bytes: self.to_client_bytes.saturating_sub(earlier.to_client_bytes),
+            lost: self.lost.saturating_sub(earlier.lost),
+            queue_drops: self.queue_drops.saturating_sub(earlier.queue_drops),
+            stripped: self.stripped.saturating_sub(earlier.stripped),
+            dropped_syn_data: self.dropped_syn_data.saturating_sub(earlier.dropped_syn_data),
+            dropped_tfo_syn: self.dropped_tfo_syn.saturating_sub(earlier.dropped_tfo_syn),
+            replayed: self.replayed.saturating_sub(earlier.replayed),
+            ..*self
+        }
+    }
 }
 
 impl LinkStats {
@@ -133,6 +201,8 @@ impl LinkStats {
             dropped_syn_data: g(&self.middlebox.dropped_syn_data),
             dropped_tfo_syn: g(&self.middlebox.dropped_tfo_syn),
             replayed: g(&self.middlebox.replayed),
+            late_p50_us: self.lateness_quantile_us(0.5),
+            late_p99_us: self.lateness_quantile_us(0.99),
         }
     }
 }
@@ -191,6 +261,12 @@ impl Drop for Forwarder {
 
 /// Longest sleep without checking the stop flag.
 const IDLE_WAKE: Duration = Duration::from_millis(20);
+/// Wake this long before a release and spin: waking a sleeping thread (and, in
+/// a VM, a halted vCPU) takes 50-150 us, which would delay every packet.
+const SPIN_BEFORE_NS: u64 = 300_000;
+/// After traffic, keep spinning this long: an answer usually follows at once,
+/// and catching it promptly keeps its arrival time (and so its delay) exact.
+const HOT_AFTER_NS: u64 = 1_000_000;
 
 /// A packet waiting in a direction's queue: (release time ns, arrival order, slot, length).
 type Pending = Reverse<(u64, u64, u32, u32)>;
@@ -248,29 +324,54 @@ impl Engine {
     fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         // Timers of this thread fire within 1 ns of their time instead of 50 us.
         let _ = nix::sys::prctl::set_timerslack(1);
+        let timer = TimerFd::new(TimerClock::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        let mut armed_for = None;
+        let mut hot_until = 0u64;
         let mut scratch = vec![0u8; self.slots[0].len()];
         while !stop.load(Ordering::Relaxed) {
             let now = now_ns();
             let next = self.queues.iter().filter_map(|q| q.peek().map(|Reverse((t, ..))| *t)).min();
-            let wait = next.map_or(IDLE_WAKE, |t| Duration::from_nanos(t.saturating_sub(now)).min(IDLE_WAKE));
+            // Spin (poll without sleeping) when a release is near or traffic is
+            // flowing; otherwise sleep until the timer, which wakes us SPIN_BEFORE early.
+            let spin = now < hot_until || next.is_some_and(|t| t <= now + SPIN_BEFORE_NS);
+            let wake_at = next.map(|t| t.saturating_sub(SPIN_BEFORE_NS));
+            if !spin && wake_at != armed_for {
+                match wake_at {
+                    Some(t) => timer.set(
+                        Expiration::OneShot(TimeSpec::from_duration(Duration::from_nanos(t))),
+                        TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                    )?,
+                    None => timer.unset()?,
+                }
+                armed_for = wake_at;
+            }
             let ready = {
                 let mut fds = [
                     PollFd::new(self.devices[0].as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.devices[1].as_fd(), PollFlags::POLLIN),
+                    PollFd::new(timer.as_fd(), PollFlags::POLLIN),
                 ];
-                match nix::poll::ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+                let timeout = if spin { Duration::ZERO } else { IDLE_WAKE };
+                match nix::poll::ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
-                [0, 1].map(|i| fds[i].revents().is_some_and(|r| r.intersects(PollFlags::POLLIN)))
+                [0, 1, 2].map(|i| fds[i].revents().is_some_and(|r| r.intersects(PollFlags::POLLIN)))
             };
-            for (dir, readable) in ready.into_iter().enumerate() {
-                if readable {
+            if ready[2] {
+                // Consume the expiration; the queues say what is due.
+                let _ = timer.wait();
+                armed_for = None;
+            }
+            for (dir, readable) in ready[..2].iter().enumerate() {
+                if *readable {
                     self.receive(dir, &mut scratch)?;
                 }
             }
-            self.release_due(now_ns())?;
+            if ready[0] || ready[1] || self.release_due(now_ns())? {
+                hot_until = now_ns() + HOT_AFTER_NS;
+            }
         }
         Ok(())
     }
@@ -352,14 +453,17 @@ impl Engine {
         self.queues[dir].push(Reverse((release, self.order, slot, len as u32)));
     }
 
-    /// Sends every packet whose time has come.
-    fn release_due(&mut self, now: u64) -> io::Result<()> {
+    /// Sends every packet whose time has come; returns whether it sent any.
+    fn release_due(&mut self, now: u64) -> io::Result<bool> {
+        let mut sent = false;
         for dir in 0..2 {
             while let Some(&Reverse((release, _, slot, len))) = self.queues[dir].peek() {
                 if release > now {
                     break;
                 }
                 self.queues[dir].pop();
+                sent = true;
+                self.stats.record_lateness(now_ns().saturating_sub(release));
                 let packet = &self.slots[slot as usize][..len as usize];
                 match self.devices[1 - dir].send(packet) {
                     Ok(_) => {
@@ -379,6 +483,6 @@ impl Engine {
                 self.free.push(slot);
             }
         }
-        Ok(())
+        Ok(sent)
     }
 }

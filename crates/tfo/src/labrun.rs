@@ -61,11 +61,6 @@ impl NsServer {
     pub(crate) fn next_log(&mut self, timeout: Duration) -> Option<ConnectionLog> {
         self.logs.recv_timeout(timeout).ok()
     }
-
-    /// Drops logs that arrived so far.
-    pub(crate) fn drain_logs(&mut self) {
-        while self.logs.try_recv().is_ok() {}
-    }
 }
 
 impl Drop for NsServer {

@@ -8,8 +8,10 @@ mod addr;
 mod cmd;
 mod echo;
 mod exit;
+mod interrupt;
 mod labrun;
 mod measure;
+mod plot;
 mod report;
 
 use std::process::ExitCode;
@@ -31,6 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Serve(cmd::serve::Args),
+    Bench(cmd::bench::Args),
     Send(cmd::send::Args),
     Doctor(cmd::doctor::Args),
     Demo(cmd::demo::Args),
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Send(args) => cmd::send::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Demo(args) => cmd::demo::run(args),

@@ -1,6 +1,7 @@
 //! One module per subcommand, each owning its clap `Args` (whose doc comments
 //! are the `--help`) and a `run` that returns the exit code.
 
+pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod doctor;
 pub(crate) mod send;

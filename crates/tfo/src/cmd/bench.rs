@@ -1,0 +1,384 @@
+//! `tfo bench`: plain TCP vs TFO over the lab's emulated path, side by side.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fastopen::{Connector, FailReason};
+use fastopen_lab::parse::{parse_duration, parse_rate, parse_ratio};
+use fastopen_lab::{Lab, LabConfig, LinkCounters, Middlebox, PathConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::echo::Protocol;
+use crate::interrupt;
+use crate::labrun::{http_request, request_once, Expect, NsServer};
+use crate::measure::{Series, Summary};
+use crate::plot;
+
+/// Measure plain TCP against TFO over an emulated path (needs root).
+///
+/// For each round-trip time it builds a lab (client and server namespaces
+/// joined by a userspace link that holds packets for RTT/2 each way), starts
+/// `tfo serve` in the server namespace, and makes --requests plain requests and
+/// --requests TFO requests, interleaved so both see the same conditions. Every
+/// tenth round also flushes the client's cookie cache and makes a cold TFO
+/// request (a cookie request: no saving).
+///
+/// It reports, per RTT and size: min/p50/p90/p99/max of the time to the full
+/// reply for plain, TFO cold and TFO warm; the TFO/plain p50 ratio (the floor
+/// is 0.5: one round trip saved of two) and the saved milliseconds; how many
+/// TFO requests really carried their data in the SYN; and the link's own
+/// accuracy (plain connect time vs the configured RTT). --throughput-mb also
+/// measures bulk TCP through the link at zero delay.
+///
+/// Examples:
+///   tfo bench --rtt 100ms
+///   tfo bench --rtt 10ms,50ms,100ms,200ms --requests 200 --plot tfo.svg --json
+///   tfo bench --rtt 50ms --middlebox strip-tfo     # what a stripping firewall costs
+///   tfo bench --rtt 50ms --size 64,1400,4000        # requests larger than a segment
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct Args {
+    /// Round-trip times, comma-separated.
+    #[arg(long, default_value = "10ms,50ms,100ms,200ms", value_delimiter = ',', value_parser = parse_duration)]
+    rtt: Vec<Duration>,
+    /// Requests per mode and RTT (plain and TFO each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    requests: u32,
+    /// Request sizes in bytes, comma-separated.
+    #[arg(long, default_value = "64", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=16_000_000))]
+    size: Vec<u32>,
+    /// Random loss on the path, each direction (e.g. 1%).
+    #[arg(long, default_value = "0", value_parser = parse_ratio)]
+    loss: f64,
+    /// Delay variation, uniform +-JITTER, no reordering.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    jitter: Duration,
+    /// Bandwidth limit each direction (e.g. 100mbit).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u64>,
+    /// A middlebox on the path (repeatable): strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY.
+    #[arg(long)]
+    middlebox: Vec<Middlebox>,
+    /// HTTP through `tfo serve --http` instead of raw echo.
+    #[arg(long)]
+    http: bool,
+    /// Use IPv6 (the lab's ULA addresses).
+    #[arg(long)]
+    ipv6: bool,
+    /// Also measure bulk TCP throughput through the link at zero delay (MB to send; 0 skips).
+    #[arg(long, default_value_t = 0, value_name = "MB")]
+    throughput_mb: u32,
+    /// Seed for loss and jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG plot of the latency distributions.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// Results for one (RTT, size).
+#[derive(Debug, Serialize)]
+pub(crate) struct Row {
+    pub(crate) rtt_ms: f64,
+    pub(crate) size: u32,
+    pub(crate) requests: u32,
+    pub(crate) plain: Option<Summary>,
+    pub(crate) tfo: Option<Summary>,
+    pub(crate) tfo_cold: Option<Summary>,
+    pub(crate) ratio_p50: Option<f64>,
+    pub(crate) saved_ms_p50: Option<f64>,
+    /// Warm TFO requests that carried their data in the SYN.
+    pub(crate) tfo_used: u32,
+    /// Why warm TFO requests did not (reason -> count).
+    pub(crate) tfo_fail_reasons: std::collections::BTreeMap<&'static str, u32>,
+    pub(crate) cold_cookie_requests: u32,
+    pub(crate) connect: Option<Accuracy>,
+    pub(crate) link: LinkCounters,
+    #[serde(skip)]
+    pub(crate) series: [Series; 3],
+}
+
+/// The link's accuracy: plain connect time against the configured RTT.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Accuracy {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) error_p50_ms: f64,
+    pub(crate) error_p99_ms: f64,
+}
+
+const PLAIN: usize = 0;
+const WARM: usize = 1;
+const COLD: usize = 2;
+
+fn progress(total: u64, json: bool) -> ProgressBar {
+    if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} requests, {eta} left") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !fastopen_lab::netns::is_root() {
+        anyhow::bail!(
+            "tfo bench needs root: it builds network namespaces and TUN devices for the emulated path. Run `sudo tfo bench`."
+        );
+    }
+    interrupt::install();
+    let cold_every = 10u32;
+    let per_size = u64::from(args.requests) * 2 + u64::from(args.requests.div_ceil(cold_every)) + 1;
+    let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
+    let mut rows = Vec::new();
+    for &rtt in &args.rtt {
+        let path = PathConfig {
+            jitter: args.jitter,
+            loss: args.loss,
+            rate_bps: args.rate,
+            middleboxes: args.middlebox.clone(),
+            seed: args.seed,
+            ..PathConfig::with_rtt(rtt)
+        };
+        let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
+        let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
+        let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol)?;
+        for &size in &args.size {
+            bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
+            let row = measure(&lab, server.addr, rtt, size, &args, cold_every, &bar)?;
+            rows.push(row);
+        }
+        drop(server);
+    }
+    bar.finish_and_clear();
+    let throughput = if args.throughput_mb > 0 { Some(throughput(args.throughput_mb)?) } else { None };
+    if let Some(path) = &args.plot {
+        plot::latency_cdf(path, &rows).with_context(|| format!("writing the plot {}", path.display()))?;
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "config": {
+                "rtt_ms": args.rtt.iter().map(|d| crate::report::ms(*d)).collect::<Vec<_>>(),
+                "requests": args.requests, "sizes": args.size, "loss": args.loss,
+                "jitter_ms": crate::report::ms(args.jitter), "rate_bps": args.rate,
+                "middleboxes": args.middlebox.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "http": args.http, "ipv6": args.ipv6, "seed": args.seed,
+            },
+            "results": rows,
+            "throughput": throughput,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_table(&rows);
+        if let Some(t) = throughput {
+            println!(
+                "link throughput at zero delay: {:.2} Gbit/s ({} MB in {:.2} s, one TCP connection, MTU {})",
+                t.gbit_per_s, t.megabytes, t.seconds, t.mtu
+            );
+        }
+        if let Some(p) = &args.plot {
+            println!("plot: {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the interleaved series for one (RTT, size) on a thread in the client namespace.
+fn measure(
+    lab: &Lab,
+    addr: SocketAddr,
+    rtt: Duration,
+    size: u32,
+    args: &Args,
+    cold_every: u32,
+    bar: &ProgressBar,
+) -> anyhow::Result<Row> {
+    let (request, expect) = if args.http {
+        (http_request(addr, size as usize), Expect::Http)
+    } else {
+        (vec![b'x'; size as usize], Expect::Echo(size as usize))
+    };
+    let timeout = Duration::from_secs(30) + rtt * 8;
+    let plain = Connector::new().tfo(false).connect_timeout(Some(timeout));
+    let tfo = Connector::new().connect_timeout(Some(timeout));
+    let requests = args.requests;
+    let before = lab.counters();
+    let row = lab.client().run(|| -> anyhow::Result<Row> {
+        let mut series = [Series::new(), Series::new(), Series::new()];
+        let mut connect = Series::new();
+        let (mut used, mut cold_requests) = (0u32, 0u32);
+        let mut reasons = std::collections::BTreeMap::new();
+        // Warm the cookie cache (not counted).
+        request_once(&tfo, addr, &request, expect, timeout)?;
+        bar.inc(1);
+        for round in 0..requests {
+            interrupt::check()?;
+            if round % cold_every == 0 {
+                lab.flush_cookies()?;
+                let (o, t, _) = request_once(&tfo, addr, &request, expect, timeout)?;
+                series[COLD].record(t);
+                cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable));
+                bar.inc(1);
+            }
+            let order = if round % 2 == 0 { [PLAIN, WARM] } else { [WARM, PLAIN] };
+            for mode in order {
+                let connector = if mode == PLAIN { &plain } else { &tfo };
+                let (o, t, _) = request_once(connector, addr, &request, expect, timeout)?;
+                series[mode].record(t);
+                if mode == PLAIN {
+                    connect.record(o.connect_time);
+                } else if o.tfo_used() {
+                    used += 1;
+                } else {
+                    *reasons.entry(o.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1;
+                }
+                bar.inc(1);
+            }
+        }
+        let (p, w) = (series[PLAIN].summary(), series[WARM].summary());
+        let rtt_ms = crate::report::ms(rtt);
+        let connect = connect.summary().map(|c| Accuracy {
+            p50_ms: c.p50_ms,
+            p99_ms: c.p99_ms,
+            error_p50_ms: round3(c.p50_ms - rtt_ms),
+            error_p99_ms: round3(c.p99_ms - rtt_ms),
+        });
+        Ok(Row {
+            rtt_ms,
+            size,
+            requests,
+            plain: p,
+            tfo: w,
+            tfo_cold: series[COLD].summary(),
+            ratio_p50: p.zip(w).map(|(p, w)| round3(w.p50_ms / p.p50_ms)),
+            saved_ms_p50: p.zip(w).map(|(p, w)| round3(p.p50_ms - w.p50_ms)),
+            tfo_used: used,
+            tfo_fail_reasons: reasons,
+            cold_cookie_requests: cold_requests,
+            connect,
+            link: LinkCounters::default(),
+            series,
+        })
+    })??;
+    let after = lab.counters();
+    Ok(Row { link: after.since(&before), ..row })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn print_table(rows: &[Row]) {
+    println!("time to the full reply, ms");
+    println!(
+        "{:>8} {:>7}  {:<9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "RTT", "size", "mode", "n", "min", "p50", "p90", "p99", "max"
+    );
+    for r in rows {
+        for (i, (name, s)) in [("plain", r.plain), ("tfo cold", r.tfo_cold), ("tfo", r.tfo)].into_iter().enumerate() {
+            let (rtt, size) = if i == 0 {
+                (format!("{} ms", r.rtt_ms), format!("{} B", r.size))
+            } else {
+                (String::new(), String::new())
+            };
+            match s {
+                Some(s) => println!(
+                    "{rtt:>8} {size:>7}  {name:<9} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                    s.n, s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+                ),
+                None => println!("{rtt:>8} {size:>7}  {name:<9} {:>5}", 0),
+            }
+        }
+        let reasons: Vec<String> = r.tfo_fail_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{:>18} TFO/plain p50 {}, saved {} ms; data in SYN {}/{}{}; cold: {}/{} asked for a cookie",
+            "",
+            r.ratio_p50.map_or("-".into(), |x| format!("{x:.3}")),
+            r.saved_ms_p50.map_or("-".into(), |x| format!("{x:.2}")),
+            r.tfo_used,
+            r.requests,
+            if reasons.is_empty() { String::new() } else { format!(" (not: {})", reasons.join(", ")) },
+            r.cold_cookie_requests,
+            r.series[COLD].len(),
+        );
+        if let Some(c) = r.connect {
+            println!(
+                "{:>18} link: plain connect p50 {:.3} ms ({:+.3}), p99 {:.3} ms ({:+.3}) against RTT {} ms; packets left p50 {} us, p99 {} us after their due time",
+                "", c.p50_ms, c.error_p50_ms, c.p99_ms, c.error_p99_ms, r.rtt_ms,
+                r.link.late_p50_us.map_or("-".into(), |v| format!("<{v}")),
+                r.link.late_p99_us.map_or("-".into(), |v| format!("<{v}")),
+            );
+        }
+        let l = &r.link;
+        if l.lost + l.queue_drops + l.stripped + l.dropped_syn_data + l.dropped_tfo_syn + l.replayed > 0 {
+            println!(
+                "{:>18} path: lost {}, queue drops {}, TFO stripped {}, SYN data dropped {}, TFO SYN dropped {}, replayed {}",
+                "", l.lost, l.queue_drops, l.stripped, l.dropped_syn_data, l.dropped_tfo_syn, l.replayed
+            );
+        }
+    }
+}
+
+/// Bulk throughput through the link.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Throughput {
+    pub(crate) megabytes: u32,
+    pub(crate) seconds: f64,
+    pub(crate) gbit_per_s: f64,
+    pub(crate) mtu: u16,
+}
+
+/// Sends `mb` MB over one TCP connection through a zero-delay lab.
+fn throughput(mb: u32) -> anyhow::Result<Throughput> {
+    let lab = Lab::start(LabConfig::default())?;
+    let addr = SocketAddr::new(lab.server_ip(false), 9000);
+    let listener = lab.server().run(move || TcpListener::bind(addr))??;
+    let sink = lab.server().spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        s.write_all(&total.to_be_bytes())?;
+        Ok(total)
+    })?;
+    let bytes = u64::from(mb) * 1_000_000;
+    let seconds = lab.client().run(move || -> anyhow::Result<f64> {
+        let chunk = vec![0x5a_u8; 256 * 1024];
+        let start = Instant::now();
+        let mut s = TcpStream::connect(addr)?;
+        let mut sent = 0u64;
+        while sent < bytes {
+            interrupt::check()?;
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            s.write_all(&chunk[..n])?;
+            sent += n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut ack = [0u8; 8];
+        s.read_exact(&mut ack)?;
+        anyhow::ensure!(
+            u64::from_be_bytes(ack) == bytes,
+            "the sink received {} of {bytes} bytes",
+            u64::from_be_bytes(ack)
+        );
+        Ok(start.elapsed().as_secs_f64())
+    })??;
+    sink.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
+    Ok(Throughput { megabytes: mb, seconds, gbit_per_s: bytes as f64 * 8.0 / seconds / 1e9, mtu: lab.config().mtu })
+}
