@@ -37,6 +37,7 @@ enum Command {
     Send(cmd::send::Args),
     Doctor(cmd::doctor::Args),
     Demo(cmd::demo::Args),
+    Lab(cmd::lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Send(args) => cmd::send::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
     };
     exit::code(result)
 }

@@ -179,3 +179,73 @@ fn nothing_is_left_behind_even_after_a_panic() {
     assert!(!std::path::Path::new(&format!("/run/netns/{stale}")).exists(), "stale namespace not swept");
     drop(lab);
 }
+
+#[test]
+fn tfo_lab_runs_curl_against_tfo_serve_across_the_path() {
+    if !fastopen_lab::netns::root_or_skip("tfo_lab_cli") || !common::have_tool("tfo_lab_cli", "curl") {
+        return;
+    }
+    let tfo = env!("CARGO_BIN_EXE_tfo");
+    let curl = "curl -sS --tcp-fastopen -o /dev/null http://$TFOKIT_SERVER_IP:8000/";
+    let o = std::process::Command::new(tfo)
+        .args(["lab", "--rtt", "20ms", "--json", "--server"])
+        .arg(format!("{tfo} serve $TFOKIT_SERVER_IP:8000 --http"))
+        .args(["--client", curl, "--client", curl])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v = common::json(&o);
+    assert_eq!(v["client_counters_delta"]["active"], 1, "{v}");
+    assert_eq!(v["server_counters_delta"]["passive"], 1, "{v}");
+    assert_eq!(v["server_counters_delta"]["cookie_reqd"], 1, "{v}");
+    assert!(v["link"]["to_server_packets"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn tfo_bench_reports_both_modes_and_the_outcomes() {
+    if !fastopen_lab::netns::root_or_skip("tfo_bench_cli") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tfo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("bench.svg");
+    let o = common::run_tfo(&["bench", "--rtt", "20ms", "--requests", "6", "--json", "--plot", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v = common::json(&o);
+    let r = &v["results"][0];
+    assert_eq!(r["requests"], 6);
+    assert_eq!(r["tfo_used"], 6, "{r}");
+    assert_eq!(r["cold_cookie_requests"], 1, "{r}");
+    // Physics, not timing: plain needs two round trips, TFO at least one.
+    assert!(r["plain"]["p50_ms"].as_f64().unwrap() >= 40.0, "{r}");
+    assert!(r["tfo"]["p50_ms"].as_f64().unwrap() >= 20.0, "{r}");
+    assert!(r["ratio_p50"].as_f64().unwrap() < 1.0, "{r}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("<svg") && plot.contains("time to the full reply"), "plot has axis labels");
+
+    // Through a stripping middlebox TFO never happens, and the report says why.
+    let o =
+        common::run_tfo(&["bench", "--rtt", "10ms", "--requests", "3", "--json", "--middlebox", "strip-tfo", "--http"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let r = &common::json(&o)["results"][0];
+    assert_eq!(r["tfo_used"], 0, "{r}");
+    assert_eq!(r["tfo_fail_reasons"]["cookie_unavailable"], 3, "{r}");
+    assert!(r["link"]["stripped"].as_u64().unwrap() > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_and_lab_without_root_explain() {
+    if !fastopen_lab::netns::root_or_skip("lab_nonroot") {
+        return;
+    }
+    for args in [&["bench", "--rtt", "10ms"][..], &["lab", "--client", "true"][..]] {
+        let o = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_tfo")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(common::stderr(&o).contains("needs root"), "{}", common::stderr(&o));
+    }
+}

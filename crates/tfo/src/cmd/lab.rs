@@ -1,0 +1,208 @@
+//! `tfo lab`: run any program on either side of the emulated path.
+
+use std::process::{Child, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fastopen::FastOpenCounters;
+use fastopen_lab::netns::Netns;
+use fastopen_lab::parse::{parse_duration, parse_rate, parse_ratio};
+use fastopen_lab::topology::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
+use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
+
+use crate::interrupt;
+use crate::report;
+
+/// Run programs (curl, nginx, your own service) across an emulated path.
+///
+/// Builds a client and a server network namespace joined by a userspace link
+/// with the given round-trip time, loss and middleboxes, with
+/// net.ipv4.tcp_fastopen set in both. Then:
+///   --server CMD   starts CMD (a shell command) in the server namespace and
+///                  waits until something listens there;
+///   --client CMD   runs CMD in the client namespace; when the client commands
+///                  are done, the lab stops and exits with the last one's status.
+/// Without --client it prints how to enter the namespaces and waits for Ctrl-C.
+///
+/// Commands see TFOKIT_SERVER_IP / TFOKIT_CLIENT_IP (and _IP6) in their
+/// environment. After the run it prints the link's counters and the
+/// TCPFastOpen* counter changes of both namespaces.
+///
+/// Example (the walkthrough's curl, over 100 ms):
+///   sudo tfo lab --rtt 100ms \
+///     --server 'tfo serve $TFOKIT_SERVER_IP:8000 --http' \
+///     --client 'curl -s --tcp-fastopen http://$TFOKIT_SERVER_IP:8000/ -o /dev/null -w "%{time_total}\n"' \
+///     --client 'curl -s --tcp-fastopen http://$TFOKIT_SERVER_IP:8000/ -o /dev/null -w "%{time_total}\n"'
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct Args {
+    /// Round-trip time of the path.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    rtt: Duration,
+    /// Random loss each direction (e.g. 1%).
+    #[arg(long, default_value = "0", value_parser = parse_ratio)]
+    loss: f64,
+    /// Delay variation, uniform +-JITTER, no reordering.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    jitter: Duration,
+    /// Bandwidth limit each direction (e.g. 100mbit).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u64>,
+    /// A middlebox (repeatable): strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY.
+    #[arg(long)]
+    middlebox: Vec<Middlebox>,
+    /// net.ipv4.tcp_fastopen inside both namespaces.
+    #[arg(long, default_value_t = 3)]
+    tcp_fastopen: u32,
+    /// MTU of the link.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
+    mtu: u16,
+    /// Seed for loss and jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A shell command to start in the server namespace (repeatable).
+    #[arg(long, value_name = "CMD")]
+    server: Vec<String>,
+    /// A shell command to run in the client namespace (repeatable, in order).
+    #[arg(long, value_name = "CMD")]
+    client: Vec<String>,
+    /// Print a JSON summary at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `sh -c CMD` inside `ns`. With `--json` its stdout goes to our stderr, so
+/// that our stdout holds only the JSON summary.
+fn shell(ns: &Netns, cmd: &str, json: bool) -> std::process::Command {
+    let mut c = ns.command("sh");
+    if json {
+        if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+            c.stdout(Stdio::from(fd));
+        }
+    }
+    c.args(["-c", cmd])
+        .env("TFOKIT_SERVER_IP", SERVER_V4.to_string())
+        .env("TFOKIT_CLIENT_IP", CLIENT_V4.to_string())
+        .env("TFOKIT_SERVER_IP6", SERVER_V6.to_string())
+        .env("TFOKIT_CLIENT_IP6", CLIENT_V6.to_string());
+    c
+}
+
+/// Whether a TCP socket listens in `ns` (from /proc/thread-self/net/tcp{,6}).
+fn something_listens(ns: &Netns) -> bool {
+    ns.run(|| {
+        ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"].iter().any(|path| {
+            std::fs::read_to_string(path)
+                .map(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(3) == Some("0A")))
+                .unwrap_or(false)
+        })
+    })
+    .unwrap_or(false)
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !fastopen_lab::netns::is_root() {
+        anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
+    }
+    interrupt::install();
+    let path = PathConfig {
+        jitter: args.jitter,
+        loss: args.loss,
+        rate_bps: args.rate,
+        middleboxes: args.middlebox.clone(),
+        seed: args.seed,
+        ..PathConfig::with_rtt(args.rtt)
+    };
+    let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
+    let before = (counters(lab.client())?, counters(lab.server())?);
+    eprintln!(
+        "lab up: client {} / {} (netns {})  <-- RTT {} ms{}{} -->  server {} / {} (netns {}); net.ipv4.tcp_fastopen={}",
+        CLIENT_V4,
+        CLIENT_V6,
+        lab.client().name(),
+        report::ms(args.rtt),
+        if args.loss > 0.0 { format!(", loss {}%", args.loss * 100.0) } else { String::new() },
+        args.middlebox.iter().map(|m| format!(", {m}")).collect::<String>(),
+        SERVER_V4,
+        SERVER_V6,
+        lab.server().name(),
+        args.tcp_fastopen,
+    );
+    let mut servers = Children(Vec::new());
+    for cmd in &args.server {
+        let child = shell(lab.server(), cmd, args.json)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        servers.0.push(child);
+    }
+    if !args.server.is_empty() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !something_listens(lab.server()) {
+            interrupt::check()?;
+            if let Some(status) = servers.0.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
+                anyhow::bail!("a server command exited ({status}) before listening");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "nothing listens in the server namespace after 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let mut status = ExitCode::SUCCESS;
+    let mut last_code = 0;
+    if args.client.is_empty() {
+        eprintln!(
+            "enter it: sudo ip netns exec {} sh   (or {}); Ctrl-C tears it down",
+            lab.client().name(),
+            lab.server().name()
+        );
+        while !interrupt::requested() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        for cmd in &args.client {
+            interrupt::check()?;
+            let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
+            last_code = s.code().unwrap_or(1);
+            if !s.success() {
+                eprintln!("client command {cmd:?} exited with {s}");
+            }
+        }
+        if last_code != 0 {
+            status = ExitCode::from(1);
+        }
+    }
+    drop(servers);
+    let after = (counters(lab.client())?, counters(lab.server())?);
+    let (dc, ds) = (&after.0 - &before.0, &after.1 - &before.1);
+    let link = lab.counters();
+    if args.json {
+        let v = serde_json::json!({
+            "rtt_ms": report::ms(args.rtt), "client_exit": last_code, "link": link,
+            "client_counters_delta": dc, "server_counters_delta": ds,
+        });
+        println!("{v}");
+    } else {
+        eprintln!("client TFO counters: {}", report::counter_delta(&dc));
+        eprintln!("server TFO counters: {}", report::counter_delta(&ds));
+        eprintln!(
+            "link: {} packets to the server, {} to the client; lost {}, TFO stripped {}, SYN data dropped {}, TFO SYN dropped {}, replayed {}",
+            link.to_server_packets, link.to_client_packets, link.lost, link.stripped, link.dropped_syn_data, link.dropped_tfo_syn, link.replayed
+        );
+    }
+    Ok(status)
+}
+
+fn counters(ns: &Netns) -> anyhow::Result<FastOpenCounters> {
+    Ok(ns.run(FastOpenCounters::read)??)
+}
