@@ -14,9 +14,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod capture;
 pub mod options;
 pub mod packet;
 pub mod rewrite;
+pub mod timeline;
 
 pub use options::{Cookie, FastOpen, FastOpenForm, OptionsIter, TcpOption};
 pub use packet::{LinkType, TcpFlags, TcpPacket, WireError};

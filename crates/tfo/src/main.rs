@@ -36,6 +36,7 @@ enum Command {
     Bench(cmd::bench::Args),
     Send(cmd::send::Args),
     Doctor(cmd::doctor::Args),
+    Trace(cmd::trace::Args),
     Demo(cmd::demo::Args),
     Lab(cmd::lab::Args),
 }
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Send(args) => cmd::send::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Lab(args) => cmd::lab::run(args),
     };

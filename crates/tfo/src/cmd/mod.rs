@@ -7,3 +7,4 @@ pub(crate) mod doctor;
 pub(crate) mod lab;
 pub(crate) mod send;
 pub(crate) mod serve;
+pub(crate) mod trace;

@@ -1,0 +1,198 @@
+//! Capture files: reading pcap and pcapng (from any tool), writing pcap.
+//! Parsing borrows from the input bytes (for pcap, no copy per packet).
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapParser, PcapWriter};
+use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::DataLink;
+
+use crate::packet::{LinkType, WireError};
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame<'a> {
+    /// Capture time (since the Unix epoch, as the file stores it).
+    pub timestamp: Duration,
+    /// The link layer the frame starts with; `None` for link types we cannot read.
+    pub link: Option<LinkType>,
+    /// The captured bytes.
+    pub data: Cow<'a, [u8]>,
+    /// The frame's length on the wire (more than `data` when the capture was cut short).
+    pub orig_len: u32,
+}
+
+enum Format {
+    Pcap(PcapParser),
+    PcapNg(PcapNgParser),
+}
+
+/// Reads frames from the bytes of a pcap or pcapng file.
+pub struct CaptureReader<'a> {
+    format: Format,
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl std::fmt::Debug for CaptureReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader").field("remaining_bytes", &self.rest.len()).finish()
+    }
+}
+
+fn link_of(dl: DataLink) -> Option<LinkType> {
+    LinkType::from_pcap(u32::from(dl))
+}
+
+impl<'a> CaptureReader<'a> {
+    /// Recognises the format by its magic number.
+    pub fn new(bytes: &'a [u8]) -> Result<CaptureReader<'a>, WireError> {
+        let magic = bytes.get(..4).ok_or_else(|| WireError::Malformed("capture file shorter than 4 bytes".into()))?;
+        if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+            let (rest, parser) = PcapNgParser::new(bytes).map_err(|e| WireError::Malformed(format!("pcapng: {e}")))?;
+            Ok(CaptureReader { format: Format::PcapNg(parser), rest, failed: false })
+        } else {
+            let (rest, parser) =
+                PcapParser::new(bytes).map_err(|e| WireError::Malformed(format!("not a pcap or pcapng file ({e})")))?;
+            Ok(CaptureReader { format: Format::Pcap(parser), rest, failed: false })
+        }
+    }
+
+    /// The link type of a pcap file (pcapng has one per interface).
+    pub fn pcap_link(&self) -> Option<LinkType> {
+        match &self.format {
+            Format::Pcap(p) => link_of(p.header().datalink),
+            Format::PcapNg(_) => None,
+        }
+    }
+}
+
+impl<'a> Iterator for CaptureReader<'a> {
+    type Item = Result<Frame<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        match &mut self.format {
+            Format::Pcap(parser) => match parser.next_packet(self.rest) {
+                Ok((rest, p)) => {
+                    self.rest = rest;
+                    Some(Ok(Frame {
+                        timestamp: p.timestamp,
+                        link: link_of(parser.header().datalink),
+                        data: p.data,
+                        orig_len: p.orig_len,
+                    }))
+                }
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(WireError::Malformed(format!("pcap record: {e}"))))
+                }
+            },
+            Format::PcapNg(parser) => loop {
+                match parser.next_block(self.rest) {
+                    Ok((rest, block)) => {
+                        self.rest = rest;
+                        let frame = match block {
+                            Block::EnhancedPacket(p) => Frame {
+                                timestamp: p.timestamp,
+                                link: parser.packet_interface(&p).and_then(|i| link_of(i.linktype)),
+                                data: p.data,
+                                orig_len: p.original_len,
+                            },
+                            Block::SimplePacket(p) => Frame {
+                                timestamp: Duration::ZERO,
+                                link: parser.interfaces().first().and_then(|i| link_of(i.linktype)),
+                                data: p.data,
+                                orig_len: p.original_len,
+                            },
+                            _ => {
+                                if self.rest.is_empty() {
+                                    return None;
+                                }
+                                continue;
+                            }
+                        };
+                        return Some(Ok(frame));
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(WireError::Malformed(format!("pcapng block: {e}"))));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Writes a pcap file (microsecond timestamps) that Wireshark, tshark and tcpdump read.
+pub struct CaptureWriter<W: Write> {
+    inner: PcapWriter<W>,
+}
+
+impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaptureWriter")
+    }
+}
+
+impl<W: Write> CaptureWriter<W> {
+    /// Starts a pcap file with the given link type.
+    pub fn new(writer: W, link: LinkType) -> Result<CaptureWriter<W>, WireError> {
+        let header = PcapHeader { datalink: DataLink::from(link.to_pcap()), snaplen: 262_144, ..PcapHeader::default() };
+        let inner =
+            PcapWriter::with_header(writer, header).map_err(|e| WireError::Malformed(format!("pcap header: {e}")))?;
+        Ok(CaptureWriter { inner })
+    }
+
+    /// Appends one frame.
+    pub fn write(&mut self, timestamp: Duration, data: &[u8]) -> Result<(), WireError> {
+        let packet = PcapPacket::new(timestamp, data.len() as u32, data);
+        self.inner.write_packet(&packet).map(drop).map_err(|e| WireError::Malformed(format!("pcap write: {e}")))
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.inner.into_writer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tests::build_v4;
+    use crate::packet::{TcpFlags, TcpPacket};
+
+    #[test]
+    fn write_then_read_back() {
+        let syn = build_v4(TcpFlags::SYN, &[0x22, 0x02, 0x01, 0x01], b"");
+        let mut w = CaptureWriter::new(Vec::new(), LinkType::RawIp).unwrap();
+        w.write(Duration::from_micros(1_500_000), &syn).unwrap();
+        w.write(Duration::from_micros(1_600_000), &syn).unwrap();
+        let bytes = w.into_inner();
+        let r = CaptureReader::new(&bytes).unwrap();
+        assert_eq!(r.pcap_link(), Some(LinkType::RawIp));
+        let frames: Vec<_> = r.collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].timestamp, Duration::from_micros(1_600_000));
+        let p = TcpPacket::parse(frames[0].link.unwrap(), &frames[0].data).unwrap();
+        assert!(p.fast_open().is_some());
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        assert!(CaptureReader::new(b"").is_err());
+        assert!(CaptureReader::new(b"not a capture file").is_err());
+        let syn = build_v4(TcpFlags::SYN, &[], b"");
+        let mut w = CaptureWriter::new(Vec::new(), LinkType::RawIp).unwrap();
+        w.write(Duration::ZERO, &syn).unwrap();
+        let bytes = w.into_inner();
+        let cut = &bytes[..bytes.len() - 5];
+        let results: Vec<_> = CaptureReader::new(cut).unwrap().collect();
+        assert_eq!(results.len(), 1);
+        assert!(results[0].is_err());
+    }
+}

@@ -1,0 +1,577 @@
+//! From packets to connections: a tracker that builds each connection's
+//! handshake timeline and a verdict on TFO ("TFO used, 75 bytes in the SYN",
+//! "cookie requested, cookie received", "option stripped on the way", ...).
+//!
+//! Packets may come from several capture points (say, both ends of a path):
+//! give each a `point` number; a TFO option present at one point and missing at
+//! a later one is reported as stripped on the way.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::options::{hex, Cookie, FastOpenForm};
+use crate::packet::{TcpFlags, TcpPacket};
+
+/// Events kept per connection (the handshake and the first exchanges); later
+/// packets are only counted.
+pub const MAX_EVENTS: usize = 16;
+
+/// Which way a packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// From the client (the side that sent the SYN).
+    ToServer,
+    /// From the server.
+    ToClient,
+}
+
+/// Up to 16 cookie bytes, owned (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CookieBytes {
+    len: u8,
+    bytes: [u8; 40],
+}
+
+impl CookieBytes {
+    fn new(b: &[u8]) -> CookieBytes {
+        let mut bytes = [0u8; 40];
+        let n = b.len().min(40);
+        bytes[..n].copy_from_slice(&b[..n]);
+        CookieBytes { len: n as u8, bytes }
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for CookieBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(self.as_slice()))
+    }
+}
+
+impl fmt::Display for CookieBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(self.as_slice()))
+    }
+}
+
+/// A TFO option as seen in a packet (owned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TfoSeen {
+    /// An empty option: a cookie request.
+    Request(FastOpenForm),
+    /// A cookie of valid length.
+    Cookie(FastOpenForm, CookieBytes),
+    /// A cookie of invalid length.
+    Malformed(FastOpenForm, CookieBytes),
+}
+
+impl TfoSeen {
+    /// The TFO option of a packet, if it has one.
+    pub fn of_packet(p: &TcpPacket<'_>) -> Option<TfoSeen> {
+        let fo = p.fast_open()?;
+        Some(match fo.cookie {
+            Cookie::Request => TfoSeen::Request(fo.form),
+            Cookie::Cookie(c) => TfoSeen::Cookie(fo.form, CookieBytes::new(c)),
+            Cookie::Malformed(c) => TfoSeen::Malformed(fo.form, CookieBytes::new(c)),
+        })
+    }
+
+    /// The cookie, if the option carries one of valid length.
+    pub fn cookie(&self) -> Option<&CookieBytes> {
+        match self {
+            TfoSeen::Cookie(_, c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The option's form.
+    pub fn form(&self) -> FastOpenForm {
+        match self {
+            TfoSeen::Request(f) | TfoSeen::Cookie(f, _) | TfoSeen::Malformed(f, _) => *f,
+        }
+    }
+}
+
+impl fmt::Display for TfoSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exp = if self.form() == FastOpenForm::Experimental { " (exp 254)" } else { "" };
+        match self {
+            TfoSeen::Request(_) => write!(f, "TFO cookie request{exp}"),
+            TfoSeen::Cookie(_, c) => write!(f, "TFO cookie={c}{exp}"),
+            TfoSeen::Malformed(_, c) => write!(f, "TFO malformed cookie ({} bytes){exp}", c.len),
+        }
+    }
+}
+
+/// What a packet means for the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// This SYN-ACK acknowledges the SYN's data (this many bytes).
+    AcksSynData(u32),
+    /// This SYN-ACK acknowledges only the SYN, not its data.
+    SynDataNotAcked(u32),
+    /// A SYN sent again (same initial sequence number).
+    SynRetransmission,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::AcksSynData(n) => write!(f, "acks the {n} bytes of SYN data"),
+            Note::SynDataNotAcked(n) => write!(f, "does NOT ack the {n} bytes of SYN data"),
+            Note::SynRetransmission => f.write_str("retransmitted SYN"),
+        }
+    }
+}
+
+/// One packet of a connection's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Time since the first packet of the whole trace.
+    pub time: Duration,
+    /// Capture point.
+    pub point: u8,
+    /// Direction.
+    pub dir: Dir,
+    /// Flags.
+    pub flags: TcpFlags,
+    /// Sequence number relative to the sender's initial one (absolute if unknown).
+    pub seq: u32,
+    /// Acknowledgment relative to the receiver's initial sequence number.
+    pub ack: u32,
+    /// Payload length.
+    pub len: u32,
+    /// The TFO option, if any.
+    pub tfo: Option<TfoSeen>,
+    /// What it means for the handshake.
+    pub note: Option<Note>,
+}
+
+/// The verdict on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Data rode in the SYN with a cookie and the SYN-ACK acknowledged it.
+    TfoUsed {
+        /// Bytes in the SYN.
+        bytes: u32,
+    },
+    /// The SYN asked for a cookie and the SYN-ACK brought one.
+    CookieReceived,
+    /// The SYN asked for a cookie; the SYN-ACK brought none.
+    CookieNotReceived,
+    /// A cookie and data went in the SYN; the SYN-ACK did not acknowledge the data.
+    DataNotAcked {
+        /// Bytes in the SYN.
+        bytes: u32,
+    },
+    /// Data in the SYN without any TFO option (no-cookie mode).
+    DataWithoutCookie {
+        /// Bytes in the SYN.
+        bytes: u32,
+        /// Whether the SYN-ACK acknowledged them.
+        acked: bool,
+    },
+    /// The TFO option was present at one capture point and gone at a later one.
+    OptionStripped,
+    /// A plain handshake.
+    NoTfo,
+    /// The SYN got no SYN-ACK in the capture.
+    SynUnanswered,
+    /// The capture does not include the SYN.
+    NoHandshake,
+}
+
+impl Verdict {
+    /// A stable snake_case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::TfoUsed { .. } => "tfo_used",
+            Verdict::CookieReceived => "cookie_received",
+            Verdict::CookieNotReceived => "cookie_not_received",
+            Verdict::DataNotAcked { .. } => "data_not_acked",
+            Verdict::DataWithoutCookie { .. } => "data_without_cookie",
+            Verdict::OptionStripped => "option_stripped",
+            Verdict::NoTfo => "no_tfo",
+            Verdict::SynUnanswered => "syn_unanswered",
+            Verdict::NoHandshake => "no_handshake",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::TfoUsed { bytes } => write!(f, "TFO used: {bytes} bytes in the SYN, acknowledged"),
+            Verdict::CookieReceived => {
+                f.write_str("cookie requested, cookie received (the next connection can use TFO)")
+            }
+            Verdict::CookieNotReceived => f.write_str("cookie requested, none received (server without TFO?)"),
+            Verdict::DataNotAcked { bytes } => {
+                write!(f, "cookie sent but the {bytes} bytes of SYN data were not acknowledged (sent again)")
+            }
+            Verdict::DataWithoutCookie { bytes, acked } => write!(
+                f,
+                "{bytes} bytes in the SYN without a cookie (no-cookie mode), {}",
+                if *acked { "acknowledged" } else { "not acknowledged" }
+            ),
+            Verdict::OptionStripped => f.write_str("TFO option stripped on the way"),
+            Verdict::NoTfo => f.write_str("no TFO"),
+            Verdict::SynUnanswered => f.write_str("SYN not answered (in this capture)"),
+            Verdict::NoHandshake => f.write_str("handshake not in the capture"),
+        }
+    }
+}
+
+/// What the first SYN and SYN-ACK looked like, per capture point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Handshake {
+    syn_seen: bool,
+    syn_tfo: Option<TfoSeen>,
+    syn_len: u32,
+    synack_seen: bool,
+    synack_tfo: Option<TfoSeen>,
+    synack_ack: u32,
+}
+
+/// One connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The side that sent the SYN (or, without one, the sender of the first packet).
+    pub client: SocketAddr,
+    /// The other side.
+    pub server: SocketAddr,
+    /// The first [`MAX_EVENTS`] packets.
+    pub events: Vec<Event>,
+    /// All packets.
+    pub packets: u64,
+    /// Payload bytes client -> server.
+    pub bytes_to_server: u64,
+    /// Payload bytes server -> client.
+    pub bytes_to_client: u64,
+    /// SYNs sent again.
+    pub syn_retransmits: u32,
+    /// A RST was seen.
+    pub reset: bool,
+    client_isn: Option<u32>,
+    server_isn: Option<u32>,
+    /// Handshake per capture point (points 0..4).
+    handshakes: [Handshake; 4],
+    finished: bool,
+}
+
+impl Connection {
+    fn new(client: SocketAddr, server: SocketAddr) -> Connection {
+        Connection {
+            client,
+            server,
+            events: Vec::with_capacity(8),
+            packets: 0,
+            bytes_to_server: 0,
+            bytes_to_client: 0,
+            syn_retransmits: 0,
+            reset: false,
+            client_isn: None,
+            server_isn: None,
+            handshakes: [Handshake::default(); 4],
+            finished: false,
+        }
+    }
+
+    /// The cookie the server gave, if a SYN-ACK carried one.
+    pub fn cookie_received(&self) -> Option<CookieBytes> {
+        self.handshakes.iter().find_map(|h| h.synack_tfo.and_then(|t| t.cookie().copied()))
+    }
+
+    /// The verdict on TFO for this connection.
+    pub fn verdict(&self) -> Verdict {
+        let seen: Vec<&Handshake> = self.handshakes.iter().filter(|h| h.syn_seen).collect();
+        let Some(first) = seen.first() else { return Verdict::NoHandshake };
+        // An option present at an earlier point and gone at a later one.
+        for pair in seen.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if (a.syn_tfo.is_some() && b.syn_tfo.is_none())
+                || (a.synack_seen && b.synack_seen && a.synack_tfo.is_some() && b.synack_tfo.is_none())
+            {
+                return Verdict::OptionStripped;
+            }
+        }
+        // Judge by the last point that saw the SYN-ACK (the client's view when both ends are captured).
+        let h = seen.iter().rev().find(|h| h.synack_seen).copied().unwrap_or(first);
+        let isn = self.client_isn.unwrap_or(0);
+        let acked = h.synack_seen && h.syn_len > 0 && h.synack_ack == isn.wrapping_add(1).wrapping_add(h.syn_len);
+        match (h.syn_tfo, h.syn_len, h.synack_seen) {
+            (_, _, false) => Verdict::SynUnanswered,
+            (Some(TfoSeen::Request(_)), _, true) => {
+                if h.synack_tfo.and_then(|t| t.cookie().copied()).is_some() {
+                    Verdict::CookieReceived
+                } else {
+                    Verdict::CookieNotReceived
+                }
+            }
+            (Some(_), n, true) if n > 0 => {
+                if acked {
+                    Verdict::TfoUsed { bytes: n }
+                } else {
+                    Verdict::DataNotAcked { bytes: n }
+                }
+            }
+            (None, n, true) if n > 0 => Verdict::DataWithoutCookie { bytes: n, acked },
+            (Some(_), _, true) => Verdict::NoTfo,
+            (None, _, true) => Verdict::NoTfo,
+        }
+    }
+}
+
+/// A connection's two ends, in a fixed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey(IpAddr, u16, IpAddr, u16);
+
+impl FlowKey {
+    fn of(p: &TcpPacket<'_>) -> FlowKey {
+        let a = (p.src, p.src_port);
+        let b = (p.dst, p.dst_port);
+        if a <= b {
+            FlowKey(a.0, a.1, b.0, b.1)
+        } else {
+            FlowKey(b.0, b.1, a.0, a.1)
+        }
+    }
+}
+
+/// Turns packets into connections.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    index: HashMap<FlowKey, usize>,
+    connections: Vec<Connection>,
+    start: Option<Duration>,
+    packets: u64,
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    /// Packets seen.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Adds one packet captured at `time` (any clock) at capture `point` (0..4).
+    pub fn push(&mut self, time: Duration, point: u8, p: &TcpPacket<'_>) {
+        self.packets += 1;
+        let start = *self.start.get_or_insert(time);
+        let key = FlowKey::of(p);
+        let is_new_syn = p.flags.is_syn();
+        let idx = match self.index.get(&key) {
+            Some(&i) if !(is_new_syn && self.is_new_connection(i, p)) => i,
+            _ => {
+                let (client, server) = if p.flags.is_syn_ack() {
+                    (SocketAddr::new(p.dst, p.dst_port), SocketAddr::new(p.src, p.src_port))
+                } else {
+                    (SocketAddr::new(p.src, p.src_port), SocketAddr::new(p.dst, p.dst_port))
+                };
+                self.connections.push(Connection::new(client, server));
+                let i = self.connections.len() - 1;
+                self.index.insert(key, i);
+                i
+            }
+        };
+        let c = &mut self.connections[idx];
+        let dir = if SocketAddr::new(p.src, p.src_port) == c.client { Dir::ToServer } else { Dir::ToClient };
+        c.packets += 1;
+        let len = p.payload.len() as u32;
+        match dir {
+            Dir::ToServer => c.bytes_to_server += u64::from(len),
+            Dir::ToClient => c.bytes_to_client += u64::from(len),
+        }
+        if p.flags.has(TcpFlags::RST) {
+            c.reset = true;
+            c.finished = true;
+        }
+        if p.flags.has(TcpFlags::FIN) {
+            c.finished = true;
+        }
+        let point = usize::from(point.min(3));
+        let tfo = if p.flags.has(TcpFlags::SYN) { TfoSeen::of_packet(p) } else { None };
+        let mut note = None;
+        if p.flags.is_syn() && dir == Dir::ToServer {
+            match c.client_isn {
+                Some(isn) if isn == p.seq && c.handshakes[point].syn_seen => {
+                    c.syn_retransmits += 1;
+                    note = Some(Note::SynRetransmission);
+                }
+                _ => c.client_isn = Some(p.seq),
+            }
+            let h = &mut c.handshakes[point];
+            if !h.syn_seen {
+                *h = Handshake { syn_seen: true, syn_tfo: tfo, syn_len: len, ..Handshake::default() };
+            }
+        } else if p.flags.is_syn_ack() && dir == Dir::ToClient {
+            c.server_isn.get_or_insert(p.seq);
+            let h = &mut c.handshakes[point];
+            if h.syn_seen && !h.synack_seen {
+                h.synack_seen = true;
+                h.synack_tfo = tfo;
+                h.synack_ack = p.ack;
+                if h.syn_len > 0 {
+                    let isn = c.client_isn.unwrap_or(0);
+                    note = Some(if p.ack == isn.wrapping_add(1).wrapping_add(h.syn_len) {
+                        Note::AcksSynData(h.syn_len)
+                    } else {
+                        Note::SynDataNotAcked(h.syn_len)
+                    });
+                }
+            }
+        }
+        if c.events.len() < MAX_EVENTS {
+            let (own, other) = match dir {
+                Dir::ToServer => (c.client_isn, c.server_isn),
+                Dir::ToClient => (c.server_isn, c.client_isn),
+            };
+            let rel = |v: u32, base: Option<u32>| base.map_or(v, |b| v.wrapping_sub(b));
+            c.events.push(Event {
+                time: time.saturating_sub(start),
+                point: point as u8,
+                dir,
+                flags: p.flags,
+                seq: rel(p.seq, own),
+                ack: if p.flags.has(TcpFlags::ACK) { rel(p.ack, other) } else { 0 },
+                len,
+                tfo,
+                note,
+            });
+        }
+    }
+
+    /// A SYN with a new initial sequence number on a finished connection starts a new one.
+    fn is_new_connection(&self, i: usize, p: &TcpPacket<'_>) -> bool {
+        let c = &self.connections[i];
+        c.finished && c.client_isn != Some(p.seq)
+    }
+
+    /// The connections, in order of first packet.
+    pub fn connections(&self) -> &[Connection] {
+        &self.connections
+    }
+
+    /// Consumes the tracker.
+    pub fn into_connections(self) -> Vec<Connection> {
+        self.connections
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(from_client: bool, flags: u8, seq: u32, ack: u32, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        let (s, d, sp, dp) = if from_client {
+            ([198, 18, 0, 1], [198, 18, 0, 2], 40000, 8000)
+        } else {
+            ([198, 18, 0, 2], [198, 18, 0, 1], 8000, 40000)
+        };
+        let mut b = etherparse::PacketBuilder::ipv4(s, d, 64).tcp(sp, dp, seq, 64240);
+        if flags & TcpFlags::SYN != 0 {
+            b = b.syn();
+        }
+        if flags & TcpFlags::ACK != 0 {
+            b = b.ack(ack);
+        }
+        if flags & TcpFlags::RST != 0 {
+            b = b.rst();
+        }
+        let b = b.options_raw(options).unwrap();
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    const REQ: [u8; 4] = [0x22, 0x02, 0x01, 0x01];
+    const COOKIE: [u8; 12] = [0x22, 0x0a, 0xc2, 0xa1, 0x5a, 0xb5, 0x7a, 0xa2, 0xf3, 0x54, 0x01, 0x01];
+    const SYN: u8 = TcpFlags::SYN;
+    const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const ACK: u8 = TcpFlags::ACK;
+
+    fn track(packets: &[(u64, u8, Vec<u8>)]) -> Tracker {
+        let mut t = Tracker::new();
+        for (ms, point, bytes) in packets {
+            t.push(Duration::from_millis(*ms), *point, &TcpPacket::parse_ip(bytes).unwrap());
+        }
+        t
+    }
+
+    #[test]
+    fn cookie_request_then_cookie() {
+        let t = track(&[
+            (0, 0, pkt(true, SYN, 1000, 0, &REQ, b"")),
+            (100, 0, pkt(false, SYNACK, 5000, 1001, &COOKIE, b"")),
+            (100, 0, pkt(true, ACK, 1001, 5001, &[], b"")),
+        ]);
+        let c = &t.connections()[0];
+        assert_eq!(c.verdict(), Verdict::CookieReceived);
+        assert_eq!(c.cookie_received().unwrap().to_string(), "c2a15ab57aa2f354");
+        assert_eq!(c.events.len(), 3);
+        assert_eq!((c.events[1].dir, c.events[1].ack, c.events[2].seq), (Dir::ToClient, 1, 1));
+        assert_eq!(c.client.port(), 40000);
+    }
+
+    #[test]
+    fn data_in_syn_acked_and_not_acked() {
+        let used = track(&[
+            (0, 0, pkt(true, SYN, 1000, 0, &COOKIE, b"GET /")),
+            (100, 0, pkt(false, SYNACK, 5000, 1006, &[], b"")),
+        ]);
+        assert_eq!(used.connections()[0].verdict(), Verdict::TfoUsed { bytes: 5 });
+        assert_eq!(used.connections()[0].events[1].note, Some(Note::AcksSynData(5)));
+        let refused = track(&[
+            (0, 0, pkt(true, SYN, 1000, 0, &COOKIE, b"GET /")),
+            (100, 0, pkt(false, SYNACK, 5000, 1001, &[], b"")),
+        ]);
+        assert_eq!(refused.connections()[0].verdict(), Verdict::DataNotAcked { bytes: 5 });
+    }
+
+    #[test]
+    fn plain_unanswered_retransmitted_and_no_cookie_mode() {
+        let plain = track(&[(0, 0, pkt(true, SYN, 1, 0, &[], b"")), (1, 0, pkt(false, SYNACK, 9, 2, &[], b""))]);
+        assert_eq!(plain.connections()[0].verdict(), Verdict::NoTfo);
+        let lost = track(&[(0, 0, pkt(true, SYN, 1, 0, &REQ, b"")), (1000, 0, pkt(true, SYN, 1, 0, &[], b""))]);
+        let c = &lost.connections()[0];
+        assert_eq!((c.verdict(), c.syn_retransmits), (Verdict::SynUnanswered, 1));
+        assert_eq!(c.events[1].note, Some(Note::SynRetransmission));
+        let nocookie = track(&[(0, 0, pkt(true, SYN, 1, 0, &[], b"abc")), (1, 0, pkt(false, SYNACK, 9, 5, &[], b""))]);
+        assert_eq!(nocookie.connections()[0].verdict(), Verdict::DataWithoutCookie { bytes: 3, acked: true });
+        let mid = track(&[(0, 0, pkt(false, ACK, 9, 5, &[], b"late"))]);
+        assert_eq!(mid.connections()[0].verdict(), Verdict::NoHandshake);
+    }
+
+    #[test]
+    fn stripped_between_two_points() {
+        let t = track(&[
+            (0, 0, pkt(true, SYN, 1, 0, &REQ, b"")),
+            (50, 1, pkt(true, SYN, 1, 0, &[1, 1, 1, 1], b"")),
+            (50, 1, pkt(false, SYNACK, 9, 2, &[], b"")),
+            (100, 0, pkt(false, SYNACK, 9, 2, &[], b"")),
+        ]);
+        assert_eq!(t.connections().len(), 1);
+        assert_eq!(t.connections()[0].verdict(), Verdict::OptionStripped);
+    }
+
+    #[test]
+    fn a_new_syn_after_rst_is_a_new_connection() {
+        let t = track(&[
+            (0, 0, pkt(true, SYN, 1, 0, &[], b"")),
+            (1, 0, pkt(false, TcpFlags::RST | ACK, 0, 2, &[], b"")),
+            (2, 0, pkt(true, SYN, 777, 0, &REQ, b"")),
+        ]);
+        assert_eq!(t.connections().len(), 2);
+        assert!(t.connections()[0].reset);
+        assert_eq!(t.connections()[1].verdict(), Verdict::SynUnanswered);
+    }
+}

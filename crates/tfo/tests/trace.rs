@@ -1,0 +1,115 @@
+//! `tfo trace` against real TFO exchanges, checked packet by packet against
+//! tshark's decoding of the same capture file.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Captures, with `tfo trace -i lo`, a cookie request, a request in the SYN,
+/// and a cookie sent to a listener without TFO (data not acked).
+fn capture_three_exchanges(pcap: &std::path::Path) -> serde_json::Value {
+    let server = Server::start(&[]);
+    let plain = Server::start(&["--queue", "0"]); // a listener without TFO, same address
+    let mut trace = Guard(
+        tfo()
+            .args(["trace", "-i", "lo", "--json", "--write", pcap.to_str().unwrap(), "--host", "127.0.0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(trace.0.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("capturing on lo"), "tfo trace did not start capturing: {line}");
+    let a = server.addr.to_string();
+    run_tfo(&["send", &a, "--data", "first"]);
+    run_tfo(&["send", &a, "--data", "in the SYN"]);
+    run_tfo(&["send", &plain.addr.to_string(), "--data", "refused data"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(trace.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = std::mem::replace(&mut trace.0, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out)
+}
+
+fn tshark_fields(pcap: &std::path::Path) -> Vec<Vec<String>> {
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-T", "fields", "-E", "separator=|"])
+        .args(["-e", "tcp.flags", "-e", "tcp.len", "-e", "tcp.options.tfo.request", "-e", "tcp.options.tfo.cookie"])
+        .output()
+        .expect("tshark");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn trace_matches_tshark_packet_by_packet() {
+    if !have_tool("trace_tshark", "tshark") || !have_tool("trace_tshark", "tcpdump") {
+        return;
+    }
+    in_netns("trace_tshark", 3, || {
+        let dir = std::env::temp_dir().join(format!("tfo-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pcap = dir.join("tfo.pcap");
+        let live = capture_three_exchanges(&pcap);
+        let verdicts: Vec<&str> =
+            live["connections"].as_array().unwrap().iter().map(|c| c["verdict"].as_str().unwrap()).collect();
+        assert_eq!(verdicts, ["cookie_received", "tfo_used", "data_not_acked"], "{live}");
+        assert_eq!(live["connections"][1]["bytes_in_syn"], 10);
+        let cookie = live["connections"][0]["cookie_received"].as_str().unwrap().to_string();
+        // The cookie on the wire is SipHash-2-4 of the addresses under this namespace's key.
+        let key_text = std::fs::read_to_string(fastopen::host::KEY_PATH).unwrap();
+        let (key, _) = fastopen::FastOpenKey::parse_pair(&key_text).unwrap();
+        let lo = "127.0.0.1".parse().unwrap();
+        let expected: String = key.cookie(lo, lo).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(cookie, expected, "cookie on the wire vs SipHash(key, client, server)");
+
+        // Read the written file back, and compare with tshark, packet by packet.
+        let ours = json(&run_tfo(&["trace", "--read", pcap.to_str().unwrap(), "--json"]));
+        let packets = ours["packets"].as_array().unwrap();
+        let theirs = tshark_fields(&pcap);
+        assert_eq!(packets.len(), theirs.len(), "packet count");
+        assert!(packets.len() >= 20);
+        let mut cookies_seen = 0;
+        for (p, t) in packets.iter().zip(&theirs) {
+            let flags = u8::from_str_radix(t[0].trim_start_matches("0x").trim_start_matches("0"), 16).unwrap_or(0);
+            assert_eq!(p["flags"].as_u64().unwrap() as u8, flags, "frame {}: flags", p["frame"]);
+            assert_eq!(p["len"].to_string(), t[1], "frame {}: tcp.len", p["frame"]);
+            let request = p["tfo"]["kind"] == "request";
+            assert_eq!(request, t[2] == "1", "frame {}: cookie request", p["frame"]);
+            let ours_cookie = p["tfo"]["cookie"].as_str().unwrap_or("");
+            assert_eq!(ours_cookie, t[3].replace(':', ""), "frame {}: cookie", p["frame"]);
+            cookies_seen += usize::from(ours_cookie == cookie);
+        }
+        assert!(cookies_seen >= 3, "the cookie appears in the SYN-ACK and in two SYNs");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn hostile_and_truncated_files_do_not_panic() {
+    let dir = std::env::temp_dir().join(format!("tfo-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.pcap");
+    std::fs::write(&junk, b"definitely not a capture").unwrap();
+    let o = run_tfo(&["trace", "--read", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    // A valid header, then a record that claims 1 GB.
+    let mut bad = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 101, 0, 0, 0];
+    bad.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0x40]);
+    bad.extend_from_slice(&[0x45; 60]);
+    let badf = dir.join("bad.pcap");
+    std::fs::write(&badf, &bad).unwrap();
+    let o = run_tfo(&["trace", "--read", badf.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["stats"]["malformed"], 1, "{v}");
+    let o = run_tfo(&["trace"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
