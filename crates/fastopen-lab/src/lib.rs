@@ -17,6 +17,6 @@ pub mod netns;
 pub mod parse;
 pub mod topology;
 
-pub use link::{LinkCounters, PathConfig};
+pub use link::{CapturePoint, CapturedPacket, LinkCounters, PathConfig};
 pub use middlebox::Middlebox;
 pub use topology::{Lab, LabConfig, LabError};

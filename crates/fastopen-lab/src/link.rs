@@ -97,7 +97,35 @@ pub struct LinkStats {
     pub middlebox: MiddleboxCounters,
     /// How late packets left, in 10 us buckets (the last one: 2 ms or more).
     lateness: LatenessBuckets,
+    /// Packet capture, when switched on (see [`LinkStats::set_capture`]).
+    capturing: AtomicBool,
+    captured: std::sync::Mutex<Vec<CapturedPacket>>,
 }
+
+/// Where on the link a packet was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapturePoint {
+    /// As the sender's stack sent it (before loss and middleboxes).
+    Sent,
+    /// As the link delivered it to the receiver (after middleboxes and delay).
+    Delivered,
+}
+
+/// A packet copied off the link.
+#[derive(Debug, Clone)]
+pub struct CapturedPacket {
+    /// CLOCK_MONOTONIC time.
+    pub time: Duration,
+    /// Where it was seen.
+    pub point: CapturePoint,
+    /// Which way it went.
+    pub direction: Direction,
+    /// The raw IP packet.
+    pub bytes: Vec<u8>,
+}
+
+/// Packets kept at most while capturing.
+const CAPTURE_LIMIT: usize = 100_000;
 
 const LATENESS_BUCKET_NS: u64 = 10_000;
 const LATENESS_BUCKETS: usize = 200;
@@ -112,6 +140,33 @@ impl Default for LatenessBuckets {
 }
 
 impl LinkStats {
+    /// Starts (or stops) copying every packet on the link, as sent and as
+    /// delivered (up to 100 000). Off by default: the hot path then copies nothing.
+    pub fn set_capture(&self, on: bool) {
+        self.capturing.store(on, Ordering::Relaxed);
+    }
+
+    /// Takes the packets captured so far.
+    pub fn take_capture(&self) -> Vec<CapturedPacket> {
+        self.captured.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+
+    fn capture(&self, point: CapturePoint, direction: Direction, bytes: &[u8]) {
+        if !self.capturing.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut v) = self.captured.lock() {
+            if v.len() < CAPTURE_LIMIT {
+                v.push(CapturedPacket {
+                    time: Duration::from_nanos(now_ns()),
+                    point,
+                    direction,
+                    bytes: bytes.to_vec(),
+                });
+            }
+        }
+    }
+
     fn record_lateness(&self, ns: u64) {
         let i = ((ns / LATENESS_BUCKET_NS) as usize).min(LATENESS_BUCKETS - 1);
         self.lateness.0[i].fetch_add(1, Ordering::Relaxed);
@@ -404,12 +459,13 @@ impl Engine {
     /// Applies loss and middleboxes, computes the release time, queues.
     fn admit(&mut self, dir: usize, slot: u32, len: usize) {
         let now = now_ns();
+        let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
+        self.stats.capture(CapturePoint::Sent, direction, &self.slots[slot as usize][..len]);
         if self.config.loss > 0.0 && self.rng.f64() < self.config.loss {
             self.counters(dir).lost.fetch_add(1, Ordering::Relaxed);
             self.free.push(slot);
             return;
         }
-        let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
         let verdict =
             inspect(&self.config.middleboxes, direction, &mut self.slots[slot as usize][..len], &self.stats.middlebox);
         if verdict == Verdict::Drop {
@@ -467,6 +523,8 @@ impl Engine {
                 let packet = &self.slots[slot as usize][..len as usize];
                 match self.devices[1 - dir].send(packet) {
                     Ok(_) => {
+                        let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
+                        self.stats.capture(CapturePoint::Delivered, direction, packet);
                         let c = self.counters(dir);
                         c.forwarded.fetch_add(1, Ordering::Relaxed);
                         c.bytes.fetch_add(u64::from(len), Ordering::Relaxed);

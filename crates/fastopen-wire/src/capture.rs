@@ -128,6 +128,54 @@ impl<'a> Iterator for CaptureReader<'a> {
     }
 }
 
+/// A push parser for pcap files read in chunks: give it the bytes read so far,
+/// it hands out every complete record and says how many bytes it used; keep
+/// the rest and append the next chunk. No I/O here, and no copy per packet.
+#[derive(Debug, Default)]
+pub struct PcapChunks {
+    parser: Option<PcapParser>,
+}
+
+impl PcapChunks {
+    /// A parser that expects the file header first.
+    pub fn new() -> PcapChunks {
+        PcapChunks::default()
+    }
+
+    /// The link type, once the header has been read.
+    pub fn link(&self) -> Option<LinkType> {
+        self.parser.as_ref().and_then(|p| link_of(p.header().datalink))
+    }
+
+    /// Parses as many complete records of `buf` as there are, calling `f` for
+    /// each; returns the number of bytes consumed.
+    pub fn feed<'a>(&mut self, buf: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> Result<usize, WireError> {
+        let mut rest = buf;
+        if self.parser.is_none() {
+            match PcapParser::new(rest) {
+                Ok((r, p)) => {
+                    rest = r;
+                    self.parser = Some(p);
+                }
+                Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(0),
+                Err(e) => return Err(WireError::Malformed(format!("not a pcap file ({e})"))),
+            }
+        }
+        let Some(parser) = &self.parser else { return Ok(0) };
+        let link = link_of(parser.header().datalink);
+        loop {
+            match parser.next_packet(rest) {
+                Ok((r, p)) => {
+                    rest = r;
+                    f(Frame { timestamp: p.timestamp, link, data: p.data, orig_len: p.orig_len });
+                }
+                Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(buf.len() - rest.len()),
+                Err(e) => return Err(WireError::Malformed(format!("pcap record: {e}"))),
+            }
+        }
+    }
+}
+
 /// Writes a pcap file (microsecond timestamps) that Wireshark, tshark and tcpdump read.
 pub struct CaptureWriter<W: Write> {
     inner: PcapWriter<W>,
@@ -180,6 +228,29 @@ mod tests {
         assert_eq!(frames[1].timestamp, Duration::from_micros(1_600_000));
         let p = TcpPacket::parse(frames[0].link.unwrap(), &frames[0].data).unwrap();
         assert!(p.fast_open().is_some());
+    }
+
+    #[test]
+    fn chunks_give_the_same_frames_as_the_whole_file() {
+        let mut w = CaptureWriter::new(Vec::new(), LinkType::RawIp).unwrap();
+        for i in 0..50u8 {
+            w.write(Duration::from_micros(u64::from(i)), &build_v4(TcpFlags::SYN, &[], &vec![i; usize::from(i)]))
+                .unwrap();
+        }
+        let bytes = w.into_inner();
+        let whole: Vec<Vec<u8>> = CaptureReader::new(&bytes).unwrap().map(|f| f.unwrap().data.into_owned()).collect();
+        for chunk in [1usize, 7, 24, 100, 4096] {
+            let mut parser = PcapChunks::new();
+            let (mut pending, mut got) = (Vec::new(), Vec::new());
+            for piece in bytes.chunks(chunk) {
+                pending.extend_from_slice(piece);
+                let used = parser.feed(&pending, |f| got.push(f.data.into_owned())).unwrap();
+                pending.drain(..used);
+            }
+            assert_eq!(got, whole, "chunk size {chunk}");
+            assert!(pending.is_empty());
+        }
+        assert!(PcapChunks::new().feed(b"garbage that is long enough to be a header", |_| {}).is_err());
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! give each a `point` number; a TFO option present at one point and missing at
 //! a later one is reported as stripped on the way.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,23 +26,33 @@ pub enum Dir {
     ToClient,
 }
 
-/// Up to 16 cookie bytes, owned (no allocation).
+/// A cookie, owned without allocation: up to 16 bytes (the longest valid
+/// cookie); of a longer, malformed one the first 16 are kept and `len` tells
+/// the real length.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CookieBytes {
     len: u8,
-    bytes: [u8; 40],
+    bytes: [u8; 16],
 }
 
 impl CookieBytes {
     fn new(b: &[u8]) -> CookieBytes {
-        let mut bytes = [0u8; 40];
-        let n = b.len().min(40);
+        let mut bytes = [0u8; 16];
+        let n = b.len().min(16);
         bytes[..n].copy_from_slice(&b[..n]);
-        CookieBytes { len: n as u8, bytes }
+        CookieBytes { len: b.len().min(255) as u8, bytes }
     }
-    /// The bytes.
+    /// The bytes kept (all of them for a valid cookie).
     pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes[..usize::from(self.len).min(16)]
+    }
+    /// The cookie's length in the packet.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+    /// Whether the option carried no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -269,7 +278,7 @@ impl Connection {
         Connection {
             client,
             server,
-            events: Vec::with_capacity(8),
+            events: Vec::new(),
             packets: 0,
             bytes_to_server: 0,
             bytes_to_client: 0,
@@ -344,18 +353,36 @@ impl FlowKey {
 }
 
 /// Turns packets into connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
-    index: HashMap<FlowKey, usize>,
+    index: rustc_hash::FxHashMap<FlowKey, usize>,
     connections: Vec<Connection>,
     start: Option<Duration>,
     packets: u64,
+    max_events: usize,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new()
+    }
 }
 
 impl Tracker {
-    /// An empty tracker.
+    /// A tracker that keeps each connection's first [`MAX_EVENTS`] packets.
     pub fn new() -> Tracker {
-        Tracker::default()
+        Tracker {
+            index: rustc_hash::FxHashMap::default(),
+            connections: Vec::new(),
+            start: None,
+            packets: 0,
+            max_events: MAX_EVENTS,
+        }
+    }
+
+    /// A tracker that keeps no timelines, only what the verdicts need (faster).
+    pub fn verdicts_only() -> Tracker {
+        Tracker { max_events: 0, ..Tracker::new() }
     }
 
     /// Packets seen.
@@ -430,7 +457,7 @@ impl Tracker {
                 }
             }
         }
-        if c.events.len() < MAX_EVENTS {
+        if c.events.len() < self.max_events {
             let (own, other) = match dir {
                 Dir::ToServer => (c.client_isn, c.server_isn),
                 Dir::ToClient => (c.server_isn, c.client_isn),
@@ -450,10 +477,11 @@ impl Tracker {
         }
     }
 
-    /// A SYN with a new initial sequence number on a finished connection starts a new one.
+    /// A SYN with a new initial sequence number, on a connection that finished
+    /// or completed its handshake, starts a new connection (a reused port).
     fn is_new_connection(&self, i: usize, p: &TcpPacket<'_>) -> bool {
         let c = &self.connections[i];
-        c.finished && c.client_isn != Some(p.seq)
+        c.client_isn != Some(p.seq) && (c.finished || c.handshakes.iter().any(|h| h.synack_seen))
     }
 
     /// The connections, in order of first packet.

@@ -1,6 +1,9 @@
 //! Printing what happened, for people and for machines (`--json`).
 
 use fastopen::{ClientOutcome, FastOpenCounters};
+use fastopen_wire::timeline::{Connection, Dir, TfoSeen};
+use fastopen_wire::FastOpenForm;
+use serde_json::json;
 
 use crate::echo::ConnectionLog;
 
@@ -43,4 +46,80 @@ pub(crate) fn outcome_json(outcome: &ClientOutcome) -> serde_json::Value {
 /// Milliseconds with microsecond resolution.
 pub(crate) fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// A connection's handshake timeline and verdict, as `tfo trace` prints it.
+pub(crate) fn print_connection(c: &Connection) {
+    println!("{} -> {}: {}", c.client, c.server, c.verdict());
+    print_events(c, "  ");
+    if c.packets > c.events.len() as u64 {
+        println!("  ... {} more packets", c.packets - c.events.len() as u64);
+    }
+    if c.syn_retransmits > 0 {
+        println!("  SYN retransmitted {} time(s)", c.syn_retransmits);
+    }
+    if c.reset {
+        println!("  reset (RST seen)");
+    }
+    println!();
+}
+
+/// The timeline table of a connection, each line prefixed with `indent`.
+pub(crate) fn print_events(c: &Connection, indent: &str) {
+    println!(
+        "{indent}{:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option",
+        "time (ms)", "dir", "flags", "seq", "ack", "len"
+    );
+    for e in &c.events {
+        let arrow = if e.dir == Dir::ToServer { ">" } else { "<" };
+        let tfo = e.tfo.map(|t| t.to_string()).unwrap_or_default();
+        let note = e.note.map(|n| format!("  <- {n}")).unwrap_or_default();
+        let point = if e.point > 0 { format!(" @{}", e.point) } else { String::new() };
+        println!(
+            "{indent}{:>10.3}  {:<3} {:<8} {:>10} {:>10} {:>6}  {tfo}{note}{point}",
+            ms(e.time),
+            arrow,
+            e.flags.to_string(),
+            e.seq,
+            e.ack,
+            e.len
+        );
+    }
+}
+
+pub(crate) fn tfo_json(t: &TfoSeen) -> serde_json::Value {
+    let form = match t.form() {
+        FastOpenForm::Rfc7413 => "rfc7413",
+        FastOpenForm::Experimental => "experimental",
+    };
+    match t {
+        TfoSeen::Request(_) => json!({"kind": "request", "form": form}),
+        TfoSeen::Cookie(_, c) => json!({"kind": "cookie", "form": form, "cookie": c.to_string()}),
+        TfoSeen::Malformed(_, c) => json!({"kind": "malformed", "form": form, "cookie": c.to_string()}),
+    }
+}
+
+pub(crate) fn connection_json(c: &Connection) -> serde_json::Value {
+    let v = c.verdict();
+    let events: Vec<_> = c
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "time_ms": ms(e.time), "point": e.point,
+                "dir": if e.dir == Dir::ToServer { "to_server" } else { "to_client" },
+                "flags_str": e.flags.to_string(), "seq": e.seq, "ack": e.ack, "len": e.len,
+                "tfo": e.tfo.as_ref().map(tfo_json), "note": e.note.map(|n| n.to_string()),
+            })
+        })
+        .collect();
+    json!({
+        "client": c.client, "server": c.server, "verdict": v.as_str(), "explanation": v.to_string(),
+        "bytes_in_syn": match v {
+            fastopen_wire::timeline::Verdict::TfoUsed { bytes } => bytes, _ => 0
+        },
+        "cookie_received": c.cookie_received().map(|k| k.to_string()),
+        "syn_retransmits": c.syn_retransmits, "reset": c.reset, "packets": c.packets,
+        "bytes_to_server": c.bytes_to_server, "bytes_to_client": c.bytes_to_client, "events": events,
+    })
 }

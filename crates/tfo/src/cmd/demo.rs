@@ -88,6 +88,8 @@ impl Setting {
 }
 
 struct StepResult {
+    /// The connection as the lab's link saw it (lab only).
+    wire: Option<fastopen_wire::timeline::Connection>,
     outcome: ClientOutcome,
     total: Duration,
     reply: Vec<u8>,
@@ -141,6 +143,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let request = http_request(addr, 75);
+    if let Setting::Lab(lab) = &setting {
+        lab.stats().set_capture(true);
+    }
     let mut results = Vec::new();
     for step in &STEPS {
         if step.flush_cookies {
@@ -156,7 +161,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .run(move || request_once(&connector, addr, &req, Expect::Http, Duration::from_secs(10)))??;
         let server_log = server.next_log(Duration::from_secs(5));
         let (c1, s1) = (counters(setting.client())?, counters(setting.server())?);
+        let wire = match &setting {
+            Setting::Lab(lab) => handshake_on_the_wire(lab),
+            Setting::Loopback(_) => None,
+        };
         results.push(StepResult {
+            wire,
             outcome,
             total,
             reply,
@@ -176,6 +186,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Err(CheckFailed("the second TFO request did not carry its data in the SYN".into()).into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The step's connection, from the packets the link copied as they were sent.
+fn handshake_on_the_wire(lab: &Lab) -> Option<fastopen_wire::timeline::Connection> {
+    let mut tracker = fastopen_wire::timeline::Tracker::new();
+    for p in lab.stats().take_capture() {
+        if p.point == fastopen_lab::CapturePoint::Sent {
+            if let Ok(packet) = fastopen_wire::TcpPacket::parse_ip(&p.bytes) {
+                tracker.push(p.time, 0, &packet);
+            }
+        }
+    }
+    // The capture may start with the end of the previous step's connection.
+    tracker.into_connections().into_iter().find(|c| c.verdict() != fastopen_wire::timeline::Verdict::NoHandshake)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -205,6 +229,10 @@ fn print_text(results: &[StepResult], rtt: Option<Duration>) {
             None => println!("   server:  (no log line)"),
         }
         println!("   kernel:  {}", merged_delta(r));
+        if let Some(c) = &r.wire {
+            println!("   on the wire: {}", c.verdict());
+            report::print_events(c, "     ");
+        }
         println!("   reply:   {} ({} bytes) after {:.1} ms\n", status_line(&r.reply), r.reply.len(), ms(r.total));
     }
     println!("{:<44} {:>10} {:>12}  data in SYN", "side by side", "time", "round trips");
@@ -246,6 +274,7 @@ fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -
             v["server"] = json!(r.server);
             v["client_counters_delta"] = json!(r.client_delta);
             v["server_counters_delta"] = json!(r.server_delta);
+            v["wire"] = r.wire.as_ref().map(report::connection_json).unwrap_or(serde_json::Value::Null);
             v
         })
         .collect();

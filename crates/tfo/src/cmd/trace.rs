@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fastopen_lab::parse::parse_duration;
-use fastopen_wire::capture::{CaptureReader, CaptureWriter};
-use fastopen_wire::timeline::{Connection, Dir, TfoSeen, Tracker};
-use fastopen_wire::{FastOpenForm, LinkType, TcpPacket, WireError};
+use fastopen_wire::capture::{CaptureReader, CaptureWriter, PcapChunks};
+use fastopen_wire::timeline::{TfoSeen, Tracker};
+use fastopen_wire::{LinkType, TcpPacket, WireError};
 use serde_json::json;
 
 use crate::interrupt;
@@ -126,20 +126,8 @@ impl Trace {
     }
 }
 
-fn tfo_json(t: &TfoSeen) -> serde_json::Value {
-    let form = match t.form() {
-        FastOpenForm::Rfc7413 => "rfc7413",
-        FastOpenForm::Experimental => "experimental",
-    };
-    match t {
-        TfoSeen::Request(_) => json!({"kind": "request", "form": form}),
-        TfoSeen::Cookie(_, c) => json!({"kind": "cookie", "form": form, "cookie": c.to_string()}),
-        TfoSeen::Malformed(_, c) => json!({"kind": "malformed", "form": form, "cookie": c.to_string()}),
-    }
-}
-
 fn packet_json(frame: u64, point: u8, time: Duration, p: &TcpPacket<'_>) -> serde_json::Value {
-    let tfo = TfoSeen::of_packet(p).as_ref().map(tfo_json);
+    let tfo = TfoSeen::of_packet(p).as_ref().map(crate::report::tfo_json);
     json!({
         "frame": frame, "point": point, "time_ms": crate::report::ms(time),
         "src": p.src, "sport": p.src_port, "dst": p.dst, "dport": p.dst_port,
@@ -148,59 +136,76 @@ fn packet_json(frame: u64, point: u8, time: Duration, p: &TcpPacket<'_>) -> serd
     })
 }
 
-fn connection_json(c: &Connection) -> serde_json::Value {
-    let v = c.verdict();
-    let events: Vec<_> = c
-        .events
-        .iter()
-        .map(|e| {
-            json!({
-                "time_ms": crate::report::ms(e.time), "point": e.point,
-                "dir": if e.dir == Dir::ToServer { "to_server" } else { "to_client" },
-                "flags_str": e.flags.to_string(), "seq": e.seq, "ack": e.ack, "len": e.len,
-                "tfo": e.tfo.as_ref().map(tfo_json), "note": e.note.map(|n| n.to_string()),
+/// Reads one capture file: pcap in 4 MiB chunks (no copy of the whole file),
+/// pcapng whole.
+fn read_file(
+    path: &std::path::Path,
+    point: u8,
+    trace: &mut Trace,
+    writer: Option<(BufWriter<File>, PathBuf)>,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut filled = 0;
+    while filled < 4 {
+        let n = file.read(&mut buf[filled..])?;
+        anyhow::ensure!(n > 0, "{} is not a capture file (too short)", path.display());
+        filled += n;
+    }
+    let not_capture = || format!("{} is not a capture file (pcap or pcapng)", path.display());
+    if buf[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut bytes = buf[..filled].to_vec();
+        file.read_to_end(&mut bytes)?;
+        let reader = CaptureReader::new(&bytes).with_context(not_capture)?;
+        if let Some((w, _)) = writer {
+            trace.writer = Some((CaptureWriter::new(w, LinkType::Ethernet)?, Some(LinkType::Ethernet)));
+        }
+        for frame in reader {
+            match frame {
+                Ok(f) => trace.frame(point, f.timestamp, f.link, &f.data)?,
+                Err(e) => {
+                    trace.stats.malformed += 1;
+                    trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
+                    break;
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some((w, _)) = writer {
+        let link = pcap_file::pcap::PcapParser::new(&buf[..filled])
+            .ok()
+            .and_then(|(_, p)| LinkType::from_pcap(u32::from(p.header().datalink)))
+            .unwrap_or(LinkType::Ethernet);
+        trace.writer = Some((CaptureWriter::new(w, link)?, Some(link)));
+    }
+    let mut chunks = PcapChunks::new();
+    loop {
+        let mut result = Ok(());
+        let used = chunks
+            .feed(&buf[..filled], |f| {
+                if result.is_ok() {
+                    result = trace.frame(point, f.timestamp, f.link, &f.data);
+                }
             })
-        })
-        .collect();
-    json!({
-        "client": c.client, "server": c.server, "verdict": v.as_str(), "explanation": v.to_string(),
-        "bytes_in_syn": match v {
-            fastopen_wire::timeline::Verdict::TfoUsed { bytes } => bytes, _ => 0
-        },
-        "cookie_received": c.cookie_received().map(|k| k.to_string()),
-        "syn_retransmits": c.syn_retransmits, "reset": c.reset, "packets": c.packets,
-        "bytes_to_server": c.bytes_to_server, "bytes_to_client": c.bytes_to_client, "events": events,
-    })
-}
-
-fn print_connection(c: &Connection) {
-    println!("{} -> {}: {}", c.client, c.server, c.verdict());
-    println!("  {:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option", "time (ms)", "dir", "flags", "seq", "ack", "len");
-    for e in &c.events {
-        let arrow = if e.dir == Dir::ToServer { ">" } else { "<" };
-        let tfo = e.tfo.map(|t| t.to_string()).unwrap_or_default();
-        let note = e.note.map(|n| format!("  <- {n}")).unwrap_or_default();
-        let point = if e.point > 0 { format!(" @{}", e.point) } else { String::new() };
-        println!(
-            "  {:>10.3}  {:<3} {:<8} {:>10} {:>10} {:>6}  {tfo}{note}{point}",
-            crate::report::ms(e.time),
-            arrow,
-            e.flags.to_string(),
-            e.seq,
-            e.ack,
-            e.len
-        );
+            .with_context(not_capture)?;
+        result?;
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0); // a record larger than the buffer
+        }
+        let n = file.read(&mut buf[filled..])?;
+        if n == 0 {
+            if filled > 0 {
+                trace.stats.malformed += 1;
+                trace.stats.errors.push(format!("{}: the last {filled} bytes are a cut-off record", path.display()));
+            }
+            return Ok(());
+        }
+        filled += n;
     }
-    if c.packets > c.events.len() as u64 {
-        println!("  ... {} more packets", c.packets - c.events.len() as u64);
-    }
-    if c.syn_retransmits > 0 {
-        println!("  SYN retransmitted {} time(s)", c.syn_retransmits);
-    }
-    if c.reset {
-        println!("  reset (RST seen)");
-    }
-    println!();
 }
 
 fn tcpdump_filter(args: &Args) -> String {
@@ -301,7 +306,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut trace = Trace {
-        tracker: Tracker::new(),
+        tracker: if args.summary { Tracker::verdicts_only() } else { Tracker::new() },
         stats: Stats::default(),
         packets: Vec::new(),
         keep_packets: args.json && !args.summary,
@@ -318,25 +323,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         live(&args, iface, &mut trace)?;
     } else {
         for (point, path) in args.read.iter().enumerate() {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let reader =
-                CaptureReader::new(&bytes).with_context(|| format!("{} is not a capture file", path.display()))?;
-            if point == 0 {
-                if let Some((w, _)) = pending_writer.take() {
-                    let link = reader.pcap_link().unwrap_or(LinkType::Ethernet);
-                    trace.writer = Some((CaptureWriter::new(w, link)?, Some(link)));
-                }
-            }
-            for frame in reader {
-                match frame {
-                    Ok(f) => trace.frame(point.min(3) as u8, f.timestamp, f.link, &f.data)?,
-                    Err(e) => {
-                        trace.stats.malformed += 1;
-                        trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
-                        break;
-                    }
-                }
-            }
+            let point = point.min(3) as u8;
+            let first = point == 0;
+            read_file(path, point, &mut trace, if first { pending_writer.take() } else { None })?;
         }
     }
     let elapsed = started.elapsed();
@@ -354,14 +343,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             "seconds": elapsed.as_secs_f64(),
         });
         if !args.summary {
-            out["connections"] = connections.iter().map(connection_json).collect();
+            out["connections"] = connections.iter().map(crate::report::connection_json).collect();
             out["packets"] = serde_json::Value::Array(std::mem::take(&mut trace.packets));
         }
         println!("{out}");
     } else {
         if !args.summary {
             for c in connections {
-                print_connection(c);
+                crate::report::print_connection(c);
             }
         }
         let s = &trace.stats;
