@@ -249,3 +249,27 @@ fn bench_and_lab_without_root_explain() {
         assert!(common::stderr(&o).contains("needs root"), "{}", common::stderr(&o));
     }
 }
+
+#[test]
+fn the_link_capture_shows_the_option_stripped_on_the_way() {
+    let Some(lab) = lab(10, vec![Middlebox::StripTfo]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    lab.stats().set_capture(true);
+    client_exchange(&lab, Connector::new(), addr, b"watch the wire");
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut tracker = fastopen_wire::timeline::Tracker::new();
+    for p in lab.stats().take_capture() {
+        let point = if p.point == fastopen_lab::CapturePoint::Sent { 0 } else { 1 };
+        // Not everything on the link is TCP (IPv6 neighbour discovery, for one).
+        if let Ok(packet) = fastopen_wire::TcpPacket::parse_ip(&p.bytes) {
+            tracker.push(p.time, point, &packet);
+        }
+    }
+    let conns = tracker.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].verdict(), fastopen_wire::timeline::Verdict::OptionStripped);
+    // The client's SYN left with a cookie request and arrived without it.
+    let syns: Vec<_> = conns[0].events.iter().filter(|e| e.flags.is_syn()).collect();
+    assert_eq!((syns[0].point, syns[0].tfo.is_some()), (0, true));
+    assert_eq!((syns[1].point, syns[1].tfo.is_some()), (1, false));
+}

@@ -60,15 +60,48 @@ pub(crate) struct Args {
     /// Seed for loss and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Busy-poll the link for precise delays (costs a CPU while the lab runs).
+    #[arg(long)]
+    busy_poll: bool,
     /// A shell command to start in the server namespace (repeatable).
     #[arg(long, value_name = "CMD")]
     server: Vec<String>,
     /// A shell command to run in the client namespace (repeatable, in order).
     #[arg(long, value_name = "CMD")]
     client: Vec<String>,
+    /// Save the packets as the endpoints sent them (pcap, raw IP) for Wireshark or `tfo trace`.
+    #[arg(long, value_name = "FILE")]
+    write: Option<std::path::PathBuf>,
+    /// Save the packets as the link delivered them (after middleboxes); with
+    /// --write, `tfo trace --read SENT --read DELIVERED` shows what changed on the way.
+    #[arg(long, value_name = "FILE")]
+    write_delivered: Option<std::path::PathBuf>,
     /// Print a JSON summary at the end.
     #[arg(long)]
     json: bool,
+}
+
+/// Writes the captured packets of one capture point as a pcap file.
+fn write_capture(
+    path: &std::path::Path,
+    packets: &[fastopen_lab::CapturedPacket],
+    point: fastopen_lab::CapturePoint,
+) -> anyhow::Result<usize> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w =
+        fastopen_wire::capture::CaptureWriter::new(std::io::BufWriter::new(file), fastopen_wire::LinkType::RawIp)?;
+    let mut n = 0;
+    // Monotonic time, shifted to the wall clock so that tools show real dates.
+    let offset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(packets.last().map_or(Duration::ZERO, |p| p.time));
+    for p in packets.iter().filter(|p| p.point == point) {
+        w.write(offset + p.time, &p.bytes)?;
+        n += 1;
+    }
+    std::io::Write::flush(&mut w.into_inner())?;
+    Ok(n)
 }
 
 /// `sh -c CMD` inside `ns`. With `--json` its stdout goes to our stderr, so
@@ -122,10 +155,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate_bps: args.rate,
         middleboxes: args.middlebox.clone(),
         seed: args.seed,
+        busy_poll: args.busy_poll,
         ..PathConfig::with_rtt(args.rtt)
     };
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
     let before = (counters(lab.client())?, counters(lab.server())?);
+    let capturing = args.write.is_some() || args.write_delivered.is_some();
+    lab.stats().set_capture(capturing);
     eprintln!(
         "lab up: client {} / {} (netns {})  <-- RTT {} ms{}{} -->  server {} / {} (netns {}); net.ipv4.tcp_fastopen={}",
         CLIENT_V4,
@@ -183,6 +219,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     drop(servers);
+    if capturing {
+        let packets = lab.stats().take_capture();
+        for (path, point) in [
+            (&args.write, fastopen_lab::CapturePoint::Sent),
+            (&args.write_delivered, fastopen_lab::CapturePoint::Delivered),
+        ] {
+            if let Some(path) = path {
+                let n = write_capture(path, &packets, point)?;
+                eprintln!("wrote {n} packets ({point:?}) to {}", path.display());
+            }
+        }
+    }
     let after = (counters(lab.client())?, counters(lab.server())?);
     let (dc, ds) = (&after.0 - &before.0, &after.1 - &before.1);
     let link = lab.counters();
