@@ -47,13 +47,7 @@ pub fn enter_private(tcp_fastopen: u32) -> Result<(), NetnsError> {
         return Err(NetnsError::NotRoot);
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| NetnsError::LoopbackUp(e.to_string()))?;
-    if !status.success() {
-        return Err(NetnsError::LoopbackUp(format!("ip exited with {status}")));
-    }
+    loopback_up()?;
     set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())
 }
 
@@ -71,6 +65,12 @@ pub fn enter_private_unprivileged(tcp_fastopen: u32) -> Result<(), NetnsError> {
     map("/proc/self/setgroups", "deny".into())?;
     map("/proc/self/uid_map", format!("0 {uid} 1"))?;
     map("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    loopback_up()?;
+    set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())
+}
+
+/// `ip link set lo up` in the calling thread's namespace.
+fn loopback_up() -> Result<(), NetnsError> {
     let status = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
@@ -78,7 +78,7 @@ pub fn enter_private_unprivileged(tcp_fastopen: u32) -> Result<(), NetnsError> {
     if !status.success() {
         return Err(NetnsError::LoopbackUp(format!("ip exited with {status}")));
     }
-    set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())
+    Ok(())
 }
 
 /// Writes a sysctl in the calling thread's network namespace.

@@ -8,6 +8,7 @@ mod addr;
 mod cmd;
 mod echo;
 mod exit;
+mod impairments;
 mod interrupt;
 mod labrun;
 mod measure;

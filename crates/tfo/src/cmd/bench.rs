@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fastopen::{Connector, FailReason};
-use fastopen_lab::parse::{parse_duration, parse_rate, parse_ratio};
-use fastopen_lab::{Lab, LabConfig, LinkCounters, Middlebox, PathConfig};
+use fastopen_lab::parse::parse_duration;
+use fastopen_lab::{Lab, LabConfig, LinkCounters};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::echo::Protocol;
+use crate::impairments::Impairments;
 use crate::interrupt;
 use crate::labrun::{http_request, request_once, Expect, NsServer};
 use crate::measure::{Series, Summary};
@@ -52,18 +53,6 @@ pub(crate) struct Args {
     /// Request sizes in bytes, comma-separated.
     #[arg(long, default_value = "64", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=16_000_000))]
     size: Vec<u32>,
-    /// Random loss on the path, each direction (e.g. 1%).
-    #[arg(long, default_value = "0", value_parser = parse_ratio)]
-    loss: f64,
-    /// Delay variation, uniform +-JITTER, no reordering.
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
-    jitter: Duration,
-    /// Bandwidth limit each direction (e.g. 100mbit).
-    #[arg(long, value_parser = parse_rate)]
-    rate: Option<u64>,
-    /// A middlebox on the path (repeatable): strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY.
-    #[arg(long)]
-    middlebox: Vec<Middlebox>,
     /// HTTP through `tfo serve --http` instead of raw echo.
     #[arg(long)]
     http: bool,
@@ -73,9 +62,6 @@ pub(crate) struct Args {
     /// Also measure bulk TCP throughput through the link at zero delay (MB to send; 0 skips).
     #[arg(long, default_value_t = 0, value_name = "MB")]
     throughput_mb: u32,
-    /// Seed for loss and jitter.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Let the link sleep between packets instead of busy-polling (saves a CPU,
     /// adds the forwarder's wake-up latency, 50-150 us on a VM, to each packet).
     #[arg(long)]
@@ -86,6 +72,8 @@ pub(crate) struct Args {
     /// Write an SVG plot of the latency distributions.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    path: Impairments,
 }
 
 /// Results for one (RTT, size).
@@ -146,15 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
     let mut rows = Vec::new();
     for &rtt in &args.rtt {
-        let path = PathConfig {
-            jitter: args.jitter,
-            loss: args.loss,
-            rate_bps: args.rate,
-            middleboxes: args.middlebox.clone(),
-            seed: args.seed,
-            busy_poll: !args.no_busy_poll,
-            ..PathConfig::with_rtt(rtt)
-        };
+        let path = args.path.path(rtt, !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
         let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol)?;
@@ -174,10 +154,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "config": {
                 "rtt_ms": args.rtt.iter().map(|d| crate::report::ms(*d)).collect::<Vec<_>>(),
-                "requests": args.requests, "sizes": args.size, "loss": args.loss,
-                "jitter_ms": crate::report::ms(args.jitter), "rate_bps": args.rate,
-                "middleboxes": args.middlebox.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-                "http": args.http, "ipv6": args.ipv6, "seed": args.seed,
+                "requests": args.requests, "sizes": args.size, "loss": args.path.loss,
+                "jitter_ms": crate::report::ms(args.path.jitter), "rate_bps": args.path.rate,
+                "middleboxes": args.path.middlebox_names(),
+                "http": args.http, "ipv6": args.ipv6, "seed": args.path.seed,
             },
             "results": rows,
             "throughput": throughput,

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fastopen::FastOpenCounters;
 use fastopen_lab::netns::Netns;
-use fastopen_lab::parse::{parse_duration, parse_rate, parse_ratio};
+use fastopen_lab::parse::parse_duration;
 use fastopen_lab::topology::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
-use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
+use fastopen_lab::{Lab, LabConfig};
 
+use crate::impairments::Impairments;
 use crate::interrupt;
 use crate::report;
 
@@ -39,27 +40,12 @@ pub(crate) struct Args {
     /// Round-trip time of the path.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     rtt: Duration,
-    /// Random loss each direction (e.g. 1%).
-    #[arg(long, default_value = "0", value_parser = parse_ratio)]
-    loss: f64,
-    /// Delay variation, uniform +-JITTER, no reordering.
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
-    jitter: Duration,
-    /// Bandwidth limit each direction (e.g. 100mbit).
-    #[arg(long, value_parser = parse_rate)]
-    rate: Option<u64>,
-    /// A middlebox (repeatable): strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY.
-    #[arg(long)]
-    middlebox: Vec<Middlebox>,
     /// net.ipv4.tcp_fastopen inside both namespaces.
     #[arg(long, default_value_t = 3)]
     tcp_fastopen: u32,
     /// MTU of the link.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: u16,
-    /// Seed for loss and jitter.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Busy-poll the link for precise delays (costs a CPU while the lab runs).
     #[arg(long)]
     busy_poll: bool,
@@ -79,6 +65,8 @@ pub(crate) struct Args {
     /// Print a JSON summary at the end.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    path: Impairments,
 }
 
 /// Writes the captured packets of one capture point as a pcap file.
@@ -149,15 +137,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
     }
     interrupt::install();
-    let path = PathConfig {
-        jitter: args.jitter,
-        loss: args.loss,
-        rate_bps: args.rate,
-        middleboxes: args.middlebox.clone(),
-        seed: args.seed,
-        busy_poll: args.busy_poll,
-        ..PathConfig::with_rtt(args.rtt)
-    };
+    let path = args.path.path(args.rtt, args.busy_poll);
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
     let before = (counters(lab.client())?, counters(lab.server())?);
     let capturing = args.write.is_some() || args.write_delivered.is_some();
@@ -168,8 +148,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         CLIENT_V6,
         lab.client().name(),
         report::ms(args.rtt),
-        if args.loss > 0.0 { format!(", loss {}%", args.loss * 100.0) } else { String::new() },
-        args.middlebox.iter().map(|m| format!(", {m}")).collect::<String>(),
+        if args.path.loss > 0.0 { format!(", loss {}%", args.path.loss * 100.0) } else { String::new() },
+        args.path.middlebox_names().iter().map(|m| format!(", {m}")).collect::<String>(),
         SERVER_V4,
         SERVER_V6,
         lab.server().name(),
