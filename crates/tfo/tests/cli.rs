@@ -283,3 +283,41 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn serve_rotates_keys_on_sighup_and_keeps_old_cookies_working() {
+    in_netns("cli_sighup", 3, || {
+        use std::io::BufRead;
+        let dir = tempdir();
+        let key_file = dir.join("tfo.key");
+        std::fs::write(&key_file, "00112233-44556677-8899aabb-ccddeeff\n").unwrap();
+        let mut server = Server::start(&["--key-file", key_file.to_str().unwrap()]);
+        let addr = server.addr.to_string();
+        assert_eq!(json(&run_tfo(&["send", &addr, "--data", "a", "--json"]))["fail_reason"], "cookie_unavailable");
+        assert_eq!(json(&run_tfo(&["send", &addr, "--data", "b", "--json"]))["tfo_used"], true);
+        server.next_connection();
+        server.next_connection();
+
+        std::fs::write(&key_file, "ffeeddcc-bbaa9988-77665544-33221100\n").unwrap();
+        let pid = nix::unistd::Pid::from_raw(server.guard.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let mut err = std::io::BufReader::new(server.guard.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("keys reloaded") && line.contains("previous key kept as backup"), "{line}");
+
+        let before = counters();
+        let v = json(&run_tfo(&["send", &addr, "--data", "c", "--json"]));
+        assert_eq!(v["tfo_used"], true, "the old cookie is accepted through the backup key: {v}");
+        let d = &counters() - &before;
+        assert_eq!((d.passive, d.passive_alt_key), (1, 1), "{d:?}");
+
+        // A bad key file keeps the running keys.
+        std::fs::write(&key_file, "not a key").unwrap();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        line.clear();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("key reload failed, keeping the old keys"), "{line}");
+        assert_eq!(json(&run_tfo(&["send", &addr, "--data", "d", "--json"]))["tfo_used"], true);
+    });
+}
