@@ -142,6 +142,19 @@ fn refused_and_reset_exit_1_with_the_cause() {
 }
 
 #[test]
+fn a_silent_server_is_a_timeout_with_a_clear_message() {
+    in_netns("cli_silent", 3, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let o = run_tfo(&["send", &addr, "--data", "anyone?", "--timeout", "0.3"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("no complete reply") && stderr(&o).contains("--timeout"), "{}", stderr(&o));
+        drop(holder.join().unwrap());
+    });
+}
+
+#[test]
 fn port_in_use_names_the_address() {
     in_netns("cli_port_in_use", 3, || {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fastopen::{ClientMethod, ClientOutcome, Connector};
 
+use crate::exit::CheckFailed;
 use crate::{addr, report};
 
 /// Send data with TCP Fast Open and say whether the data rode in the SYN.
@@ -90,7 +91,18 @@ pub(crate) fn exchange(
     }
     stream.set_read_timeout(Some(timeout))?;
     let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).with_context(|| format!("reading the reply from {addr}"))?;
+    if let Err(e) = stream.read_to_end(&mut reply) {
+        // A read timeout shows up as WouldBlock: say what it means.
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            return Err(CheckFailed(format!(
+                "no complete reply from {addr} within {:.1} s ({} bytes received); the server is silent or gone (--timeout sets the wait)",
+                timeout.as_secs_f64(),
+                reply.len()
+            ))
+            .into());
+        }
+        return Err(anyhow::Error::new(e).context(format!("reading the reply from {addr}")));
+    }
     Ok(Exchange { outcome, reply, total: start.elapsed() })
 }
 
