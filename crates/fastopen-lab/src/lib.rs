@@ -10,6 +10,7 @@
 //! - [`topology`]: [`Lab`], a client and a server namespace joined by the link.
 //! - [`parse`]: `100ms`, `1%`, `100mbit`.
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod link;
 pub mod middlebox;

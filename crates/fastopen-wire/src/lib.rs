@@ -13,6 +13,7 @@
 //! error value or a `Malformed` variant.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod capture;
 pub mod options;

@@ -40,6 +40,7 @@ enum Command {
     Trace(cmd::trace::Args),
     Demo(cmd::demo::Args),
     Lab(cmd::lab::Args),
+    Key(cmd::key::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::Key(args) => cmd::key::run(args),
     };
     exit::code(result)
 }

@@ -334,3 +334,49 @@ fn serve_rotates_keys_on_sighup_and_keeps_old_cookies_working() {
         assert_eq!(json(&run_tfo(&["send", &addr, "--data", "d", "--json"]))["tfo_used"], true);
     });
 }
+
+#[test]
+fn tfo_key_rotate_keeps_a_running_server_accepting_old_cookies() {
+    in_netns("cli_key_rotate", 3, || {
+        let dir = tempdir();
+        let key_file = dir.join("rotate.key");
+        let generated = run_tfo(&["key", "generate"]);
+        assert!(generated.status.success());
+        let first_key = stdout(&generated).trim().to_string();
+        assert_eq!(first_key.len(), 32, "{first_key}");
+        std::fs::write(&key_file, &first_key).unwrap();
+        let mut server = Server::start(&["--key-file", key_file.to_str().unwrap()]);
+        let addr = server.addr.to_string();
+        run_tfo(&["send", &addr, "--data", "cookie"]);
+        server.next_connection();
+
+        // The cookie the kernel gave is the one `tfo key cookie` computes.
+        let o = run_tfo(&[
+            "key",
+            "cookie",
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--client",
+            "127.0.0.1",
+            "--server",
+            "127.0.0.1",
+        ]);
+        let computed = stdout(&o).trim().to_string();
+        let metrics = Command::new("ip").args(["tcp_metrics", "show"]).output().unwrap();
+        assert!(stdout(&metrics).contains(&format!("fo_cookie {computed}")), "{computed} vs {}", stdout(&metrics));
+
+        let pid = server.guard.0.id().to_string();
+        let o = run_tfo(&["key", "rotate", "--key-file", key_file.to_str().unwrap(), "--pid", &pid]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(&key_file).unwrap();
+        assert!(text.trim().ends_with(&format!(",{first_key}")), "old key kept as backup: {text}");
+        // Wait for the reload (the server says so on stderr), then use the old cookie.
+        let mut err = std::io::BufReader::new(server.guard.0.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(line.contains("keys reloaded"), "{line}");
+        let before = counters();
+        assert_eq!(json(&run_tfo(&["send", &addr, "--data", "old cookie", "--json"]))["tfo_used"], true);
+        assert_eq!((&counters() - &before).passive_alt_key, 1);
+    });
+}

@@ -4,6 +4,7 @@
 pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod doctor;
+pub(crate) mod key;
 pub(crate) mod lab;
 pub(crate) mod send;
 pub(crate) mod serve;
