@@ -41,6 +41,7 @@ enum Command {
     Demo(cmd::demo::Args),
     Lab(cmd::lab::Args),
     Key(cmd::key::Args),
+    Probe(cmd::probe::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Key(args) => cmd::key::run(args),
+        Command::Probe(args) => cmd::probe::run(args),
     };
     exit::code(result)
 }

@@ -273,3 +273,41 @@ fn the_link_capture_shows_the_option_stripped_on_the_way() {
     assert_eq!((syns[0].point, syns[0].tfo.is_some()), (0, true));
     assert_eq!((syns[1].point, syns[1].tfo.is_some()), (1, false));
 }
+
+/// `tfo probe` run by `tfo lab` in the client namespace against `tfo serve`.
+fn probe_through(middlebox: Option<&str>, serve_args: &str) -> serde_json::Value {
+    let tfo = env!("CARGO_BIN_EXE_tfo");
+    let mut cmd = std::process::Command::new(tfo);
+    cmd.args(["lab", "--rtt", "20ms"]);
+    if let Some(m) = middlebox {
+        cmd.args(["--middlebox", m]);
+    }
+    let o = cmd
+        .arg("--server")
+        .arg(format!("{tfo} serve $TFOKIT_SERVER_IP:8000 {serve_args} > /dev/null"))
+        .arg("--client")
+        .arg(format!("{tfo} probe $TFOKIT_SERVER_IP:8000 --json"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::stderr(&o)))
+}
+
+#[test]
+fn probe_names_where_tfo_breaks() {
+    if !fastopen_lab::netns::root_or_skip("probe") {
+        return;
+    }
+    let works = probe_through(None, "");
+    assert_eq!((works["tfo_works"].as_bool(), works["diagnosis"].as_str()), (Some(true), Some("works")), "{works}");
+    assert!(works["saved_ms"].as_f64().unwrap() >= 15.0, "about one 20 ms round trip: {works}");
+    for (middlebox, serve, diagnosis) in [
+        (None, "--queue 0", "no_cookie"),
+        (Some("strip-tfo"), "", "no_cookie"),
+        (Some("drop-syn-data"), "", "syn_data_dropped"),
+        (Some("drop-tfo-syn"), "", "tfo_syn_dropped"),
+    ] {
+        let v = probe_through(middlebox, serve);
+        assert_eq!(v["tfo_works"], false, "{middlebox:?} {serve}: {v}");
+        assert_eq!(v["diagnosis"], diagnosis, "{middlebox:?} {serve}: {v}");
+    }
+}

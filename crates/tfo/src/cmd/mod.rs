@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod doctor;
 pub(crate) mod key;
 pub(crate) mod lab;
+pub(crate) mod probe;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;
