@@ -128,15 +128,20 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
     (sin, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
 }
 
-/// The library's syscall sequence, by hand.
-fn libc_tfo(addr: SocketAddr) {
+/// `socket()` and `sendto(MSG_FASTOPEN)` with the request; returns the descriptor.
+///
+/// # Safety
+/// Plain syscalls with pointers to live locals; the caller owns the returned fd.
+unsafe fn socket_and_sendto(addr: SocketAddr, nonblocking: bool) -> libc::c_int {
     let (sin, len) = sockaddr(addr);
-    // SAFETY: plain syscalls on a descriptor we own, with pointers to live locals.
+    // SAFETY: as the function's contract says.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP);
         assert!(fd >= 0);
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        if nonblocking {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
         let n = libc::sendto(
             fd,
             REQUEST.as_ptr().cast(),
@@ -145,7 +150,16 @@ fn libc_tfo(addr: SocketAddr) {
             (&sin as *const libc::sockaddr_in).cast(),
             len,
         );
-        assert_eq!(n, REQUEST.len() as isize, "cookie must be warm");
+        assert_eq!(n, REQUEST.len() as isize, "the cookie must be warm");
+        fd
+    }
+}
+
+/// The library's syscall sequence, by hand.
+fn libc_tfo(addr: SocketAddr) {
+    // SAFETY: plain syscalls on a descriptor we own, with pointers to live locals.
+    unsafe {
+        let fd = socket_and_sendto(addr, true);
         let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
         libc::poll(&mut pfd, 1, -1);
         let mut err: libc::c_int = 0;
@@ -163,21 +177,7 @@ fn libc_tfo(addr: SocketAddr) {
 
 /// The walkthrough's client: blocking sendto(MSG_FASTOPEN), nothing else.
 fn libc_minimal(addr: SocketAddr) {
-    let (sin, len) = sockaddr(addr);
-    // SAFETY: as above.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP);
-        assert!(fd >= 0);
-        let n = libc::sendto(
-            fd,
-            REQUEST.as_ptr().cast(),
-            REQUEST.len(),
-            libc::MSG_FASTOPEN | libc::MSG_NOSIGNAL,
-            (&sin as *const libc::sockaddr_in).cast(),
-            len,
-        );
-        assert_eq!(n, REQUEST.len() as isize);
-        let s = TcpStream::from(OwnedFd::from_raw_fd(fd));
-        finish(s);
-    }
+    // SAFETY: the fd comes from socket_and_sendto and is owned from here on.
+    let s = unsafe { TcpStream::from(OwnedFd::from_raw_fd(socket_and_sendto(addr, false))) };
+    finish(s);
 }

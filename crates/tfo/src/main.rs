@@ -5,6 +5,7 @@
 //! environment error (bad arguments, missing privileges, port in use).
 
 mod addr;
+mod client_opts;
 mod cmd;
 mod echo;
 mod exit;

@@ -9,6 +9,7 @@ use fastopen::{ClientMethod, ClientOutcome, Connector, FailReason};
 use serde::Serialize;
 
 use crate::addr;
+use crate::client_opts::{parse_seconds, Method};
 use crate::report;
 
 /// Does this server (and the path to it) support TFO? If not, where does it break?
@@ -41,17 +42,11 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Method::Sendto)]
     method: Method,
     /// Seconds to wait for each handshake and reply.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    timeout: f64,
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    timeout: Duration,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Method {
-    Sendto,
-    Connect,
 }
 
 /// One connection of the probe.
@@ -158,20 +153,14 @@ fn attempt(
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = args.timeout;
     let request = if args.http {
         format!("GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: tfo-probe\r\nConnection: close\r\n\r\n", args.addr)
             .into_bytes()
     } else {
         b"tfo probe\n".to_vec()
     };
-    let method = match args.method {
-        Method::Sendto => ClientMethod::SendTo,
-        Method::Connect => ClientMethod::Connect,
-    };
+    let method = ClientMethod::from(args.method);
     let tfo = Connector::new().method(method).connect_timeout(Some(timeout));
     let plain = Connector::new().tfo(false).connect_timeout(Some(timeout));
     let attempts = [

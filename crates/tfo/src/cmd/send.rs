@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fastopen::{ClientMethod, ClientOutcome, Connector};
+use fastopen::{ClientOutcome, Connector};
 
+use crate::client_opts::{parse_seconds, Method};
 use crate::exit::CheckFailed;
 use crate::{addr, report};
 
@@ -55,17 +56,11 @@ pub(crate) struct Args {
     #[arg(long)]
     no_cookie: bool,
     /// Seconds to wait for the handshake and for the reply.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    timeout: Duration,
     /// Print one JSON object: tfo_used, bytes_in_syn, fail_reason, connect_ms, total_ms, reply, ...
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Method {
-    Sendto,
-    Connect,
 }
 
 /// The result of one exchange.
@@ -123,16 +118,10 @@ fn read_data(args: &Args) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
     let data = read_data(&args)?;
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = args.timeout;
     let connector = Connector::new()
-        .method(match args.method {
-            Method::Sendto => ClientMethod::SendTo,
-            Method::Connect => ClientMethod::Connect,
-        })
+        .method(args.method.into())
         .tfo(!args.no_tfo)
         .strict(args.strict)
         .no_cookie(args.no_cookie)
