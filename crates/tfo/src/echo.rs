@@ -34,6 +34,9 @@ pub(crate) struct ConnectionLog {
     pub(crate) error: Option<String>,
 }
 
+/// How long a stopping server waits for connections in progress.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest HTTP request head we read before answering 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest HTTP body we echo before answering 413.
@@ -41,7 +44,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Accepts connections until `shutdown` completes or `count` connections were
 /// served, handling each on its own task; calls `on_connection` with one log
-/// per connection. In-flight connections are finished before returning.
+/// per connection. Connections in progress get 5 s to finish before returning.
 pub(crate) async fn serve(
     listener: std::sync::Arc<fastopen::tokio::Listener>,
     protocol: Protocol,
@@ -74,7 +77,12 @@ pub(crate) async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    while tasks.join_next().await.is_some() {}
+    // Let connections in progress finish, for a while.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        eprintln!("tfo serve: {} connection(s) still open after {} s; closing them", tasks.len(), DRAIN_TIMEOUT.as_secs());
+        tasks.abort_all();
+    }
     Ok(())
 }
 
