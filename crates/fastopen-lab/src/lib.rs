@@ -18,6 +18,6 @@ pub mod netns;
 pub mod parse;
 pub mod topology;
 
-pub use link::{CapturePoint, CapturedPacket, LinkCounters, PathConfig};
+pub use link::{CapturePoint, CapturedPacket, DirectionConfig, LinkCounters, PathConfig};
 pub use middlebox::Middlebox;
 pub use topology::{Lab, LabConfig, LabError};

@@ -31,19 +31,27 @@ use tun_rs::SyncDevice;
 
 use crate::middlebox::{inspect, Direction, Middlebox, MiddleboxCounters, Verdict};
 
-/// How the path behaves, per direction where it matters.
-#[derive(Debug, Clone)]
-pub struct PathConfig {
-    /// One-way delay client -> server.
-    pub delay_to_server: Duration,
-    /// One-way delay server -> client.
-    pub delay_to_client: Duration,
-    /// Jitter: each packet's delay varies uniformly by up to this much either way.
+/// How one direction of the path behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DirectionConfig {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Jitter: each packet's delay varies uniformly by up to this much either
+    /// way (clamped at zero), without reordering.
     pub jitter: Duration,
-    /// Independent random loss, 0.0..=1.0, each direction.
+    /// Independent random loss, 0.0..=1.0.
     pub loss: f64,
-    /// Bandwidth limit in bits per second, each direction (`None`: unlimited).
+    /// Bandwidth limit in bits per second (`None`: unlimited).
     pub rate_bps: Option<u64>,
+}
+
+/// How the path behaves.
+#[derive(Debug, Clone, Default)]
+pub struct PathConfig {
+    /// Client -> server.
+    pub to_server: DirectionConfig,
+    /// Server -> client.
+    pub to_client: DirectionConfig,
     /// Middleboxes on the path.
     pub middleboxes: Vec<Middlebox>,
     /// Seed of the loss and jitter generator (the same seed gives the same drops).
@@ -54,25 +62,20 @@ pub struct PathConfig {
     pub busy_poll: bool,
 }
 
-impl Default for PathConfig {
-    fn default() -> Self {
+impl PathConfig {
+    /// A symmetric path with this round-trip time and nothing else.
+    pub fn with_rtt(rtt: Duration) -> PathConfig {
         PathConfig {
-            delay_to_server: Duration::ZERO,
-            delay_to_client: Duration::ZERO,
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            rate_bps: None,
-            middleboxes: Vec::new(),
+            to_server: DirectionConfig { delay: rtt / 2, ..DirectionConfig::default() },
+            to_client: DirectionConfig { delay: rtt - rtt / 2, ..DirectionConfig::default() },
             seed: 1,
-            busy_poll: false,
+            ..PathConfig::default()
         }
     }
-}
 
-impl PathConfig {
-    /// A symmetric path with this round-trip time.
-    pub fn with_rtt(rtt: Duration) -> PathConfig {
-        PathConfig { delay_to_server: rtt / 2, delay_to_client: rtt - rtt / 2, ..PathConfig::default() }
+    /// The configured round-trip time (the two one-way delays).
+    pub fn rtt(&self) -> Duration {
+        self.to_server.delay + self.to_client.delay
     }
 }
 
@@ -469,8 +472,9 @@ impl Engine {
     fn admit(&mut self, dir: usize, slot: u32, len: usize) {
         let now = now_ns();
         let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
+        let conf = if dir == 0 { self.config.to_server } else { self.config.to_client };
         self.stats.capture(CapturePoint::Sent, direction, &self.slots[slot as usize][..len]);
-        if self.config.loss > 0.0 && self.rng.f64() < self.config.loss {
+        if conf.loss > 0.0 && self.rng.f64() < conf.loss {
             self.counters(dir).lost.fetch_add(1, Ordering::Relaxed);
             self.free.push(slot);
             return;
@@ -483,15 +487,14 @@ impl Engine {
             return;
         }
         let mut depart = now;
-        if let Some(rate) = self.config.rate_bps {
+        if let Some(rate) = conf.rate_bps {
             let start = now.max(self.wire_free[dir]);
             let serialization = (len as u64 * 8).saturating_mul(1_000_000_000) / rate.max(1);
             self.wire_free[dir] = start + serialization;
             depart = self.wire_free[dir];
         }
-        let base = if dir == 0 { self.config.delay_to_server } else { self.config.delay_to_client };
-        let mut delay = base.as_nanos() as i128;
-        let jitter = self.config.jitter.as_nanos() as i128;
+        let mut delay = conf.delay.as_nanos() as i128;
+        let jitter = conf.jitter.as_nanos() as i128;
         if jitter > 0 {
             delay += self.rng.i128(-jitter..=jitter);
         }

@@ -80,7 +80,11 @@ pub(crate) async fn serve(
     // Let connections in progress finish, for a while.
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        eprintln!("tfo serve: {} connection(s) still open after {} s; closing them", tasks.len(), DRAIN_TIMEOUT.as_secs());
+        eprintln!(
+            "tfo serve: {} connection(s) still open after {} s; closing them",
+            tasks.len(),
+            DRAIN_TIMEOUT.as_secs()
+        );
         tasks.abort_all();
     }
     Ok(())

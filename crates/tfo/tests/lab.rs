@@ -311,3 +311,22 @@ fn probe_names_where_tfo_breaks() {
         assert_eq!(v["diagnosis"], diagnosis, "{middlebox:?} {serve}: {v}");
     }
 }
+
+#[test]
+fn one_way_delays_can_differ() {
+    if !fastopen_lab::netns::root_or_skip("asymmetric") {
+        return;
+    }
+    let tfo = env!("CARGO_BIN_EXE_tfo");
+    let o = std::process::Command::new(tfo)
+        .args(["lab", "--delay", "30ms/10ms", "--loss", "0/0%", "--server"])
+        .arg(format!("{tfo} serve $TFOKIT_SERVER_IP:8000 > /dev/null"))
+        .arg("--client")
+        .arg(format!("{tfo} send $TFOKIT_SERVER_IP:8000 --data x --no-tfo --json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["connect_ms"].as_f64().unwrap() >= 40.0, "SYN 30 ms + SYN-ACK 10 ms: {v}");
+    assert!(common::stderr(&o).contains("RTT 40 ms (30 + 10)"), "{}", common::stderr(&o));
+}

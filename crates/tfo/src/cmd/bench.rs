@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::echo::Protocol;
-use crate::impairments::Impairments;
+use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
 use crate::labrun::{http_request, request_once, Expect, NsServer};
 use crate::measure::{Series, Summary};
@@ -134,7 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
     let mut rows = Vec::new();
     for &rtt in &args.rtt {
-        let path = args.path.path(rtt, !args.no_busy_poll);
+        let path = args.path.path(split_rtt(rtt), !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
         let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol)?;
@@ -154,8 +154,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "config": {
                 "rtt_ms": args.rtt.iter().map(|d| crate::report::ms(*d)).collect::<Vec<_>>(),
-                "requests": args.requests, "sizes": args.size, "loss": args.path.loss,
-                "jitter_ms": crate::report::ms(args.path.jitter), "rate_bps": args.path.rate,
+                "requests": args.requests, "sizes": args.size,
+                "loss": [args.path.loss.to_server, args.path.loss.to_client],
+                "jitter_ms": [crate::report::ms(args.path.jitter.to_server), crate::report::ms(args.path.jitter.to_client)],
+                "rate_bps": args.path.rate.map(|r| [r.to_server, r.to_client]),
                 "middleboxes": args.path.middlebox_names(),
                 "http": args.http, "ipv6": args.ipv6, "seed": args.path.seed,
             },

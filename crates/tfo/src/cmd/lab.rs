@@ -10,7 +10,7 @@ use fastopen_lab::parse::parse_duration;
 use fastopen_lab::topology::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 use fastopen_lab::{Lab, LabConfig};
 
-use crate::impairments::Impairments;
+use crate::impairments::{delay_arg, split_rtt, Impairments, PerDirection};
 use crate::interrupt;
 use crate::report;
 
@@ -37,9 +37,12 @@ use crate::report;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Round-trip time of the path.
+    /// Round-trip time of the path (half of it each way).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     rtt: Duration,
+    /// Asymmetric one-way delays instead of --rtt: TO_SERVER/TO_CLIENT, e.g. 30ms/10ms.
+    #[arg(long, value_parser = delay_arg, conflicts_with = "rtt")]
+    delay: Option<PerDirection<Duration>>,
     /// net.ipv4.tcp_fastopen inside both namespaces.
     #[arg(long, default_value_t = 3)]
     tcp_fastopen: u32,
@@ -137,19 +140,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
     }
     interrupt::install();
-    let path = args.path.path(args.rtt, args.busy_poll);
+    let delay = args.delay.unwrap_or_else(|| split_rtt(args.rtt));
+    let path = args.path.path(delay, args.busy_poll);
+    let rtt = path.rtt();
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
     let before = (counters(lab.client())?, counters(lab.server())?);
     let capturing = args.write.is_some() || args.write_delivered.is_some();
     lab.stats().set_capture(capturing);
     eprintln!(
-        "lab up: client {} / {} (netns {})  <-- RTT {} ms{}{} -->  server {} / {} (netns {}); net.ipv4.tcp_fastopen={}",
+        "lab up: client {} / {} (netns {})  <-- {} -->  server {} / {} (netns {}); net.ipv4.tcp_fastopen={}",
         CLIENT_V4,
         CLIENT_V6,
         lab.client().name(),
-        report::ms(args.rtt),
-        if args.path.loss > 0.0 { format!(", loss {}%", args.path.loss * 100.0) } else { String::new() },
-        args.path.middlebox_names().iter().map(|m| format!(", {m}")).collect::<String>(),
+        [
+            format!("RTT {} ms ({} + {})", report::ms(rtt), report::ms(delay.to_server), report::ms(delay.to_client)),
+            args.path.describe()
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", "),
         SERVER_V4,
         SERVER_V6,
         lab.server().name(),
@@ -216,7 +227,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let link = lab.counters();
     if args.json {
         let v = serde_json::json!({
-            "rtt_ms": report::ms(args.rtt), "client_exit": last_code, "link": link,
+            "rtt_ms": report::ms(rtt), "client_exit": last_code, "link": link,
             "client_counters_delta": dc, "server_counters_delta": ds,
         });
         println!("{v}");
