@@ -286,6 +286,23 @@ fn kill_processes_in(name: &str) {
     }
 }
 
+/// Lab namespaces whose name ends with `-SUFFIX` (e.g. "client") and whose
+/// owning process still runs: the labs of running `tfo lab` or `tfo bench`.
+pub fn running(suffix: &str) -> Vec<String> {
+    let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix(NAME_PREFIX) else { return false };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            name.ends_with(&format!("-{suffix}"))
+                && pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Names of lab namespaces whose owning process is gone (left by a crash).
 pub fn leftovers() -> Vec<String> {
     let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };

@@ -330,3 +330,38 @@ fn one_way_delays_can_differ() {
     assert!(v["connect_ms"].as_f64().unwrap() >= 40.0, "SYN 30 ms + SYN-ACK 10 ms: {v}");
     assert!(common::stderr(&o).contains("RTT 40 ms (30 + 10)"), "{}", common::stderr(&o));
 }
+
+#[test]
+fn tfo_trace_captures_a_lab_side_live_on_its_tun_device() {
+    if !common::have_tool("trace_lab", "tcpdump") {
+        return;
+    }
+    let Some(lab) = lab(20, vec![]) else { return };
+    let (addr, server) = echo_server(&lab, false);
+    client_exchange(&lab, Connector::new(), addr, b"cookie first");
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut trace = common::Guard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tfo"))
+            .args(["trace", "--netns", lab.client().name(), "-i", "tfo0", "--json", "--port", "8000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(trace.0.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("capturing on tfo0"), "{line}");
+    let (o, _) = client_exchange(&lab, Connector::new(), addr, b"in the SYN, through the lab");
+    assert!(o.tfo_used());
+    server.recv_timeout(Duration::from_secs(5)).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(trace.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = std::mem::replace(&mut trace.0, std::process::Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["connections"][0];
+    assert_eq!(c["verdict"], "tfo_used", "{v}");
+    assert_eq!(c["bytes_in_syn"], 27);
+    assert_eq!(v["stats"]["malformed"], 0, "raw IP frames from the TUN device decode: {v}");
+}

@@ -108,8 +108,8 @@ fn hostile_and_truncated_files_do_not_panic() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["stats"]["malformed"], 1, "{v}");
-    let o = run_tfo(&["trace"]);
+    let o = run_tfo(&["trace", "--read", dir.join("missing.pcap").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--read"));
+    assert!(stderr(&o).contains("missing.pcap"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }

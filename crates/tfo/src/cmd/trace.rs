@@ -40,14 +40,18 @@ use crate::interrupt;
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
     /// Capture files to read (pcap or pcapng); repeat for several capture points.
+    /// Without --read, tfo trace captures live.
     #[arg(long, short, value_name = "FILE")]
     read: Vec<PathBuf>,
-    /// Interface to capture on live (through tcpdump).
+    /// Interface to capture on live, through tcpdump (default: lo).
     #[arg(long, short, value_name = "IFACE", conflicts_with = "read")]
     interface: Option<String>,
-    /// Capture inside this network namespace (`ip netns` name, e.g. a lab's).
-    #[arg(long, value_name = "NAME", requires = "interface")]
+    /// Capture inside this network namespace (`ip netns` name).
+    #[arg(long, value_name = "NAME", conflicts_with = "read")]
     netns: Option<String>,
+    /// Capture one side of a running lab (`tfo lab` or `tfo bench`): its link device there.
+    #[arg(long, value_enum, value_name = "SIDE", conflicts_with_all = ["read", "netns", "interface"])]
+    lab: Option<LabSide>,
     /// Only TCP port P (either side).
     #[arg(long)]
     port: Option<u16>,
@@ -69,6 +73,27 @@ pub(crate) struct Args {
     /// Only counts and verdict totals (for large files).
     #[arg(long)]
     summary: bool,
+}
+
+/// A side of the lab.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LabSide {
+    Client,
+    Server,
+}
+
+/// The namespace of the running lab's `side`, if exactly one lab runs.
+fn lab_namespace(side: LabSide) -> anyhow::Result<String> {
+    let suffix = match side {
+        LabSide::Client => "client",
+        LabSide::Server => "server",
+    };
+    let mut found = fastopen_lab::netns::running(suffix);
+    match found.len() {
+        0 => anyhow::bail!("no lab is running; start one with `sudo tfo lab` (it prints its namespaces)"),
+        1 => Ok(found.remove(0)),
+        _ => anyhow::bail!("several labs are running ({}); pick one with --netns NAME -i tfo0", found.join(", ")),
+    }
 }
 
 /// Decoding statistics.
@@ -294,8 +319,13 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut args = args;
+    if let Some(side) = args.lab {
+        args.netns = Some(lab_namespace(side)?);
+        args.interface = Some(fastopen_lab::topology::LINK_DEVICE.to_string());
+    }
     if args.read.is_empty() && args.interface.is_none() {
-        anyhow::bail!("nothing to trace: give --read FILE, or -i IFACE for a live capture (e.g. -i lo --port 8000)");
+        args.interface = Some("lo".to_string());
     }
     interrupt::install();
     let writer = match &args.write {
