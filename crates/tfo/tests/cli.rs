@@ -382,3 +382,36 @@ fn tfo_key_rotate_keeps_a_running_server_accepting_old_cookies() {
         assert_eq!((&counters() - &before).passive_alt_key, 1);
     });
 }
+
+#[test]
+fn serve_handles_many_concurrent_connections() {
+    in_netns("cli_concurrent", 3, || {
+        let mut server = Server::start(&[]);
+        let addr = server.addr;
+        run_tfo(&["send", &addr.to_string(), "--data", "cookie"]);
+        server.next_connection();
+        // 40 clients each get their echo while all 40 connections stay open: a
+        // server that served one connection at a time would time out here.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(40));
+        let clients: Vec<_> = (0..40)
+            .map(|i| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let request = format!("client {i:02}");
+                    let (mut s, outcome) = fastopen::Connector::new().connect(addr, request.as_bytes()).unwrap();
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                    let mut echo = vec![0u8; request.len()];
+                    std::io::Read::read_exact(&mut s, &mut echo).expect("echo while other connections are open");
+                    assert_eq!(echo, request.as_bytes());
+                    barrier.wait();
+                    s.shutdown(std::net::Shutdown::Both).unwrap();
+                    outcome.tfo_used()
+                })
+            })
+            .collect();
+        let used = clients.into_iter().map(|c| c.join().unwrap()).filter(|u| *u).count();
+        assert_eq!(used, 40, "every connection carried its request in the SYN");
+        let in_syn = (0..40).filter(|_| server.next_connection()["data_in_syn"] == true).count();
+        assert_eq!(in_syn, 40);
+    });
+}
