@@ -35,14 +35,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Serve(cmd::serve::Args),
-    Bench(cmd::bench::Args),
     Send(cmd::send::Args),
     Doctor(cmd::doctor::Args),
     Trace(cmd::trace::Args),
-    Demo(cmd::demo::Args),
+    Bench(cmd::bench::Args),
     Lab(cmd::lab::Args),
-    Key(cmd::key::Args),
+    Demo(cmd::demo::Args),
     Probe(cmd::probe::Args),
+    Key(cmd::key::Args),
 }
 
 fn main() -> ExitCode {

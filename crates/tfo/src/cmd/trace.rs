@@ -34,7 +34,7 @@ use crate::interrupt;
 ///
 /// Examples:
 ///   tfo trace -i lo --port 8000 --count 20 --write tfo.pcap
-///   sudo tfo trace --netns tfokit-1234-0-client -i tfo0 --duration 10s
+///   sudo tfo trace --lab client --duration 10s     # the client side of a running `tfo lab`
 ///   tfo trace --read curl_tfo.pcapng --json
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
