@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::echo::{ConnectionLog, Protocol};
 use crate::exit::CheckFailed;
 use crate::labrun::{http_request, request_once, Expect, NsServer};
-use crate::report;
+use crate::report::{self, ms};
 
 /// Run the TFO walkthrough end to end: plain request, cookie, request in the SYN.
 ///
@@ -200,10 +200,6 @@ fn handshake_on_the_wire(lab: &Lab) -> Option<fastopen_wire::timeline::Connectio
     }
     // The capture may start with the end of the previous step's connection.
     tracker.into_connections().into_iter().find(|c| c.verdict() != fastopen_wire::timeline::Verdict::NoHandshake)
-}
-
-fn ms(d: Duration) -> f64 {
-    report::ms(d)
 }
 
 fn status_line(reply: &[u8]) -> String {
