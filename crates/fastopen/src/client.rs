@@ -26,6 +26,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::kernel::KernelFeatures;
 use crate::outcome::{Attempt, ClientMethod, ClientOutcome, FailReason};
+use crate::sys::ClientErrno;
 use crate::{sys, tcp_info, Error, Result};
 
 /// Settings for TFO client connections. Cheap to copy; reuse one for many connections.
@@ -205,18 +206,16 @@ enum TfoStart {
     Fallback(FailReason),
 }
 
-fn is_errno(e: &io::Error, errno: i32) -> bool {
-    e.raw_os_error() == Some(errno)
-}
-
 /// `sendto(MSG_FASTOPEN)` on a non-blocking socket: returns the bytes put in the
 /// SYN (cookie cached), or EINPROGRESS (a cookie request went out; nothing queued).
 fn start_sendto(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io::Result<TfoStart> {
     match socket.send_to_with_flags(data, &addr.into(), sys::MSG_FASTOPEN) {
         Ok(n) => Ok(TfoStart::Sent { syn_bytes: n, written: n }),
-        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
-        Err(e) if is_errno(&e, libc::EOPNOTSUPP) => Ok(TfoStart::Fallback(FailReason::ClientDisabled)),
-        Err(e) => Err(e),
+        Err(e) => match sys::client_errno(&e) {
+            ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+            ClientErrno::TfoDisabled => Ok(TfoStart::Fallback(FailReason::ClientDisabled)),
+            ClientErrno::Other => Err(e),
+        },
     }
 }
 
@@ -226,16 +225,18 @@ fn start_sendto(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io::Result<Tf
 fn start_fastopen_connect(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io::Result<TfoStart> {
     match sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_CONNECT, 1) {
         Ok(()) => {}
-        Err(e) if is_errno(&e, libc::EOPNOTSUPP) => return Ok(TfoStart::Fallback(FailReason::ClientDisabled)),
+        Err(e) if sys::client_errno(&e) == ClientErrno::TfoDisabled => {
+            return Ok(TfoStart::Fallback(FailReason::ClientDisabled))
+        }
         Err(e) => return Err(e),
     }
     match socket.connect(&addr.into()) {
         Ok(()) => match socket.send(data) {
             Ok(n) => Ok(TfoStart::Sent { syn_bytes: n, written: n }),
-            Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+            Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
             Err(e) => Err(e),
         },
-        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+        Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
         Err(e) => Err(e),
     }
 }
@@ -244,7 +245,7 @@ fn start_fastopen_connect(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io:
 fn plain_connect(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     match socket.connect(&addr.into()) {
         Ok(()) => Ok(()),
-        Err(e) if is_errno(&e, libc::EINPROGRESS) => Ok(()),
+        Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -12,8 +12,9 @@ pub enum Error {
     /// This platform has no TFO support in this crate (only Linux does).
     #[error("TCP Fast Open is not supported on this platform (fastopen supports Linux)")]
     Unsupported,
-    /// A system call failed; `what` says which step.
-    #[error("{what}: {source}")]
+    /// A system call failed; `what` says which step. The OS error is the
+    /// [`source`](std::error::Error::source), not repeated in the message.
+    #[error("{what}")]
     Io {
         /// The step that failed, e.g. "setting TCP_FASTOPEN on the listener".
         what: &'static str,
@@ -28,7 +29,7 @@ pub enum Error {
         addr: SocketAddr,
     },
     /// Connecting to the server failed.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// The server address.
         addr: SocketAddr,
@@ -72,13 +73,56 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Wraps an OS error with the step that failed. An `Unsupported` kind
+    /// (ENOSYS, e.g. from a seccomp filter) stays an OS error with its step:
+    /// only the non-Linux backend says [`Error::Unsupported`].
     pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| {
-            if source.kind() == io::ErrorKind::Unsupported {
+            if source.get_ref().is_some_and(|inner| inner.is::<crate::sys::PlatformUnsupported>()) {
                 Error::Unsupported
             } else {
                 Error::Io { what, source }
             }
         }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the OS error's kind (ConnectionRefused stays ConnectionRefused)
+    /// and the library error as the message and source.
+    fn from(err: Error) -> io::Error {
+        let kind = match &err {
+            Error::Io { source, .. } | Error::Connect { source, .. } => source.kind(),
+            Error::AddressInUse { .. } => io::ErrorKind::AddrInUse,
+            Error::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
+            Error::Unsupported | Error::KernelTooOld { .. } => io::ErrorKind::Unsupported,
+            Error::InvalidKey(_) => io::ErrorKind::InvalidInput,
+            Error::NotUsed(_) | Error::Proc { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_os_error_is_the_source_not_repeated_in_the_message() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let e = Error::Connect { addr: "127.0.0.1:9".parse().unwrap(), source: refused };
+        assert_eq!(e.to_string(), "cannot connect to 127.0.0.1:9");
+        assert_eq!(e.source().unwrap().to_string(), io::Error::from(io::ErrorKind::ConnectionRefused).to_string());
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn enosys_from_seccomp_is_an_os_error_not_unsupported_platform() {
+        let enosys = io::Error::from_raw_os_error(38);
+        assert_eq!(enosys.kind(), io::ErrorKind::Unsupported);
+        let e = Error::io("setting TCP_FASTOPEN")(enosys);
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert!(!e.to_string().contains("platform"));
     }
 }

@@ -11,36 +11,40 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FastOpenKey(pub [u8; 16]);
 
-/// Text that is not a key.
+/// Text that is not a key. It says what is wrong with the text and never
+/// repeats the text itself: a key file's content is a secret, even a broken one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a TFO key: {0}; expected 32 hex digits, or the sysctl form xxxxxxxx-xxxxxxxx-xxxxxxxx-xxxxxxxx")]
-pub struct BadKey(pub String);
+pub struct BadKey(pub &'static str);
 
 impl FastOpenKey {
     /// Parses 32 hex digits (bytes in order), or the `net.ipv4.tcp_fastopen_key`
     /// form `w-w-w-w` where each word is a little-endian u32.
     pub fn parse(text: &str) -> Result<FastOpenKey, BadKey> {
         let t = text.trim();
-        let bad = || BadKey(format!("{t:?}"));
         let mut out = [0u8; 16];
+        if t.is_empty() {
+            return Err(BadKey("it is empty"));
+        }
         if t.contains('-') {
             let words: Vec<&str> = t.split('-').collect();
             if words.len() != 4 {
-                return Err(bad());
+                return Err(BadKey("the sysctl form has four words separated by '-'"));
             }
             for (i, w) in words.iter().enumerate() {
                 if w.is_empty() || w.len() > 8 {
-                    return Err(bad());
+                    return Err(BadKey("each word of the sysctl form has 1 to 8 hex digits"));
                 }
-                let v = u32::from_str_radix(w, 16).map_err(|_| bad())?;
+                let v = u32::from_str_radix(w, 16).map_err(|_| BadKey("a word holds a character that is not a hex digit"))?;
                 out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
             }
         } else {
             if t.len() != 32 || !t.is_ascii() {
-                return Err(bad());
+                return Err(BadKey("it is not 32 characters long"));
             }
             for (i, byte) in out.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&t[i * 2..i * 2 + 2], 16).map_err(|_| bad())?;
+                *byte = u8::from_str_radix(&t[i * 2..i * 2 + 2], 16)
+                    .map_err(|_| BadKey("it holds a character that is not a hex digit"))?;
             }
         }
         Ok(FastOpenKey(out))
@@ -53,7 +57,7 @@ impl FastOpenKey {
         let primary = FastOpenKey::parse(parts.next().unwrap_or_default())?;
         let backup = parts.next().map(FastOpenKey::parse).transpose()?;
         if parts.next().is_some() {
-            return Err(BadKey("more than two keys".into()));
+            return Err(BadKey("more than two keys (primary,backup)"));
         }
         Ok((primary, backup))
     }
@@ -141,6 +145,15 @@ mod tests {
             "é0112233445566778899aabbccddeef",
         ] {
             assert!(FastOpenKey::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn errors_never_repeat_the_text() {
+        // One digit short of a key, and a broken pair: the secret part must not show.
+        for secret in ["00112233445566778899aabbccddeef", "00112233445566778899aabbccddeeff,SECRETzz"] {
+            let err = FastOpenKey::parse_pair(secret).unwrap_err().to_string();
+            assert!(!err.contains("00112233") && !err.contains("SECRET"), "{err}");
         }
     }
 

@@ -32,10 +32,14 @@
 //! `net.ipv4.tcp_fastopen` for clients (on by default), 0x2 for servers. A
 //! listener still works as plain TCP without it; [`host::read_mode`] tells.
 //!
-//! On targets other than Linux the crate compiles and every call returns
-//! [`Error::Unsupported`].
+//! On Unix targets other than Linux the crate compiles and every call returns
+//! [`Error::Unsupported`]. Windows is not supported: the API hands out file
+//! descriptors (`std::os::fd`), and the build stops with a message saying so.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+#[cfg(not(unix))]
+compile_error!("fastopen needs a Unix target: its sockets are file descriptors (std::os::fd); TFO itself is Linux-only");
 
 mod client;
 mod counters;

@@ -104,9 +104,9 @@ pub(crate) fn set_keys(socket: &impl AsFd, primary: &FastOpenKey, backup: Option
     if let Some(b) = backup {
         bytes.extend_from_slice(&b.0);
     }
-    sys::set_fastopen_key(socket.as_fd(), &bytes).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOPROTOOPT) => Error::KernelTooOld { option: "TCP_FASTOPEN_KEY", since: "4.15" },
-        Some(libc::EINVAL) if backup.is_some() => {
+    sys::set_fastopen_key(socket.as_fd(), &bytes).map_err(|e| match sys::key_errno(&e) {
+        sys::KeyErrno::NoOption => Error::KernelTooOld { option: "TCP_FASTOPEN_KEY", since: "4.15" },
+        sys::KeyErrno::BadLength if backup.is_some() => {
             Error::KernelTooOld { option: "a backup TCP_FASTOPEN_KEY", since: "5.3" }
         }
         _ => Error::io("setting TCP_FASTOPEN_KEY")(e),

@@ -55,13 +55,16 @@ impl FastOpenMode {
     pub const CLIENT_AND_SERVER: FastOpenMode = FastOpenMode(0x3);
 
     /// Parses the text of `/proc/sys/net/ipv4/tcp_fastopen` (decimal, or 0x hex).
+    ///
+    /// The sysctl is a C `int`: the kernel accepts negative values and reads
+    /// them as their bits (`-1` sets every bit), so they are taken the same way.
     pub fn parse(text: &str) -> Result<FastOpenMode, BadMode> {
         let t = text.trim();
         let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            Some(hex) => u32::from_str_radix(hex, 16),
-            None => t.parse(),
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => t.parse::<u32>().ok().or_else(|| t.parse::<i32>().ok().map(|v| v as u32)),
         };
-        parsed.map(FastOpenMode).map_err(|_| BadMode(t.to_string()))
+        parsed.map(FastOpenMode).ok_or_else(|| BadMode(t.to_string()))
     }
 
     /// 0x1: clients may use TFO.
@@ -148,7 +151,11 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(FastOpenMode::parse("").is_err());
         assert!(FastOpenMode::parse("three").is_err());
-        assert!(FastOpenMode::parse("-1").is_err());
+        // The kernel accepts -1 (an int with every bit set): client and server are on.
+        let all = FastOpenMode::parse("-1").unwrap();
+        assert_eq!(all.0, u32::MAX);
+        assert!(all.client() && all.server());
+        assert!(FastOpenMode::parse("-99999999999").is_err());
         assert!(FastOpenMode::parse("0xZZ").is_err());
     }
 

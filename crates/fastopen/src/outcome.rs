@@ -82,7 +82,7 @@ impl FailReason {
                 "no cookie cached for this server yet, so the SYN asked for one; the next connection can carry data in its SYN"
             }
             FailReason::DataNotAcked => {
-                "the SYN carried data but the server did not acknowledge it (TFO off on the server, or a stale cookie); it was sent again after the handshake"
+                "the SYN carried data but the server did not acknowledge it (TFO off on that server or port, a stale cookie, or the server's TFO queue full: TCPFastOpenListenOverflow there); it was sent again after the handshake"
             }
             FailReason::SynRetransmitted => {
                 "the SYN with data was retransmitted and its data not acknowledged: something on the path may drop SYNs that carry data"

@@ -49,6 +49,18 @@ fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(raw.try_into().ok()?))
 }
 
+/// `tcpi_fastopen_client_fail` out of byte 7, which C declares as
+/// `__u8 tcpi_delivery_rate_app_limited:1, tcpi_fastopen_client_fail:2;`.
+/// Bit-fields are allocated from the low bit on little-endian ABIs and from
+/// the high bit on big-endian ones (s390x, powerpc, big-endian ARM/MIPS).
+fn client_fail_bits(byte: u8, big_endian: bool) -> u8 {
+    if big_endian {
+        (byte >> 5) & 0b11
+    } else {
+        (byte >> 1) & 0b11
+    }
+}
+
 impl TcpInfo {
     /// Parses the bytes the kernel returned (pass exactly the returned length).
     pub fn parse(bytes: &[u8]) -> Result<TcpInfo, TruncatedTcpInfo> {
@@ -59,7 +71,7 @@ impl TcpInfo {
             len: bytes.len(),
             state: bytes[0],
             options: bytes[5],
-            fastopen_client_fail: (bytes[7] >> 1) & 0b11,
+            fastopen_client_fail: client_fail_bits(bytes[7], cfg!(target_endian = "big")),
             rtt_us: u32_at(bytes, 68),
             total_retrans: u32_at(bytes, 100),
             bytes_received: u64_at(bytes, 128),
@@ -115,6 +127,15 @@ mod tests {
             b[7] = byte7;
             assert_eq!(TcpInfo::parse(&b).unwrap().fastopen_client_fail, want, "byte7={byte7:#b}");
         }
+    }
+
+    #[test]
+    fn client_fail_bits_follow_the_abi_bit_order() {
+        // app_limited = 1 and client_fail = 2 (DataNotAcked), as each ABI lays them out.
+        assert_eq!(client_fail_bits(0b0000_0101, false), 2);
+        assert_eq!(client_fail_bits(0b1100_0000, true), 2);
+        assert_eq!(client_fail_bits(0b1010_0000, true), 1);
+        assert_eq!(client_fail_bits(0b1000_0000, true), 0, "app_limited alone");
     }
 
     #[test]

@@ -9,7 +9,19 @@
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Marks the "not on this platform" error of the fallback backend; never made here.
+#[derive(Debug)]
+pub(crate) struct PlatformUnsupported;
+
+impl std::fmt::Display for PlatformUnsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not supported on this platform")
+    }
+}
+
+impl std::error::Error for PlatformUnsupported {}
 
 /// `TCP_FASTOPEN` (tcp(7), Linux 3.7): enable server-side TFO with a queue length.
 pub(crate) const TCP_FASTOPEN: libc::c_int = 23;
@@ -92,14 +104,13 @@ pub(crate) fn tcp_info_bytes(fd: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BU
 }
 
 /// Waits until `fd` is writable (the handshake finished or failed) or `timeout` passes.
-/// Returns `false` on timeout.
+/// Returns `false` on timeout. A signal (EINTR) does not restart the wait: the
+/// timeout is a deadline, and only the time left is waited again.
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let millis = match timeout {
-        None => -1,
-        Some(t) => libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX),
-    };
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
     loop {
+        let millis = poll_millis(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         // Pointer describes one pollfd on this stack frame, and nfds is 1.
         match syscall!(poll(&mut pfd, 1, millis)) {
             Ok(0) => return Ok(false),
@@ -107,6 +118,54 @@ pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A poll(2) timeout in milliseconds, rounded up so that a wait never ends early.
+fn poll_millis(left: Option<Duration>) -> libc::c_int {
+    match left {
+        None => -1,
+        Some(t) => libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX),
+    }
+}
+
+/// What a client-side TFO call's error means (the errno rules of tcp(7)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientErrno {
+    /// EINPROGRESS: the SYN left (a cookie request, or data still queued).
+    InProgress,
+    /// EOPNOTSUPP: client TFO is off in this network namespace.
+    TfoDisabled,
+    /// Anything else: a real connect error.
+    Other,
+}
+
+/// Classifies an error of `sendto(MSG_FASTOPEN)`, `connect()` or setting `TCP_FASTOPEN_CONNECT`.
+pub(crate) fn client_errno(e: &io::Error) -> ClientErrno {
+    match e.raw_os_error() {
+        Some(libc::EINPROGRESS) => ClientErrno::InProgress,
+        Some(libc::EOPNOTSUPP) => ClientErrno::TfoDisabled,
+        _ => ClientErrno::Other,
+    }
+}
+
+/// What a refused `TCP_FASTOPEN_KEY` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyErrno {
+    /// ENOPROTOOPT: the kernel has no per-listener keys (before 4.15).
+    NoOption,
+    /// EINVAL: the length was refused (two keys before 5.3).
+    BadLength,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies an error of setting `TCP_FASTOPEN_KEY`.
+pub(crate) fn key_errno(e: &io::Error) -> KeyErrno {
+    match e.raw_os_error() {
+        Some(libc::ENOPROTOOPT) => KeyErrno::NoOption,
+        Some(libc::EINVAL) => KeyErrno::BadLength,
+        _ => KeyErrno::Other,
     }
 }
 
@@ -118,4 +177,27 @@ pub(crate) fn kernel_release() -> io::Result<String> {
     syscall!(uname(&mut uts))?;
     let bytes: Vec<u8> = uts.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_classes() {
+        assert_eq!(client_errno(&io::Error::from_raw_os_error(libc::EINPROGRESS)), ClientErrno::InProgress);
+        assert_eq!(client_errno(&io::Error::from_raw_os_error(libc::EOPNOTSUPP)), ClientErrno::TfoDisabled);
+        assert_eq!(client_errno(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), ClientErrno::Other);
+        assert_eq!(key_errno(&io::Error::from_raw_os_error(libc::ENOPROTOOPT)), KeyErrno::NoOption);
+        assert_eq!(key_errno(&io::Error::from_raw_os_error(libc::EINVAL)), KeyErrno::BadLength);
+    }
+
+    #[test]
+    fn poll_timeouts_round_up_and_saturate() {
+        assert_eq!(poll_millis(None), -1);
+        assert_eq!(poll_millis(Some(Duration::ZERO)), 0);
+        assert_eq!(poll_millis(Some(Duration::from_micros(1))), 1);
+        assert_eq!(poll_millis(Some(Duration::from_millis(1500))), 1500);
+        assert_eq!(poll_millis(Some(Duration::from_secs(u64::MAX / 4))), libc::c_int::MAX);
+    }
 }

@@ -5,12 +5,27 @@
 //! `unsupported.rs` elsewhere, whose every function returns
 //! [`Error::Unsupported`](crate::Error::Unsupported) so that a build for another
 //! target compiles and fails at run time with a clear message.
+//!
+//! # What a platform backend provides
+//!
+//! - the option numbers `TCP_FASTOPEN`, `TCP_FASTOPEN_CONNECT`,
+//!   `TCP_FASTOPEN_NO_COOKIE` and the flag `MSG_FASTOPEN`;
+//! - int socket options (`set_tcp_int`, `get_tcp_int`), the listener key
+//!   (`set_fastopen_key`, `get_fastopen_key`) and the raw `tcp_info` bytes;
+//! - `wait_writable` (a deadline, not restarted by signals) and `kernel_release`;
+//! - the meaning of errors: `client_errno` (in progress / TFO disabled / other)
+//!   and `key_errno`, so that no errno is matched outside this module;
+//! - `PlatformUnsupported`, the error that only the fallback backend makes.
+//!
+//! Non-Unix targets (Windows) do not build: the API hands out file descriptors
+//! (`std::os::fd`). CI compiles the fallback on Linux with
+//! `RUSTFLAGS="--cfg fastopen_unsupported_backend" cargo check -p fastopen`.
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(fastopen_unsupported_backend)))]
 #[path = "linux.rs"]
 mod imp;
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(any(not(any(target_os = "linux", target_os = "android")), fastopen_unsupported_backend))]
 #[path = "unsupported.rs"]
 mod imp;
 

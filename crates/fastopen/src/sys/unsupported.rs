@@ -11,8 +11,21 @@ pub(crate) const TCP_FASTOPEN_NO_COOKIE: i32 = 34;
 pub(crate) const MSG_FASTOPEN: i32 = 0x2000_0000;
 pub(crate) const TCP_INFO_BUF: usize = 512;
 
+/// Marks this backend's error, so that [`crate::Error`] says "not supported
+/// on this platform" for it and for nothing else.
+#[derive(Debug)]
+pub(crate) struct PlatformUnsupported;
+
+impl std::fmt::Display for PlatformUnsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TCP Fast Open support in fastopen is Linux-only")
+    }
+}
+
+impl std::error::Error for PlatformUnsupported {}
+
 fn unsupported<T>() -> io::Result<T> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "TCP Fast Open support in fastopen is Linux-only"))
+    Err(io::Error::new(io::ErrorKind::Unsupported, PlatformUnsupported))
 }
 
 pub(crate) fn set_tcp_int(_: BorrowedFd<'_>, _: i32, _: i32) -> io::Result<()> {
@@ -35,4 +48,24 @@ pub(crate) fn wait_writable(_: BorrowedFd<'_>, _: Option<Duration>) -> io::Resul
 }
 pub(crate) fn kernel_release() -> io::Result<String> {
     unsupported()
+}
+
+/// See the Linux backend; nothing here ever succeeds, so every error is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientErrno {
+    InProgress,
+    TfoDisabled,
+    Other,
+}
+pub(crate) fn client_errno(_: &io::Error) -> ClientErrno {
+    ClientErrno::Other
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyErrno {
+    NoOption,
+    BadLength,
+    Other,
+}
+pub(crate) fn key_errno(_: &io::Error) -> KeyErrno {
+    KeyErrno::Other
 }
