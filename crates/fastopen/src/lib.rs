@@ -47,6 +47,7 @@ mod error;
 pub mod host;
 mod kernel;
 mod key;
+pub mod keyfile;
 mod listener;
 mod mode;
 mod outcome;

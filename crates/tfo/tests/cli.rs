@@ -70,7 +70,7 @@ fn stdin_file_and_empty_data() {
         let v: serde_json::Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
         assert_eq!(v["reply"], "from stdin");
 
-        let dir = tempdir();
+        let dir = tempdir("cli");
         let file = dir.join("req.bin");
         std::fs::write(&file, b"from a file").unwrap();
         let v = json(&run_tfo(&["send", &addr, "--file", file.to_str().unwrap(), "--json"]));
@@ -91,7 +91,7 @@ fn data_larger_than_one_segment_is_complete() {
         let server = Server::start(&[]);
         let addr = server.addr.to_string();
         let big: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        let dir = tempdir();
+        let dir = tempdir("cli");
         let file = dir.join("big.txt");
         std::fs::write(&file, &big).unwrap();
         run_tfo(&["send", &addr, "--data", "cookie please"]);
@@ -224,9 +224,6 @@ fn doctor_explains_and_fixes() {
 
 #[test]
 fn doctor_fix_without_root_is_an_environment_error() {
-    if !fastopen_lab::netns::is_root() {
-        return; // covered when run as root below
-    }
     in_netns("cli_doctor_nonroot", 1, || {
         // Drop to nobody for the child: it cannot write the sysctl.
         let o = Command::new("setpriv")
@@ -293,19 +290,13 @@ fn help_teaches() {
     assert!(stdout(&o).contains("cookie_unavailable") && stdout(&o).contains("--method"));
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tfo-test-{}-{:?}", std::process::id(), std::thread::current().id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn serve_rotates_keys_on_sighup_and_keeps_old_cookies_working() {
     in_netns("cli_sighup", 3, || {
         use std::io::BufRead;
-        let dir = tempdir();
+        let dir = tempdir("cli");
         let key_file = dir.join("tfo.key");
-        std::fs::write(&key_file, "00112233-44556677-8899aabb-ccddeeff\n").unwrap();
+        write_key(&key_file, "00112233-44556677-8899aabb-ccddeeff\n");
         let mut server = Server::start(&["--key-file", key_file.to_str().unwrap()]);
         let addr = server.addr.to_string();
         assert_eq!(json(&run_tfo(&["send", &addr, "--data", "a", "--json"]))["fail_reason"], "cookie_unavailable");
@@ -340,13 +331,13 @@ fn serve_rotates_keys_on_sighup_and_keeps_old_cookies_working() {
 #[test]
 fn tfo_key_rotate_keeps_a_running_server_accepting_old_cookies() {
     in_netns("cli_key_rotate", 3, || {
-        let dir = tempdir();
+        let dir = tempdir("cli");
         let key_file = dir.join("rotate.key");
         let generated = run_tfo(&["key", "generate"]);
         assert!(generated.status.success());
         let first_key = stdout(&generated).trim().to_string();
         assert_eq!(first_key.len(), 32, "{first_key}");
-        std::fs::write(&key_file, &first_key).unwrap();
+        write_key(&key_file, &first_key);
         let mut server = Server::start(&["--key-file", key_file.to_str().unwrap()]);
         let addr = server.addr.to_string();
         run_tfo(&["send", &addr, "--data", "cookie"]);

@@ -2,10 +2,11 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use fastopen::keyfile::KeyFile;
 use fastopen::FastOpenKey;
 
 /// TFO cookie keys: generate one, compute the cookie a key gives, rotate.
@@ -54,12 +55,17 @@ enum Action {
     },
     /// Put a new primary key in a key file, keep the old one as backup, and
     /// tell a running `tfo serve --key-file FILE` (SIGHUP) to load them.
+    ///
+    /// The file is replaced atomically with mode 0600 (a symlink is followed and
+    /// kept). With --pid, the process must be a `tfo serve` started with
+    /// --key-file naming this same file (checked in /proc/PID/cmdline); otherwise
+    /// nothing is changed and nothing is signalled.
     Rotate {
         /// The key file of the server.
         #[arg(long)]
         key_file: PathBuf,
         /// The server's process id (without it, only the file changes).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
         pid: Option<i32>,
     },
 }
@@ -70,9 +76,38 @@ fn random_key() -> anyhow::Result<FastOpenKey> {
     Ok(FastOpenKey(bytes))
 }
 
-fn read_key_file(path: &PathBuf) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    FastOpenKey::parse_pair(&text).with_context(|| format!("in {}", path.display()))
+/// Proves that `pid` is a `tfo serve` that reads `key_file`: its command line
+/// is `tfo serve ... --key-file PATH` and PATH, taken from the process's
+/// working directory, is the same file (same device and inode).
+fn check_server(pid: i32, key_file: &Path) -> anyhow::Result<()> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("process {pid} does not exist (or /proc is not mounted)"))?;
+    let argv: Vec<String> =
+        cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let is_tfo = argv.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| n.to_string_lossy().starts_with("tfo"));
+    let not_server = || anyhow::anyhow!("process {pid} is not a `tfo serve --key-file {}`; nothing was changed", key_file.display());
+    if !is_tfo || argv.get(1).map(String::as_str) != Some("serve") {
+        return Err(not_server());
+    }
+    let served = argv.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--key-file=") {
+        Some(p) => Some(p.to_string()),
+        None if a == "--key-file" => argv.get(i + 1).cloned(),
+        None => None,
+    });
+    let served = served.ok_or_else(not_server)?;
+    let served = Path::new(&format!("/proc/{pid}/cwd")).join(served);
+    let same = |a: &Path, b: &Path| -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+        Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
+    };
+    if !same(&served, key_file).unwrap_or(false) {
+        anyhow::bail!(
+            "process {pid} is a `tfo serve` with another key file ({}); nothing was changed",
+            served.display()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -84,7 +119,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Cookie { key, key_file, client, server } => {
             let key = match (key, key_file) {
                 (Some(text), _) => FastOpenKey::parse(&text)?,
-                (None, Some(path)) => read_key_file(&path)?.0,
+                (None, Some(path)) => KeyFile::read(&path)?.primary,
                 (None, None) => anyhow::bail!("give --key or --key-file"),
             };
             let cookie = key.cookie(client, server).with_context(|| {
@@ -92,15 +127,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "{client} and {server} are of different families; a cookie covers two IPv4 or two IPv6 addresses"
                 )
             })?;
-            println!("{}", cookie.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            println!("{}", fastopen_wire::options::hex(&cookie));
         }
         Action::Rotate { key_file, pid } => {
-            let (old, _) = read_key_file(&key_file)?;
+            if let Some(pid) = pid {
+                check_server(pid, &key_file)?;
+            }
+            let old = KeyFile::read(&key_file)?.primary;
             let new = random_key()?;
-            let tmp = key_file.with_extension("tmp");
-            std::fs::write(&tmp, format!("{new},{old}\n")).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &key_file).with_context(|| format!("replacing {}", key_file.display()))?;
-            println!("{}: new primary key, the previous one kept as backup", key_file.display());
+            let written = fastopen::keyfile::write(&key_file, &new, Some(&old))?;
+            println!("{}: new primary key, the previous one kept as backup (mode 0600)", written.display());
             if let Some(pid) = pid {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
                     .with_context(|| format!("signalling process {pid} (is it running, and yours?)"))?;

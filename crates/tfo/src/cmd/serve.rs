@@ -2,10 +2,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use fastopen::keyfile::KeyFile;
 use fastopen::{FastOpenKey, ListenerBuilder};
 use tokio::sync::mpsc;
 
@@ -58,13 +59,21 @@ pub(crate) struct Args {
     count: Option<u64>,
 }
 
-fn read_keys(path: &PathBuf) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-    FastOpenKey::parse_pair(&text).with_context(|| format!("in key file {}", path.display()))
+/// Reads the key file, warning when others than its owner can read it.
+fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
+    let file = KeyFile::read(path)?;
+    if let Some(mode) = file.exposed_mode {
+        eprintln!(
+            "tfo serve: warning: key file {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok((file.primary, file.backup))
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let keys = args.key_file.as_ref().map(read_keys).transpose()?;
+    let keys = args.key_file.as_deref().map(read_keys).transpose()?;
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
@@ -96,7 +105,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
         let listener = std::sync::Arc::new(listener);
         if let Some(path) = args.key_file.clone() {
-            tokio::spawn(rotate_on_sighup(listener.clone(), path, keys.map(|k| k.0)));
+            // Without the handler a SIGHUP would kill the server: fail now, not then.
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler that reloads --key-file")?;
+            tokio::spawn(rotate_on_sighup(hup, listener.clone(), path, keys.map(|k| k.0)));
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let json = args.json;
@@ -132,11 +144,11 @@ fn print_line(line: String) -> std::io::Result<()> {
 }
 
 async fn rotate_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
     listener: std::sync::Arc<fastopen::tokio::Listener>,
     path: PathBuf,
     mut current: Option<FastOpenKey>,
 ) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         let result = read_keys(&path).and_then(|(primary, backup)| {
             let backup = backup.or(current.filter(|old| *old != primary));

@@ -123,3 +123,23 @@ fn read_json_line(lines: &mut BufReader<ChildStdout>) -> serde_json::Value {
 pub fn counters() -> FastOpenCounters {
     FastOpenCounters::read().expect("counters")
 }
+
+/// A fresh scratch directory for one test.
+pub fn tempdir(test: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tfo-test-{test}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The exit code, with stderr in the failure message.
+pub fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+/// Writes a key file as a careful operator does: mode 0600.
+pub fn write_key(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
