@@ -116,8 +116,8 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
-/// Prefix of every namespace the lab names; with the owner's pid it lets a
-/// later run find and remove what a crashed run left behind.
+/// Prefix of every namespace the lab names. Whether one is still in use is
+/// proven by its [`LabLock`], never guessed from the name.
 pub const NAME_PREFIX: &str = "tfokit-";
 
 /// A named network namespace (`/run/netns/NAME`, as `ip netns add` makes),
@@ -226,7 +226,9 @@ impl Netns {
         })
     }
 
-    /// Starts a thread inside this namespace.
+    /// Starts a thread inside this namespace. If the thread cannot enter it,
+    /// `f` never runs, the thread ends quietly and this returns the error (so
+    /// the caller's guards still drop and clean up).
     pub fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -237,10 +239,12 @@ impl Netns {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let entered = nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET);
+            let failed = entered.is_err();
             let _ = tx.send(entered);
-            if entered.is_err() {
-                // Never run the caller's code in the wrong namespace.
-                std::process::abort();
+            if failed {
+                // Never run the caller's code in the wrong namespace. Unwind
+                // without the panic hook: nothing is printed, and nobody joins.
+                std::panic::resume_unwind(Box::new("setns failed"));
             }
             f()
         });
@@ -286,41 +290,113 @@ fn kill_processes_in(name: &str) {
     }
 }
 
-/// Lab namespaces whose name ends with `-SUFFIX` (e.g. "client") and whose
-/// owning process still runs: the labs of running `tfo lab` or `tfo bench`.
-pub fn running(suffix: &str) -> Vec<String> {
+/// Where labs keep their ownership locks (one file per lab, flocked by its owner).
+pub const LOCK_DIR: &str = "/run/tfokit";
+
+/// Proof that a lab's namespaces belong to a live process: an exclusive
+/// `flock` on `/run/tfokit/BASE.lock`, held as long as this value lives. The
+/// kernel drops the lock when the owner dies, however it dies, so liveness is
+/// never guessed from a pid (pids repeat across PID namespaces).
+#[derive(Debug)]
+pub struct LabLock {
+    path: std::path::PathBuf,
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl LabLock {
+    /// Takes the lock of the lab named `base` (namespaces `BASE-client`, `BASE-server`).
+    pub fn acquire(base: &str) -> Result<LabLock, NamedNetnsError> {
+        let path = std::path::Path::new(LOCK_DIR).join(format!("{base}.lock"));
+        let enter = |source| NamedNetnsError::Enter { name: base.to_string(), source };
+        fs::create_dir_all(LOCK_DIR).map_err(enter)?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(enter)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| enter(std::io::Error::from(errno)))?;
+        Ok(LabLock { path, _lock: lock })
+    }
+}
+
+impl Drop for LabLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The lab a namespace belongs to: `tfokit-X-client` -> `tfokit-X`.
+fn lab_base(name: &str) -> Option<&str> {
+    name.strip_prefix(NAME_PREFIX)?;
+    name.strip_suffix("-client").or_else(|| name.strip_suffix("-server"))
+}
+
+/// Whether a live process holds the lab's lock.
+fn is_owned(base: &str) -> bool {
+    let path = std::path::Path::new(LOCK_DIR).join(format!("{base}.lock"));
+    let Ok(file) = fs::File::open(&path) else { return false };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_free) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Lab namespaces (`tfokit-...-client|server`) with whether their owner is alive.
+fn lab_namespaces() -> Vec<(String, bool)> {
     let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };
-    let mut names: Vec<String> = dir
+    let mut names: Vec<(String, bool)> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| {
-            let Some(rest) = name.strip_prefix(NAME_PREFIX) else { return false };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            name.ends_with(&format!("-{suffix}"))
-                && pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .filter_map(|name| {
+            let owned = is_owned(lab_base(&name)?);
+            Some((name, owned))
         })
         .collect();
     names.sort();
     names
 }
 
-/// Names of lab namespaces whose owning process is gone (left by a crash).
-pub fn leftovers() -> Vec<String> {
-    let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| {
-            let Some(rest) = name.strip_prefix(NAME_PREFIX) else { return false };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-        })
-        .collect()
+/// Lab namespaces whose name ends with `-SUFFIX` (e.g. "client") and whose
+/// owner holds its lock: the labs of running `tfo lab` or `tfo bench`.
+pub fn running(suffix: &str) -> Vec<String> {
+    let suffix = format!("-{suffix}");
+    lab_namespaces().into_iter().filter(|(n, owned)| *owned && n.ends_with(&suffix)).map(|(n, _)| n).collect()
 }
 
-/// Removes namespaces left by crashed runs; returns their names.
+/// Names of lab namespaces that no live process owns (left by a crash).
+pub fn leftovers() -> Vec<String> {
+    lab_namespaces().into_iter().filter(|(_, owned)| !owned).map(|(n, _)| n).collect()
+}
+
+/// Removes namespaces left by crashed runs, and their lock files; returns their names.
 pub fn remove_leftovers() -> Vec<String> {
     let names = leftovers();
     for name in &names {
         kill_processes_in(name);
         let _ = ip(&["netns", "del", name]);
+        if let Some(base) = lab_base(name) {
+            let _ = fs::remove_file(std::path::Path::new(LOCK_DIR).join(format!("{base}.lock")));
+        }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_cannot_enter_never_runs_and_nothing_aborts() {
+        let not_a_namespace = Netns { name: "not-a-netns".into(), handle: fs::File::open("/dev/null").unwrap(), owned: false };
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let result = not_a_namespace.spawn(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(result, Err(NamedNetnsError::Enter { .. })), "{result:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "f ran outside its namespace");
+    }
+
+    #[test]
+    fn lab_names() {
+        assert_eq!(lab_base("tfokit-12-ab12-client"), Some("tfokit-12-ab12"));
+        assert_eq!(lab_base("tfokit-12-ab12-server"), Some("tfokit-12-ab12"));
+        assert_eq!(lab_base("tfokit-12-ab12-other"), None);
+        assert_eq!(lab_base("mine-client"), None);
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::link::{Forwarder, LinkCounters, LinkStats, PathConfig};
-use crate::netns::{ip, remove_leftovers, NamedNetnsError, Netns, NAME_PREFIX};
+use crate::netns::{ip, remove_leftovers, LabLock, NamedNetnsError, Netns, NAME_PREFIX};
 
 /// The client's IPv4 address (198.18.0.0/15, RFC 2544 benchmarking range).
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -71,13 +71,15 @@ pub enum LabError {
     Link(#[source] std::io::Error),
 }
 
-/// A running lab. Field order matters: the link stops before the namespaces go.
+/// A running lab. Field order matters: the link stops before the namespaces
+/// go, and the ownership lock is released last.
 #[derive(Debug)]
 pub struct Lab {
     forwarder: Forwarder,
     client: Netns,
     server: Netns,
     config: LabConfig,
+    _lock: LabLock,
 }
 
 static LABS: AtomicU32 = AtomicU32::new(0);
@@ -103,7 +105,10 @@ impl Lab {
         }
         remove_leftovers();
         let id = LABS.fetch_add(1, Ordering::Relaxed);
-        let base = format!("{NAME_PREFIX}{}-{id}", std::process::id());
+        // The pid and counter make names readable; the random part keeps them
+        // unique across PID namespaces, where pids repeat.
+        let base = format!("{NAME_PREFIX}{}-{id}-{:04x}", std::process::id(), fastrand::u16(..));
+        let lock = LabLock::acquire(&base)?;
         let client = Netns::create(&format!("{base}-client"))?;
         let server = Netns::create(&format!("{base}-server"))?;
         for ns in [&client, &server] {
@@ -115,7 +120,7 @@ impl Lab {
         configure(&server, (SERVER_V4, SERVER_V6), CLIENT_V4, config.mtu)?;
         let forwarder =
             Forwarder::start(client_dev, server_dev, config.mtu, config.path.clone()).map_err(LabError::Link)?;
-        Ok(Lab { forwarder, client, server, config })
+        Ok(Lab { forwarder, client, server, config, _lock: lock })
     }
 
     /// The client's namespace.

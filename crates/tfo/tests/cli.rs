@@ -240,7 +240,9 @@ fn demo_runs_the_walkthrough_over_the_lab() {
     if !fastopen_lab::netns::root_or_skip("cli_demo") {
         return;
     }
-    let o = run_tfo(&["demo", "--json", "--rtt", "40ms"]);
+    let child = tfo().args(["demo", "--json", "--rtt", "40ms"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let demo_pid = child.id();
+    let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["setting"], "lab");
@@ -260,7 +262,9 @@ fn demo_runs_the_walkthrough_over_the_lab() {
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
         .unwrap_or_default();
-    assert!(!left.iter().any(|n| n.starts_with("tfokit-") && !n.contains(&std::process::id().to_string())), "{left:?}");
+    // The demo's namespaces are `tfokit-PID-...`: none of its own may be left.
+    let its_own = format!("{}{demo_pid}-", fastopen_lab::netns::NAME_PREFIX);
+    assert!(!left.iter().any(|n| n.starts_with(&its_own)), "{left:?}");
 }
 
 #[test]

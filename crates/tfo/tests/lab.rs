@@ -172,11 +172,24 @@ fn nothing_is_left_behind_even_after_a_panic() {
     for name in names.iter() {
         assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists(), "{name} left behind");
     }
-    // A crashed run's leftover (a dead pid in the name) is removed by the next start.
-    let stale = format!("{}999999-0-client", fastopen_lab::netns::NAME_PREFIX);
+    // A live lab whose owner runs in another PID namespace (its pid in the
+    // name means nothing here) holds its lock: the next start leaves it alone.
+    let live_base = format!("{}999999-0-beef", fastopen_lab::netns::NAME_PREFIX);
+    let live = format!("{live_base}-client");
+    let lock = fastopen_lab::netns::LabLock::acquire(&live_base).unwrap();
+    fastopen_lab::netns::ip(&["netns", "add", &live]).unwrap();
+    let lab = Lab::start(LabConfig::default()).unwrap();
+    let exists = |n: &str| std::path::Path::new(&format!("/run/netns/{n}")).exists();
+    assert!(exists(&live), "a live lab (lock held) was deleted");
+    assert_eq!(fastopen_lab::netns::running("client").iter().filter(|n| **n == live).count(), 1);
+    drop(lab);
+    // Its owner gone (lock released, as the kernel does when a process dies):
+    // now it is a leftover, and the next start sweeps it.
+    drop(lock);
+    let stale = format!("{}999998-0-dead-server", fastopen_lab::netns::NAME_PREFIX);
     fastopen_lab::netns::ip(&["netns", "add", &stale]).unwrap();
     let lab = Lab::start(LabConfig::default()).unwrap();
-    assert!(!std::path::Path::new(&format!("/run/netns/{stale}")).exists(), "stale namespace not swept");
+    assert!(!exists(&live) && !exists(&stale), "leftovers not swept");
     drop(lab);
 }
 
