@@ -3,8 +3,10 @@
 //!
 //! - [`netns`]: a private namespace for the calling thread (loopback only),
 //!   and named namespaces (`ip netns`) removed on drop.
-//! - [`link`]: the userspace link between two TUN devices: delay, jitter, loss,
-//!   bandwidth and middleboxes.
+//! - [`sched`]: the link's decisions (loss, middleboxes, rate, delay, jitter,
+//!   no overtaking), pure, on a clock passed in.
+//! - [`link`]: the userspace link between two TUN devices: the I/O loop
+//!   around the scheduler, counters, capture, failure reporting.
 //! - [`middlebox`]: the named policies (strip-tfo, drop-syn-data, drop-tfo-syn,
 //!   replay-syn-data).
 //! - [`topology`]: [`Lab`], a client and a server namespace joined by the link.
@@ -16,6 +18,7 @@ pub mod link;
 pub mod middlebox;
 pub mod netns;
 pub mod parse;
+pub mod sched;
 pub mod topology;
 
 pub use link::{CapturePoint, CapturedPacket, DirectionConfig, LinkCounters, PathConfig};

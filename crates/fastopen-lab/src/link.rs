@@ -1,6 +1,8 @@
 //! The userspace link: a forwarder thread between two TUN devices that holds
 //! each packet for the configured delay and applies jitter, loss, a bandwidth
-//! limit and middleboxes on the way.
+//! limit and middleboxes on the way. The decisions are [`crate::sched`]'s
+//! (pure, tested on a simulated clock); this module is the I/O around them:
+//! devices, clock, timer, counters and capture.
 //!
 //! One thread polls both devices and a `timerfd` armed (absolute,
 //! CLOCK_MONOTONIC) for the next packet's release time. A timerfd fires on
@@ -14,10 +16,8 @@
 //! before it), so jitter adds delay variation without reordering. Loss is
 //! independent per packet (Bernoulli), from a seeded generator.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,7 +29,8 @@ use nix::sys::timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, 
 use nix::time::{clock_gettime, ClockId};
 use tun_rs::SyncDevice;
 
-use crate::middlebox::{inspect, Direction, Middlebox, MiddleboxCounters, Verdict};
+use crate::middlebox::{Direction, Middlebox, MiddleboxCounters};
+use crate::sched::Scheduler;
 
 /// How one direction of the path behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -108,6 +109,8 @@ pub struct LinkStats {
     /// Packet capture, when switched on (see [`LinkStats::set_capture`]).
     capturing: AtomicBool,
     captured: std::sync::Mutex<Vec<CapturedPacket>>,
+    /// Why the forwarder stopped, if it failed (see [`LinkStats::failure`]).
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 /// Where on the link a packet was captured.
@@ -159,7 +162,22 @@ impl LinkStats {
         self.captured.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
     }
 
-    fn capture(&self, point: CapturePoint, direction: Direction, bytes: &[u8]) {
+    /// The counters of one direction.
+    pub fn direction(&self, direction: Direction) -> &DirectionCounters {
+        match direction {
+            Direction::ToServer => &self.to_server,
+            Direction::ToClient => &self.to_client,
+        }
+    }
+
+    /// Why the forwarder thread stopped, if it failed: a device error. The
+    /// link then carries nothing, so callers check this instead of waiting
+    /// out their timeouts.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn capture(&self, point: CapturePoint, direction: Direction, bytes: &[u8]) {
         if !self.capturing.load(Ordering::Relaxed) {
             return;
         }
@@ -278,8 +296,30 @@ pub struct Forwarder {
     stats: Arc<LinkStats>,
 }
 
+/// What the forwarder needs of a device: non-blocking packet I/O and an fd to poll.
+pub trait LinkDevice: Send + 'static {
+    /// Receives one packet (`WouldBlock` when there is none).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends one packet (`WouldBlock` when the receiver is full).
+    fn send(&self, packet: &[u8]) -> io::Result<usize>;
+    /// The descriptor that polls readable when a packet waits.
+    fn fd(&self) -> BorrowedFd<'_>;
+}
+
+impl LinkDevice for SyncDevice {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        SyncDevice::recv(self, buf)
+    }
+    fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        SyncDevice::send(self, packet)
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+}
+
 impl Forwarder {
-    /// Starts forwarding between `client_side` and `server_side`.
+    /// Starts forwarding between two TUN devices.
     pub fn start(
         client_side: SyncDevice,
         server_side: SyncDevice,
@@ -288,12 +328,35 @@ impl Forwarder {
     ) -> io::Result<Forwarder> {
         client_side.set_nonblocking(true)?;
         server_side.set_nonblocking(true)?;
+        Forwarder::start_on(client_side, server_side, mtu, config)
+    }
+
+    /// Starts forwarding between any two (non-blocking) devices.
+    pub fn start_on<D: LinkDevice>(
+        client_side: D,
+        server_side: D,
+        mtu: u16,
+        config: PathConfig,
+    ) -> io::Result<Forwarder> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(LinkStats::default());
         let mut engine = Engine::new([client_side, server_side], usize::from(mtu), config, stats.clone());
         let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new().name("tfokit-link".into()).spawn(move || engine.run(&stop_flag))?;
+        let thread = std::thread::Builder::new().name("tfokit-link".into()).spawn(move || {
+            let result = engine.run(&stop_flag);
+            if let Err(e) = &result {
+                if let Ok(mut f) = engine.stats.failure.lock() {
+                    *f = Some(format!("the lab's link stopped: {e}"));
+                }
+            }
+            result
+        })?;
         Ok(Forwarder { stop, thread: Some(thread), stats })
+    }
+
+    /// Why the link stopped, if it failed (see [`LinkStats::failure`]).
+    pub fn failure(&self) -> Option<String> {
+        self.stats.failure()
     }
 
     /// The link's counters.
@@ -331,23 +394,10 @@ const SPIN_BEFORE_NS: u64 = 300_000;
 /// and catching it promptly keeps its arrival time (and so its delay) exact.
 const HOT_AFTER_NS: u64 = 1_000_000;
 
-/// A packet waiting in a direction's queue: (release time ns, arrival order, slot, length).
-type Pending = Reverse<(u64, u64, u32, u32)>;
-
-struct Engine {
-    devices: [SyncDevice; 2],
-    config: PathConfig,
+struct Engine<D: LinkDevice> {
+    devices: [D; 2],
+    sched: Scheduler,
     stats: Arc<LinkStats>,
-    /// Buffers; `free` lists the unused ones.
-    slots: Vec<Box<[u8]>>,
-    free: Vec<u32>,
-    queues: [BinaryHeap<Pending>; 2],
-    /// Release time of the last packet queued per direction (no overtaking).
-    last_release: [u64; 2],
-    /// When each direction's "wire" is free again (bandwidth limit).
-    wire_free: [u64; 2],
-    order: u64,
-    rng: fastrand::Rng,
 }
 
 fn now_ns() -> u64 {
@@ -355,33 +405,12 @@ fn now_ns() -> u64 {
     (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64)
 }
 
-impl Engine {
-    fn new(devices: [SyncDevice; 2], mtu: usize, config: PathConfig, stats: Arc<LinkStats>) -> Engine {
+impl<D: LinkDevice> Engine<D> {
+    fn new(devices: [D; 2], mtu: usize, config: PathConfig, stats: Arc<LinkStats>) -> Engine<D> {
         let slot_len = mtu.max(1500) + 64;
         // Up to 4096 packets in flight, within 128 MiB of buffers.
         let count = (128 * 1024 * 1024 / slot_len).clamp(256, 4096);
-        let slots = (0..count).map(|_| vec![0u8; slot_len].into_boxed_slice()).collect();
-        let rng = fastrand::Rng::with_seed(config.seed);
-        Engine {
-            devices,
-            config,
-            stats,
-            slots,
-            free: (0..count as u32).rev().collect(),
-            queues: [BinaryHeap::with_capacity(count), BinaryHeap::with_capacity(count)],
-            last_release: [0; 2],
-            wire_free: [0; 2],
-            order: 0,
-            rng,
-        }
-    }
-
-    fn counters(&self, dir: usize) -> &DirectionCounters {
-        if dir == 0 {
-            &self.stats.to_server
-        } else {
-            &self.stats.to_client
-        }
+        Engine { devices, sched: Scheduler::new(config, count, slot_len), stats }
     }
 
     fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
@@ -390,13 +419,14 @@ impl Engine {
         let timer = TimerFd::new(TimerClock::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
         let mut armed_for = None;
         let mut hot_until = 0u64;
-        let mut scratch = vec![0u8; self.slots[0].len()];
+        let mut scratch = vec![0u8; 65_536 + 64];
+        let busy_poll = self.sched.config().busy_poll;
         while !stop.load(Ordering::Relaxed) {
             let now = now_ns();
-            let next = self.queues.iter().filter_map(|q| q.peek().map(|Reverse((t, ..))| *t)).min();
+            let next = self.sched.next_release();
             // Spin (poll without sleeping) when a release is near or traffic is
             // flowing; otherwise sleep until the timer, which wakes us SPIN_BEFORE early.
-            let spin = self.config.busy_poll || now < hot_until || next.is_some_and(|t| t <= now + SPIN_BEFORE_NS);
+            let spin = busy_poll || now < hot_until || next.is_some_and(|t| t <= now + SPIN_BEFORE_NS);
             let wake_at = next.map(|t| t.saturating_sub(SPIN_BEFORE_NS));
             if !spin && wake_at != armed_for {
                 match wake_at {
@@ -410,8 +440,8 @@ impl Engine {
             }
             let ready = {
                 let mut fds = [
-                    PollFd::new(self.devices[0].as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.devices[1].as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.devices[0].fd(), PollFlags::POLLIN),
+                    PollFd::new(self.devices[1].fd(), PollFlags::POLLIN),
                     PollFd::new(timer.as_fd(), PollFlags::POLLIN),
                 ];
                 let timeout = if spin { Duration::ZERO } else { IDLE_WAKE };
@@ -431,9 +461,9 @@ impl Engine {
                 let _ = timer.wait();
                 armed_for = None;
             }
-            for (dir, readable) in ready[..2].iter().enumerate() {
-                if *readable {
-                    self.receive(dir, &mut scratch)?;
+            for (direction, readable) in [Direction::ToServer, Direction::ToClient].into_iter().zip(ready) {
+                if readable {
+                    self.receive(direction, &mut scratch)?;
                 }
             }
             if ready[0] || ready[1] || self.release_due(now_ns())? {
@@ -443,116 +473,118 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads every packet waiting on device `dir` and queues it for the other side.
-    fn receive(&mut self, dir: usize, scratch: &mut [u8]) -> io::Result<()> {
+    /// Reads every packet waiting on the device of `direction`'s sender and
+    /// hands it to the scheduler.
+    fn receive(&mut self, direction: Direction, scratch: &mut [u8]) -> io::Result<()> {
+        let device = &self.devices[direction.index()];
         loop {
-            let Some(slot) = self.free.pop() else {
+            let Some((slot, buf)) = self.sched.buffer() else {
                 // Queue full: read and drop (tail drop), so the device does not stall.
-                match self.devices[dir].recv(scratch) {
+                match device.recv(scratch) {
                     Ok(_) => {
-                        self.counters(dir).queue_drops.fetch_add(1, Ordering::Relaxed);
+                        self.sched.queue_drop(direction, &self.stats);
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(e),
                 }
             };
-            let len = match self.devices[dir].recv(&mut self.slots[slot as usize]) {
-                Ok(n) => n,
+            match device.recv(buf) {
+                Ok(len) => {
+                    self.sched.admit(now_ns(), direction, slot, len, &self.stats);
+                }
                 Err(e) => {
-                    self.free.push(slot);
+                    self.sched.unused(slot);
                     return if e.kind() == io::ErrorKind::WouldBlock { Ok(()) } else { Err(e) };
                 }
-            };
-            self.admit(dir, slot, len);
-        }
-    }
-
-    /// Applies loss and middleboxes, computes the release time, queues.
-    fn admit(&mut self, dir: usize, slot: u32, len: usize) {
-        let now = now_ns();
-        let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
-        let conf = if dir == 0 { self.config.to_server } else { self.config.to_client };
-        self.stats.capture(CapturePoint::Sent, direction, &self.slots[slot as usize][..len]);
-        if conf.loss > 0.0 && self.rng.f64() < conf.loss {
-            self.counters(dir).lost.fetch_add(1, Ordering::Relaxed);
-            self.free.push(slot);
-            return;
-        }
-        let verdict =
-            inspect(&self.config.middleboxes, direction, &mut self.slots[slot as usize][..len], &self.stats.middlebox);
-        if verdict == Verdict::Drop {
-            self.counters(dir).middlebox_drops.fetch_add(1, Ordering::Relaxed);
-            self.free.push(slot);
-            return;
-        }
-        let mut depart = now;
-        if let Some(rate) = conf.rate_bps {
-            let start = now.max(self.wire_free[dir]);
-            let serialization = (len as u64 * 8).saturating_mul(1_000_000_000) / rate.max(1);
-            self.wire_free[dir] = start + serialization;
-            depart = self.wire_free[dir];
-        }
-        let mut delay = conf.delay.as_nanos() as i128;
-        let jitter = conf.jitter.as_nanos() as i128;
-        if jitter > 0 {
-            delay += self.rng.i128(-jitter..=jitter);
-        }
-        let release = (depart + delay.max(0) as u64).max(self.last_release[dir]);
-        self.last_release[dir] = release;
-        self.push(dir, release, slot, len);
-        if let Verdict::ForwardAndReplay(after) = verdict {
-            if let Some(copy) = self.free.pop() {
-                let (src, dst) = if slot < copy {
-                    let (a, b) = self.slots.split_at_mut(copy as usize);
-                    (&a[slot as usize], &mut b[0])
-                } else {
-                    let (a, b) = self.slots.split_at_mut(slot as usize);
-                    (&b[0], &mut a[copy as usize])
-                };
-                dst[..len].copy_from_slice(&src[..len]);
-                self.push(dir, release + after.as_nanos() as u64, copy, len);
             }
         }
-    }
-
-    fn push(&mut self, dir: usize, release: u64, slot: u32, len: usize) {
-        self.order += 1;
-        self.queues[dir].push(Reverse((release, self.order, slot, len as u32)));
     }
 
     /// Sends every packet whose time has come; returns whether it sent any.
     fn release_due(&mut self, now: u64) -> io::Result<bool> {
         let mut sent = false;
-        for dir in 0..2 {
-            while let Some(&Reverse((release, _, slot, len))) = self.queues[dir].peek() {
-                if release > now {
-                    break;
+        while let Some(release) = self.sched.pop_due(now) {
+            sent = true;
+            self.stats.record_lateness(now_ns().saturating_sub(release.due_ns));
+            let direction = release.direction;
+            let packet = self.sched.packet(&release);
+            let counters = self.stats.direction(direction);
+            let result = match self.devices[1 - direction.index()].send(packet) {
+                Ok(_) => {
+                    self.stats.capture(CapturePoint::Delivered, direction, packet);
+                    counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+                    Ok(())
                 }
-                self.queues[dir].pop();
-                sent = true;
-                self.stats.record_lateness(now_ns().saturating_sub(release));
-                let packet = &self.slots[slot as usize][..len as usize];
-                match self.devices[1 - dir].send(packet) {
-                    Ok(_) => {
-                        let direction = if dir == 0 { Direction::ToServer } else { Direction::ToClient };
-                        self.stats.capture(CapturePoint::Delivered, direction, packet);
-                        let c = self.counters(dir);
-                        c.forwarded.fetch_add(1, Ordering::Relaxed);
-                        c.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-                    }
-                    // The receiving stack is full: that is a drop, as on a wire.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.counters(dir).queue_drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        self.free.push(slot);
-                        return Err(e);
-                    }
+                // The receiving stack is full: that is a drop, as on a wire.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    counters.queue_drops.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
                 }
-                self.free.push(slot);
-            }
+                Err(e) => Err(e),
+            };
+            self.sched.sent(release);
+            result?;
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    /// A device made of a datagram socket; it fails on receive once told to.
+    struct FakeDevice {
+        socket: UnixDatagram,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl LinkDevice for FakeDevice {
+        fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(io::Error::other("device vanished"));
+            }
+            self.socket.recv(buf)
+        }
+        fn send(&self, packet: &[u8]) -> io::Result<usize> {
+            self.socket.send(packet)
+        }
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.socket.as_fd()
+        }
+    }
+
+    fn device(fail: &Arc<AtomicBool>) -> (FakeDevice, UnixDatagram) {
+        let (inside, outside) = UnixDatagram::pair().unwrap();
+        inside.set_nonblocking(true).unwrap();
+        (FakeDevice { socket: inside, fail: fail.clone() }, outside)
+    }
+
+    #[test]
+    fn packets_cross_and_a_device_error_is_reported_at_once() {
+        let fail = Arc::new(AtomicBool::new(false));
+        let (client_dev, client_host) = device(&fail);
+        let (server_dev, server_host) = device(&fail);
+        let link = Forwarder::start_on(client_dev, server_dev, 1500, PathConfig::default()).unwrap();
+        client_host.send(b"not even IP").unwrap();
+        server_host.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = server_host.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"not even IP");
+        assert_eq!(link.failure(), None);
+
+        fail.store(true, Ordering::Relaxed);
+        client_host.send(b"x").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while link.failure().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let failure = link.failure().expect("the failure is reported while the forwarder is alive");
+        assert!(failure.contains("device vanished"), "{failure}");
+        assert!(link.stop().is_err(), "stop() returns the error too");
     }
 }

@@ -383,7 +383,8 @@ mod tests {
 
     #[test]
     fn a_thread_that_cannot_enter_never_runs_and_nothing_aborts() {
-        let not_a_namespace = Netns { name: "not-a-netns".into(), handle: fs::File::open("/dev/null").unwrap(), owned: false };
+        let not_a_namespace =
+            Netns { name: "not-a-netns".into(), handle: fs::File::open("/dev/null").unwrap(), owned: false };
         let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         let result = not_a_namespace.spawn(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));

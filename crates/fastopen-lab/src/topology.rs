@@ -152,6 +152,11 @@ impl Lab {
         self.forwarder.stats()
     }
 
+    /// Why the link stopped, if it failed; while this is `Some`, nothing crosses.
+    pub fn link_failure(&self) -> Option<String> {
+        self.forwarder.failure()
+    }
+
     /// A copy of the link's counters.
     pub fn counters(&self) -> LinkCounters {
         self.forwarder.stats().snapshot()

@@ -233,7 +233,9 @@ fn start_fastopen_connect(socket: &Socket, addr: SocketAddr, data: &[u8]) -> io:
     match socket.connect(&addr.into()) {
         Ok(()) => match socket.send(data) {
             Ok(n) => Ok(TfoStart::Sent { syn_bytes: n, written: n }),
-            Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+            Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => {
+                Ok(TfoStart::Sent { syn_bytes: 0, written: 0 })
+            }
             Err(e) => Err(e),
         },
         Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),

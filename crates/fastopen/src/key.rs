@@ -35,7 +35,8 @@ impl FastOpenKey {
                 if w.is_empty() || w.len() > 8 {
                     return Err(BadKey("each word of the sysctl form has 1 to 8 hex digits"));
                 }
-                let v = u32::from_str_radix(w, 16).map_err(|_| BadKey("a word holds a character that is not a hex digit"))?;
+                let v = u32::from_str_radix(w, 16)
+                    .map_err(|_| BadKey("a word holds a character that is not a hex digit"))?;
                 out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
             }
         } else {

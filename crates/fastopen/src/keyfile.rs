@@ -63,8 +63,8 @@ impl KeyFile {
         let io_err = |action| move |source| KeyFileError::Io { action, path: path.to_path_buf(), source };
         let mode = fs::metadata(path).map_err(io_err("reading"))?.permissions().mode() & 0o777;
         let text = fs::read_to_string(path).map_err(io_err("reading"))?;
-        let (primary, backup) =
-            FastOpenKey::parse_pair(&text).map_err(|source| KeyFileError::Invalid { path: path.to_path_buf(), source })?;
+        let (primary, backup) = FastOpenKey::parse_pair(&text)
+            .map_err(|source| KeyFileError::Invalid { path: path.to_path_buf(), source })?;
         Ok(KeyFile { primary, backup, exposed_mode: (mode & 0o077 != 0).then_some(mode) })
     }
 }
@@ -82,9 +82,13 @@ pub fn write(path: &Path, primary: &FastOpenKey, backup: Option<&FastOpenKey>) -
         text.push_str(&b.to_string());
     }
     text.push('\n');
-    let (tmp_path, mut tmp) = create_unique(dir, &name)
-        .map_err(|source| KeyFileError::Io { action: "creating a new file beside", path: target.clone(), source })?;
-    let written = tmp.write_all(text.as_bytes()).and_then(|()| tmp.sync_all()).and_then(|()| fs::rename(&tmp_path, &target));
+    let (tmp_path, mut tmp) = create_unique(dir, &name).map_err(|source| KeyFileError::Io {
+        action: "creating a new file beside",
+        path: target.clone(),
+        source,
+    })?;
+    let written =
+        tmp.write_all(text.as_bytes()).and_then(|()| tmp.sync_all()).and_then(|()| fs::rename(&tmp_path, &target));
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp_path);
         return Err(KeyFileError::Io { action: "writing", path: target, source });

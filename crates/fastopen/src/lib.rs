@@ -39,7 +39,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 #[cfg(not(unix))]
-compile_error!("fastopen needs a Unix target: its sockets are file descriptors (std::os::fd); TFO itself is Linux-only");
+compile_error!(
+    "fastopen needs a Unix target: its sockets are file descriptors (std::os::fd); TFO itself is Linux-only"
+);
 
 mod client;
 mod counters;

@@ -240,7 +240,8 @@ fn demo_runs_the_walkthrough_over_the_lab() {
     if !fastopen_lab::netns::root_or_skip("cli_demo") {
         return;
     }
-    let child = tfo().args(["demo", "--json", "--rtt", "40ms"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        tfo().args(["demo", "--json", "--rtt", "40ms"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let demo_pid = child.id();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -84,8 +84,10 @@ fn check_server(pid: i32, key_file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("process {pid} does not exist (or /proc is not mounted)"))?;
     let argv: Vec<String> =
         cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    let is_tfo = argv.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| n.to_string_lossy().starts_with("tfo"));
-    let not_server = || anyhow::anyhow!("process {pid} is not a `tfo serve --key-file {}`; nothing was changed", key_file.display());
+    let is_tfo =
+        argv.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| n.to_string_lossy().starts_with("tfo"));
+    let not_server =
+        || anyhow::anyhow!("process {pid} is not a `tfo serve --key-file {}`; nothing was changed", key_file.display());
     if !is_tfo || argv.get(1).map(String::as_str) != Some("serve") {
         return Err(not_server());
     }

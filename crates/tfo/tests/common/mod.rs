@@ -126,7 +126,8 @@ pub fn counters() -> FastOpenCounters {
 
 /// A fresh scratch directory for one test.
 pub fn tempdir(test: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tfo-test-{test}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d =
+        std::env::temp_dir().join(format!("tfo-test-{test}-{}-{:?}", std::process::id(), std::thread::current().id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
