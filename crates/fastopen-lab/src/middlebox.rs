@@ -62,9 +62,21 @@ impl fmt::Display for Middlebox {
     }
 }
 
+/// Text that names no middlebox.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadMiddlebox {
+    /// No policy has this name.
+    #[error("unknown middlebox {0:?}; known: {names}", names = Middlebox::NAMES)]
+    Unknown(String),
+    /// The policy's argument is not a duration.
+    #[error("middlebox argument: {0}")]
+    Argument(#[from] crate::parse::BadQuantity),
+}
+
 impl FromStr for Middlebox {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Middlebox, String> {
+    type Err = BadMiddlebox;
+    fn from_str(s: &str) -> Result<Middlebox, BadMiddlebox> {
         let (name, arg) = match s.split_once(['=', ':']) {
             Some((n, a)) => (n, Some(a)),
             None => (s, None),
@@ -75,7 +87,7 @@ impl FromStr for Middlebox {
             ("drop-tfo-syn", None) => Ok(Middlebox::DropTfoSyn),
             ("replay-syn-data", Some(a)) => Ok(Middlebox::ReplaySynData(parse_duration(a)?)),
             ("replay-syn-data", None) => Ok(Middlebox::ReplaySynData(Duration::from_millis(500))),
-            _ => Err(format!("unknown middlebox {s:?}; known: {}", Middlebox::NAMES)),
+            _ => Err(BadMiddlebox::Unknown(s.to_string())),
         }
     }
 }
@@ -170,7 +182,11 @@ mod tests {
             "replay-syn-data:1s".parse::<Middlebox>().unwrap(),
             Middlebox::ReplaySynData(Duration::from_secs(1))
         );
-        assert!("firewall".parse::<Middlebox>().unwrap_err().contains("strip-tfo"));
+        assert!("firewall".parse::<Middlebox>().unwrap_err().to_string().contains("strip-tfo"));
+        assert!(
+            matches!("replay-syn-data=200".parse::<Middlebox>(), Err(BadMiddlebox::Argument(_))),
+            "a unit is needed"
+        );
         assert!("replay-syn-data=soon".parse::<Middlebox>().is_err());
     }
 

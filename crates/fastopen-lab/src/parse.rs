@@ -2,42 +2,73 @@
 
 use std::time::Duration;
 
-/// `100ms`, `1.5s`, `250us`, `0` (a bare number is milliseconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Text that is not the quantity asked for; says why, with an example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} {problem}")]
+pub struct BadQuantity {
+    /// What was typed.
+    pub input: String,
+    /// What is wrong, and what to write instead.
+    pub problem: &'static str,
+}
+
+fn bad(input: &str, problem: &'static str) -> BadQuantity {
+    BadQuantity { input: input.to_string(), problem }
+}
+
+/// The longest duration any option takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+/// A duration with its unit: `250us`, `100ms`, `1.5s`, `2m`; `0` alone needs none.
+///
+/// Every duration in tfokit is written this way, so that `--rtt 5` and
+/// `--timeout 5` cannot mean different things: a bare number is refused.
+/// Range: 0 to 1 day.
+pub fn parse_duration(text: &str) -> Result<Duration, BadQuantity> {
     let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)
     } else if let Some(n) = t.strip_suffix("us") {
         (n, 1e-6)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if t.parse::<f64>().is_ok() {
+        return Err(bad(text, "has no unit: write e.g. 100ms, 1.5s, 250us, 2m"));
     } else {
-        (t, 1e-3)
+        return Err(bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m"));
     };
     let value: f64 =
-        num.trim().parse().map_err(|_| format!("{text:?} is not a duration; write e.g. 100ms, 1.5s, 250us"))?;
-    if !value.is_finite() || value < 0.0 || value * scale > 3600.0 {
-        return Err(format!("{text:?} is out of range (0 to 1 hour)"));
+        num.trim().parse().map_err(|_| bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(bad(text, "is not a duration of 0 or more"));
+    }
+    if value * scale > MAX_DURATION.as_secs_f64() {
+        return Err(bad(text, "is longer than 1 day, the most any option takes"));
     }
     Ok(Duration::from_secs_f64(value * scale))
 }
 
 /// `1%` or `0.01` -> 0.01. Must lie in 0..=1 (0%..100%).
-pub fn parse_ratio(text: &str) -> Result<f64, String> {
+pub fn parse_ratio(text: &str) -> Result<f64, BadQuantity> {
     let t = text.trim();
     let value = match t.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
         None => t.parse::<f64>(),
     }
-    .map_err(|_| format!("{text:?} is not a ratio; write e.g. 1% or 0.01"))?;
+    .map_err(|_| bad(text, "is not a ratio; write e.g. 1% or 0.01"))?;
     if !(0.0..=1.0).contains(&value) {
-        return Err(format!("{text:?} must be between 0% and 100%"));
+        return Err(bad(text, "must be between 0% and 100%"));
     }
     Ok(value)
 }
 
 /// `100mbit`, `1gbit`, `500kbit`, or bits per second -> bits per second.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
+pub fn parse_rate(text: &str) -> Result<u64, BadQuantity> {
     let t = text.trim().to_ascii_lowercase();
     let (num, scale) = if let Some(n) = t.strip_suffix("gbit") {
         (n.to_string(), 1e9)
@@ -48,10 +79,10 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     } else {
         (t.clone(), 1.0)
     };
-    let value: f64 = num.trim().parse().map_err(|_| format!("{text:?} is not a rate; write e.g. 100mbit, 1gbit"))?;
+    let value: f64 = num.trim().parse().map_err(|_| bad(text, "is not a rate; write e.g. 100mbit, 1gbit"))?;
     let bps = value * scale;
     if !(1000.0..=1e12).contains(&bps) {
-        return Err(format!("{text:?} is out of range (1kbit to 1000gbit)"));
+        return Err(bad(text, "is out of range (1kbit to 1000gbit)"));
     }
     Ok(bps as u64)
 }
@@ -65,9 +96,12 @@ mod tests {
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert_eq!(parse_duration("20").unwrap(), Duration::from_millis(20));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "fast", "-1ms", "NaNms", "99999s"] {
+        assert!(parse_duration("20").unwrap_err().problem.contains("no unit"));
+        assert!(parse_duration("86401s").unwrap_err().problem.contains("longer than 1 day"));
+        assert_eq!(parse_duration("86400s").unwrap(), MAX_DURATION);
+        for bad in ["", "fast", "-1ms", "NaNms", "infs", "1e-10"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

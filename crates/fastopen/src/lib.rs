@@ -45,6 +45,7 @@ compile_error!(
 
 mod client;
 mod counters;
+mod diagnosis;
 mod error;
 pub mod host;
 mod kernel;
@@ -60,6 +61,7 @@ pub mod tokio;
 
 pub use client::{read_tcp_info, Connector};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
+pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
 pub use error::{Error, Result};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};

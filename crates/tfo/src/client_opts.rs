@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use fastopen::ClientMethod;
+use fastopen_lab::parse::parse_duration;
 
 /// How to ask the kernel for TFO (`--method`).
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -22,12 +23,13 @@ impl From<Method> for ClientMethod {
     }
 }
 
-/// `--timeout SECS`: a positive number of seconds (fractions allowed).
-pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{text:?} is not a positive number of seconds (e.g. 0.5, 10)")),
+/// `--timeout`: a duration with its unit (see [`parse_duration`]), from 1 ms to 1 day.
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?} is too short for a timeout: the least is 1ms"));
     }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -35,10 +37,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seconds() {
-        assert_eq!(parse_seconds("0.5").unwrap(), Duration::from_millis(500));
-        for bad in ["0", "-1", "nan", "inf", "soon", ""] {
-            assert!(parse_seconds(bad).is_err(), "{bad}");
+    fn timeouts() {
+        assert_eq!(parse_timeout("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_timeout("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_timeout("5").unwrap_err().contains("no unit"));
+        assert!(parse_timeout("1e-10s").unwrap_err().contains("too short"));
+        assert!(parse_timeout("86401s").unwrap_err().contains("longer than 1 day"));
+        for bad in ["0", "-1s", "nan", "infs", "soon", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }
 }

@@ -28,7 +28,9 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("tfo: error: {err:#}");
-            if err.chain().any(|c| c.is::<CheckFailed>() || is_network_failure(c)) {
+            if crate::interrupt::requested() || err.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) {
+                ExitCode::from(130)
+            } else if err.chain().any(|c| c.is::<CheckFailed>() || is_network_failure(c)) {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)
@@ -40,6 +42,9 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
 /// A connection that failed on the network (refused, reset, timed out) is
 /// the thing checked failing, not an environment error.
 fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = err.downcast_ref::<crate::exchange::ExchangeError>() {
+        return !matches!(e, crate::exchange::ExchangeError::Cancelled(_));
+    }
     match err.downcast_ref::<fastopen::Error>() {
         Some(
             fastopen::Error::Connect { .. } | fastopen::Error::ConnectTimeout { .. } | fastopen::Error::NotUsed(_),

@@ -15,7 +15,11 @@ pub(crate) struct PerDirection<T> {
 }
 
 /// Parses `X` (both ways) or `X/Y` (to the server / to the client).
-fn per_direction<T: Copy>(text: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<PerDirection<T>, String> {
+fn per_direction<T: Copy, E: std::fmt::Display>(
+    text: &str,
+    one: impl Fn(&str) -> Result<T, E>,
+) -> Result<PerDirection<T>, String> {
+    let one = |t: &str| one(t).map_err(|e| e.to_string());
     match text.split_once('/') {
         Some((a, b)) => Ok(PerDirection { to_server: one(a)?, to_client: one(b)? }),
         None => {

@@ -15,10 +15,20 @@ pub(crate) fn requested() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Ctrl-C or SIGTERM ended the command (exit 130, as shells report SIGINT).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; the lab was torn down")]
+pub(crate) struct Interrupted;
+
 /// An error if Ctrl-C arrived.
-pub(crate) fn check() -> anyhow::Result<()> {
+pub(crate) fn check() -> Result<(), Interrupted> {
     if requested() {
-        anyhow::bail!("interrupted; the lab was torn down");
+        return Err(Interrupted);
     }
     Ok(())
+}
+
+/// For [`crate::exchange::Limits::cancel`]: stop when Ctrl-C arrived.
+pub(crate) fn cancel() -> Option<String> {
+    requested().then(|| Interrupted.to_string())
 }

@@ -1,14 +1,14 @@
-//! Running the echo server and TFO requests inside the lab's namespaces:
-//! shared by `tfo bench`, `tfo demo` and `tfo lab`.
+//! Running the echo server inside the lab's namespaces, and the requests it
+//! answers: shared by `tfo bench` and `tfo demo` (the client side is
+//! [`crate::exchange`]).
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use fastopen::{ClientOutcome, Connector, ListenerBuilder};
+use fastopen::ListenerBuilder;
 use fastopen_lab::netns::Netns;
 use std::sync::mpsc;
 
@@ -74,65 +74,6 @@ impl Drop for NsServer {
     }
 }
 
-/// What a complete reply looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// Raw echo: this many bytes.
-    Echo(usize),
-    /// An HTTP/1.1 response with a Content-Length.
-    Http,
-}
-
-/// Is `buf` a complete reply?
-pub(crate) fn reply_complete(buf: &[u8], expect: Expect) -> bool {
-    match expect {
-        Expect::Echo(n) => buf.len() >= n,
-        Expect::Http => {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf) {
-                Ok(httparse::Status::Complete(head)) => {
-                    let len = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    buf.len() >= head + len
-                }
-                _ => false,
-            }
-        }
-    }
-}
-
-/// One request: connect (with the request in the SYN if the connector does
-/// TFO), read until the reply is complete. Returns the outcome and the time to
-/// the full reply. Must run on a thread inside the client namespace.
-pub(crate) fn request_once(
-    connector: &Connector,
-    addr: SocketAddr,
-    request: &[u8],
-    expect: Expect,
-    timeout: Duration,
-) -> anyhow::Result<(ClientOutcome, Duration, Vec<u8>)> {
-    let start = Instant::now();
-    let (mut stream, outcome) = connector.connect(addr, request)?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut reply = Vec::with_capacity(request.len() + 256);
-    let mut chunk = [0u8; 16 * 1024];
-    while !reply_complete(&reply, expect) {
-        let n = stream.read(&mut chunk).with_context(|| format!("reading the reply from {addr}"))?;
-        if n == 0 {
-            anyhow::bail!("{addr} closed the connection after {} bytes of reply", reply.len());
-        }
-        reply.extend_from_slice(&chunk[..n]);
-    }
-    let elapsed = start.elapsed();
-    let _ = stream.flush();
-    Ok((outcome, elapsed, reply))
-}
-
 /// An HTTP GET of exactly `size` bytes (at least the minimal request), padded with a header.
 pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
     let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\n");
@@ -160,13 +101,5 @@ mod tests {
             assert_eq!(crate::echo::examine_request(&r), crate::echo::HttpRequest::Complete { len: size });
         }
         assert!(http_request(host, 10).len() > 10, "never smaller than a valid request");
-    }
-
-    #[test]
-    fn reply_completion() {
-        assert!(reply_complete(b"abc", Expect::Echo(3)) && !reply_complete(b"ab", Expect::Echo(3)));
-        let resp = crate::echo::http_response(200, "OK", b"hello");
-        assert!(reply_complete(&resp, Expect::Http));
-        assert!(!reply_complete(&resp[..resp.len() - 1], Expect::Http));
     }
 }

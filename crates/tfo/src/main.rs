@@ -8,6 +8,7 @@ mod addr;
 mod client_opts;
 mod cmd;
 mod echo;
+mod exchange;
 mod exit;
 mod impairments;
 mod interrupt;

@@ -1,8 +1,9 @@
 //! Printing what happened, for people and for machines (`--json`).
 
-use fastopen::{ClientOutcome, FastOpenCounters};
+use fastopen::{ClientMethod, ClientOutcome, FailReason, FastOpenCounters};
 use fastopen_wire::timeline::{Connection, Dir, TfoSeen};
 use fastopen_wire::FastOpenForm;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::echo::ConnectionLog;
@@ -29,18 +30,34 @@ pub(crate) fn counter_delta(delta: &FastOpenCounters) -> String {
     }
 }
 
-/// The client outcome as JSON fields shared by `send` and `demo`.
-pub(crate) fn outcome_json(outcome: &ClientOutcome) -> serde_json::Value {
-    serde_json::json!({
-        "tfo_used": outcome.tfo_used(),
-        "method": outcome.method,
-        "bytes_in_syn": outcome.bytes_in_syn,
-        "syn_bytes_sent": outcome.syn_bytes_sent,
-        "request_bytes": outcome.first_data_len,
-        "fail_reason": outcome.fail_reason.map(|r| r.as_str()),
-        "fail_explanation": outcome.fail_reason.map(|r| r.explain()),
-        "connect_ms": ms(outcome.connect_time),
-    })
+/// A client outcome as the JSON fields that `send`, `probe` and `demo` share
+/// (flattened into their reports). The names are a documented contract.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OutcomeFields {
+    pub(crate) tfo_used: bool,
+    pub(crate) method: Option<ClientMethod>,
+    pub(crate) bytes_in_syn: usize,
+    pub(crate) syn_bytes_sent: usize,
+    /// The whole request (the outcome's `first_data_len` is the part offered to the SYN).
+    pub(crate) request_bytes: usize,
+    pub(crate) fail_reason: Option<FailReason>,
+    pub(crate) fail_explanation: Option<&'static str>,
+    pub(crate) connect_ms: f64,
+}
+
+impl OutcomeFields {
+    pub(crate) fn new(outcome: &ClientOutcome, request_bytes: usize) -> OutcomeFields {
+        OutcomeFields {
+            tfo_used: outcome.tfo_used(),
+            method: outcome.method,
+            bytes_in_syn: outcome.bytes_in_syn,
+            syn_bytes_sent: outcome.syn_bytes_sent,
+            request_bytes,
+            fail_reason: outcome.fail_reason,
+            fail_explanation: outcome.fail_reason.map(|r| r.explain()),
+            connect_ms: ms(outcome.connect_time),
+        }
+    }
 }
 
 /// Milliseconds with microsecond resolution.

@@ -147,7 +147,7 @@ fn a_silent_server_is_a_timeout_with_a_clear_message() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
-        let o = run_tfo(&["send", &addr, "--data", "anyone?", "--timeout", "0.3"]);
+        let o = run_tfo(&["send", &addr, "--data", "anyone?", "--timeout", "300ms"]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("no complete reply") && stderr(&o).contains("--timeout"), "{}", stderr(&o));
         drop(holder.join().unwrap());

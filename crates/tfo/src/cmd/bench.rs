@@ -14,9 +14,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::echo::Protocol;
+use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
-use crate::labrun::{http_request, request_once, Expect, NsServer};
+use crate::labrun::{http_request, NsServer};
 use crate::measure::{Series, Summary};
 use crate::plot;
 
@@ -66,6 +67,10 @@ pub(crate) struct Args {
     /// adds the forwarder's wake-up latency, 50-150 us on a VM, to each packet).
     #[arg(long)]
     no_busy_poll: bool,
+    /// Deadline per request (default: 30s plus 8 round trips). A request
+    /// that misses it is counted as failed, and the run goes on.
+    #[arg(long, value_name = "DURATION", value_parser = crate::client_opts::parse_timeout)]
+    timeout: Option<Duration>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -89,6 +94,10 @@ pub(crate) struct Row {
     pub(crate) saved_ms_p50: Option<f64>,
     /// Warm TFO requests that carried their data in the SYN.
     pub(crate) tfo_used: u32,
+    /// Requests (of any mode) that got no complete reply: lost, not crashed.
+    pub(crate) failed: u32,
+    /// Why they failed (kind -> count): timeout, connect_timeout, reset, ...
+    pub(crate) failures: std::collections::BTreeMap<&'static str, u32>,
     /// Why warm TFO requests did not (reason -> count).
     pub(crate) tfo_fail_reasons: std::collections::BTreeMap<&'static str, u32>,
     pub(crate) cold_cookie_requests: u32,
@@ -133,7 +142,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let per_size = u64::from(args.requests) * 2 + u64::from(args.requests.div_ceil(cold_every)) + 1;
     let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
     let mut rows = Vec::new();
-    for &rtt in &args.rtt {
+    'rtts: for &rtt in &args.rtt {
         let path = args.path.path(split_rtt(rtt), !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
@@ -142,11 +151,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
             let row = measure(&lab, server.addr, rtt, size, &args, cold_every, &bar)?;
             rows.push(row);
+            if interrupt::requested() {
+                break 'rtts;
+            }
         }
         drop(server);
     }
     bar.finish_and_clear();
-    let throughput = if args.throughput_mb > 0 { Some(throughput(args.throughput_mb)?) } else { None };
+    let interrupted = interrupt::requested();
+    let throughput = if args.throughput_mb > 0 && !interrupted { Some(throughput(args.throughput_mb)?) } else { None };
     if let Some(path) = &args.plot {
         plot::latency_cdf(path, &rows).with_context(|| format!("writing the plot {}", path.display()))?;
     }
@@ -163,6 +176,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             "results": rows,
             "throughput": throughput,
+            "interrupted": interrupted,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -177,6 +191,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("plot: {}", p.display());
         }
     }
+    if interrupted {
+        eprintln!("tfo bench: interrupted; the results above are those gathered so far, and the lab was torn down");
+        return Ok(ExitCode::from(130));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,44 +208,79 @@ fn measure(
     cold_every: u32,
     bar: &ProgressBar,
 ) -> anyhow::Result<Row> {
-    let (request, expect) = if args.http {
-        (http_request(addr, size as usize), Expect::Http)
+    let (request, until) = if args.http {
+        (http_request(addr, size as usize), Until::HttpResponse)
     } else {
-        (vec![b'x'; size as usize], Expect::Echo(size as usize))
+        (vec![b'x'; size as usize], Until::Bytes(size as usize))
     };
-    let timeout = Duration::from_secs(30) + rtt * 8;
-    let plain = Connector::new().tfo(false).connect_timeout(Some(timeout));
-    let tfo = Connector::new().connect_timeout(Some(timeout));
+    let timeout = args.timeout.unwrap_or(Duration::from_secs(30) + rtt * 8);
+    let plain = Connector::new().tfo(false);
+    let tfo = Connector::new();
     let requests = args.requests;
     let before = lab.counters();
+    // Stop at Ctrl-C (keeping what was measured) or at once if the link fails.
+    let cancel = || interrupt::cancel().or_else(|| lab.link_failure());
+    let one = |connector: &Connector| {
+        let limits = Limits { cancel: &cancel, max_reply: request.len() + 64 * 1024, ..Limits::new(timeout, until) };
+        exchange(connector, addr, &request, until, &limits)
+    };
     let row = lab.client().run(|| -> anyhow::Result<Row> {
         let mut series = [Series::new(), Series::new(), Series::new()];
         let mut connect = Series::new();
-        let (mut used, mut cold_requests) = (0u32, 0u32);
+        let (mut used, mut cold_requests, mut failed) = (0u32, 0u32, 0u32);
         let mut reasons = std::collections::BTreeMap::new();
+        let mut failures = std::collections::BTreeMap::new();
+        // Records a failed request, or stops the run when it was cancelled.
+        let mut fail = |e: &ExchangeError| -> anyhow::Result<bool> {
+            if let ExchangeError::Cancelled(why) = e {
+                if interrupt::requested() {
+                    return Ok(true);
+                }
+                anyhow::bail!("{why}");
+            }
+            failed += 1;
+            *failures.entry(e.kind()).or_insert(0) += 1;
+            Ok(false)
+        };
         // Warm the cookie cache (not counted).
-        request_once(&tfo, addr, &request, expect, timeout)?;
+        if let Err(e) = one(&tfo) {
+            if fail(&e)? {
+                return Ok(Row::partial(rtt, size, requests));
+            }
+        }
         bar.inc(1);
-        for round in 0..requests {
-            interrupt::check()?;
+        'rounds: for round in 0..requests {
+            if interrupt::requested() {
+                break;
+            }
             if round % cold_every == 0 {
                 lab.flush_cookies()?;
-                let (o, t, _) = request_once(&tfo, addr, &request, expect, timeout)?;
-                series[COLD].record(t);
-                cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable));
+                match one(&tfo) {
+                    Ok(ex) => {
+                        series[COLD].record(ex.total);
+                        cold_requests += u32::from(ex.outcome.fail_reason == Some(FailReason::CookieUnavailable));
+                    }
+                    Err(e) if fail(&e)? => break 'rounds,
+                    Err(_) => {}
+                }
                 bar.inc(1);
             }
             let order = if round % 2 == 0 { [PLAIN, WARM] } else { [WARM, PLAIN] };
             for mode in order {
                 let connector = if mode == PLAIN { &plain } else { &tfo };
-                let (o, t, _) = request_once(connector, addr, &request, expect, timeout)?;
-                series[mode].record(t);
-                if mode == PLAIN {
-                    connect.record(o.connect_time);
-                } else if o.tfo_used() {
-                    used += 1;
-                } else {
-                    *reasons.entry(o.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1;
+                match one(connector) {
+                    Ok(ex) => {
+                        series[mode].record(ex.total);
+                        if mode == PLAIN {
+                            connect.record(ex.outcome.connect_time);
+                        } else if ex.outcome.tfo_used() {
+                            used += 1;
+                        } else {
+                            *reasons.entry(ex.outcome.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1;
+                        }
+                    }
+                    Err(e) if fail(&e)? => break 'rounds,
+                    Err(_) => {}
                 }
                 bar.inc(1);
             }
@@ -241,24 +294,47 @@ fn measure(
             error_p99_ms: round3(c.p99_ms - rtt_ms),
         });
         Ok(Row {
-            rtt_ms,
-            size,
-            requests,
             plain: p,
             tfo: w,
             tfo_cold: series[COLD].summary(),
             ratio_p50: p.zip(w).map(|(p, w)| round3(w.p50_ms / p.p50_ms)),
             saved_ms_p50: p.zip(w).map(|(p, w)| round3(p.p50_ms - w.p50_ms)),
             tfo_used: used,
+            failed,
+            failures,
             tfo_fail_reasons: reasons,
             cold_cookie_requests: cold_requests,
             connect,
-            link: LinkCounters::default(),
             series,
+            ..Row::partial(rtt, size, requests)
         })
     })??;
     let after = lab.counters();
     Ok(Row { link: after.since(&before), ..row })
+}
+
+impl Row {
+    /// A row with nothing measured yet.
+    fn partial(rtt: Duration, size: u32, requests: u32) -> Row {
+        Row {
+            rtt_ms: crate::report::ms(rtt),
+            size,
+            requests,
+            plain: None,
+            tfo: None,
+            tfo_cold: None,
+            ratio_p50: None,
+            saved_ms_p50: None,
+            tfo_used: 0,
+            failed: 0,
+            failures: Default::default(),
+            tfo_fail_reasons: Default::default(),
+            cold_cookie_requests: 0,
+            connect: None,
+            link: LinkCounters::default(),
+            series: [Series::new(), Series::new(), Series::new()],
+        }
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -305,6 +381,10 @@ fn print_table(rows: &[Row]) {
                 r.link.late_p50_us.map_or("-".into(), |v| format!("<{v}")),
                 r.link.late_p99_us.map_or("-".into(), |v| format!("<{v}")),
             );
+        }
+        if r.failed > 0 {
+            let kinds: Vec<String> = r.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("{:>18} failed requests (no complete reply): {} ({})", "", r.failed, kinds.join(", "));
         }
         let l = &r.link;
         if l.lost + l.queue_drops + l.stripped + l.dropped_syn_data + l.dropped_tfo_syn + l.replayed > 0 {

@@ -12,8 +12,10 @@ use fastopen_lab::{Lab, LabConfig, PathConfig};
 use serde_json::json;
 
 use crate::echo::{ConnectionLog, Protocol};
+use crate::exchange::{exchange, Limits, Until};
 use crate::exit::CheckFailed;
-use crate::labrun::{http_request, request_once, Expect, NsServer};
+use crate::interrupt;
+use crate::labrun::{http_request, NsServer};
 use crate::report::{self, ms};
 
 /// Run the TFO walkthrough end to end: plain request, cookie, request in the SYN.
@@ -36,8 +38,8 @@ use crate::report::{self, ms};
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Round-trip time of the emulated path.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    /// Round-trip time of the emulated path (above 0, with a unit: 100ms, 0.2s).
+    #[arg(long, default_value = "100ms", value_parser = parse_rtt)]
     rtt: Duration,
     /// Skip the emulated path: loopback in a private namespace.
     #[arg(long)]
@@ -45,6 +47,17 @@ pub(crate) struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `--rtt`: a duration above zero (a zero round trip makes "round trips" meaningless).
+fn parse_rtt(text: &str) -> Result<Duration, String> {
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            Err(format!("{text:?}: the demo needs a round trip above 0 (e.g. 100ms); --loopback runs without a path"))
+        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 struct Step {
@@ -91,6 +104,7 @@ struct StepResult {
     /// The connection as the lab's link saw it (lab only).
     wire: Option<fastopen_wire::timeline::Connection>,
     outcome: ClientOutcome,
+    request_bytes: usize,
     total: Duration,
     reply: Vec<u8>,
     server: Option<ConnectionLog>,
@@ -121,6 +135,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Setting::Loopback(Netns::of_current_thread()?)
     };
+    // After the namespace setup: the handler's thread must not exist before
+    // an unprivileged user namespace is entered (it needs a single thread).
+    interrupt::install();
     let rtt = match &setting {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,
@@ -148,6 +165,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut results = Vec::new();
     for step in &STEPS {
+        interrupt::check()?;
         if step.flush_cookies {
             if let Setting::Lab(lab) = &setting {
                 lab.flush_cookies()?;
@@ -156,9 +174,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (c0, s0) = (counters(setting.client())?, counters(setting.server())?);
         let connector = Connector::new().tfo(step.tfo).connect_timeout(Some(Duration::from_secs(10)));
         let req = request.clone();
-        let (outcome, total, reply) = setting
-            .client()
-            .run(move || request_once(&connector, addr, &req, Expect::Http, Duration::from_secs(10)))??;
+        let (outcome, total, reply) = setting.client().run(move || {
+            let limits =
+                Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::HttpResponse) };
+            exchange(&connector, addr, &req, Until::HttpResponse, &limits).map(|ex| (ex.outcome, ex.total, ex.reply))
+        })??;
         let server_log = server.next_log(Duration::from_secs(5));
         let (c1, s1) = (counters(setting.client())?, counters(setting.server())?);
         let wire = match &setting {
@@ -168,6 +188,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         results.push(StepResult {
             wire,
             outcome,
+            request_bytes: request.len(),
             total,
             reply,
             server: server_log,
@@ -261,8 +282,8 @@ fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -
         .iter()
         .zip(results)
         .enumerate()
-        .map(|(i, (step, r))| {
-            let mut v = report::outcome_json(&r.outcome);
+        .map(|(i, (step, r))| -> Result<serde_json::Value, serde_json::Error> {
+            let mut v = serde_json::to_value(report::OutcomeFields::new(&r.outcome, r.request_bytes))?;
             v["step"] = json!(i + 1);
             v["title"] = json!(step.title);
             v["total_ms"] = json!(ms(r.total));
@@ -271,9 +292,9 @@ fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -
             v["client_counters_delta"] = json!(r.client_delta);
             v["server_counters_delta"] = json!(r.server_delta);
             v["wire"] = r.wire.as_ref().map(report::connection_json).unwrap_or(serde_json::Value::Null);
-            v
+            Ok(v)
         })
-        .collect();
+        .collect::<Result<_, serde_json::Error>>()?;
     let out = json!({
         "setting": if rtt.is_some() { "lab" } else { "loopback" },
         "rtt_ms": rtt.map(ms),

@@ -1,16 +1,19 @@
 //! `tfo send`: a TFO client that prints the reply and says whether TFO was used.
 
 use std::io::{IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use fastopen::{ClientOutcome, Connector};
+use fastopen::Connector;
+use serde::Serialize;
 
-use crate::client_opts::{parse_seconds, Method};
+use crate::client_opts::{parse_timeout, Method};
+use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::exit::CheckFailed;
+use crate::report::OutcomeFields;
 use crate::{addr, report};
 
 /// Send data with TCP Fast Open and say whether the data rode in the SYN.
@@ -23,7 +26,12 @@ use crate::{addr, report};
 /// run it twice to see data in the SYN.
 ///
 /// The reply goes to stdout and the outcome to stderr, so `> file` keeps only
-/// the reply. With --json, one JSON object on stdout.
+/// the reply. With --json, one JSON object on stdout; the reply is text when
+/// it is UTF-8, else base64 ("reply_encoding" says which).
+///
+/// Limits: the request is at most 64 MiB (a bigger --file or stdin is an
+/// error, nothing is sent), the reply at most 64 MiB. The reply is read while
+/// the request is sent, and --timeout is a deadline for the whole exchange.
 ///
 /// Exit: 0 the exchange worked; 1 it failed (refused, reset, timeout), or TFO
 /// was not used and --strict was given; 2 bad usage.
@@ -55,65 +63,67 @@ pub(crate) struct Args {
     /// Send SYN data without a cookie (TCP_FASTOPEN_NO_COOKIE; needs a no-cookie server).
     #[arg(long)]
     no_cookie: bool,
-    /// Seconds to wait for the handshake and for the reply.
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    /// Deadline for the whole exchange: connect, send, and the complete reply.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
     timeout: Duration,
     /// Print one JSON object: tfo_used, bytes_in_syn, fail_reason, connect_ms, total_ms, reply, ...
     #[arg(long)]
     json: bool,
 }
 
-/// The result of one exchange.
-pub(crate) struct Exchange {
-    pub(crate) outcome: ClientOutcome,
-    pub(crate) reply: Vec<u8>,
-    pub(crate) total: Duration,
+/// Largest request `tfo send` reads (from --data, --file or stdin).
+const MAX_REQUEST: usize = 64 << 20;
+/// Largest reply it keeps.
+const MAX_REPLY: usize = 64 << 20;
+
+/// `tfo send --json`: one object. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct SendReport {
+    server: SocketAddr,
+    #[serde(flatten)]
+    outcome: OutcomeFields,
+    total_ms: f64,
+    reply_bytes: usize,
+    /// The reply as text when it is UTF-8, else base64 (see `reply_encoding`).
+    reply: String,
+    /// "utf8" or "base64".
+    reply_encoding: &'static str,
 }
 
-/// Connects with `connector`, sends `data`, half-closes, reads the reply to EOF.
-pub(crate) fn exchange(
-    connector: &Connector,
-    addr: SocketAddr,
-    data: &[u8],
-    timeout: Duration,
-) -> anyhow::Result<Exchange> {
-    let start = Instant::now();
-    let (mut stream, outcome): (TcpStream, ClientOutcome) = connector.connect(addr, data)?;
-    if let Err(e) = stream.shutdown(Shutdown::Write) {
-        // The peer may have reset already; SO_ERROR then holds the real cause.
-        let cause = stream.take_error().ok().flatten().unwrap_or(e);
-        return Err(anyhow::Error::new(cause).context(format!("sending to {addr}")));
-    }
-    stream.set_read_timeout(Some(timeout))?;
-    let mut reply = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut reply) {
-        // A read timeout shows up as WouldBlock: say what it means.
-        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-            return Err(CheckFailed(format!(
-                "no complete reply from {addr} within {:.1} s ({} bytes received); the server is silent or gone (--timeout sets the wait)",
-                timeout.as_secs_f64(),
-                reply.len()
-            ))
-            .into());
+/// The reply as JSON text: itself when it is UTF-8, else base64, and which.
+pub(crate) fn reply_text(reply: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(reply) {
+        Ok(text) => (text.to_string(), "utf8"),
+        Err(_) => {
+            use base64::Engine;
+            (base64::engine::general_purpose::STANDARD.encode(reply), "base64")
         }
-        return Err(anyhow::Error::new(e).context(format!("reading the reply from {addr}")));
     }
-    Ok(Exchange { outcome, reply, total: start.elapsed() })
 }
 
 fn read_data(args: &Args) -> anyhow::Result<Vec<u8>> {
+    let too_large =
+        |what: &str| anyhow::anyhow!("{what} is larger than {} MiB, the most tfo send sends", MAX_REQUEST >> 20);
     if let Some(d) = &args.data {
         return Ok(d.clone().into_bytes());
     }
-    if let Some(f) = &args.file {
-        return std::fs::read(f).with_context(|| format!("reading {}", f.display()));
-    }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        anyhow::bail!("no data to send: give --data TEXT, --file FILE, or pipe it on stdin");
-    }
+    let (reader, what): (Box<dyn Read>, String) = match &args.file {
+        Some(f) => (
+            Box::new(std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?),
+            f.display().to_string(),
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("no data to send: give --data TEXT, --file FILE, or pipe it on stdin");
+            }
+            (Box::new(std::io::stdin()), "stdin".into())
+        }
+    };
     let mut buf = Vec::new();
-    stdin.lock().read_to_end(&mut buf).context("reading stdin")?;
+    reader.take(MAX_REQUEST as u64 + 1).read_to_end(&mut buf).with_context(|| format!("reading {what}"))?;
+    if buf.len() > MAX_REQUEST {
+        return Err(too_large(&what));
+    }
     Ok(buf)
 }
 
@@ -126,14 +136,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .strict(args.strict)
         .no_cookie(args.no_cookie)
         .connect_timeout(Some(timeout));
-    let ex = exchange(&connector, args.addr, &data, timeout)?;
+    let limits = Limits { max_reply: MAX_REPLY, ..Limits::new(timeout, Until::Eof) };
+    let ex = exchange(&connector, args.addr, &data, Until::Eof, &limits).map_err(|e| match e {
+        ExchangeError::Timeout { .. } => CheckFailed(e.to_string()).into(),
+        e => anyhow::Error::new(e),
+    })?;
     if args.json {
-        let mut v = report::outcome_json(&ex.outcome);
-        v["server"] = serde_json::json!(args.addr);
-        v["total_ms"] = serde_json::json!(report::ms(ex.total));
-        v["reply_bytes"] = serde_json::json!(ex.reply.len());
-        v["reply"] = serde_json::json!(String::from_utf8_lossy(&ex.reply));
-        println!("{v}");
+        let (reply, reply_encoding) = reply_text(&ex.reply);
+        let report = SendReport {
+            server: args.addr,
+            outcome: OutcomeFields::new(&ex.outcome, data.len()),
+            total_ms: report::ms(ex.total),
+            reply_bytes: ex.reply.len(),
+            reply,
+            reply_encoding,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         let mut out = std::io::stdout().lock();
         out.write_all(&ex.reply)?;

@@ -1,0 +1,272 @@
+//! One request and its reply over a TFO (or plain) connection: the client
+//! loop that `send`, `probe`, `bench` and `demo` share.
+//!
+//! Guarantees, whatever the peer does:
+//! - **no deadlock on large requests**: the reply is read while the request is
+//!   written (a 16 MB request to an echo server fills both windows otherwise);
+//! - **one deadline** for the whole exchange, connect included, not per read (a
+//!   server that sends a byte a second cannot keep it going);
+//! - **a bounded reply** (`max_reply`);
+//! - **cancellable**: `cancel` is asked at least every 100 ms (Ctrl-C, a failed
+//!   link), so a caller stops within a fraction of a second.
+//!
+//! The first [`FIRST_DATA`] bytes go to [`Connector::connect`] (the part that
+//! can ride in the SYN); the rest is written as the socket takes it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use fastopen::{ClientOutcome, Connector};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// Bytes of the request handed to `connect` (more than any SYN carries, and
+/// small enough to fit a socket's send buffer at once).
+pub(crate) const FIRST_DATA: usize = 16 * 1024;
+
+/// Longest wait between two checks of `cancel`.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// When the reply is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// The server closes (after our request and half-close).
+    Eof,
+    /// This many bytes arrived (a raw echo).
+    Bytes(usize),
+    /// A whole HTTP/1.1 response (head and Content-Length body).
+    HttpResponse,
+    /// The first byte of a reply.
+    FirstByte,
+}
+
+/// What an exchange may do.
+pub(crate) struct Limits<'a> {
+    /// The whole exchange ends by then.
+    pub(crate) deadline: Instant,
+    /// Largest reply kept.
+    pub(crate) max_reply: usize,
+    /// Half-close after the request (`Until::Eof` servers wait for it).
+    pub(crate) half_close: bool,
+    /// Asked every 100 ms at most: `Some(why)` stops the exchange.
+    pub(crate) cancel: &'a dyn Fn() -> Option<String>,
+}
+
+impl Limits<'_> {
+    /// A deadline `timeout` from now, nothing else.
+    pub(crate) fn new(timeout: Duration, until: Until) -> Limits<'static> {
+        Limits {
+            deadline: Instant::now() + timeout,
+            max_reply: 64 << 20,
+            half_close: until == Until::Eof,
+            cancel: &|| None,
+        }
+    }
+}
+
+/// A completed exchange.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) outcome: ClientOutcome,
+    pub(crate) reply: Vec<u8>,
+    /// From the start of the connect to the complete reply.
+    pub(crate) total: Duration,
+    /// From the start of the connect to the first reply byte.
+    pub(crate) first_byte: Option<Duration>,
+}
+
+/// Why an exchange did not complete.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// Connecting failed (refused, unreachable, no SYN-ACK in time, strict mode).
+    #[error(transparent)]
+    Connect(#[from] fastopen::Error),
+    /// The deadline passed.
+    #[error("no complete reply from {addr} within {:.1} s ({received} bytes received, {sent} of {request} sent); the server is slow, silent or gone (--timeout sets the wait)", timeout.as_secs_f64())]
+    Timeout {
+        addr: SocketAddr,
+        timeout: Duration,
+        received: usize,
+        sent: usize,
+        request: usize,
+        /// The connection was made: its TFO outcome is known.
+        outcome: Box<ClientOutcome>,
+    },
+    /// The server closed before the reply was complete.
+    #[error("{addr} closed the connection after {received} bytes of reply")]
+    Closed { addr: SocketAddr, received: usize },
+    /// The reply outgrew `max_reply`.
+    #[error("the reply from {addr} is larger than {max} bytes; stopped reading")]
+    TooLarge { addr: SocketAddr, max: usize },
+    /// `cancel` said stop.
+    #[error("{0}")]
+    Cancelled(String),
+    /// Sending or receiving failed (reset, ...).
+    #[error("{what} {addr}")]
+    Io {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ExchangeError {
+    /// A short stable name of the kind, for reports counting failures.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ExchangeError::Connect(fastopen::Error::ConnectTimeout { .. }) => "connect_timeout",
+            ExchangeError::Connect(fastopen::Error::Connect { source, .. })
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                "refused"
+            }
+            ExchangeError::Connect(_) => "connect_failed",
+            ExchangeError::Timeout { .. } => "timeout",
+            ExchangeError::Closed { .. } => "closed_early",
+            ExchangeError::TooLarge { .. } => "reply_too_large",
+            ExchangeError::Cancelled(_) => "cancelled",
+            ExchangeError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionReset => "reset",
+            ExchangeError::Io { .. } => "io_error",
+        }
+    }
+}
+
+/// Is `reply` complete?
+pub(crate) fn complete(reply: &[u8], until: Until) -> bool {
+    match until {
+        Until::Eof => false,
+        Until::Bytes(n) => reply.len() >= n,
+        Until::FirstByte => !reply.is_empty(),
+        Until::HttpResponse => {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(reply) {
+                // 1xx responses (100 Continue) come before the real one.
+                Ok(httparse::Status::Complete(head)) if resp.code.is_some_and(|c| (100..200).contains(&c)) => {
+                    complete(&reply[head..], until)
+                }
+                Ok(httparse::Status::Complete(head)) => {
+                    let len = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    reply.len() >= head + len
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Connects with `connector` (the first part of `request` in the SYN when it
+/// can), sends the rest while reading, and returns when the reply is complete.
+pub(crate) fn exchange(
+    connector: &Connector,
+    addr: SocketAddr,
+    request: &[u8],
+    until: Until,
+    limits: &Limits<'_>,
+) -> Result<Exchange, ExchangeError> {
+    let start = Instant::now();
+    let timeout = limits.deadline.saturating_duration_since(start);
+    if let Some(why) = (limits.cancel)() {
+        return Err(ExchangeError::Cancelled(why));
+    }
+    let first = &request[..request.len().min(FIRST_DATA)];
+    let connector = connector.connect_timeout(Some(timeout.max(Duration::from_millis(1))));
+    let (stream, outcome) = connector.connect(addr, first)?;
+    let io_err = |what| move |source| ExchangeError::Io { what, addr, source };
+    stream.set_nonblocking(true).map_err(io_err("setting up the connection to"))?;
+    let mut sent = first.len();
+    let mut half_closed = false;
+    let mut reply = Vec::with_capacity(4096);
+    let mut first_byte = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if sent < request.len() {
+            match (&stream).write(&request[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_err("sending to")(peer_error(&stream, e))),
+            }
+        }
+        if sent == request.len() && limits.half_close && !half_closed {
+            stream.shutdown(Shutdown::Write).map_err(|e| io_err("sending to")(peer_error(&stream, e)))?;
+            half_closed = true;
+        }
+        loop {
+            match (&stream).read(&mut chunk) {
+                Ok(0) if until == Until::Eof => return Ok(done(outcome, reply, start, first_byte)),
+                Ok(0) => return Err(ExchangeError::Closed { addr, received: reply.len() }),
+                Ok(n) => {
+                    first_byte.get_or_insert_with(|| start.elapsed());
+                    if reply.len() + n > limits.max_reply {
+                        return Err(ExchangeError::TooLarge { addr, max: limits.max_reply });
+                    }
+                    reply.extend_from_slice(&chunk[..n]);
+                    if complete(&reply, until) {
+                        return Ok(done(outcome, reply, start, first_byte));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("reading the reply from")(e)),
+            }
+        }
+        if let Some(why) = (limits.cancel)() {
+            return Err(ExchangeError::Cancelled(why));
+        }
+        let left = limits.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ExchangeError::Timeout {
+                addr,
+                timeout,
+                received: reply.len(),
+                sent,
+                request: request.len(),
+                outcome: Box::new(outcome),
+            });
+        }
+        let mut events = PollFlags::POLLIN;
+        if sent < request.len() {
+            events |= PollFlags::POLLOUT;
+        }
+        let wait = PollTimeout::try_from(left.min(CHECK_EVERY)).unwrap_or(PollTimeout::ZERO);
+        match nix::poll::poll(&mut [PollFd::new(stream.as_fd(), events)], wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io_err("waiting for")(e.into())),
+        }
+    }
+}
+
+fn done(outcome: ClientOutcome, reply: Vec<u8>, start: Instant, first_byte: Option<Duration>) -> Exchange {
+    Exchange { outcome, reply, total: start.elapsed(), first_byte }
+}
+
+/// The peer may have reset already: SO_ERROR then holds the real cause.
+fn peer_error(stream: &TcpStream, e: io::Error) -> io::Error {
+    stream.take_error().ok().flatten().unwrap_or(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion() {
+        assert!(complete(b"abc", Until::Bytes(3)) && !complete(b"ab", Until::Bytes(3)));
+        assert!(complete(b"x", Until::FirstByte) && !complete(b"", Until::FirstByte));
+        assert!(!complete(b"anything", Until::Eof));
+        let resp = crate::echo::http_response(200, "OK", b"hello");
+        assert!(complete(&resp, Until::HttpResponse));
+        assert!(!complete(&resp[..resp.len() - 1], Until::HttpResponse));
+        let mut with_continue = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        assert!(!complete(&with_continue, Until::HttpResponse), "100 Continue is not the response");
+        with_continue.extend_from_slice(&resp);
+        assert!(complete(&with_continue, Until::HttpResponse));
+    }
+}
