@@ -84,3 +84,181 @@ fn serve_warns_on_a_readable_key_and_never_prints_a_broken_one() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Waits for `child` at most `limit`; kills it and fails if it is still running.
+fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn output_bounded(mut child: std::process::Child, limit: std::time::Duration, what: &str) -> std::process::Output {
+    use std::io::Read;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        let _ = out.read_to_end(&mut o);
+        o
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = err.read_to_end(&mut e);
+        e
+    });
+    let status = wait_bounded(&mut child, limit, what);
+    std::process::Output { status, stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+}
+
+fn spawn_tfo(args: &[&str]) -> std::process::Child {
+    tfo().args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn send_16_mb_to_an_echo_server_completes() {
+    in_netns("hardening_send_large", 3, || {
+        let server = Server::start(&[]);
+        let dir = tempdir("send-large");
+        let file = dir.join("16mb");
+        std::fs::write(&file, vec![b'z'; 16 << 20]).unwrap();
+        let child =
+            spawn_tfo(&["send", &server.addr.to_string(), "--file", file.to_str().unwrap(), "--timeout", "60s"]);
+        let o = output_bounded(child, std::time::Duration::from_secs(90), "tfo send of 16 MB");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(o.stdout.len(), 16 << 20, "the whole echo came back");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn send_timeout_is_a_deadline_for_the_whole_exchange() {
+    in_netns("hardening_send_drip", 3, || {
+        // A server that sends one byte every 100 ms, forever.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            while std::io::Write::write_all(&mut s, b".").is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let child = spawn_tfo(&["send", &addr, "--data", "hi", "--timeout", "1s"]);
+        let o = output_bounded(child, std::time::Duration::from_secs(20), "tfo send against a dripping server");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("no complete reply") && stderr(&o).contains("within 1.0 s"), "{}", stderr(&o));
+    });
+}
+
+#[test]
+fn send_input_is_bounded_and_binary_replies_are_base64() {
+    // Nothing is sent: the input is refused before connecting.
+    let child = spawn_tfo(&["send", "127.0.0.1:9", "--file", "/dev/zero"]);
+    let o = output_bounded(child, std::time::Duration::from_secs(30), "tfo send --file /dev/zero");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("larger than 64 MiB"), "{}", stderr(&o));
+    in_netns("hardening_send_binary", 3, || {
+        let server = Server::start(&[]);
+        let dir = tempdir("send-binary");
+        let file = dir.join("bin");
+        std::fs::write(&file, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+        let o = run_tfo(&["send", &server.addr.to_string(), "--file", file.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["reply_encoding"], "base64", "{v}");
+        assert_eq!(v["reply"], "//4AQQ==", "{v}");
+        assert_eq!(v["request_bytes"], 4);
+        let o = run_tfo(&["send", &server.addr.to_string(), "--data", "plain text", "--json"]);
+        assert_eq!(
+            (json(&o)["reply"].clone(), json(&o)["reply_encoding"].clone()),
+            ("plain text".into(), "utf8".into())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn probe_does_not_call_a_silent_server_working_and_names_a_cached_cookie() {
+    in_netns("hardening_probe", 3, || {
+        // A TFO listener that accepts and never answers.
+        let silent = fastopen::ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = std::thread::spawn(move || (0..3).filter_map(|_| silent.accept().ok()).collect::<Vec<_>>());
+        let o = run_tfo(&["probe", &addr.to_string(), "--timeout", "500ms", "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["diagnosis"], "no_reply", "{v}");
+        assert_eq!(v["tfo_works"], false);
+        assert_eq!(held.join().unwrap().len(), 3, "all three connections were accepted");
+
+        // A cookie from a TFO server on one port, then a non-TFO server on another port of the same IP.
+        let tfo_server = Server::start(&[]);
+        assert!(run_tfo(&["send", &tfo_server.addr.to_string(), "--data", "cookie please"]).status.success());
+        let plain_server = Server::start(&["--queue", "0"]);
+        let o = run_tfo(&["probe", &plain_server.addr.to_string(), "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["diagnosis"], "cached_cookie_refused", "{v}");
+        assert!(v["explanation"].as_str().unwrap().contains("per server IP, not per port"));
+    });
+}
+
+#[test]
+fn bench_with_requests_larger_than_the_windows_completes_and_loss_is_counted() {
+    if !fastopen_lab::netns::root_or_skip("hardening_bench_large") {
+        return;
+    }
+    let child = spawn_tfo(&["bench", "--rtt", "1ms", "--requests", "1", "--size", "10000000", "--json"]);
+    let o = output_bounded(child, std::time::Duration::from_secs(120), "tfo bench --size 10000000");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = &json(&o)["results"][0];
+    assert_eq!((r["failed"].as_u64(), r["plain"]["n"].as_u64()), (Some(0), Some(1)), "{r}");
+
+    // Every packet to the server lost: every request fails, and that is the result.
+    let child =
+        spawn_tfo(&["bench", "--rtt", "1ms", "--requests", "1", "--loss", "100%/0%", "--timeout", "1s", "--json"]);
+    let o = output_bounded(child, std::time::Duration::from_secs(60), "tfo bench --loss 100%");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = &json(&o)["results"][0];
+    assert_eq!(r["failed"], 4, "the warm-up, cold, plain and TFO requests: {r}");
+    assert_eq!(r["failures"]["connect_timeout"], 4, "{r}");
+    assert!(r["link"]["lost"].as_u64().unwrap() >= 4, "{r}");
+}
+
+#[test]
+fn bench_ends_on_ctrl_c_within_a_second_with_results_so_far_and_no_namespace() {
+    if !fastopen_lab::netns::root_or_skip("hardening_bench_sigint") {
+        return;
+    }
+    let mut child = spawn_tfo(&["bench", "--rtt", "200ms", "--requests", "1000", "--json"]);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Let it build its lab and measure a few requests.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let its_own = format!("{}{}-", fastopen_lab::netns::NAME_PREFIX, child.id());
+    let namespaces = || -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&its_own)).collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(namespaces().len(), 2, "the bench's lab is up");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let sent = std::time::Instant::now();
+    let status = wait_bounded(&mut child, std::time::Duration::from_secs(10), "tfo bench after SIGINT");
+    let took = sent.elapsed();
+    let o = output_bounded(child, std::time::Duration::from_secs(1), "reading its output");
+    assert_eq!(status.code(), Some(130), "{}", stderr(&o));
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?} to stop (a hang check, not a benchmark)");
+    let v = json(&o);
+    assert_eq!(v["interrupted"], true);
+    assert!(v["results"][0]["plain"]["n"].as_u64().unwrap() >= 1, "results so far are kept: {v}");
+    assert!(namespaces().is_empty(), "left behind: {:?}", namespaces());
+}

@@ -94,7 +94,8 @@ pub(crate) struct Row {
     pub(crate) saved_ms_p50: Option<f64>,
     /// Warm TFO requests that carried their data in the SYN.
     pub(crate) tfo_used: u32,
-    /// Requests (of any mode) that got no complete reply: lost, not crashed.
+    /// Requests (of any mode, the warm-up included) that got no complete
+    /// reply within --timeout: lost, not crashed.
     pub(crate) failed: u32,
     /// Why they failed (kind -> count): timeout, connect_timeout, reset, ...
     pub(crate) failures: std::collections::BTreeMap<&'static str, u32>,
