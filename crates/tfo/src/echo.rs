@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use fastopen::AcceptOutcome;
 use serde::Serialize;
@@ -35,12 +36,33 @@ pub(crate) struct ConnectionLog {
 }
 
 /// How long a stopping server waits for connections in progress.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest HTTP request head we read before answering 431.
 const MAX_HEAD: usize = 64 * 1024;
-/// Largest HTTP body we echo before answering 413.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// After an accept error that a retry cannot fix at once (no file descriptors
+/// or memory left), wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this interval for repeated accept errors.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// What one connection may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Close a connection when nothing moves either way for this long.
+    pub(crate) idle: Duration,
+    /// HTTP: the whole request (head and body) must arrive within this.
+    pub(crate) request: Duration,
+    /// HTTP: the largest body echoed; bigger gets 413.
+    pub(crate) max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { idle: Duration::from_secs(60), request: Duration::from_secs(30), max_body: 1 << 20 }
+    }
+}
 
 /// Accepts connections until `shutdown` completes or `count` connections were
 /// served, handling each on its own task; calls `on_connection` with one log
@@ -48,6 +70,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub(crate) async fn serve(
     listener: std::sync::Arc<fastopen::tokio::Listener>,
     protocol: Protocol,
+    limits: Limits,
     count: Option<u64>,
     shutdown: impl Future<Output = ()>,
     on_connection: impl Fn(ConnectionLog) + Send + Sync + 'static,
@@ -55,6 +78,7 @@ pub(crate) async fn serve(
     let on_connection = std::sync::Arc::new(on_connection);
     let mut tasks = JoinSet::new();
     let mut accepted = 0u64;
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     while count.is_none_or(|n| accepted < n) {
         tokio::select! {
@@ -63,15 +87,19 @@ pub(crate) async fn serve(
                 let (stream, peer, outcome) = match res {
                     Ok(conn) => conn,
                     Err(e) => {
-                        // A connection that died before accept() finished: log and go on.
-                        eprintln!("tfo serve: accept failed: {e}");
+                        if let Some(line) = accept_errors.record(&e, Instant::now()) {
+                            eprintln!("tfo serve: {line}");
+                        }
+                        if is_resource_exhaustion(&e) {
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
                         continue;
                     }
                 };
                 accepted += 1;
                 let on_connection = on_connection.clone();
                 tasks.spawn(async move {
-                    on_connection(handle(stream, peer, outcome, protocol).await);
+                    on_connection(handle(stream, peer, outcome, protocol, limits).await);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -90,17 +118,73 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Accept errors, logged once per interval with how many were not logged.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// The line to log for this error now, if any.
+    fn record(&mut self, e: &fastopen::Error, now: Instant) -> Option<String> {
+        if self.last_logged.is_some_and(|t| now.duration_since(t) < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        let more = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" ({n} more since the last line)"),
+        };
+        self.last_logged = Some(now);
+        let hint = if is_resource_exhaustion(e) {
+            "; out of file descriptors or memory: raise `ulimit -n`, or fewer idle clients (--idle-timeout); retrying every 100 ms"
+        } else {
+            ""
+        };
+        Some(format!("accept failed: {}{hint}{more}", error_chain(e)))
+    }
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would fail again.
+fn is_resource_exhaustion(e: &fastopen::Error) -> bool {
+    let code =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|io| io.raw_os_error());
+    matches!(code, Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM))
+}
+
+/// errno values (stable Linux ABI) that the server reacts to.
+mod libc_errno {
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    pub(super) const ENOBUFS: i32 = 105;
+}
+
+/// "step: cause: cause", each level once.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 async fn handle(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     outcome: AcceptOutcome,
     protocol: Protocol,
+    limits: Limits,
 ) -> ConnectionLog {
     let mut log =
         ConnectionLog { event: "connection", peer, outcome, bytes_in: 0, bytes_out: 0, http_status: None, error: None };
     let result = match protocol {
-        Protocol::Raw => echo_raw(&mut stream, &mut log).await,
-        Protocol::Http => echo_http(&mut stream, &mut log).await,
+        Protocol::Raw => echo_raw(&mut stream, &mut log, limits).await,
+        Protocol::Http => echo_http(&mut stream, &mut log, limits).await,
     };
     if let Err(e) = result {
         log.error = Some(e.to_string());
@@ -108,24 +192,59 @@ async fn handle(
     log
 }
 
-async fn echo_raw(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), log: &mut ConnectionLog) -> std::io::Result<()> {
+fn timed_out(what: &str, after: Duration) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} for {} s; closed", after.as_secs_f64()))
+}
+
+/// Reads with the idle timeout.
+async fn read_idle(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8], idle: Duration) -> std::io::Result<usize> {
+    tokio::time::timeout(idle, stream.read(buf)).await.map_err(|_| timed_out("idle", idle))?
+}
+
+/// Writes all of `data`, counting what the kernel took in `written` (so a
+/// reset mid-reply still shows how far it got), each write within `idle`.
+async fn write_counted(
+    stream: &mut (impl AsyncWrite + Unpin),
+    data: &[u8],
+    written: &mut u64,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = tokio::time::timeout(idle, stream.write(rest))
+            .await
+            .map_err(|_| timed_out("the client read nothing", idle))??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        *written += n as u64;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+async fn echo_raw(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    log: &mut ConnectionLog,
+    limits: Limits,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n = read_idle(stream, &mut buf, limits.idle).await?;
         if n == 0 {
             return stream.shutdown().await;
         }
         log.bytes_in += n as u64;
-        stream.write_all(&buf[..n]).await?;
-        log.bytes_out += n as u64;
+        write_counted(stream, &buf[..n], &mut log.bytes_out, limits.idle).await?;
     }
 }
 
 /// How far a buffered HTTP request has come.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum HttpRequest {
-    /// Need more bytes.
-    Partial,
+    /// Need more bytes. `expects_continue`: the head is complete, the body is
+    /// not, and the client sent `Expect: 100-continue` (answer 100 first).
+    Partial { expects_continue: bool },
     /// Head and body complete: the whole request is `len` bytes long.
     Complete { len: usize },
     /// Not HTTP, or not acceptable: answer with this status and reason.
@@ -133,35 +252,43 @@ pub(crate) enum HttpRequest {
 }
 
 /// Looks at the bytes received so far (pure, for tests).
-pub(crate) fn examine_request(buf: &[u8]) -> HttpRequest {
+pub(crate) fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             HttpRequest::Reject(431, "Request Header Fields Too Large")
         }
-        Ok(httparse::Status::Partial) => HttpRequest::Partial,
+        Ok(httparse::Status::Partial) => HttpRequest::Partial { expects_continue: false },
         Err(httparse::Error::TooManyHeaders) => HttpRequest::Reject(431, "Request Header Fields Too Large"),
         Err(_) => HttpRequest::Reject(400, "Bad Request"),
         Ok(httparse::Status::Complete(head_len)) => {
-            let mut body_len = 0usize;
+            let mut body_len = None;
+            let mut expects_continue = false;
             for h in req.headers.iter() {
                 if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     return HttpRequest::Reject(411, "Length Required");
                 }
+                if h.name.eq_ignore_ascii_case("expect") {
+                    expects_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+                }
                 if h.name.eq_ignore_ascii_case("content-length") {
+                    if body_len.is_some() {
+                        // Two lengths: which one a proxy in front believed is unknowable (smuggling).
+                        return HttpRequest::Reject(400, "Bad Request");
+                    }
                     match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
-                        Some(n) if n <= MAX_BODY => body_len = n,
+                        Some(n) if n <= max_body => body_len = Some(n),
                         Some(_) => return HttpRequest::Reject(413, "Content Too Large"),
                         None => return HttpRequest::Reject(400, "Bad Request"),
                     }
                 }
             }
-            let len = head_len + body_len;
+            let len = head_len + body_len.unwrap_or(0);
             if buf.len() >= len {
                 HttpRequest::Complete { len }
             } else {
-                HttpRequest::Partial
+                HttpRequest::Partial { expects_continue }
             }
         }
     }
@@ -178,18 +305,36 @@ pub(crate) fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn echo_http(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), log: &mut ConnectionLog) -> std::io::Result<()> {
+async fn echo_http(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    log: &mut ConnectionLog,
+    limits: Limits,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + limits.request;
+    let mut continued = false;
     let response = loop {
-        match examine_request(&buf) {
+        match examine_request(&buf, limits.max_body) {
             HttpRequest::Complete { len } => break http_response(200, "OK", &buf[..len]),
             HttpRequest::Reject(status, reason) => {
                 break http_response(status, reason, format!("{reason}\n").as_bytes())
             }
-            HttpRequest::Partial => {}
+            HttpRequest::Partial { expects_continue } => {
+                if expects_continue && !continued {
+                    write_counted(stream, b"HTTP/1.1 100 Continue\r\n\r\n", &mut log.bytes_out, limits.idle).await?;
+                    continued = true;
+                }
+            }
         }
-        let n = stream.read(&mut chunk).await?;
+        let wait = limits.idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let n = match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(read) => read?,
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                break http_response(408, "Request Timeout", b"the request did not arrive in time\n");
+            }
+            Err(_) => return Err(timed_out("idle", limits.idle)),
+        };
         if n == 0 {
             if buf.is_empty() {
                 return Ok(()); // connected and left without a word
@@ -200,8 +345,7 @@ async fn echo_http(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), log: &mut
         buf.extend_from_slice(&chunk[..n]);
     };
     log.http_status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok());
-    stream.write_all(&response).await?;
-    log.bytes_out = response.len() as u64;
+    write_counted(stream, &response, &mut log.bytes_out, limits.idle).await?;
     stream.shutdown().await
 }
 
@@ -211,28 +355,49 @@ mod tests {
 
     #[test]
     fn requests() {
+        let examine = |b: &[u8]| examine_request(b, 1 << 20);
+        let partial = HttpRequest::Partial { expects_continue: false };
         let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(examine_request(get), HttpRequest::Complete { len: get.len() });
-        assert_eq!(examine_request(&get[..10]), HttpRequest::Partial);
+        assert_eq!(examine(get), HttpRequest::Complete { len: get.len() });
+        assert_eq!(examine(&get[..10]), partial);
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
-        assert_eq!(examine_request(post), HttpRequest::Partial);
+        assert_eq!(examine(post), partial);
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(examine_request(post), HttpRequest::Complete { len: post.len() });
-        assert!(matches!(examine_request(b"\x16\x03\x01garbage\r\n\r\n"), HttpRequest::Reject(400, _)));
+        assert_eq!(examine(post), HttpRequest::Complete { len: post.len() });
+        assert_eq!(
+            examine(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"),
+            HttpRequest::Partial { expects_continue: true }
+        );
+        assert!(matches!(examine(b"\x16\x03\x01garbage\r\n\r\n"), HttpRequest::Reject(400, _)));
+        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), HttpRequest::Reject(400, _)));
         assert!(matches!(
-            examine_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            examine(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"),
             HttpRequest::Reject(400, _)
         ));
+        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n"), HttpRequest::Reject(413, _)));
         assert!(matches!(
-            examine_request(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"),
-            HttpRequest::Reject(413, _)
-        ));
-        assert!(matches!(
-            examine_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            examine(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             HttpRequest::Reject(411, _)
         ));
-        let huge = [b'a'; MAX_HEAD];
-        assert!(matches!(examine_request(&huge), HttpRequest::Reject(400 | 431, _)));
+        // A head of MAX_HEAD bytes without its end: 431, whatever it is made of.
+        let mut huge = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        huge.resize(MAX_HEAD, b'a');
+        assert_eq!(examine(&huge), HttpRequest::Reject(431, "Request Header Fields Too Large"));
+    }
+
+    #[test]
+    fn accept_errors_are_logged_once_per_interval() {
+        let emfile = fastopen::Error::Io { what: "accept()", source: std::io::Error::from_raw_os_error(24) };
+        assert!(is_resource_exhaustion(&emfile));
+        let mut errors = AcceptErrors::default();
+        let t0 = Instant::now();
+        let first = errors.record(&emfile, t0).unwrap();
+        assert!(first.contains("ulimit -n") && first.matches("Too many open files").count() == 1, "{first}");
+        for i in 1..1000 {
+            assert_eq!(errors.record(&emfile, t0 + Duration::from_millis(i)), None);
+        }
+        let next = errors.record(&emfile, t0 + ACCEPT_LOG_EVERY).unwrap();
+        assert!(next.contains("999 more since the last line"), "{next}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                echo::serve(Arc::new(listener), protocol, None, shutdown, move |log| {
+                echo::serve(Arc::new(listener), protocol, echo::Limits::default(), None, shutdown, move |log| {
                     let _ = log_tx.send(log);
                 })
                 .await
@@ -98,7 +98,7 @@ mod tests {
         for size in [64, 100, 1000, 5000] {
             let r = http_request(host, size);
             assert_eq!(r.len(), size, "size {size}");
-            assert_eq!(crate::echo::examine_request(&r), crate::echo::HttpRequest::Complete { len: size });
+            assert_eq!(crate::echo::examine_request(&r, 1 << 20), crate::echo::HttpRequest::Complete { len: size });
         }
         assert!(http_request(host, 10).len() > 10, "never smaller than a valid request");
     }

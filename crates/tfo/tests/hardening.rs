@@ -262,3 +262,107 @@ fn bench_ends_on_ctrl_c_within_a_second_with_results_so_far_and_no_namespace() {
     assert!(v["results"][0]["plain"]["n"].as_u64().unwrap() >= 1, "results so far are kept: {v}");
     assert!(namespaces().is_empty(), "left behind: {:?}", namespaces());
 }
+
+/// Connects, sends `request`, reads until EOF or `limit`; returns what came back.
+fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], limit: std::time::Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn serve_closes_idle_connections_and_bounds_http_requests() {
+    use std::io::{Read, Write};
+    in_netns("hardening_serve_limits", 3, || {
+        let limit = std::time::Duration::from_secs(20);
+        let raw = Server::start(&["--idle-timeout", "300ms"]);
+        let mut idle = std::net::TcpStream::connect(raw.addr).unwrap();
+        idle.set_read_timeout(Some(limit)).unwrap();
+        assert_eq!(idle.read(&mut [0u8; 8]).unwrap(), 0, "an idle connection is closed by the server");
+
+        let mut http = Server::start(&["--http", "--request-timeout", "300ms", "--max-body", "1000"]);
+        let half = raw_exchange(http.addr, b"GET / HTTP/1.1\r\nHost: x", limit);
+        assert!(half.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&half));
+        let big = raw_exchange(http.addr, b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", limit);
+        assert!(big.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&big));
+        let twice =
+            raw_exchange(http.addr, b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", limit);
+        assert!(twice.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&twice));
+
+        // Expect: 100-continue is answered before the body is sent.
+        let mut s = std::net::TcpStream::connect(http.addr).unwrap();
+        s.set_read_timeout(Some(limit)).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let mut first = [0u8; 25];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"hello").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.starts_with(b"HTTP/1.1 200") && rest.ends_with(b"hello"), "{}", String::from_utf8_lossy(&rest));
+        let statuses: Vec<_> = (0..4).map(|_| http.next_connection()["http_status"].clone()).collect();
+        assert_eq!(statuses, [408, 413, 400, 200]);
+    });
+}
+
+#[test]
+fn serve_logs_how_far_a_reset_reply_got() {
+    use std::io::{Read, Write};
+    in_netns("hardening_serve_reset", 3, || {
+        let mut server = Server::start(&["--http", "--max-body", "20000000"]);
+        let body = vec![b'b'; 16 << 20];
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.connect(&server.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        write!(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+        s.write_all(&body).unwrap();
+        let mut some = [0u8; 1024];
+        s.read_exact(&mut some).unwrap();
+        socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(s); // RST
+        let log = server.next_connection();
+        let out = log["bytes_out"].as_u64().unwrap();
+        assert!(out >= 1024 && out < (16 << 20), "bytes_out {out} in {log}");
+        assert!(log["error"].is_string(), "{log}");
+    });
+}
+
+#[test]
+fn serve_at_the_fd_limit_backs_off_and_logs_once_per_interval() {
+    if !have_tool("hardening_serve_emfile", "prlimit") {
+        return;
+    }
+    in_netns("hardening_serve_emfile", 3, || {
+        let mut child = Command::new("prlimit")
+            .args(["--nofile=32", "--", env!("CARGO_BIN_EXE_tfo"), "serve", "127.0.0.1:0", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut first).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+        let guard = Guard(child);
+        // 60 idle clients: more than the server has descriptors for.
+        let clients: Vec<_> = (0..60).filter_map(|_| std::net::TcpStream::connect(addr).ok()).collect();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let mut guard = guard;
+        let _ = guard.0.kill();
+        let mut err = String::new();
+        std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let failures = err.lines().filter(|l| l.contains("accept failed")).count();
+        assert!(
+            (1..=2).contains(&failures),
+            "{failures} accept-failure lines in 2 s:\n{}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.contains("Too many open files") && err.contains("ulimit -n"), "{err}");
+        drop(clients);
+    });
+}

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use fastopen::keyfile::KeyFile;
@@ -11,6 +12,7 @@ use fastopen::{FastOpenKey, ListenerBuilder};
 use tokio::sync::mpsc;
 
 use crate::addr;
+use crate::client_opts::parse_timeout;
 use crate::echo::{self, Protocol};
 use crate::report;
 
@@ -24,6 +26,12 @@ use crate::report;
 ///
 /// Server TFO must be on in this network namespace (bit 0x2 of
 /// net.ipv4.tcp_fastopen); if it is not, tfo serve says so and serves plain TCP.
+///
+/// Limits: a connection with no traffic for --idle-timeout is closed; an HTTP
+/// request must arrive whole within --request-timeout (else 408) with a body of
+/// at most --max-body bytes (else 413); `Expect: 100-continue` is answered. At
+/// the file descriptor limit the server backs off 100 ms between accepts and
+/// logs the problem once every 5 s.
 ///
 /// Keys: --key-file names a file holding a key (32 hex digits, or the sysctl
 /// form w-w-w-w) or "primary,backup". Send SIGHUP to re-read it: a new single
@@ -54,6 +62,15 @@ pub(crate) struct Args {
     /// Log JSON lines instead of text.
     #[arg(long)]
     json: bool,
+    /// Close a connection when no byte moves either way for this long.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+    /// HTTP: the whole request must arrive within this (else 408).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_timeout)]
+    request_timeout: Duration,
+    /// HTTP: the largest request body echoed, in bytes (else 413).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    max_body: usize,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -75,6 +92,7 @@ fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keys = args.key_file.as_deref().map(read_keys).transpose()?;
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
+    let limits = echo::Limits { idle: args.idle_timeout, request: args.request_timeout, max_body: args.max_body };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
         eprintln!(
@@ -128,7 +146,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => {}
             }
         };
-        echo::serve(listener, protocol, args.count, shutdown, move |log| {
+        echo::serve(listener, protocol, limits, args.count, shutdown, move |log| {
             let _ = tx.send(log);
         })
         .await?;
