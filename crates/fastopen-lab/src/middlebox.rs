@@ -129,7 +129,7 @@ pub fn inspect(
         return Verdict::Forward;
     }
     let (is_syn, is_syn_ack, has_tfo, has_data) = match TcpPacket::parse_ip(packet) {
-        Ok(p) => (p.flags.is_syn(), p.flags.is_syn_ack(), p.fast_open().is_some(), !p.payload.is_empty()),
+        Ok(p) => (p.flags.is_syn(), p.flags.is_syn_ack(), p.fast_open().is_some(), p.payload_len() > 0),
         Err(_) => return Verdict::Forward,
     };
     let mut verdict = Verdict::Forward;

@@ -324,7 +324,7 @@ mod tests {
         let mut bytes = Vec::new();
         syn.write(&mut bytes, b"GET /").unwrap();
         let mut s = Scheduler::new(config, 2, 128);
-        let mut send = |s: &mut Scheduler| {
+        let send = |s: &mut Scheduler| {
             let (slot, buf) = s.buffer().unwrap();
             buf[..bytes.len()].copy_from_slice(&bytes);
             s.admit(0, Direction::ToServer, slot, bytes.len(), &stats)

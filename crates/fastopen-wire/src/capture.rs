@@ -18,6 +18,9 @@ pub struct Frame<'a> {
     pub timestamp: Duration,
     /// The link layer the frame starts with; `None` for link types we cannot read.
     pub link: Option<LinkType>,
+    /// The file's link-layer type number for this frame; `None` when a pcapng
+    /// packet names an interface the file never declared.
+    pub linktype: Option<u32>,
     /// The captured bytes.
     pub data: Cow<'a, [u8]>,
     /// The frame's length on the wire (more than `data` when the capture was cut short).
@@ -77,15 +80,10 @@ impl<'a> Iterator for CaptureReader<'a> {
             return None;
         }
         match &mut self.format {
-            Format::Pcap(parser) => match parser.next_packet(self.rest) {
-                Ok((rest, p)) => {
+            Format::Pcap(parser) => match parser.next_raw_packet(self.rest) {
+                Ok((rest, raw)) => {
                     self.rest = rest;
-                    Some(Ok(Frame {
-                        timestamp: p.timestamp,
-                        link: link_of(parser.header().datalink),
-                        data: p.data,
-                        orig_len: p.orig_len,
-                    }))
+                    Some(Ok(pcap_frame(parser.header(), raw)))
                 }
                 Err(e) => {
                     self.failed = true;
@@ -97,18 +95,26 @@ impl<'a> Iterator for CaptureReader<'a> {
                     Ok((rest, block)) => {
                         self.rest = rest;
                         let frame = match block {
-                            Block::EnhancedPacket(p) => Frame {
-                                timestamp: p.timestamp,
-                                link: parser.packet_interface(&p).and_then(|i| link_of(i.linktype)),
-                                data: p.data,
-                                orig_len: p.original_len,
-                            },
-                            Block::SimplePacket(p) => Frame {
-                                timestamp: Duration::ZERO,
-                                link: parser.interfaces().first().and_then(|i| link_of(i.linktype)),
-                                data: p.data,
-                                orig_len: p.original_len,
-                            },
+                            Block::EnhancedPacket(p) => {
+                                let interface = parser.packet_interface(&p);
+                                Frame {
+                                    timestamp: interface.map_or(p.timestamp, |i| scale_timestamp(p.timestamp, i)),
+                                    link: interface.and_then(|i| link_of(i.linktype)),
+                                    linktype: interface.map(|i| u32::from(i.linktype)),
+                                    data: p.data,
+                                    orig_len: p.original_len,
+                                }
+                            }
+                            Block::SimplePacket(p) => {
+                                let interface = parser.interfaces().first();
+                                Frame {
+                                    timestamp: Duration::ZERO,
+                                    link: interface.and_then(|i| link_of(i.linktype)),
+                                    linktype: interface.map(|i| u32::from(i.linktype)),
+                                    data: p.data,
+                                    orig_len: p.original_len,
+                                }
+                            }
                             _ => {
                                 if self.rest.is_empty() {
                                     return None;
@@ -128,6 +134,59 @@ impl<'a> Iterator for CaptureReader<'a> {
     }
 }
 
+/// A pcap record as a frame. Records are taken as they are: a snap-length cut
+/// (`orig_len` above the file's snap length, as `tcpdump -s 80` writes) is
+/// normal, and a fraction of a second out of range is clamped, not fatal.
+fn pcap_frame<'a>(header: PcapHeader, raw: pcap_file::pcap::RawPcapPacket<'a>) -> Frame<'a> {
+    let nanos = match header.ts_resolution {
+        pcap_file::TsResolution::MicroSecond => raw.ts_frac.min(999_999).saturating_mul(1000),
+        pcap_file::TsResolution::NanoSecond => raw.ts_frac.min(999_999_999),
+    };
+    Frame {
+        timestamp: Duration::new(u64::from(raw.ts_sec), nanos),
+        link: link_of(header.datalink),
+        linktype: Some(u32::from(header.datalink)),
+        data: raw.data,
+        orig_len: raw.orig_len,
+    }
+}
+
+/// A pcapng timestamp in the interface's units. pcap-file hands the raw
+/// 64-bit count over as nanoseconds; the unit is the interface's `if_tsresol`
+/// (10^-N, or 2^-N when the high bit is set), and microseconds when the option
+/// is absent (pcapng spec; tshark and editcap write such files).
+fn scale_timestamp(
+    raw: Duration,
+    interface: &pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock<'_>,
+) -> Duration {
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    let resolution = interface
+        .options
+        .iter()
+        .find_map(|o| match o {
+            InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+            _ => None,
+        })
+        .unwrap_or(6);
+    timestamp_from_units(raw.as_nanos(), resolution)
+}
+
+/// `units` ticks of the resolution `if_tsresol` names, as a duration.
+fn timestamp_from_units(units: u128, tsresol: u8) -> Duration {
+    let nanos = if tsresol & 0x80 == 0 {
+        let exp = u32::from(tsresol);
+        if exp <= 9 {
+            units.saturating_mul(10u128.pow(9 - exp))
+        } else {
+            units / 10u128.saturating_pow(exp - 9)
+        }
+    } else {
+        let exp = u32::from(tsresol & 0x7f).min(127);
+        units.saturating_mul(1_000_000_000) >> exp
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 /// A push parser for pcap files read in chunks: give it the bytes read so far,
 /// it hands out every complete record and says how many bytes it used; keep
 /// the rest and append the next chunk. No I/O here, and no copy per packet.
@@ -140,6 +199,11 @@ impl PcapChunks {
     /// A parser that expects the file header first.
     pub fn new() -> PcapChunks {
         PcapChunks::default()
+    }
+
+    /// Whether the file header has been read.
+    pub fn has_header(&self) -> bool {
+        self.parser.is_some()
     }
 
     /// The link type, once the header has been read.
@@ -162,12 +226,11 @@ impl PcapChunks {
             }
         }
         let Some(parser) = &self.parser else { return Ok(0) };
-        let link = link_of(parser.header().datalink);
         loop {
-            match parser.next_packet(rest) {
-                Ok((r, p)) => {
+            match parser.next_raw_packet(rest) {
+                Ok((r, raw)) => {
                     rest = r;
-                    f(Frame { timestamp: p.timestamp, link, data: p.data, orig_len: p.orig_len });
+                    f(pcap_frame(parser.header(), raw));
                 }
                 Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(buf.len() - rest.len()),
                 Err(e) => return Err(WireError::Malformed(format!("pcap record: {e}"))),
@@ -251,6 +314,16 @@ mod tests {
             assert!(pending.is_empty());
         }
         assert!(PcapChunks::new().feed(b"garbage that is long enough to be a header", |_| {}).is_err());
+    }
+
+    #[test]
+    fn pcapng_time_units_follow_if_tsresol_and_default_to_microseconds() {
+        assert_eq!(timestamp_from_units(1_500_000, 6), Duration::from_millis(1500));
+        assert_eq!(timestamp_from_units(1_500_000_000, 9), Duration::from_millis(1500));
+        assert_eq!(timestamp_from_units(15, 1), Duration::from_millis(1500));
+        assert_eq!(timestamp_from_units(3 << 10, 0x80 | 10), Duration::from_secs(3));
+        assert_eq!(timestamp_from_units(u128::MAX, 0), Duration::from_nanos(u64::MAX), "saturates, no panic");
+        assert_eq!(timestamp_from_units(123, 200), Duration::ZERO);
     }
 
     #[test]

@@ -212,12 +212,20 @@ impl<'a> Iterator for OptionsIter<'a> {
     }
 }
 
-/// The first TFO option in `options`, with its byte range.
+/// The first TFO option in `options`, with its byte range. A kind-34 option
+/// whose length no TFO option has (below 2, or past the header) is a TFO
+/// option all the same: it comes back as [`Cookie::Malformed`], never as
+/// "no option" (which would read as no-cookie mode).
 pub fn find_fast_open(options: &[u8]) -> Option<(std::ops::Range<usize>, FastOpen<'_>)> {
     let mut it = OptionsIter::new(options);
     while let Some((range, opt)) = it.next_with_range() {
-        if let TcpOption::FastOpen(fo) = opt {
-            return Some((range, fo));
+        match opt {
+            TcpOption::FastOpen(fo) => return Some((range, fo)),
+            TcpOption::Malformed { kind: kind::FAST_OPEN, .. } => {
+                let data = options.get(range.start + 2.min(range.len())..range.end).unwrap_or_default();
+                return Some((range, FastOpen { form: FastOpenForm::Rfc7413, cookie: Cookie::Malformed(data) }));
+            }
+            _ => {}
         }
     }
     None

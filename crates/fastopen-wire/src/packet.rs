@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 use crate::options::{find_fast_open, FastOpen, OptionsIter};
 
@@ -14,8 +14,14 @@ pub enum LinkType {
     RawIp,
     /// An Ethernet II frame (also what `lo` gives to packet sockets).
     Ethernet,
-    /// Linux "cooked" capture (pcap LINKTYPE_LINUX_SLL, `-i any`).
+    /// Linux "cooked" capture v1 (pcap LINKTYPE_LINUX_SLL: `-i any` on older
+    /// tcpdump, or captures on `lo` and TUN devices by some tools).
     LinuxSll,
+    /// Linux "cooked" capture v2 (pcap LINKTYPE_LINUX_SLL2: what `tcpdump -i any` writes).
+    LinuxSll2,
+    /// BSD loopback: a 4-byte address family, then IP (LINKTYPE_NULL, host
+    /// byte order, and LINKTYPE_LOOP, network byte order).
+    Loopback,
 }
 
 impl LinkType {
@@ -25,6 +31,8 @@ impl LinkType {
             1 => Some(LinkType::Ethernet),
             12 | 14 | 101 | 228 | 229 => Some(LinkType::RawIp),
             113 => Some(LinkType::LinuxSll),
+            276 => Some(LinkType::LinuxSll2),
+            0 | 108 => Some(LinkType::Loopback),
             _ => None,
         }
     }
@@ -35,6 +43,8 @@ impl LinkType {
             LinkType::Ethernet => 1,
             LinkType::RawIp => 101,
             LinkType::LinuxSll => 113,
+            LinkType::LinuxSll2 => 276,
+            LinkType::Loopback => 0,
         }
     }
 }
@@ -45,8 +55,10 @@ impl LinkType {
 pub enum WireError {
     /// Not an IPv4 or IPv6 packet (ARP, or another ether type).
     NotIp,
-    /// IP, but not TCP (or a non-first fragment).
+    /// IP, but not TCP.
     NotTcp,
+    /// A fragment of an IPv4 or IPv6 packet (fragments are not reassembled).
+    Fragment,
     /// The headers are cut short or inconsistent; the text says how.
     Malformed(String),
 }
@@ -56,6 +68,7 @@ impl fmt::Display for WireError {
         match self {
             WireError::NotIp => f.write_str("not an IP packet"),
             WireError::NotTcp => f.write_str("not a TCP segment"),
+            WireError::Fragment => f.write_str("an IP fragment (not reassembled)"),
             WireError::Malformed(why) => write!(f, "malformed packet: {why}"),
         }
     }
@@ -150,12 +163,28 @@ pub struct TcpPacket<'a> {
     pub window: u16,
     /// The TCP options bytes (after the fixed 20-byte header).
     pub options: &'a [u8],
-    /// The TCP payload.
+    /// The TCP payload, as captured (shorter than on the wire when the
+    /// capture was cut at a snap length: see `truncated`).
     pub payload: &'a [u8],
+    /// Bytes of the segment that the capture did not keep (0 for a whole packet).
+    pub truncated: usize,
     /// Where the IP header starts in the parsed bytes (after any link header).
     pub ip_offset: usize,
     /// Where the TCP header starts in the parsed bytes.
     pub tcp_offset: usize,
+}
+
+/// Where IP starts in a Linux cooked frame whose ethertype is at `ethertype_at`
+/// and whose header is `header_len` long; `NotIp` for other protocols.
+fn cooked_ip_start(bytes: &[u8], ethertype_at: usize, header_len: usize) -> Result<usize, WireError> {
+    let ethertype = bytes
+        .get(ethertype_at..ethertype_at + 2)
+        .ok_or_else(|| WireError::Malformed("shorter than a Linux cooked header".into()))?;
+    match u16::from_be_bytes([ethertype[0], ethertype[1]]) {
+        0x0800 | 0x86dd if bytes.len() >= header_len => Ok(header_len),
+        0x0800 | 0x86dd => Err(WireError::Malformed("shorter than a Linux cooked header".into())),
+        _ => Err(WireError::NotIp),
+    }
 }
 
 fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
@@ -163,27 +192,56 @@ fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
 }
 
 impl<'a> TcpPacket<'a> {
-    /// Parses a frame of the given link type.
+    /// Parses a frame of the given link type. A frame cut short by a snap
+    /// length still parses when its IP and TCP headers are whole; the
+    /// payload is then what was captured, and `truncated` says how much is missing.
     pub fn parse(link: LinkType, bytes: &'a [u8]) -> Result<TcpPacket<'a>, WireError> {
-        let sliced = match link {
-            LinkType::RawIp => SlicedPacket::from_ip(bytes),
-            LinkType::Ethernet => SlicedPacket::from_ethernet(bytes),
-            LinkType::LinuxSll => SlicedPacket::from_linux_sll(bytes),
-        }
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
-        let (src, dst, ip_offset) = match &sliced.net {
-            Some(NetSlice::Ipv4(v4)) => {
-                let h = v4.header();
-                (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), offset_in(bytes, h.slice()))
+        let malformed = |e: &dyn fmt::Display| WireError::Malformed(e.to_string());
+        let ip_start = match link {
+            LinkType::Ethernet => None,
+            LinkType::RawIp => Some(0),
+            LinkType::LinuxSll => Some(cooked_ip_start(bytes, 14, 16)?),
+            LinkType::LinuxSll2 => Some(cooked_ip_start(bytes, 0, 20)?),
+            LinkType::Loopback => Some(4),
+        };
+        let sliced = match ip_start {
+            None => LaxSlicedPacket::from_ethernet(bytes).map_err(|e| malformed(&e))?,
+            Some(start) => {
+                let ip =
+                    bytes.get(start..).ok_or_else(|| WireError::Malformed("shorter than its link header".into()))?;
+                match ip.first().map(|b| b >> 4) {
+                    Some(4 | 6) => LaxSlicedPacket::from_ip(ip).map_err(|e| malformed(&e))?,
+                    _ => return Err(WireError::NotIp),
+                }
             }
-            Some(NetSlice::Ipv6(v6)) => {
+        };
+        let (src, dst, ip_offset, declared_end, payload) = match &sliced.net {
+            Some(LaxNetSlice::Ipv4(v4)) => {
+                let h = v4.header();
+                let offset = offset_in(bytes, h.slice());
+                let end = offset + usize::from(h.total_len());
+                (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), offset, end, v4.payload())
+            }
+            Some(LaxNetSlice::Ipv6(v6)) => {
                 let h = v6.header();
-                (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), offset_in(bytes, h.slice()))
+                let offset = offset_in(bytes, h.slice());
+                let end = offset + 40 + usize::from(h.payload_length());
+                (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), offset, end, v6.payload())
             }
             _ => return Err(WireError::NotIp),
         };
-        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else { return Err(WireError::NotTcp) };
+        if payload.fragmented {
+            return Err(WireError::Fragment);
+        }
+        if payload.ip_number != etherparse::IpNumber::TCP {
+            return Err(WireError::NotTcp);
+        }
+        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+            let why = sliced.stop_err.as_ref().map_or("no TCP header".to_string(), |(e, _)| e.to_string());
+            return Err(WireError::Malformed(why));
+        };
         let flags = tcp.header_slice().get(13).copied().unwrap_or(0);
+        let truncated = if payload.incomplete { declared_end.saturating_sub(bytes.len()) } else { 0 };
         Ok(TcpPacket {
             src,
             dst,
@@ -195,9 +253,15 @@ impl<'a> TcpPacket<'a> {
             window: tcp.window_size(),
             options: &tcp.header_slice()[20.min(tcp.header_slice().len())..],
             payload: tcp.payload(),
+            truncated,
             ip_offset,
             tcp_offset: offset_in(bytes, tcp.header_slice()),
         })
+    }
+
+    /// The payload's length on the wire (captured or not).
+    pub fn payload_len(&self) -> usize {
+        self.payload.len() + self.truncated
     }
 
     /// Parses a raw IP packet.
@@ -267,6 +331,61 @@ pub(crate) mod tests {
         assert!(p.src.is_ipv6());
         assert_eq!(p.tcp_offset, 40);
         assert_eq!(p.payload, b"x");
+    }
+
+    /// The same SYN behind each link header tfo trace decodes.
+    #[test]
+    fn every_link_type_gives_the_same_segment() {
+        let ip = build_v4(TcpFlags::SYN, &[0x22, 0x02, 0x01, 0x01], b"hi");
+        let mut sll = vec![0, 0, 0x03, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]; // ARPHRD_LOOPBACK
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // TUN
+        sll2.extend_from_slice(&ip);
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&ip);
+        for (link, frame) in [
+            (LinkType::RawIp, &ip),
+            (LinkType::LinuxSll, &sll),
+            (LinkType::LinuxSll2, &sll2),
+            (LinkType::Loopback, &null),
+        ] {
+            let p = TcpPacket::parse(link, frame).unwrap_or_else(|e| panic!("{link:?}: {e}"));
+            assert_eq!((p.dst_port, p.payload, p.truncated), (8000, &b"hi"[..], 0), "{link:?}");
+            assert!(p.fast_open().is_some());
+            assert_eq!(LinkType::from_pcap(link.to_pcap()), Some(link));
+        }
+        assert_eq!(LinkType::from_pcap(276), Some(LinkType::LinuxSll2));
+        assert_eq!(LinkType::from_pcap(108), Some(LinkType::Loopback));
+        let mut arp = sll2.clone();
+        arp[..2].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(TcpPacket::parse(LinkType::LinuxSll2, &arp), Err(WireError::NotIp));
+    }
+
+    #[test]
+    fn a_snap_length_cut_keeps_the_headers_and_says_what_is_missing() {
+        let ip = build_v4(TcpFlags::SYN, &[0x22, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1], &[b'x'; 500]);
+        let cut = &ip[..80];
+        let p = TcpPacket::parse_ip(cut).unwrap();
+        assert_eq!((p.payload.len(), p.truncated, p.payload_len()), (80 - 52, 500 - 28, 500));
+        assert!(p.fast_open().is_some());
+    }
+
+    #[test]
+    fn fragments_are_named() {
+        let mut ip = build_v4(TcpFlags::SYN, &[], b"data");
+        ip[6] |= 0x20; // more fragments
+        let sum = {
+            ip[10] = 0;
+            ip[11] = 0;
+            let words = ip[..20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
+            let mut s: u32 = words.sum();
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            !(s as u16)
+        };
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(TcpPacket::parse_ip(&ip), Err(WireError::Fragment));
     }
 
     #[test]

@@ -11,6 +11,10 @@ use crate::packet::{LinkType, TcpPacket, WireError};
 pub fn strip_fast_open(packet: &mut [u8]) -> Result<bool, WireError> {
     let (range, tcp_offset) = {
         let p = TcpPacket::parse(LinkType::RawIp, packet)?;
+        if p.truncated > 0 {
+            // The checksum covers bytes we do not have.
+            return Err(WireError::Malformed("a truncated packet cannot be rewritten".into()));
+        }
         match find_fast_open(p.options) {
             Some((range, _)) => (range, p.tcp_offset),
             None => return Ok(false),

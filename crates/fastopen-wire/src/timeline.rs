@@ -191,6 +191,16 @@ pub enum Verdict {
     NoTfo,
     /// The SYN got no SYN-ACK in the capture.
     SynUnanswered,
+    /// The SYN was answered by a reset: nothing listens there.
+    Refused,
+    /// The SYN carried data, got no answer, and was sent again without data
+    /// or option: the signature of a path that drops SYNs with data.
+    SynDataDropped {
+        /// Bytes in the first SYN.
+        bytes: u32,
+    },
+    /// The SYN's TFO option has a length no TFO option has; no cookie came back.
+    MalformedOption,
     /// The capture does not include the SYN.
     NoHandshake,
 }
@@ -207,6 +217,9 @@ impl Verdict {
             Verdict::OptionStripped => "option_stripped",
             Verdict::NoTfo => "no_tfo",
             Verdict::SynUnanswered => "syn_unanswered",
+            Verdict::Refused => "refused",
+            Verdict::SynDataDropped { .. } => "syn_data_dropped",
+            Verdict::MalformedOption => "malformed_option",
             Verdict::NoHandshake => "no_handshake",
         }
     }
@@ -231,6 +244,12 @@ impl fmt::Display for Verdict {
             Verdict::OptionStripped => f.write_str("TFO option stripped on the way"),
             Verdict::NoTfo => f.write_str("no TFO"),
             Verdict::SynUnanswered => f.write_str("SYN not answered (in this capture)"),
+            Verdict::Refused => f.write_str("refused: the SYN was answered by a reset (nothing listens there)"),
+            Verdict::SynDataDropped { bytes } => write!(
+                f,
+                "the SYN with {bytes} bytes of data went unanswered and was sent again without data: something on the path drops SYNs that carry data"
+            ),
+            Verdict::MalformedOption => f.write_str("the SYN's TFO option is malformed (a length no TFO option has); no cookie came back"),
             Verdict::NoHandshake => f.write_str("handshake not in the capture"),
         }
     }
@@ -245,6 +264,10 @@ struct Handshake {
     synack_seen: bool,
     synack_tfo: Option<TfoSeen>,
     synack_ack: u32,
+    /// An RST answered the SYN.
+    refused: bool,
+    /// The SYN carried data, went unanswered, and was sent again plain.
+    resent_plain: bool,
 }
 
 /// One connection.
@@ -291,6 +314,85 @@ impl Connection {
         }
     }
 
+    /// Counts a packet: bytes each way, RST, FIN.
+    fn count(&mut self, p: &TcpPacket<'_>, dir: Dir, len: u32) {
+        self.packets += 1;
+        match dir {
+            Dir::ToServer => self.bytes_to_server += u64::from(len),
+            Dir::ToClient => self.bytes_to_client += u64::from(len),
+        }
+        if p.flags.has(TcpFlags::RST) {
+            self.reset = true;
+            self.finished = true;
+        }
+        if p.flags.has(TcpFlags::FIN) {
+            self.finished = true;
+        }
+    }
+
+    /// A SYN from the client at capture `point`: the first one, or a retransmission.
+    fn on_syn(&mut self, point: usize, seq: u32, tfo: Option<TfoSeen>, len: u32) -> Option<Note> {
+        let mut note = None;
+        match self.client_isn {
+            Some(isn) if isn == seq && self.handshakes[point].syn_seen => {
+                self.syn_retransmits += 1;
+                note = Some(Note::SynRetransmission);
+                let h = &mut self.handshakes[point];
+                // SYN data went unanswered and the SYN came again, without data or option.
+                if h.syn_len > 0 && !h.synack_seen && len == 0 && tfo.is_none() {
+                    h.resent_plain = true;
+                }
+            }
+            _ => self.client_isn = Some(seq),
+        }
+        let h = &mut self.handshakes[point];
+        if !h.syn_seen {
+            *h = Handshake { syn_seen: true, syn_tfo: tfo, syn_len: len, ..Handshake::default() };
+        }
+        note
+    }
+
+    /// A SYN-ACK from the server at capture `point`.
+    fn on_syn_ack(&mut self, point: usize, seq: u32, ack: u32, tfo: Option<TfoSeen>) -> Option<Note> {
+        self.server_isn.get_or_insert(seq);
+        let isn = self.client_isn.unwrap_or(0);
+        let h = &mut self.handshakes[point];
+        if !h.syn_seen || h.synack_seen {
+            return None;
+        }
+        h.synack_seen = true;
+        h.synack_tfo = tfo;
+        h.synack_ack = ack;
+        (h.syn_len > 0).then(|| {
+            if ack == isn.wrapping_add(1).wrapping_add(h.syn_len) {
+                Note::AcksSynData(h.syn_len)
+            } else {
+                Note::SynDataNotAcked(h.syn_len)
+            }
+        })
+    }
+
+    /// An RST from the server before any SYN-ACK: the SYN was refused.
+    fn on_reset_before_syn_ack(&mut self, point: usize) -> Option<Note> {
+        let h = &mut self.handshakes[point];
+        if h.syn_seen && !h.synack_seen {
+            h.refused = true;
+        }
+        None
+    }
+
+    /// Keeps an event, with seq and ack made relative to each side's initial number.
+    fn record(&mut self, mut e: Event) {
+        let (own, other) = match e.dir {
+            Dir::ToServer => (self.client_isn, self.server_isn),
+            Dir::ToClient => (self.server_isn, self.client_isn),
+        };
+        let rel = |v: u32, base: Option<u32>| base.map_or(v, |b| v.wrapping_sub(b));
+        e.seq = rel(e.seq, own);
+        e.ack = if e.flags.has(TcpFlags::ACK) { rel(e.ack, other) } else { 0 };
+        self.events.push(e);
+    }
+
     /// The cookie the server gave, if a SYN-ACK carried one.
     pub fn cookie_received(&self) -> Option<CookieBytes> {
         self.handshakes.iter().find_map(|h| h.synack_tfo.and_then(|t| t.cookie().copied()))
@@ -313,15 +415,11 @@ impl Connection {
         let h = seen.iter().rev().find(|h| h.synack_seen).copied().unwrap_or(first);
         let isn = self.client_isn.unwrap_or(0);
         let acked = h.synack_seen && h.syn_len > 0 && h.synack_ack == isn.wrapping_add(1).wrapping_add(h.syn_len);
+        let cookie_back = h.synack_tfo.and_then(|t| t.cookie().copied()).is_some();
         match (h.syn_tfo, h.syn_len, h.synack_seen) {
+            (_, _, false) if h.refused => Verdict::Refused,
             (_, _, false) => Verdict::SynUnanswered,
-            (Some(TfoSeen::Request(_)), _, true) => {
-                if h.synack_tfo.and_then(|t| t.cookie().copied()).is_some() {
-                    Verdict::CookieReceived
-                } else {
-                    Verdict::CookieNotReceived
-                }
-            }
+            (_, n, true) if n > 0 && !acked && h.resent_plain => Verdict::SynDataDropped { bytes: n },
             (Some(_), n, true) if n > 0 => {
                 if acked {
                     Verdict::TfoUsed { bytes: n }
@@ -330,8 +428,11 @@ impl Connection {
                 }
             }
             (None, n, true) if n > 0 => Verdict::DataWithoutCookie { bytes: n, acked },
-            (Some(_), _, true) => Verdict::NoTfo,
-            (None, _, true) => Verdict::NoTfo,
+            // A cookie came back: whatever the SYN's option looked like, it asked for one.
+            (Some(_), _, true) if cookie_back => Verdict::CookieReceived,
+            (Some(TfoSeen::Request(_)), _, true) => Verdict::CookieNotReceived,
+            (Some(TfoSeen::Malformed(..)), _, true) => Verdict::MalformedOption,
+            (Some(TfoSeen::Cookie(..)), _, true) | (None, _, true) => Verdict::NoTfo,
         }
     }
 }
@@ -394,10 +495,40 @@ impl Tracker {
     pub fn push(&mut self, time: Duration, point: u8, p: &TcpPacket<'_>) {
         self.packets += 1;
         let start = *self.start.get_or_insert(time);
+        let idx = self.connection_of(p);
+        let max_events = self.max_events;
+        let c = &mut self.connections[idx];
+        let dir = if SocketAddr::new(p.src, p.src_port) == c.client { Dir::ToServer } else { Dir::ToClient };
+        let len = p.payload_len() as u32;
+        c.count(p, dir, len);
+        let point = usize::from(point.min(3));
+        let tfo = if p.flags.has(TcpFlags::SYN) { TfoSeen::of_packet(p) } else { None };
+        let note = match dir {
+            Dir::ToServer if p.flags.is_syn() => c.on_syn(point, p.seq, tfo, len),
+            Dir::ToClient if p.flags.is_syn_ack() => c.on_syn_ack(point, p.seq, p.ack, tfo),
+            Dir::ToClient if p.flags.has(TcpFlags::RST) => c.on_reset_before_syn_ack(point),
+            _ => None,
+        };
+        if c.events.len() < max_events {
+            c.record(Event {
+                time: time.saturating_sub(start),
+                point: point as u8,
+                dir,
+                flags: p.flags,
+                seq: p.seq,
+                ack: p.ack,
+                len,
+                tfo,
+                note,
+            });
+        }
+    }
+
+    /// The connection a packet belongs to (a new one for a SYN that starts one).
+    fn connection_of(&mut self, p: &TcpPacket<'_>) -> usize {
         let key = FlowKey::of(p);
-        let is_new_syn = p.flags.is_syn();
-        let idx = match self.index.get(&key) {
-            Some(&i) if !(is_new_syn && self.is_new_connection(i, p)) => i,
+        match self.index.get(&key) {
+            Some(&i) if !(p.flags.is_syn() && self.is_new_connection(i, p)) => i,
             _ => {
                 let (client, server) = if p.flags.is_syn_ack() {
                     (SocketAddr::new(p.dst, p.dst_port), SocketAddr::new(p.src, p.src_port))
@@ -409,71 +540,6 @@ impl Tracker {
                 self.index.insert(key, i);
                 i
             }
-        };
-        let c = &mut self.connections[idx];
-        let dir = if SocketAddr::new(p.src, p.src_port) == c.client { Dir::ToServer } else { Dir::ToClient };
-        c.packets += 1;
-        let len = p.payload.len() as u32;
-        match dir {
-            Dir::ToServer => c.bytes_to_server += u64::from(len),
-            Dir::ToClient => c.bytes_to_client += u64::from(len),
-        }
-        if p.flags.has(TcpFlags::RST) {
-            c.reset = true;
-            c.finished = true;
-        }
-        if p.flags.has(TcpFlags::FIN) {
-            c.finished = true;
-        }
-        let point = usize::from(point.min(3));
-        let tfo = if p.flags.has(TcpFlags::SYN) { TfoSeen::of_packet(p) } else { None };
-        let mut note = None;
-        if p.flags.is_syn() && dir == Dir::ToServer {
-            match c.client_isn {
-                Some(isn) if isn == p.seq && c.handshakes[point].syn_seen => {
-                    c.syn_retransmits += 1;
-                    note = Some(Note::SynRetransmission);
-                }
-                _ => c.client_isn = Some(p.seq),
-            }
-            let h = &mut c.handshakes[point];
-            if !h.syn_seen {
-                *h = Handshake { syn_seen: true, syn_tfo: tfo, syn_len: len, ..Handshake::default() };
-            }
-        } else if p.flags.is_syn_ack() && dir == Dir::ToClient {
-            c.server_isn.get_or_insert(p.seq);
-            let h = &mut c.handshakes[point];
-            if h.syn_seen && !h.synack_seen {
-                h.synack_seen = true;
-                h.synack_tfo = tfo;
-                h.synack_ack = p.ack;
-                if h.syn_len > 0 {
-                    let isn = c.client_isn.unwrap_or(0);
-                    note = Some(if p.ack == isn.wrapping_add(1).wrapping_add(h.syn_len) {
-                        Note::AcksSynData(h.syn_len)
-                    } else {
-                        Note::SynDataNotAcked(h.syn_len)
-                    });
-                }
-            }
-        }
-        if c.events.len() < self.max_events {
-            let (own, other) = match dir {
-                Dir::ToServer => (c.client_isn, c.server_isn),
-                Dir::ToClient => (c.server_isn, c.client_isn),
-            };
-            let rel = |v: u32, base: Option<u32>| base.map_or(v, |b| v.wrapping_sub(b));
-            c.events.push(Event {
-                time: time.saturating_sub(start),
-                point: point as u8,
-                dir,
-                flags: p.flags,
-                seq: rel(p.seq, own),
-                ack: if p.flags.has(TcpFlags::ACK) { rel(p.ack, other) } else { 0 },
-                len,
-                tfo,
-                note,
-            });
         }
     }
 
@@ -533,6 +599,32 @@ mod tests {
             t.push(Duration::from_millis(*ms), *point, &TcpPacket::parse_ip(bytes).unwrap());
         }
         t
+    }
+
+    /// What real captures showed: verdicts that must not read as something milder.
+    #[test]
+    fn verdicts_from_hostile_and_unlucky_captures() {
+        // The SYN's option is malformed (length 1, 19, 255 past the header), yet a cookie came back.
+        for bad in [&[0x22, 0x01, 0x01, 0x01][..], &[0x22, 19, 0, 0], &[0x01, 0x01, 0x22, 0xff]] {
+            let t = track(&[(0, 0, pkt(true, SYN, 1, 0, bad, b"")), (1, 0, pkt(false, SYNACK, 9, 2, &COOKIE, b""))]);
+            assert_eq!(t.connections()[0].verdict(), Verdict::CookieReceived, "{bad:?}");
+            let t = track(&[(0, 0, pkt(true, SYN, 1, 0, bad, b"")), (1, 0, pkt(false, SYNACK, 9, 2, &[], b""))]);
+            assert_eq!(t.connections()[0].verdict(), Verdict::MalformedOption, "{bad:?}");
+            // With data, a malformed option is not no-cookie mode.
+            let t = track(&[(0, 0, pkt(true, SYN, 1, 0, bad, b"GET")), (1, 0, pkt(false, SYNACK, 9, 2, &[], b""))]);
+            assert_eq!(t.connections()[0].verdict(), Verdict::DataNotAcked { bytes: 3 }, "{bad:?}");
+        }
+        // A SYN answered by RST: refused, not unanswered.
+        let rst = TcpFlags::RST | TcpFlags::ACK;
+        let t = track(&[(0, 0, pkt(true, SYN, 1, 0, &REQ, b"")), (1, 0, pkt(false, rst, 0, 2, &[], b""))]);
+        assert_eq!(t.connections()[0].verdict().as_str(), "refused");
+        // Data SYN unanswered, then the same SYN again without data or option, answered.
+        let t = track(&[
+            (0, 0, pkt(true, SYN, 1, 0, &COOKIE, b"GET /")),
+            (1000, 0, pkt(true, SYN, 1, 0, &[], b"")),
+            (1010, 0, pkt(false, SYNACK, 9, 2, &[], b"")),
+        ]);
+        assert_eq!(t.connections()[0].verdict(), Verdict::SynDataDropped { bytes: 5 });
     }
 
     #[test]

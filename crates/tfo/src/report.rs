@@ -5,6 +5,7 @@ use fastopen_wire::timeline::{Connection, Dir, TfoSeen};
 use fastopen_wire::FastOpenForm;
 use serde::Serialize;
 use serde_json::json;
+use std::io::Write;
 
 use crate::echo::ConnectionLog;
 
@@ -66,33 +67,35 @@ pub(crate) fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// A connection's handshake timeline and verdict, as `tfo trace` prints it.
-pub(crate) fn print_connection(c: &Connection) {
-    println!("{} -> {}: {}", c.client, c.server, c.verdict());
-    print_events(c, "  ");
+pub(crate) fn print_connection(out: &mut impl Write, c: &Connection) -> std::io::Result<()> {
+    writeln!(out, "{} -> {}: {}", c.client, c.server, c.verdict())?;
+    print_events(out, c, "  ")?;
     if c.packets > c.events.len() as u64 {
-        println!("  ... {} more packets", c.packets - c.events.len() as u64);
+        writeln!(out, "  ... {} more packets", c.packets - c.events.len() as u64)?;
     }
     if c.syn_retransmits > 0 {
-        println!("  SYN retransmitted {} time(s)", c.syn_retransmits);
+        writeln!(out, "  SYN retransmitted {} time(s)", c.syn_retransmits)?;
     }
     if c.reset {
-        println!("  reset (RST seen)");
+        writeln!(out, "  reset (RST seen)")?;
     }
-    println!();
+    writeln!(out)
 }
 
 /// The timeline table of a connection, each line prefixed with `indent`.
-pub(crate) fn print_events(c: &Connection, indent: &str) {
-    println!(
+pub(crate) fn print_events(out: &mut impl Write, c: &Connection, indent: &str) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{indent}{:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option",
         "time (ms)", "dir", "flags", "seq", "ack", "len"
-    );
+    )?;
     for e in &c.events {
         let arrow = if e.dir == Dir::ToServer { ">" } else { "<" };
         let tfo = e.tfo.map(|t| t.to_string()).unwrap_or_default();
         let note = e.note.map(|n| format!("  <- {n}")).unwrap_or_default();
         let point = if e.point > 0 { format!(" @{}", e.point) } else { String::new() };
-        println!(
+        writeln!(
+            out,
             "{indent}{:>10.3}  {:<3} {:<8} {:>10} {:>10} {:>6}  {tfo}{note}{point}",
             ms(e.time),
             arrow,
@@ -100,8 +103,9 @@ pub(crate) fn print_events(c: &Connection, indent: &str) {
             e.seq,
             e.ack,
             e.len
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub(crate) fn tfo_json(t: &TfoSeen) -> serde_json::Value {

@@ -113,3 +113,157 @@ fn hostile_and_truncated_files_do_not_panic() {
     assert!(stderr(&o).contains("missing.pcap"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Captures with tcpdump (ARGS) while a cookie request and a request in the SYN run.
+fn tcpdump_capture(pcap: &std::path::Path, args: &[&str]) {
+    // Cold: forget cookies of earlier captures in this namespace.
+    assert!(Command::new("ip").args(["tcp_metrics", "flush", "all"]).status().unwrap().success());
+    let server = Server::start(&[]);
+    let mut dump = Guard(
+        Command::new("tcpdump")
+            .args(args)
+            .args([
+                "-U",
+                "--immediate-mode",
+                "-w",
+                pcap.to_str().unwrap(),
+                "tcp",
+                "port",
+                &server.addr.port().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(dump.0.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("listening on") {
+        let n = err.read_line(&mut said).unwrap();
+        assert!(n > 0, "tcpdump did not start: {said}");
+    }
+    let a = server.addr.to_string();
+    assert!(run_tfo(&["send", &a, "--data", "first"]).status.success());
+    assert!(run_tfo(&["send", &a, "--data", &"x".repeat(300)]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dump.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let _ = dump.0.wait();
+}
+
+#[test]
+fn cooked_captures_and_snap_length_cuts_are_decoded() {
+    if !have_tool("trace_cooked", "tcpdump") {
+        return;
+    }
+    in_netns("trace_cooked", 3, || {
+        let dir = tempdir("trace-cooked");
+        for (name, args, truncated) in [
+            ("any-sll2", &["-i", "any"][..], false),
+            ("any-sll1", &["-i", "any", "-y", "LINUX_SLL"][..], false),
+            ("lo-snap96", &["-i", "lo", "-s", "96"][..], true),
+        ] {
+            let pcap = dir.join(format!("{name}.pcap"));
+            tcpdump_capture(&pcap, args);
+            let o = run_tfo(&["trace", "--read", pcap.to_str().unwrap(), "--json"]);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            let v = json(&o);
+            assert_eq!(v["stats"]["unknown_link"], 0, "{name}: {}", v["stats"]);
+            assert_eq!(v["stats"]["malformed"], 0, "{name}: {}", v["stats"]);
+            let verdicts: Vec<&str> =
+                v["connections"].as_array().unwrap().iter().map(|c| c["verdict"].as_str().unwrap()).collect();
+            assert_eq!(verdicts, ["cookie_received", "tfo_used"], "{name}");
+            assert_eq!(v["connections"][1]["bytes_in_syn"], 300, "{name}: the SYN's length comes from its IP header");
+            assert_eq!(v["stats"]["truncated"].as_u64().unwrap() > 0, truncated, "{name}: {}", v["stats"]);
+        }
+        // Cut inside the TCP options (-s 80 on lo): not decodable, and the reason is named.
+        let pcap = dir.join("lo-snap80.pcap");
+        tcpdump_capture(&pcap, &["-i", "lo", "-s", "80"]);
+        let o = run_tfo(&["trace", "--read", pcap.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("cut short by the capture's snap length"), "{}", stderr(&o));
+        let undecoded = json(&o)["stats"]["undecoded"].clone();
+        assert!(undecoded.to_string().contains("snap length"), "{undecoded}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn pcapng_without_if_tsresol_has_microsecond_times() {
+    if !have_tool("trace_pcapng_time", "tcpdump") || !have_tool("trace_pcapng_time", "editcap") {
+        return;
+    }
+    in_netns("trace_pcapng_time", 3, || {
+        let dir = tempdir("trace-pcapng");
+        let pcap = dir.join("lo.pcap");
+        tcpdump_capture(&pcap, &["-i", "lo"]);
+        let ng = dir.join("lo.pcapng");
+        let o = Command::new("editcap")
+            .args(["-F", "pcapng", pcap.to_str().unwrap(), ng.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let times = |f: &std::path::Path| -> Vec<f64> {
+            let v = json(&run_tfo(&["trace", "--read", f.to_str().unwrap(), "--json"]));
+            v["packets"].as_array().unwrap().iter().map(|p| p["time_ms"].as_f64().unwrap()).collect()
+        };
+        let (a, b) = (times(&pcap), times(&ng));
+        assert!(a.len() >= 6 && a.last().unwrap() > &0.0, "{a:?}");
+        assert_eq!(a, b, "pcapng times differ from the pcap's");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn files_that_are_not_captures_and_misused_paths_are_usage_errors() {
+    let dir = tempdir("trace-misuse");
+    let tiny = dir.join("tiny");
+    std::fs::write(&tiny, b"hello").unwrap();
+    let o = run_tfo(&["trace", "--read", tiny.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a capture file"), "{}", stderr(&o));
+
+    let cap = dir.join("one.pcap");
+    let mut w = fastopen_wire::capture::CaptureWriter::new(Vec::new(), fastopen_wire::LinkType::RawIp).unwrap();
+    w.write(std::time::Duration::ZERO, &syn_packet(40000)).unwrap();
+    std::fs::write(&cap, w.into_inner()).unwrap();
+    let before = std::fs::read(&cap).unwrap();
+    let o = run_tfo(&["trace", "--read", cap.to_str().unwrap(), "--write", cap.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&cap).unwrap(), before, "the capture being read was truncated");
+    let c = cap.to_str().unwrap();
+    let o = run_tfo(&["trace", "--read", c, "--read", c, "--read", c, "--read", c, "--read", c]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 4 capture points"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn syn_packet(port: u16) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64).tcp(port, 80, 1, 1000).syn();
+    let mut v = Vec::new();
+    b.write(&mut v, b"").unwrap();
+    v
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let dir = tempdir("trace-pipe");
+    let cap = dir.join("many.pcap");
+    let mut w = fastopen_wire::capture::CaptureWriter::new(Vec::new(), fastopen_wire::LinkType::RawIp).unwrap();
+    for port in 1000..6000 {
+        w.write(std::time::Duration::ZERO, &syn_packet(port)).unwrap();
+    }
+    std::fs::write(&cap, w.into_inner()).unwrap();
+    let mut child = tfo()
+        .args(["trace", "--read", cap.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then the pipe closes
+    let o = child.wait_with_output().unwrap();
+    assert!(first.contains("->"), "{first}");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -248,7 +248,7 @@ fn print_text(results: &[StepResult], rtt: Option<Duration>) {
         println!("   kernel:  {}", merged_delta(r));
         if let Some(c) = &r.wire {
             println!("   on the wire: {}", c.verdict());
-            report::print_events(c, "     ");
+            let _ = report::print_events(&mut std::io::stdout().lock(), c, "     ");
         }
         println!("   reply:   {} ({} bytes) after {:.1} ms\n", status_line(&r.reply), r.reply.len(), ms(r.total));
     }

@@ -39,8 +39,8 @@ use crate::interrupt;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Capture files to read (pcap or pcapng); repeat for several capture points.
-    /// Without --read, tfo trace captures live.
+    /// Capture files to read (pcap or pcapng); repeat for several capture points
+    /// (at most 4). Without --read, tfo trace captures live.
     #[arg(long, short, value_name = "FILE")]
     read: Vec<PathBuf>,
     /// Interface to capture on live, through tcpdump (default: lo).
@@ -96,7 +96,7 @@ fn lab_namespace(side: LabSide) -> anyhow::Result<String> {
     }
 }
 
-/// Decoding statistics.
+/// Decoding statistics. `undecoded` says why frames were not read, by reason.
 #[derive(Debug, Default, serde::Serialize)]
 struct Stats {
     frames: u64,
@@ -104,8 +104,28 @@ struct Stats {
     not_tcp: u64,
     malformed: u64,
     unknown_link: u64,
+    /// IP fragments (not reassembled: a fragmented SYN's options may be unseen).
+    fragments: u64,
+    /// TCP segments cut short by the capture's snap length (headers decoded).
+    truncated: u64,
+    /// Frames --write could not keep (another link type than the output's).
+    not_written: u64,
+    undecoded: std::collections::BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<String>,
+}
+
+/// Capture points `tfo trace` tells apart (one per --read file).
+const MAX_POINTS: usize = 4;
+
+/// A frame's decodable link type, and the number the file gave (None: undeclared interface).
+#[derive(Debug, Clone, Copy)]
+struct Linked(Option<LinkType>, Option<u32>);
+
+impl Linked {
+    fn of(linktype: Option<u32>) -> Linked {
+        Linked(linktype.and_then(LinkType::from_pcap), linktype)
+    }
 }
 
 /// Everything a trace accumulates.
@@ -115,24 +135,43 @@ struct Trace {
     packets: Vec<serde_json::Value>,
     keep_packets: bool,
     writer: Option<(CaptureWriter<BufWriter<File>>, Option<LinkType>)>,
+    /// The --write file until the first decodable frame says which link type to write.
+    pending_output: Option<BufWriter<File>>,
     base: Option<Duration>,
 }
 
 impl Trace {
-    fn frame(&mut self, point: u8, timestamp: Duration, link: Option<LinkType>, data: &[u8]) -> anyhow::Result<()> {
+    /// Decodes one frame; `cut` says the capture kept less than was on the wire.
+    fn frame(&mut self, point: u8, timestamp: Duration, link: Linked, data: &[u8], cut: bool) -> anyhow::Result<()> {
         self.stats.frames += 1;
+        if let (Some(out), Some(first_link)) = (self.pending_output.take(), link.0) {
+            self.writer = Some((CaptureWriter::new(out, first_link)?, Some(first_link)));
+        }
+        if self.pending_output.is_some() {
+            self.stats.not_written += 1;
+        }
         if let Some((w, wlink)) = &mut self.writer {
-            if *wlink == link || wlink.is_none() {
+            if wlink.is_none() || *wlink == link.0 {
                 w.write(timestamp, data)?;
+            } else {
+                self.stats.not_written += 1;
             }
         }
-        let Some(link) = link else {
+        let Some(link) = link.0 else {
             self.stats.unknown_link += 1;
+            let why = match link.1 {
+                Some(n) => format!("link type {n} is not one tfo trace decodes"),
+                None => "packet on an interface the pcapng file never declared".to_string(),
+            };
+            *self.stats.undecoded.entry(why).or_insert(0) += 1;
             return Ok(());
         };
         match TcpPacket::parse(link, data) {
             Ok(p) => {
                 self.stats.tcp += 1;
+                if p.truncated > 0 {
+                    self.stats.truncated += 1;
+                }
                 self.tracker.push(timestamp, point, &p);
                 if self.keep_packets {
                     let base = *self.base.get_or_insert(timestamp);
@@ -140,8 +179,18 @@ impl Trace {
                 }
             }
             Err(WireError::NotTcp | WireError::NotIp) => self.stats.not_tcp += 1,
+            Err(WireError::Fragment) => {
+                self.stats.fragments += 1;
+                *self.stats.undecoded.entry("IP fragment (not reassembled)".into()).or_insert(0) += 1;
+            }
             Err(e) => {
                 self.stats.malformed += 1;
+                let why = if cut {
+                    "headers cut short by the capture's snap length (capture with -s 96 or more)"
+                } else {
+                    "malformed headers"
+                };
+                *self.stats.undecoded.entry(why.into()).or_insert(0) += 1;
                 if self.stats.errors.len() < 10 {
                     self.stats.errors.push(format!("frame {}: {e}", self.stats.frames));
                 }
@@ -184,11 +233,18 @@ fn read_file(
         file.read_to_end(&mut bytes)?;
         let reader = CaptureReader::new(&bytes).with_context(not_capture)?;
         if let Some((w, _)) = writer {
-            trace.writer = Some((CaptureWriter::new(w, LinkType::Ethernet)?, Some(LinkType::Ethernet)));
+            // pcapng holds a link type per interface: the first decodable frame picks the output's.
+            trace.pending_output = Some(w);
         }
         for frame in reader {
             match frame {
-                Ok(f) => trace.frame(point, f.timestamp, f.link, &f.data)?,
+                Ok(f) => trace.frame(
+                    point,
+                    f.timestamp,
+                    Linked::of(f.linktype),
+                    &f.data,
+                    f.orig_len as usize > f.data.len(),
+                )?,
                 Err(e) => {
                     trace.stats.malformed += 1;
                     trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
@@ -211,7 +267,13 @@ fn read_file(
         let used = chunks
             .feed(&buf[..filled], |f| {
                 if result.is_ok() {
-                    result = trace.frame(point, f.timestamp, f.link, &f.data);
+                    result = trace.frame(
+                        point,
+                        f.timestamp,
+                        Linked::of(f.linktype),
+                        &f.data,
+                        f.orig_len as usize > f.data.len(),
+                    );
                 }
             })
             .with_context(not_capture)?;
@@ -223,6 +285,9 @@ fn read_file(
         }
         let n = file.read(&mut buf[filled..])?;
         if n == 0 {
+            if !chunks.has_header() {
+                anyhow::bail!(not_capture());
+            }
             if filled > 0 {
                 trace.stats.malformed += 1;
                 trace.stats.errors.push(format!("{}: the last {filled} bytes are a cut-off record", path.display()));
@@ -230,6 +295,34 @@ fn read_file(
             return Ok(());
         }
         filled += n;
+    }
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Says on stderr, loudly, what could not be decoded and why.
+fn warn_undecoded(s: &Stats) {
+    for (why, n) in &s.undecoded {
+        eprintln!("tfo trace: warning: {n} frame(s) not decoded: {why}");
+    }
+    if s.truncated > 0 {
+        eprintln!(
+            "tfo trace: note: {} segment(s) cut short by the capture's snap length; headers decoded, payload lengths taken from the IP header",
+            s.truncated
+        );
+    }
+    if s.not_written > 0 {
+        eprintln!("tfo trace: warning: {} frame(s) of another link type were not written to --write", s.not_written);
+    }
+    for e in &s.errors {
+        eprintln!("tfo trace: warning: {e}");
     }
 }
 
@@ -286,9 +379,10 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
             anyhow::bail!("tcpdump gave no capture ({e}): {}", text.trim());
         }
     };
-    let link = LinkType::from_pcap(u32::from(reader.header().datalink));
+    let linktype = u32::from(reader.header().datalink);
+    let link = Linked::of(Some(linktype));
     if let Some((_, wlink)) = &mut trace.writer {
-        *wlink = link;
+        *wlink = link.0;
     }
     eprintln!("capturing on {iface} ({}); Ctrl-C stops", tcpdump_filter(args));
     // Stop tcpdump (which flushes and closes the stream) at the deadline or on Ctrl-C.
@@ -307,7 +401,7 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
     });
     while let Some(packet) = reader.next_packet() {
         match packet {
-            Ok(p) => trace.frame(0, p.timestamp, link, &p.data)?,
+            Ok(p) => trace.frame(0, p.timestamp, link, &p.data, p.orig_len as usize > p.data.len())?,
             Err(e) => {
                 eprintln!("tfo trace: reading tcpdump's stream: {e}");
                 break;
@@ -327,6 +421,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.read.is_empty() && args.interface.is_none() {
         args.interface = Some("lo".to_string());
     }
+    if args.read.len() > MAX_POINTS {
+        anyhow::bail!(
+            "{} --read files given; tfo trace tells at most {MAX_POINTS} capture points apart",
+            args.read.len()
+        );
+    }
+    if let Some(out) = &args.write {
+        if let Some(same) = args.read.iter().find(|r| same_file(r, out)) {
+            anyhow::bail!("--write {} would overwrite --read {}: write to another file", out.display(), same.display());
+        }
+    }
     interrupt::install();
     let writer = match &args.write {
         Some(path) => {
@@ -341,6 +446,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         packets: Vec::new(),
         keep_packets: args.json && !args.summary,
         writer: None,
+        pending_output: None,
         base: None,
     };
     let started = Instant::now();
@@ -353,12 +459,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         live(&args, iface, &mut trace)?;
     } else {
         for (point, path) in args.read.iter().enumerate() {
-            let point = point.min(3) as u8;
+            let point = point as u8;
             let first = point == 0;
             read_file(path, point, &mut trace, if first { pending_writer.take() } else { None })?;
         }
     }
     let elapsed = started.elapsed();
+    if let Some(mut w) = trace.pending_output.take() {
+        // No decodable frame at all: still leave a valid (empty) capture.
+        w.write_all(&[])?;
+        trace.writer = Some((CaptureWriter::new(w, LinkType::RawIp)?, None));
+    }
     if let Some((w, _)) = trace.writer.take() {
         w.into_inner().flush()?;
     }
@@ -367,24 +478,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     for c in connections {
         *verdicts.entry(c.verdict().as_str()).or_insert(0u64) += 1;
     }
+    warn_undecoded(&trace.stats);
+    // Written through a locked stdout: a closed pipe (`| head`) is an error
+    // that ends the command quietly, never a panic.
+    let mut out = std::io::stdout().lock();
     if args.json {
-        let mut out = json!({
+        let mut v = json!({
             "stats": trace.stats, "verdicts": verdicts, "connections_total": connections.len(),
             "seconds": elapsed.as_secs_f64(),
         });
         if !args.summary {
-            out["connections"] = connections.iter().map(crate::report::connection_json).collect();
-            out["packets"] = serde_json::Value::Array(std::mem::take(&mut trace.packets));
+            v["connections"] = connections.iter().map(crate::report::connection_json).collect();
+            v["packets"] = serde_json::Value::Array(std::mem::take(&mut trace.packets));
         }
-        println!("{out}");
+        writeln!(out, "{v}")?;
     } else {
         if !args.summary {
             for c in connections {
-                crate::report::print_connection(c);
+                crate::report::print_connection(&mut out, c)?;
             }
         }
         let s = &trace.stats;
-        println!(
+        writeln!(
+            out,
             "{} frames, {} TCP, {} other, {} malformed, {} connections; verdicts: {}",
             s.frames,
             s.tcp,
@@ -392,20 +508,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.malformed,
             connections.len(),
             verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-        );
+        )?;
         if !args.read.is_empty() {
-            println!(
+            writeln!(
+                out,
                 "decoded in {:.3} s: {:.0} packets/s",
                 elapsed.as_secs_f64(),
                 s.frames as f64 / elapsed.as_secs_f64().max(1e-9)
-            );
-        }
-        for e in &s.errors {
-            println!("warning: {e}");
+            )?;
         }
         if let Some(p) = &args.write {
-            println!("written: {}", p.display());
+            writeln!(out, "written: {}", p.display())?;
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
