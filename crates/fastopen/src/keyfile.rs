@@ -5,7 +5,7 @@
 //! - errors name the file and what is wrong, never its content;
 //! - [`KeyFile::read`] reports a file that group or others can read
 //!   ([`KeyFile::exposed_mode`]), for the caller to warn about;
-//! - [`write`] replaces the file atomically with mode 0600: a new file with a
+//! - [`write()`] replaces the file atomically with mode 0600: a new file with a
 //!   unique name is created (never an existing one, so no unrelated
 //!   `NAME.tmp` is touched) in the same directory as the real file, then
 //!   renamed over it. A symlink is followed, so the file it points to is

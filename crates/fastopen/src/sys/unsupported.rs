@@ -52,6 +52,7 @@ pub(crate) fn kernel_release() -> io::Result<String> {
 
 /// See the Linux backend; nothing here ever succeeds, so every error is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
 pub(crate) enum ClientErrno {
     InProgress,
     TfoDisabled,
@@ -61,6 +62,7 @@ pub(crate) fn client_errno(_: &io::Error) -> ClientErrno {
     ClientErrno::Other
 }
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
 pub(crate) enum KeyErrno {
     NoOption,
     BadLength,
