@@ -6,6 +6,9 @@
 use std::fs;
 use std::io;
 
+use std::fmt;
+
+use crate::counters::FastOpenCounters;
 use crate::key::FastOpenKey;
 use crate::mode::FastOpenMode;
 use crate::{Error, Result};
@@ -63,5 +66,175 @@ pub fn read_key_state() -> Result<NamespaceKey> {
         },
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(NamespaceKey::NotReadable),
         Err(e) => Err(Error::io("reading net.ipv4.tcp_fastopen_key")(e)),
+    }
+}
+
+/// The inode number of the initial network namespace (`PROC_NET_INIT_INO`,
+/// include/linux/proc_ns.h), fixed since Linux 6.18; before, it was allocated.
+const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+
+/// Whether the calling thread is in the host's network namespace; `None`
+/// when it cannot be told. Told by the fixed inode of the initial namespace
+/// (Linux 6.18 and later), else by comparing with pid 1's (needs to be able
+/// to read `/proc/1/ns/net`, which sandboxes may forbid even to root).
+pub fn in_initial_namespace() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = fs::metadata("/proc/thread-self/ns/net").ok()?;
+    if ours.ino() == PROC_NET_INIT_INO {
+        return Some(true);
+    }
+    if let Ok(init) = fs::metadata("/proc/1/ns/net") {
+        return Some(ours.dev() == init.dev() && ours.ino() == init.ino());
+    }
+    let fixed_inode = crate::kernel::KernelFeatures::current().release_at_least(6, 18);
+    fixed_inode.then_some(false)
+}
+
+/// How to keep a mode after a reboot, which depends on where we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permanence {
+    /// The host's namespace: a sysctl.d file.
+    SysctlD,
+    /// Another namespace (container, `ip netns`): whatever creates it must set the sysctl.
+    ThisNamespace,
+    /// Unknown (the host's namespace could not be compared): both are said.
+    Unknown,
+}
+
+impl Permanence {
+    /// From [`in_initial_namespace`].
+    pub fn of(initial: Option<bool>) -> Permanence {
+        match initial {
+            Some(true) => Permanence::SysctlD,
+            Some(false) => Permanence::ThisNamespace,
+            None => Permanence::Unknown,
+        }
+    }
+
+    /// The sentence that tells how to keep `mode`.
+    pub fn how_to_keep(self, mode: FastOpenMode) -> String {
+        let sysctl_d =
+            format!("echo 'net.ipv4.tcp_fastopen = {}' | sudo tee /etc/sysctl.d/60-tcp-fastopen.conf", mode.0);
+        let here = format!(
+            "this is not the host's network namespace: have whatever creates it set net.ipv4.tcp_fastopen={} (a container runtime's sysctls, or `ip netns exec NAME sysctl -w ...` in its setup); /etc/sysctl.d would change the host",
+            mode.0
+        );
+        match self {
+            Permanence::SysctlD => sysctl_d,
+            Permanence::ThisNamespace => here,
+            Permanence::Unknown => {
+                format!("{sysctl_d} (on the host; in a container or `ip netns`, set it where the namespace is made)")
+            }
+        }
+    }
+}
+
+/// One piece of advice from [`advise`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Advice {
+    /// Client or server TFO is off: turn both on, and keep it.
+    TurnOn {
+        /// The mode to set.
+        wanted: FastOpenMode,
+        /// How to keep it after a reboot.
+        permanence: Permanence,
+    },
+    /// 0x400 without 0x2 does nothing.
+    AllListenersWithoutServer,
+    /// A no-cookie bit is set.
+    NoCookieBit,
+    /// Blackhole detection disabled client TFO this many times.
+    Blackhole(u64),
+    /// More failed than successful active TFO attempts.
+    MoreFailuresThanSuccesses,
+    /// The TFO queue of a listener overflowed.
+    ListenOverflow,
+}
+
+impl fmt::Display for Advice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Advice::TurnOn { wanted, permanence } => write!(
+                f,
+                "turn TFO on for this boot: `tfo doctor --fix` (or `sysctl -w net.ipv4.tcp_fastopen={}`); to keep it: {}",
+                wanted.0,
+                permanence.how_to_keep(*wanted)
+            ),
+            Advice::AllListenersWithoutServer => f.write_str("bit 0x400 (all listeners) does nothing without bit 0x2 (server)"),
+            Advice::NoCookieBit => f.write_str(
+                "a no-cookie bit is set: SYN data is sent or accepted without the cookie check (only safe inside a trusted network)",
+            ),
+            Advice::Blackhole(n) => write!(
+                f,
+                "blackhole detection has disabled client TFO {n} time(s) here: something on a path dropped TFO SYNs; writing net.ipv4.tcp_fastopen re-enables it"
+            ),
+            Advice::MoreFailuresThanSuccesses => f.write_str(
+                "more failed than successful TFO attempts (TCPFastOpenActiveFail): servers or paths here often reject SYN data",
+            ),
+            Advice::ListenOverflow => f.write_str(
+                "TFO queue overflows seen (TCPFastOpenListenOverflow): raise the listener's queue length (tfo serve --queue)",
+            ),
+        }
+    }
+}
+
+/// What to do about this namespace's TFO state: pure, from the mode and the counters.
+pub fn advise(mode: FastOpenMode, counters: &FastOpenCounters, permanence: Permanence) -> Vec<Advice> {
+    let mut advice = Vec::new();
+    if !mode.client() || !mode.server() {
+        advice.push(Advice::TurnOn { wanted: mode.with_client_and_server(), permanence });
+    }
+    if mode.server_all_listeners() && !mode.server() {
+        advice.push(Advice::AllListenersWithoutServer);
+    }
+    if mode.client_no_cookie() || mode.server_no_cookie() {
+        advice.push(Advice::NoCookieBit);
+    }
+    if counters.blackhole > 0 {
+        advice.push(Advice::Blackhole(counters.blackhole));
+    }
+    if counters.active_fail > counters.active && counters.active_fail > 0 {
+        advice.push(Advice::MoreFailuresThanSuccesses);
+    }
+    if counters.listen_overflow > 0 {
+        advice.push(Advice::ListenOverflow);
+    }
+    advice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(netstat_values: &[(&str, u64)]) -> FastOpenCounters {
+        let names: Vec<&str> = netstat_values.iter().map(|(n, _)| *n).collect();
+        let values: Vec<String> = netstat_values.iter().map(|(_, v)| v.to_string()).collect();
+        let text = format!("TcpExt: {}\nTcpExt: {}\n", names.join(" "), values.join(" "));
+        FastOpenCounters::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn advice_from_fixed_state() {
+        let quiet = counters(&[("TCPFastOpenActive", 0)]);
+        assert_eq!(advise(FastOpenMode(3), &quiet, Permanence::SysctlD), vec![]);
+        let off = advise(FastOpenMode(1), &quiet, Permanence::SysctlD);
+        assert_eq!(off, vec![Advice::TurnOn { wanted: FastOpenMode(3), permanence: Permanence::SysctlD }]);
+        assert!(off[0].to_string().contains("/etc/sysctl.d"));
+        let in_netns = advise(FastOpenMode(1), &quiet, Permanence::ThisNamespace);
+        assert!(!in_netns[0].to_string().contains("tee /etc/sysctl.d"), "{}", in_netns[0]);
+        assert!(in_netns[0].to_string().contains("not the host's network namespace"));
+        assert_eq!(advise(FastOpenMode(0x401), &quiet, Permanence::SysctlD)[1], Advice::AllListenersWithoutServer);
+        assert_eq!(advise(FastOpenMode(0x203), &quiet, Permanence::SysctlD), vec![Advice::NoCookieBit]);
+        let troubled = counters(&[
+            ("TCPFastOpenActive", 1),
+            ("TCPFastOpenActiveFail", 5),
+            ("TCPFastOpenBlackhole", 2),
+            ("TCPFastOpenListenOverflow", 7),
+        ]);
+        assert_eq!(
+            advise(FastOpenMode(3), &troubled, Permanence::SysctlD),
+            vec![Advice::Blackhole(2), Advice::MoreFailuresThanSuccesses, Advice::ListenOverflow]
+        );
     }
 }

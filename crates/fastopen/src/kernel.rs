@@ -63,6 +63,11 @@ impl KernelFeatures {
         }
     }
 
+    /// Whether the kernel is at least `major.minor` (`false` when unknown).
+    pub fn release_at_least(&self, major: u32, minor: u32) -> bool {
+        self.version.is_some_and(|v| v.at_least(major, minor))
+    }
+
     /// The running kernel's features (cached).
     pub fn current() -> &'static KernelFeatures {
         static CURRENT: OnceLock<KernelFeatures> = OnceLock::new();

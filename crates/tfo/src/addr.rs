@@ -26,6 +26,16 @@ pub(crate) fn parse(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// Parses a server address to connect to: as [`parse`], and port 0 (which no
+/// server listens on) is refused.
+pub(crate) fn parse_peer(text: &str) -> Result<SocketAddr, String> {
+    let addr = parse(text)?;
+    if addr.port() == 0 {
+        return Err(format!("{text:?}: port 0 is not a server's port; give the port it listens on"));
+    }
+    Ok(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +50,8 @@ mod tests {
         assert!(parse("nonsense").unwrap_err().contains("not an address"));
         assert!(parse("").is_err());
         assert!(parse(":80").is_err());
+        assert!(parse_peer("127.0.0.1:0").unwrap_err().contains("port 0"));
+        assert!(parse_peer("0").is_err());
+        assert_eq!(parse("0").unwrap().port(), 0, "a server may listen on any free port");
     }
 }

@@ -74,6 +74,11 @@ impl Drop for NsServer {
     }
 }
 
+/// The TCPFastOpen* counters of a namespace.
+pub(crate) fn ns_counters(ns: &Netns) -> anyhow::Result<fastopen::FastOpenCounters> {
+    Ok(ns.run(fastopen::FastOpenCounters::read)??)
+}
+
 /// An HTTP GET of exactly `size` bytes (at least the minimal request), padded with a header.
 pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
     let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\n");

@@ -366,3 +366,84 @@ fn serve_at_the_fd_limit_backs_off_and_logs_once_per_interval() {
         drop(clients);
     });
 }
+
+#[test]
+fn doctor_takes_minus_one_and_keeps_fixes_inside_a_namespace() {
+    in_netns("hardening_doctor", 1, || {
+        let o = run_tfo(&["doctor", "--fix"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stdout(&o).contains("tee /etc/sysctl.d"), "a namespace's fix must not touch the host: {}", stdout(&o));
+        assert!(stdout(&o).contains("not the host's network namespace"), "{}", stdout(&o));
+        fastopen_lab::netns::set_sysctl("net.ipv4.tcp_fastopen", "-1").unwrap();
+        let o = run_tfo(&["doctor", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!((v["client_tfo"].clone(), v["server_tfo"].clone()), (true.into(), true.into()), "{v}");
+        assert_eq!(v["initial_namespace"], false);
+        let server = Server::start(&[]); // serve starts too
+        drop(server);
+    });
+}
+
+#[test]
+fn lab_exits_with_the_clients_status_and_checks_its_files_first() {
+    if !fastopen_lab::netns::root_or_skip("hardening_lab_exit") {
+        return;
+    }
+    let o = run_tfo(&["lab", "--rtt", "1ms", "--client", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = run_tfo(&["lab", "--rtt", "1ms", "--client", "sleep 30", "--write", "/nonexistent/x.pcap"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/x.pcap") && !stderr(&o).contains("lab up"), "{}", stderr(&o));
+    let dir = tempdir("lab-same-file");
+    let f = dir.join("x.pcap");
+    let f = f.to_str().unwrap();
+    let o = run_tfo(&["lab", "--rtt", "1ms", "--client", "true", "--write", f, "--write-delivered", f]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("same file"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn messages_say_each_cause_once_and_what_to_do() {
+    in_netns("hardening_messages", 3, || {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let o = run_tfo(&["send", &closed.to_string(), "--data", "x"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stderr(&o).matches("Connection refused").count(), 1, "{}", stderr(&o));
+        for cmd in [&["send", "127.0.0.1:0", "--data", "x"][..], &["probe", "0"][..]] {
+            let o = run_tfo(cmd);
+            assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("port 0"), "{}", stderr(&o));
+        }
+        for (timeout, says) in [("1e-10s", "too short"), ("86401s", "longer than 1 day"), ("5", "no unit")] {
+            let o = run_tfo(&["send", "8000", "--data", "x", "--timeout", timeout]);
+            assert_eq!(o.status.code(), Some(2));
+            assert!(stderr(&o).contains(says), "{timeout}: {}", stderr(&o));
+        }
+        let o = run_tfo(&["demo", "--rtt", "0"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("round trip above 0"), "{}", stderr(&o));
+        let o = tfo()
+            .args(["trace", "--netns", "nowhere", "--duration", "1s"])
+            .env("TFOKIT_TCPDUMP", "/nonexistent/tcpdump")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("apt-get install tcpdump"), "{}", stderr(&o));
+        // A user binding a port below 1024 is told why and what to do.
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_tfo"),
+                "serve",
+                "127.0.0.1:80",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("below 1024") && stderr(&o).contains("CAP_NET_BIND_SERVICE"), "{}", stderr(&o));
+    });
+}

@@ -15,7 +15,7 @@ use crate::echo::{ConnectionLog, Protocol};
 use crate::exchange::{exchange, Limits, Until};
 use crate::exit::CheckFailed;
 use crate::interrupt;
-use crate::labrun::{http_request, NsServer};
+use crate::labrun::{http_request, ns_counters, NsServer};
 use crate::report::{self, ms};
 
 /// Run the TFO walkthrough end to end: plain request, cookie, request in the SYN.
@@ -112,10 +112,6 @@ struct StepResult {
     server_delta: FastOpenCounters,
 }
 
-fn counters(ns: &Netns) -> anyhow::Result<FastOpenCounters> {
-    Ok(ns.run(FastOpenCounters::read)??)
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let root = fastopen_lab::netns::is_root();
     let mut note = None;
@@ -171,7 +167,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 lab.flush_cookies()?;
             }
         }
-        let (c0, s0) = (counters(setting.client())?, counters(setting.server())?);
+        let (c0, s0) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
         let connector = Connector::new().tfo(step.tfo).connect_timeout(Some(Duration::from_secs(10)));
         let req = request.clone();
         let (outcome, total, reply) = setting.client().run(move || {
@@ -180,7 +176,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             exchange(&connector, addr, &req, Until::HttpResponse, &limits).map(|ex| (ex.outcome, ex.total, ex.reply))
         })??;
         let server_log = server.next_log(Duration::from_secs(5));
-        let (c1, s1) = (counters(setting.client())?, counters(setting.server())?);
+        let (c1, s1) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
         let wire = match &setting {
             Setting::Lab(lab) => handshake_on_the_wire(lab),
             Setting::Loopback(_) => None,

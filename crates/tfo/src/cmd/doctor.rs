@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fastopen::host::{self, NamespaceKey};
+use fastopen::host::{self, NamespaceKey, Permanence};
 use fastopen::{FastOpenCounters, FastOpenMode, KernelFeatures, MODE_BITS};
 use serde::Serialize;
 
@@ -40,7 +40,9 @@ struct Report {
     client_tfo: bool,
     server_tfo: bool,
     blackhole_timeout_sec: Option<u64>,
-    key: &'static str,
+    key: KeyState,
+    /// Whether this is the host's network namespace (null: cannot tell without root).
+    initial_namespace: Option<bool>,
     counters: FastOpenCounters,
     kernel: KernelFeatures,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,49 +58,44 @@ struct Bit {
     meaning: &'static str,
 }
 
-/// The sysctl.d line that keeps a mode after reboot.
-fn permanent_line(mode: FastOpenMode) -> String {
-    format!("echo 'net.ipv4.tcp_fastopen = {}' | sudo tee /etc/sysctl.d/60-tcp-fastopen.conf", mode.0)
+/// The namespace's key, as `--json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyState {
+    NotReadable,
+    NotSet,
+    Set,
+    SetWithBackup,
+    Unknown,
+}
+
+impl KeyState {
+    fn explain(self) -> &'static str {
+        match self {
+            KeyState::NotSet => "none yet (the first TFO listener makes a random one)",
+            KeyState::Set => "set",
+            KeyState::SetWithBackup => "set, with a backup key (rotation in progress)",
+            KeyState::NotReadable => "unknown (only root can read net.ipv4.tcp_fastopen_key)",
+            KeyState::Unknown => "unknown",
+        }
+    }
 }
 
 fn examine(fixed_from: Option<u32>) -> anyhow::Result<Report> {
     let mode = host::read_mode().context("reading net.ipv4.tcp_fastopen (is /proc mounted?)")?;
     let blackhole = host::read_blackhole_timeout()?;
     let key = match host::read_key_state()? {
-        NamespaceKey::NotReadable => "not_readable",
-        NamespaceKey::NotSet => "not_set",
-        NamespaceKey::Set { has_backup: false } => "set",
-        NamespaceKey::Set { has_backup: true } => "set_with_backup",
-        _ => "unknown",
+        NamespaceKey::NotReadable => KeyState::NotReadable,
+        NamespaceKey::NotSet => KeyState::NotSet,
+        NamespaceKey::Set { has_backup: false } => KeyState::Set,
+        NamespaceKey::Set { has_backup: true } => KeyState::SetWithBackup,
+        _ => KeyState::Unknown,
     };
     let counters = FastOpenCounters::read()?;
     let kernel = KernelFeatures::current().clone();
-    let mut advice = Vec::new();
-    if !mode.client() || !mode.server() {
-        advice.push(format!(
-            "turn TFO on for this boot: `tfo doctor --fix` (or `sysctl -w net.ipv4.tcp_fastopen={}`); to keep it: {}",
-            mode.with_client_and_server().0,
-            permanent_line(mode.with_client_and_server())
-        ));
-    }
-    if mode.server_all_listeners() && !mode.server() {
-        advice.push("bit 0x400 (all listeners) does nothing without bit 0x2 (server)".into());
-    }
-    if mode.client_no_cookie() || mode.server_no_cookie() {
-        advice.push("a no-cookie bit is set: SYN data is sent or accepted without the cookie check (only safe inside a trusted network)".into());
-    }
-    if counters.blackhole > 0 {
-        advice.push(format!(
-            "blackhole detection has disabled client TFO {} time(s) here: something on a path dropped TFO SYNs; writing net.ipv4.tcp_fastopen re-enables it",
-            counters.blackhole
-        ));
-    }
-    if counters.active_fail > counters.active && counters.active_fail > 0 {
-        advice.push("more failed than successful TFO attempts (TCPFastOpenActiveFail): servers or paths here often reject SYN data".into());
-    }
-    if counters.listen_overflow > 0 {
-        advice.push("TFO queue overflows seen (TCPFastOpenListenOverflow): raise the listener's queue length (tfo serve --queue)".into());
-    }
+    let initial_namespace = host::in_initial_namespace();
+    let advice =
+        host::advise(mode, &counters, Permanence::of(initial_namespace)).iter().map(|a| a.to_string()).collect();
     Ok(Report {
         tcp_fastopen: mode.0,
         bits: MODE_BITS
@@ -110,6 +107,7 @@ fn examine(fixed_from: Option<u32>) -> anyhow::Result<Report> {
         server_tfo: mode.server(),
         blackhole_timeout_sec: blackhole,
         key,
+        initial_namespace,
         counters,
         kernel,
         fixed_from,
@@ -123,7 +121,7 @@ fn fix() -> anyhow::Result<Option<u32>> {
     if wanted == mode {
         return Ok(None);
     }
-    if !fastopen_lab::netns::is_root() {
+    if !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
             "--fix needs root to write net.ipv4.tcp_fastopen (now {}); run `sudo tfo doctor --fix` or `sudo sysctl -w net.ipv4.tcp_fastopen={}`",
             mode.0,
@@ -147,7 +145,7 @@ fn print_text(r: &Report) {
     println!("TCP Fast Open in this network namespace\n");
     if let Some(old) = r.fixed_from {
         println!("fixed: net.ipv4.tcp_fastopen {old} -> {} for this boot", r.tcp_fastopen);
-        println!("       to keep it after reboot: {}\n", permanent_line(mode));
+        println!("       to keep it after reboot: {}\n", Permanence::of(r.initial_namespace).how_to_keep(mode));
     }
     println!("net.ipv4.tcp_fastopen = {mode}");
     for b in &r.bits {
@@ -180,16 +178,7 @@ fn print_text(r: &Report) {
         ),
         None => println!("blackhole detection: not in this kernel"),
     }
-    println!(
-        "cookie key: {}",
-        match r.key {
-            "not_set" => "none yet (the first TFO listener makes a random one)",
-            "set" => "set",
-            "set_with_backup" => "set, with a backup key (rotation in progress)",
-            "not_readable" => "unknown (only root can read net.ipv4.tcp_fastopen_key)",
-            _ => "unknown",
-        }
-    );
+    println!("cookie key: {}", r.key.explain());
     let k = &r.kernel;
     println!(
         "kernel {}: TCP_FASTOPEN_CONNECT {}, per-listener keys {}, backup key {}, failure reasons {}, TFO-child flag {}",

@@ -4,7 +4,6 @@ use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fastopen::FastOpenCounters;
 use fastopen_lab::netns::Netns;
 use fastopen_lab::parse::parse_duration;
 use fastopen_lab::topology::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
@@ -12,6 +11,7 @@ use fastopen_lab::{Lab, LabConfig};
 
 use crate::impairments::{delay_arg, split_rtt, Impairments, PerDirection};
 use crate::interrupt;
+use crate::labrun::ns_counters;
 use crate::report;
 
 /// Run programs (curl, nginx, your own service) across an emulated path.
@@ -22,7 +22,8 @@ use crate::report;
 ///   --server CMD   starts CMD (a shell command) in the server namespace and
 ///                  waits until something listens there;
 ///   --client CMD   runs CMD in the client namespace; when the client commands
-///                  are done, the lab stops and exits with the last one's status.
+///                  are done, the lab stops and exits with the last one's status
+///                  (128+N if a signal N killed it).
 /// Without --client it prints how to enter the namespaces and waits for Ctrl-C.
 ///
 /// Commands see TFOKIT_SERVER_IP / TFOKIT_CLIENT_IP (and _IP6) in their
@@ -74,11 +75,10 @@ pub(crate) struct Args {
 
 /// Writes the captured packets of one capture point as a pcap file.
 fn write_capture(
-    path: &std::path::Path,
+    file: std::fs::File,
     packets: &[fastopen_lab::CapturedPacket],
     point: fastopen_lab::CapturePoint,
 ) -> anyhow::Result<usize> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w =
         fastopen_wire::capture::CaptureWriter::new(std::io::BufWriter::new(file), fastopen_wire::LinkType::RawIp)?;
     let mut n = 0;
@@ -139,12 +139,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !fastopen_lab::netns::is_root() {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
     }
+    // The capture files are created before the run, so that a bad path fails now, not after it.
+    if let (Some(a), Some(b)) = (&args.write, &args.write_delivered) {
+        if a == b || a.canonicalize().ok().is_some_and(|c| Some(c) == b.canonicalize().ok()) {
+            anyhow::bail!("--write and --write-delivered name the same file ({}): give two files", a.display());
+        }
+    }
+    let create = |p: &Option<std::path::PathBuf>| {
+        p.as_ref().map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))).transpose()
+    };
+    let (sent_file, delivered_file) = (create(&args.write)?, create(&args.write_delivered)?);
     interrupt::install();
     let delay = args.delay.unwrap_or_else(|| split_rtt(args.rtt));
     let path = args.path.path(delay, args.busy_poll);
     let rtt = path.rtt();
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
-    let before = (counters(lab.client())?, counters(lab.server())?);
+    let before = (ns_counters(lab.client())?, ns_counters(lab.server())?);
     let capturing = args.write.is_some() || args.write_delivered.is_some();
     lab.stats().set_capture(capturing);
     eprintln!(
@@ -200,29 +210,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         for cmd in &args.client {
             interrupt::check()?;
             let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
-            last_code = s.code().unwrap_or(1);
+            // Killed by a signal: 128 + its number, as shells report it.
+            last_code =
+                s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0));
             if !s.success() {
                 eprintln!("client command {cmd:?} exited with {s}");
             }
         }
-        if last_code != 0 {
-            status = ExitCode::from(1);
-        }
+        status = ExitCode::from(u8::try_from(last_code).unwrap_or(1));
     }
     drop(servers);
     if capturing {
         let packets = lab.stats().take_capture();
-        for (path, point) in [
-            (&args.write, fastopen_lab::CapturePoint::Sent),
-            (&args.write_delivered, fastopen_lab::CapturePoint::Delivered),
+        for (file, path, point) in [
+            (sent_file, &args.write, fastopen_lab::CapturePoint::Sent),
+            (delivered_file, &args.write_delivered, fastopen_lab::CapturePoint::Delivered),
         ] {
-            if let Some(path) = path {
-                let n = write_capture(path, &packets, point)?;
+            if let (Some(file), Some(path)) = (file, path) {
+                let n = write_capture(file, &packets, point).with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {n} packets ({point:?}) to {}", path.display());
             }
         }
     }
-    let after = (counters(lab.client())?, counters(lab.server())?);
+    let after = (ns_counters(lab.client())?, ns_counters(lab.server())?);
     let (dc, ds) = (&after.0 - &before.0, &after.1 - &before.1);
     let link = lab.counters();
     if args.json {
@@ -240,8 +250,4 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(status)
-}
-
-fn counters(ns: &Netns) -> anyhow::Result<FastOpenCounters> {
-    Ok(ns.run(FastOpenCounters::read)??)
 }

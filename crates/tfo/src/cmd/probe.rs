@@ -37,7 +37,7 @@ use crate::report::{self, OutcomeFields};
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
     /// Server address: PORT, IP:PORT or [IPv6]:PORT.
-    #[arg(value_parser = addr::parse)]
+    #[arg(value_parser = addr::parse_peer)]
     addr: SocketAddr,
     /// Send an HTTP/1.1 GET (for web servers) instead of a short line.
     #[arg(long)]

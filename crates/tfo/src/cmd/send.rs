@@ -43,7 +43,7 @@ use crate::{addr, report};
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
     /// Server address: PORT, IP:PORT or [IPv6]:PORT.
-    #[arg(value_parser = addr::parse)]
+    #[arg(value_parser = addr::parse_peer)]
     addr: SocketAddr,
     /// The data to send.
     #[arg(long, short, conflicts_with = "file")]

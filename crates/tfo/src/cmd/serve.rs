@@ -107,7 +107,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some((primary, backup)) = keys {
             builder = builder.keys(primary, backup);
         }
-        let listener = builder.bind_tokio()?;
+        let listener = builder.bind_tokio().map_err(|e| bind_hint(e, args.addr))?;
         let local = listener.local_addr()?;
         let tfo = listener.tfo()?;
         print_line(if args.json {
@@ -153,6 +153,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         printer.await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Adds what to do when binding a low port was refused.
+fn bind_hint(e: fastopen::Error, addr: SocketAddr) -> anyhow::Error {
+    let denied = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+    if denied && addr.port() < 1024 {
+        anyhow::Error::new(e).context(format!(
+            "cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); pick a port of 1024 or more, e.g. {}",
+            std::net::SocketAddr::new(addr.ip(), 8000)
+        ))
+    } else {
+        e.into()
+    }
 }
 
 fn print_line(line: String) -> std::io::Result<()> {

@@ -32,6 +32,8 @@ use crate::interrupt;
 ///
 /// --write saves what was captured as pcap for Wireshark.
 ///
+/// Live capture runs tcpdump ($TFOKIT_TCPDUMP names another one).
+///
 /// Examples:
 ///   tfo trace -i lo --port 8000 --count 20 --write tfo.pcap
 ///   sudo tfo trace --lab client --duration 10s     # the client side of a running `tfo lab`
@@ -346,14 +348,34 @@ impl Drop for Tcpdump {
     }
 }
 
+/// The tcpdump to run: $TFOKIT_TCPDUMP, or `tcpdump` from PATH.
+fn tcpdump_program() -> String {
+    std::env::var("TFOKIT_TCPDUMP").unwrap_or_else(|_| "tcpdump".into())
+}
+
+/// Whether `program` (a path, or a name on PATH or in /usr/sbin or /sbin) exists.
+fn installed(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).any(|dir| dir.join(program).is_file())
+}
+
 fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
+    let tcpdump = tcpdump_program();
+    if !installed(&tcpdump) {
+        anyhow::bail!(
+            "live capture runs {tcpdump}, which is not installed: apt-get install tcpdump (or read a file with --read)"
+        );
+    }
     let mut cmd = match &args.netns {
         Some(ns) => {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "tcpdump"]);
+            c.args(["netns", "exec", ns, &tcpdump]);
             c
         }
-        None => Command::new("tcpdump"),
+        None => Command::new(&tcpdump),
     };
     cmd.args(["-i", iface, "--immediate-mode", "-U", "-s", "262144", "-w", "-"]);
     if let Some(n) = args.count {
