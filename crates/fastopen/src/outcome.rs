@@ -292,6 +292,14 @@ mod tests {
     }
 
     #[test]
+    fn data_not_acked_names_every_cause() {
+        let text = FailReason::DataNotAcked.explain();
+        for cause in ["TFO off", "stale cookie", "queue full"] {
+            assert!(text.contains(cause), "{cause}: {text}");
+        }
+    }
+
+    #[test]
     fn data_acked_is_success() {
         let o = ClientOutcome::derive(tried(9), &info(0x27, 0), &new_kernel(), 9, MS);
         assert!(o.tfo_used());

@@ -447,3 +447,29 @@ fn messages_say_each_cause_once_and_what_to_do() {
         assert!(stderr(&o).contains("below 1024") && stderr(&o).contains("CAP_NET_BIND_SERVICE"), "{}", stderr(&o));
     });
 }
+
+#[test]
+fn demo_ends_on_ctrl_c_and_leaves_no_namespace() {
+    if !fastopen_lab::netns::root_or_skip("hardening_demo_sigint") {
+        return;
+    }
+    let mut child = spawn_tfo(&["demo", "--rtt", "3s"]);
+    let its_own = format!("{}{}-", fastopen_lab::netns::NAME_PREFIX, child.id());
+    let namespaces = || -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&its_own)).collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while namespaces().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the demo's lab never came up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500)); // inside the first 6 s request
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_bounded(&mut child, std::time::Duration::from_secs(10), "tfo demo after SIGINT");
+    assert_eq!(status.code(), Some(130));
+    assert!(namespaces().is_empty(), "left behind: {:?}", namespaces());
+}

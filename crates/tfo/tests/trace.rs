@@ -230,6 +230,15 @@ fn files_that_are_not_captures_and_misused_paths_are_usage_errors() {
     let o = run_tfo(&["trace", "--read", cap.to_str().unwrap(), "--write", cap.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(std::fs::read(&cap).unwrap(), before, "the capture being read was truncated");
+    // A link type tfo trace does not decode is named, not counted silently.
+    let mut other = std::fs::read(&cap).unwrap();
+    other[20..24].copy_from_slice(&147u32.to_le_bytes()); // LINKTYPE_USER0
+    let other_path = dir.join("user0.pcap");
+    std::fs::write(&other_path, other).unwrap();
+    let o = run_tfo(&["trace", "--read", other_path.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("link type 147 is not one tfo trace decodes"), "{}", stderr(&o));
+    assert_eq!(json(&o)["stats"]["undecoded"]["link type 147 is not one tfo trace decodes"], 1);
     let c = cap.to_str().unwrap();
     let o = run_tfo(&["trace", "--read", c, "--read", c, "--read", c, "--read", c, "--read", c]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -204,6 +204,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             lab.server().name()
         );
         while !interrupt::requested() {
+            if let Some(failure) = lab.link_failure() {
+                anyhow::bail!("{failure}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     } else {
@@ -220,6 +223,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         status = ExitCode::from(u8::try_from(last_code).unwrap_or(1));
     }
     drop(servers);
+    if let Some(failure) = lab.link_failure() {
+        anyhow::bail!("{failure}; the commands' results above may be meaningless");
+    }
     if capturing {
         let packets = lab.stats().take_capture();
         for (file, path, point) in [
