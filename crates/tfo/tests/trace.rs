@@ -232,7 +232,8 @@ fn files_that_are_not_captures_and_misused_paths_are_usage_errors() {
     assert_eq!(std::fs::read(&cap).unwrap(), before, "the capture being read was truncated");
     // A link type tfo trace does not decode is named, not counted silently.
     let mut other = std::fs::read(&cap).unwrap();
-    other[20..24].copy_from_slice(&147u32.to_le_bytes()); // LINKTYPE_USER0
+    let user0 = if other[0] == 0xa1 { 147u32.to_be_bytes() } else { 147u32.to_le_bytes() }; // by the file's magic
+    other[20..24].copy_from_slice(&user0); // LINKTYPE_USER0
     let other_path = dir.join("user0.pcap");
     std::fs::write(&other_path, other).unwrap();
     let o = run_tfo(&["trace", "--read", other_path.to_str().unwrap(), "--json"]);
