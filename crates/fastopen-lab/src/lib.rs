@@ -19,6 +19,8 @@ pub mod middlebox;
 pub mod netns;
 pub mod parse;
 pub mod sched;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod topology;
 
 pub use link::{CapturePoint, CapturedPacket, DirectionConfig, LinkCounters, PathConfig};

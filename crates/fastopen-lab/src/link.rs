@@ -46,6 +46,12 @@ pub struct DirectionConfig {
     pub rate_bps: Option<u64>,
 }
 
+/// The one-way delays of a symmetric path: (to the server, to the client),
+/// half the round trip each (the odd nanosecond to the client).
+pub fn split_rtt(rtt: Duration) -> (Duration, Duration) {
+    (rtt / 2, rtt - rtt / 2)
+}
+
 /// How the path behaves.
 #[derive(Debug, Clone, Default)]
 pub struct PathConfig {
@@ -66,9 +72,10 @@ pub struct PathConfig {
 impl PathConfig {
     /// A symmetric path with this round-trip time and nothing else.
     pub fn with_rtt(rtt: Duration) -> PathConfig {
+        let (to_server, to_client) = split_rtt(rtt);
         PathConfig {
-            to_server: DirectionConfig { delay: rtt / 2, ..DirectionConfig::default() },
-            to_client: DirectionConfig { delay: rtt - rtt / 2, ..DirectionConfig::default() },
+            to_server: DirectionConfig { delay: to_server, ..DirectionConfig::default() },
+            to_client: DirectionConfig { delay: to_client, ..DirectionConfig::default() },
             seed: 1,
             ..PathConfig::default()
         }

@@ -102,20 +102,6 @@ pub fn run_in_private<T: Send>(tcp_fastopen: u32, f: impl FnOnce() -> T + Send) 
     })
 }
 
-/// For tests that need root: `true` if they can run. Without root, outside CI
-/// they are skipped with a message; under `CI=true` this panics, because CI
-/// runs as root and a skipped test there would hide a failure.
-pub fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1") {
-        panic!("{test} needs root, and CI=true: CI runs as root, so this must not be skipped");
-    }
-    eprintln!("SKIPPED {test}: needs root (network namespaces); run the tests with sudo");
-    false
-}
-
 /// Prefix of every namespace the lab names. Whether one is still in use is
 /// proven by its [`LabLock`], never guessed from the name.
 pub const NAME_PREFIX: &str = "tfokit-";
@@ -150,6 +136,19 @@ pub enum NamedNetnsError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Writing a sysctl inside the namespace failed.
+    #[error("setting {name}={value} in {namespace}")]
+    Sysctl {
+        /// The namespace.
+        namespace: String,
+        /// The sysctl.
+        name: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        #[source]
+        source: NetnsError,
     },
     /// Root is needed.
     #[error("the lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces; run with sudo")]
@@ -255,6 +254,17 @@ impl Netns {
         }
     }
 
+    /// Whether a TCP socket listens in this namespace (`/proc/net/tcp{,6}` as
+    /// the namespace sees it: sockets in LISTEN state).
+    pub fn has_listener(&self) -> bool {
+        self.run(|| {
+            ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+                .iter()
+                .any(|path| fs::read_to_string(path).is_ok_and(|t| lists_a_listener(&t)))
+        })
+        .unwrap_or(false)
+    }
+
     /// A command that runs inside this namespace (`ip netns exec NAME PROGRAM`).
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -265,7 +275,12 @@ impl Netns {
     /// Writes a sysctl inside this namespace.
     pub fn set_sysctl(&self, name: &'static str, value: &str) -> Result<(), NamedNetnsError> {
         self.run(|| set_sysctl(name, value)).and_then(|r| {
-            r.map_err(|e| NamedNetnsError::Ip { args: format!("sysctl {name}={value}"), detail: e.to_string() })
+            r.map_err(|source| NamedNetnsError::Sysctl {
+                namespace: self.name.clone(),
+                name,
+                value: value.to_string(),
+                source,
+            })
         })
     }
 }
@@ -278,6 +293,12 @@ impl Drop for Netns {
         kill_processes_in(&self.name);
         let _ = ip(&["netns", "del", &self.name]);
     }
+}
+
+/// Whether the text of `/proc/net/tcp` or `tcp6` has a socket in state
+/// LISTEN (0A, the fourth column).
+pub fn lists_a_listener(proc_net_tcp: &str) -> bool {
+    proc_net_tcp.lines().skip(1).any(|l| l.split_whitespace().nth(3) == Some("0A"))
 }
 
 /// Kills processes still inside a namespace (so that it really goes away).
@@ -391,6 +412,16 @@ mod tests {
         assert!(matches!(result, Err(NamedNetnsError::Enter { .. })), "{result:?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "f ran outside its namespace");
+    }
+
+    #[test]
+    fn listeners_in_proc_net_tcp() {
+        let head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let listening = "   0: 0200A8C6:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
+        let connected = "   1: 0100007F:9C40 0100007F:1F40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
+        assert!(lists_a_listener(&format!("{head}{connected}{listening}")));
+        assert!(!lists_a_listener(&format!("{head}{connected}")));
+        assert!(!lists_a_listener(head), "the header's \"st\" column is not a state");
     }
 
     #[test]

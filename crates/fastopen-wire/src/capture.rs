@@ -239,6 +239,14 @@ impl PcapChunks {
     }
 }
 
+/// A pcap-file write error as the I/O error it is (or invalid data).
+fn write_error(e: pcap_file::PcapError) -> std::io::Error {
+    match e {
+        pcap_file::PcapError::IoError(io) => io,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
 /// Writes a pcap file (microsecond timestamps) that Wireshark, tshark and tcpdump read.
 pub struct CaptureWriter<W: Write> {
     inner: PcapWriter<W>,
@@ -251,18 +259,18 @@ impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
 }
 
 impl<W: Write> CaptureWriter<W> {
-    /// Starts a pcap file with the given link type.
-    pub fn new(writer: W, link: LinkType) -> Result<CaptureWriter<W>, WireError> {
+    /// Starts a pcap file with the given link type. Errors are the writer's I/O errors.
+    pub fn new(writer: W, link: LinkType) -> std::io::Result<CaptureWriter<W>> {
         let header = PcapHeader { datalink: DataLink::from(link.to_pcap()), snaplen: 262_144, ..PcapHeader::default() };
-        let inner =
-            PcapWriter::with_header(writer, header).map_err(|e| WireError::Malformed(format!("pcap header: {e}")))?;
+        let inner = PcapWriter::with_header(writer, header).map_err(write_error)?;
         Ok(CaptureWriter { inner })
     }
 
-    /// Appends one frame.
-    pub fn write(&mut self, timestamp: Duration, data: &[u8]) -> Result<(), WireError> {
-        let packet = PcapPacket::new(timestamp, data.len() as u32, data);
-        self.inner.write_packet(&packet).map(drop).map_err(|e| WireError::Malformed(format!("pcap write: {e}")))
+    /// Appends one frame (at most 262 144 bytes of it are kept, the snap length).
+    pub fn write(&mut self, timestamp: Duration, data: &[u8]) -> std::io::Result<()> {
+        let kept = &data[..data.len().min(262_144)];
+        let packet = PcapPacket::new(timestamp, data.len() as u32, kept);
+        self.inner.write_packet(&packet).map(drop).map_err(write_error)
     }
 
     /// The underlying writer.

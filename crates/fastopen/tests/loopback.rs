@@ -13,7 +13,8 @@ use fastopen::{
     host, AcceptOutcome, ClientMethod, ClientOutcome, Connector, Error, FailReason, FastOpenCounters, FastOpenKey,
     FastOpenMode, Listener, ListenerBuilder,
 };
-use fastopen_lab::netns::{root_or_skip, run_in_private};
+use fastopen_lab::netns::run_in_private;
+use fastopen_lab::testing::root_or_skip;
 
 /// Runs `f` in a fresh namespace with `net.ipv4.tcp_fastopen = mode`.
 fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {

@@ -100,7 +100,8 @@ impl Impairments {
 
 /// A symmetric path: half the round trip each way.
 pub(crate) fn split_rtt(rtt: Duration) -> PerDirection<Duration> {
-    PerDirection { to_server: rtt / 2, to_client: rtt - rtt / 2 }
+    let (to_server, to_client) = fastopen_lab::link::split_rtt(rtt);
+    PerDirection { to_server, to_client }
 }
 
 /// `--delay 30ms/10ms`: one-way delays to the server and to the client.

@@ -5,6 +5,7 @@
 //! environment error (bad arguments, missing privileges, port in use).
 
 mod addr;
+mod child;
 mod client_opts;
 mod cmd;
 mod echo;

@@ -237,7 +237,7 @@ fn doctor_fix_without_root_is_an_environment_error() {
 
 #[test]
 fn demo_runs_the_walkthrough_over_the_lab() {
-    if !fastopen_lab::netns::root_or_skip("cli_demo") {
+    if !fastopen_lab::testing::root_or_skip("cli_demo") {
         return;
     }
     let child =
@@ -270,7 +270,7 @@ fn demo_runs_the_walkthrough_over_the_lab() {
 
 #[test]
 fn demo_without_root_runs_the_loopback_part() {
-    if !fastopen_lab::netns::root_or_skip("cli_demo_nonroot") {
+    if !fastopen_lab::testing::root_or_skip("cli_demo_nonroot") {
         return;
     }
     let o = Command::new("setpriv")

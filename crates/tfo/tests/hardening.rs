@@ -212,7 +212,7 @@ fn probe_does_not_call_a_silent_server_working_and_names_a_cached_cookie() {
 
 #[test]
 fn bench_with_requests_larger_than_the_windows_completes_and_loss_is_counted() {
-    if !fastopen_lab::netns::root_or_skip("hardening_bench_large") {
+    if !fastopen_lab::testing::root_or_skip("hardening_bench_large") {
         return;
     }
     let child = spawn_tfo(&["bench", "--rtt", "1ms", "--requests", "1", "--size", "10000000", "--json"]);
@@ -234,7 +234,7 @@ fn bench_with_requests_larger_than_the_windows_completes_and_loss_is_counted() {
 
 #[test]
 fn bench_ends_on_ctrl_c_within_a_second_with_results_so_far_and_no_namespace() {
-    if !fastopen_lab::netns::root_or_skip("hardening_bench_sigint") {
+    if !fastopen_lab::testing::root_or_skip("hardening_bench_sigint") {
         return;
     }
     let mut child = spawn_tfo(&["bench", "--rtt", "200ms", "--requests", "1000", "--json"]);
@@ -387,7 +387,7 @@ fn doctor_takes_minus_one_and_keeps_fixes_inside_a_namespace() {
 
 #[test]
 fn lab_exits_with_the_clients_status_and_checks_its_files_first() {
-    if !fastopen_lab::netns::root_or_skip("hardening_lab_exit") {
+    if !fastopen_lab::testing::root_or_skip("hardening_lab_exit") {
         return;
     }
     let o = run_tfo(&["lab", "--rtt", "1ms", "--client", "exit 7"]);
@@ -450,7 +450,7 @@ fn messages_say_each_cause_once_and_what_to_do() {
 
 #[test]
 fn demo_ends_on_ctrl_c_and_leaves_no_namespace() {
-    if !fastopen_lab::netns::root_or_skip("hardening_demo_sigint") {
+    if !fastopen_lab::testing::root_or_skip("hardening_demo_sigint") {
         return;
     }
     let mut child = spawn_tfo(&["demo", "--rtt", "3s"]);

@@ -13,7 +13,7 @@ use fastopen::{AcceptOutcome, ClientOutcome, Connector, FailReason, FastOpenCoun
 use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
 
 fn lab(rtt_ms: u64, middleboxes: Vec<Middlebox>) -> Option<Lab> {
-    if !fastopen_lab::netns::root_or_skip("lab") {
+    if !fastopen_lab::testing::root_or_skip("lab") {
         return None;
     }
     let path = PathConfig { middleboxes, ..PathConfig::with_rtt(Duration::from_millis(rtt_ms)) };
@@ -157,7 +157,7 @@ fn replay_syn_data_delivers_the_request_twice() {
 
 #[test]
 fn nothing_is_left_behind_even_after_a_panic() {
-    if !fastopen_lab::netns::root_or_skip("lab_cleanup") {
+    if !fastopen_lab::testing::root_or_skip("lab_cleanup") {
         return;
     }
     let names = std::panic::catch_unwind(|| {
@@ -195,7 +195,7 @@ fn nothing_is_left_behind_even_after_a_panic() {
 
 #[test]
 fn tfo_lab_runs_curl_against_tfo_serve_across_the_path() {
-    if !fastopen_lab::netns::root_or_skip("tfo_lab_cli") || !common::have_tool("tfo_lab_cli", "curl") {
+    if !fastopen_lab::testing::root_or_skip("tfo_lab_cli") || !common::have_tool("tfo_lab_cli", "curl") {
         return;
     }
     let tfo = env!("CARGO_BIN_EXE_tfo");
@@ -216,7 +216,7 @@ fn tfo_lab_runs_curl_against_tfo_serve_across_the_path() {
 
 #[test]
 fn tfo_bench_reports_both_modes_and_the_outcomes() {
-    if !fastopen_lab::netns::root_or_skip("tfo_bench_cli") {
+    if !fastopen_lab::testing::root_or_skip("tfo_bench_cli") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("tfo-bench-{}", std::process::id()));
@@ -249,7 +249,7 @@ fn tfo_bench_reports_both_modes_and_the_outcomes() {
 
 #[test]
 fn bench_and_lab_without_root_explain() {
-    if !fastopen_lab::netns::root_or_skip("lab_nonroot") {
+    if !fastopen_lab::testing::root_or_skip("lab_nonroot") {
         return;
     }
     for args in [&["bench", "--rtt", "10ms"][..], &["lab", "--client", "true"][..]] {
@@ -307,7 +307,7 @@ fn probe_through(middlebox: Option<&str>, serve_args: &str) -> serde_json::Value
 
 #[test]
 fn probe_names_where_tfo_breaks() {
-    if !fastopen_lab::netns::root_or_skip("probe") {
+    if !fastopen_lab::testing::root_or_skip("probe") {
         return;
     }
     let works = probe_through(None, "");
@@ -328,7 +328,7 @@ fn probe_names_where_tfo_breaks() {
 
 #[test]
 fn one_way_delays_can_differ() {
-    if !fastopen_lab::netns::root_or_skip("asymmetric") {
+    if !fastopen_lab::testing::root_or_skip("asymmetric") {
         return;
     }
     let tfo = env!("CARGO_BIN_EXE_tfo");

@@ -1,6 +1,6 @@
 //! `tfo lab`: run any program on either side of the emulated path.
 
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,6 +9,7 @@ use fastopen_lab::parse::parse_duration;
 use fastopen_lab::topology::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 use fastopen_lab::{Lab, LabConfig};
 
+use crate::child::KillOnDrop;
 use crate::impairments::{delay_arg, split_rtt, Impairments, PerDirection};
 use crate::interrupt;
 use crate::labrun::ns_counters;
@@ -112,29 +113,6 @@ fn shell(ns: &Netns, cmd: &str, json: bool) -> std::process::Command {
     c
 }
 
-/// Whether a TCP socket listens in `ns` (from /proc/thread-self/net/tcp{,6}).
-fn something_listens(ns: &Netns) -> bool {
-    ns.run(|| {
-        ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"].iter().any(|path| {
-            std::fs::read_to_string(path)
-                .map(|t| t.lines().skip(1).any(|l| l.split_whitespace().nth(3) == Some("0A")))
-                .unwrap_or(false)
-        })
-    })
-    .unwrap_or(false)
-}
-
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !fastopen_lab::netns::is_root() {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
@@ -176,19 +154,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         lab.server().name(),
         args.tcp_fastopen,
     );
-    let mut servers = Children(Vec::new());
+    let mut servers: Vec<KillOnDrop> = Vec::new();
     for cmd in &args.server {
         let child = shell(lab.server(), cmd, args.json)
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
-        servers.0.push(child);
+        servers.push(KillOnDrop(child));
     }
     if !args.server.is_empty() {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !something_listens(lab.server()) {
+        while !lab.server().has_listener() {
             interrupt::check()?;
-            if let Some(status) = servers.0.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = servers.iter_mut().find_map(|c| c.0.try_wait().ok().flatten()) {
                 anyhow::bail!("a server command exited ({status}) before listening");
             }
             anyhow::ensure!(Instant::now() < deadline, "nothing listens in the server namespace after 10 s");

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,6 +14,7 @@ use fastopen_wire::timeline::{TfoSeen, Tracker};
 use fastopen_wire::{LinkType, TcpPacket, WireError};
 use serde_json::json;
 
+use crate::child::KillOnDrop;
 use crate::interrupt;
 
 /// See TFO on the wire: cookie requests, cookies, data in the SYN, and its ack.
@@ -339,15 +340,6 @@ fn tcpdump_filter(args: &Args) -> String {
     parts.join(" and ")
 }
 
-struct Tcpdump(Child);
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The tcpdump to run: $TFOKIT_TCPDUMP, or `tcpdump` from PATH.
 fn tcpdump_program() -> String {
     std::env::var("TFOKIT_TCPDUMP").unwrap_or_else(|_| "tcpdump".into())
@@ -382,7 +374,7 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
         cmd.args(["-c", &n.to_string()]);
     }
     cmd.arg(tcpdump_filter(args)).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = Tcpdump(cmd.spawn().context(
+    let mut child = KillOnDrop(cmd.spawn().context(
         "live capture runs tcpdump, which did not start: install it (apt-get install tcpdump), or read a file with --read",
     )?);
     let stdout = child.0.stdout.take().context("tcpdump stdout")?;

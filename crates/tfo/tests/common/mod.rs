@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 pub use fastopen::FastOpenCounters;
-use fastopen_lab::netns::{root_or_skip, run_in_private};
+use fastopen_lab::netns::run_in_private;
+use fastopen_lab::testing::root_or_skip;
 
 /// Runs `f` on a thread inside a fresh namespace with `net.ipv4.tcp_fastopen = mode`.
 /// Processes started by `f` live in that namespace too.
