@@ -226,7 +226,7 @@ impl LinkStats {
 }
 
 /// A plain copy of the counters, for reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct LinkCounters {
     /// Packets client -> server delivered.
@@ -241,14 +241,11 @@ pub struct LinkCounters {
     pub lost: u64,
     /// Packets dropped for a full queue (both ways).
     pub queue_drops: u64,
-    /// TFO options stripped.
-    pub stripped: u64,
-    /// SYNs with data dropped.
-    pub dropped_syn_data: u64,
-    /// SYNs with a TFO option dropped.
-    pub dropped_tfo_syn: u64,
-    /// SYNs with data replayed.
-    pub replayed: u64,
+    /// What each middlebox did, by counter name (`stripped`,
+    /// `dropped_syn_data`, `dropped_tfo_syn`, `replayed`; see
+    /// [`Middlebox::POLICIES`]); flattened into the JSON.
+    #[serde(flatten)]
+    pub middleboxes: crate::middlebox::MiddleboxCounts,
     /// Median lateness of packets leaving the link versus their due time, us (10 us steps).
     pub late_p50_us: Option<u64>,
     /// 99th percentile of that lateness, us.
@@ -265,11 +262,8 @@ impl LinkCounters {
             to_client_bytes: self.to_client_bytes.saturating_sub(earlier.to_client_bytes),
             lost: self.lost.saturating_sub(earlier.lost),
             queue_drops: self.queue_drops.saturating_sub(earlier.queue_drops),
-            stripped: self.stripped.saturating_sub(earlier.stripped),
-            dropped_syn_data: self.dropped_syn_data.saturating_sub(earlier.dropped_syn_data),
-            dropped_tfo_syn: self.dropped_tfo_syn.saturating_sub(earlier.dropped_tfo_syn),
-            replayed: self.replayed.saturating_sub(earlier.replayed),
-            ..*self
+            middleboxes: self.middleboxes.since(&earlier.middleboxes),
+            ..self.clone()
         }
     }
 }
@@ -285,10 +279,7 @@ impl LinkStats {
             to_client_bytes: g(&self.to_client.bytes),
             lost: g(&self.to_server.lost) + g(&self.to_client.lost),
             queue_drops: g(&self.to_server.queue_drops) + g(&self.to_client.queue_drops),
-            stripped: g(&self.middlebox.stripped),
-            dropped_syn_data: g(&self.middlebox.dropped_syn_data),
-            dropped_tfo_syn: g(&self.middlebox.dropped_tfo_syn),
-            replayed: g(&self.middlebox.replayed),
+            middleboxes: self.middlebox.snapshot(),
             late_p50_us: self.lateness_quantile_us(0.5),
             late_p99_us: self.lateness_quantile_us(0.99),
         }

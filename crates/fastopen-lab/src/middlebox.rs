@@ -1,5 +1,11 @@
 //! Middleboxes: named policies that look into packets (with `fastopen-wire`)
 //! and strip, drop or replay what real middleboxes strip, drop or replay.
+//!
+//! Everything about a policy lives in this file: its variant of
+//! [`Middlebox`], its row in [`Middlebox::POLICIES`] (name, argument, the name
+//! and label of what it counts), and its arm in [`inspect`]. Parsing,
+//! printing, counters and reports follow from the table. To add one: a
+//! variant, a row, an arm (and a test below).
 
 use std::fmt;
 use std::str::FromStr;
@@ -46,18 +52,68 @@ pub enum Middlebox {
     ReplaySynData(Duration),
 }
 
+/// What the table says about one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// The default of its delay argument (`None`: it takes no argument).
+    pub default_delay: Option<Duration>,
+    /// The report field of what it counts (a JSON name: a contract).
+    pub counter: &'static str,
+    /// What it counts, for people.
+    pub label: &'static str,
+}
+
 impl Middlebox {
+    /// Every policy, in [`Middlebox::index`] order.
+    pub const POLICIES: [Policy; 4] = [
+        Policy { name: "strip-tfo", default_delay: None, counter: "stripped", label: "TFO stripped" },
+        Policy { name: "drop-syn-data", default_delay: None, counter: "dropped_syn_data", label: "SYN data dropped" },
+        Policy { name: "drop-tfo-syn", default_delay: None, counter: "dropped_tfo_syn", label: "TFO SYN dropped" },
+        Policy {
+            name: "replay-syn-data",
+            default_delay: Some(Duration::from_millis(500)),
+            counter: "replayed",
+            label: "replayed",
+        },
+    ];
+
     /// All policy names, for help texts.
     pub const NAMES: &'static str = "strip-tfo, drop-syn-data, drop-tfo-syn, replay-syn-data=DELAY";
+
+    /// The policy's row in [`Middlebox::POLICIES`].
+    pub fn index(self) -> usize {
+        match self {
+            Middlebox::StripTfo => 0,
+            Middlebox::DropSynData => 1,
+            Middlebox::DropTfoSyn => 2,
+            Middlebox::ReplaySynData(_) => 3,
+        }
+    }
+
+    /// The policy's row.
+    pub fn policy(self) -> Policy {
+        Middlebox::POLICIES[self.index()]
+    }
+
+    fn from_row(index: usize, delay: Option<Duration>) -> Option<Middlebox> {
+        Some(match index {
+            0 => Middlebox::StripTfo,
+            1 => Middlebox::DropSynData,
+            2 => Middlebox::DropTfoSyn,
+            3 => Middlebox::ReplaySynData(delay?),
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Middlebox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.policy().name)?;
         match self {
-            Middlebox::StripTfo => f.write_str("strip-tfo"),
-            Middlebox::DropSynData => f.write_str("drop-syn-data"),
-            Middlebox::DropTfoSyn => f.write_str("drop-tfo-syn"),
-            Middlebox::ReplaySynData(d) => write!(f, "replay-syn-data={}ms", d.as_millis()),
+            Middlebox::ReplaySynData(d) => write!(f, "={}ms", d.as_millis()),
+            _ => Ok(()),
         }
     }
 }
@@ -81,29 +137,67 @@ impl FromStr for Middlebox {
             Some((n, a)) => (n, Some(a)),
             None => (s, None),
         };
-        match (name, arg) {
-            ("strip-tfo", None) => Ok(Middlebox::StripTfo),
-            ("drop-syn-data", None) => Ok(Middlebox::DropSynData),
-            ("drop-tfo-syn", None) => Ok(Middlebox::DropTfoSyn),
-            ("replay-syn-data", Some(a)) => Ok(Middlebox::ReplaySynData(parse_duration(a)?)),
-            ("replay-syn-data", None) => Ok(Middlebox::ReplaySynData(Duration::from_millis(500))),
-            _ => Err(BadMiddlebox::Unknown(s.to_string())),
-        }
+        let unknown = || BadMiddlebox::Unknown(s.to_string());
+        let index = Middlebox::POLICIES.iter().position(|p| p.name == name).ok_or_else(unknown)?;
+        let delay = match (Middlebox::POLICIES[index].default_delay, arg) {
+            (Some(_), Some(a)) => Some(parse_duration(a)?),
+            (Some(default), None) => Some(default),
+            (None, Some(_)) => return Err(unknown()),
+            (None, None) => None,
+        };
+        Middlebox::from_row(index, delay).ok_or_else(unknown)
     }
 }
 
-/// What each policy did, counted.
+/// What each policy did, counted (indexed by [`Middlebox::index`]). A
+/// replay is counted by the link when the copy is really queued.
 #[derive(Debug, Default)]
-pub struct MiddleboxCounters {
-    /// TFO options removed.
-    pub stripped: AtomicU64,
-    /// SYNs with data dropped.
-    pub dropped_syn_data: AtomicU64,
-    /// SYNs with a TFO option dropped.
-    pub dropped_tfo_syn: AtomicU64,
-    /// SYNs with data injected a second time (counted by the link when the
-    /// copy is really queued).
-    pub replayed: AtomicU64,
+pub struct MiddleboxCounters([AtomicU64; Middlebox::POLICIES.len()]);
+
+impl MiddleboxCounters {
+    /// Counts one action of `policy`.
+    pub fn add(&self, policy: Middlebox) {
+        self.0[policy.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts, by the policies' counter names.
+    pub fn snapshot(&self) -> MiddleboxCounts {
+        MiddleboxCounts(
+            Middlebox::POLICIES.iter().zip(&self.0).map(|(p, c)| (p.counter, c.load(Ordering::Relaxed))).collect(),
+        )
+    }
+}
+
+/// A copy of the middlebox counters: counter name -> count, every policy present.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct MiddleboxCounts(std::collections::BTreeMap<&'static str, u64>);
+
+impl MiddleboxCounts {
+    /// The count of one policy's actions.
+    pub fn of(&self, policy: Middlebox) -> u64 {
+        self.0.get(policy.policy().counter).copied().unwrap_or(0)
+    }
+
+    /// Every count since `earlier`.
+    pub fn since(&self, earlier: &MiddleboxCounts) -> MiddleboxCounts {
+        MiddleboxCounts(
+            self.0.iter().map(|(k, v)| (*k, v.saturating_sub(earlier.0.get(k).copied().unwrap_or(0)))).collect(),
+        )
+    }
+
+    /// Whether any policy acted.
+    pub fn any(&self) -> bool {
+        self.0.values().any(|v| *v > 0)
+    }
+
+    /// "TFO stripped 3, SYN data dropped 0, ...", for people.
+    pub fn describe(&self) -> String {
+        Middlebox::POLICIES
+            .iter()
+            .map(|p| format!("{} {}", p.label, self.0.get(p.counter).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// What to do with a packet.
@@ -136,14 +230,14 @@ pub fn inspect(
     for policy in policies {
         match policy {
             Middlebox::StripTfo if (is_syn || is_syn_ack) && has_tfo && strip_fast_open(packet).unwrap_or(false) => {
-                counters.stripped.fetch_add(1, Ordering::Relaxed);
+                counters.add(*policy);
             }
             Middlebox::DropSynData if is_syn && has_data && direction == Direction::ToServer => {
-                counters.dropped_syn_data.fetch_add(1, Ordering::Relaxed);
+                counters.add(*policy);
                 return Verdict::Drop;
             }
             Middlebox::DropTfoSyn if is_syn && has_tfo && direction == Direction::ToServer => {
-                counters.dropped_tfo_syn.fetch_add(1, Ordering::Relaxed);
+                counters.add(*policy);
                 return Verdict::Drop;
             }
             Middlebox::ReplaySynData(after) if is_syn && has_data && direction == Direction::ToServer => {
@@ -174,6 +268,18 @@ mod tests {
     const COOKIE: [u8; 12] = [0x22, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1];
 
     #[test]
+    fn the_table_is_the_one_place() {
+        for (i, p) in Middlebox::POLICIES.iter().enumerate() {
+            let m: Middlebox = p.name.parse().unwrap();
+            assert_eq!((m.index(), m.policy()), (i, *p));
+            assert!(Middlebox::NAMES.contains(p.name), "{} missing from NAMES", p.name);
+        }
+        let counts = MiddleboxCounters::default().snapshot();
+        assert_eq!(serde_json::to_value(&counts).unwrap().as_object().unwrap().len(), Middlebox::POLICIES.len());
+        assert!("strip-tfo=1s".parse::<Middlebox>().is_err(), "no argument where none is taken");
+    }
+
+    #[test]
     fn names_parse_and_print() {
         for s in ["strip-tfo", "drop-syn-data", "drop-tfo-syn", "replay-syn-data=250ms"] {
             assert_eq!(s.parse::<Middlebox>().unwrap().to_string(), s);
@@ -199,7 +305,7 @@ mod tests {
         assert!(fastopen_wire::rewrite::tcp_checksum_ok(&p).unwrap());
         let mut p = syn(&COOKIE, b"", true);
         inspect(&[Middlebox::StripTfo], Direction::ToClient, &mut p, &c);
-        assert_eq!(c.stripped.load(Ordering::Relaxed), 2);
+        assert_eq!(c.snapshot().of(Middlebox::StripTfo), 2);
 
         let mut p = syn(&COOKIE, b"GET /", false);
         assert_eq!(inspect(&[Middlebox::DropSynData], Direction::ToServer, &mut p, &c), Verdict::Drop);

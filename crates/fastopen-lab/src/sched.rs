@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 
 use crate::link::{CapturePoint, LinkStats, PathConfig};
-use crate::middlebox::{inspect, Direction, Verdict};
+use crate::middlebox::{inspect, Direction, Middlebox, Verdict};
 
 /// A packet waiting in a direction's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,7 +145,10 @@ impl Scheduler {
                 let packet = self.slots[slot as usize][..len].to_owned();
                 self.slots[copy as usize][..len].copy_from_slice(&packet);
                 self.push(d, release_ns + after.as_nanos() as u64, copy, len);
-                stats.middlebox.replayed.fetch_add(1, Ordering::Relaxed);
+                if let Some(replay) = self.config.middleboxes.iter().find(|m| matches!(m, Middlebox::ReplaySynData(_)))
+                {
+                    stats.middlebox.add(*replay);
+                }
             }
         }
         Admission::Queued { release_ns }
@@ -190,7 +193,6 @@ mod tests {
 
     use super::*;
     use crate::link::DirectionConfig;
-    use crate::middlebox::Middlebox;
 
     const MS: u64 = 1_000_000;
 
@@ -330,12 +332,13 @@ mod tests {
             s.admit(0, Direction::ToServer, slot, bytes.len(), &stats)
         };
         send(&mut s);
-        assert_eq!(stats.snapshot().replayed, 1);
+        assert_eq!(stats.snapshot().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO)), 1);
         assert_eq!(drain(&mut s), vec![0, 5 * MS], "the original, then its copy 5 ms later");
         // One buffer only: the original takes it, no copy can be made, none is counted.
         let (slot, _) = s.buffer().unwrap();
         send(&mut s);
-        assert_eq!(stats.snapshot().replayed, 1, "a replay that could not be queued was counted");
+        let replayed = stats.snapshot().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO));
+        assert_eq!(replayed, 1, "a replay that could not be queued was counted");
         s.unused(slot);
     }
 }

@@ -388,11 +388,8 @@ fn print_table(rows: &[Row]) {
             println!("{:>18} failed requests (no complete reply): {} ({})", "", r.failed, kinds.join(", "));
         }
         let l = &r.link;
-        if l.lost + l.queue_drops + l.stripped + l.dropped_syn_data + l.dropped_tfo_syn + l.replayed > 0 {
-            println!(
-                "{:>18} path: lost {}, queue drops {}, TFO stripped {}, SYN data dropped {}, TFO SYN dropped {}, replayed {}",
-                "", l.lost, l.queue_drops, l.stripped, l.dropped_syn_data, l.dropped_tfo_syn, l.replayed
-            );
+        if l.lost + l.queue_drops > 0 || l.middleboxes.any() {
+            println!("{:>18} path: lost {}, queue drops {}, {}", "", l.lost, l.queue_drops, l.middleboxes.describe());
         }
     }
 }

@@ -229,8 +229,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("client TFO counters: {}", report::counter_delta(&dc));
         eprintln!("server TFO counters: {}", report::counter_delta(&ds));
         eprintln!(
-            "link: {} packets to the server, {} to the client; lost {}, TFO stripped {}, SYN data dropped {}, TFO SYN dropped {}, replayed {}",
-            link.to_server_packets, link.to_client_packets, link.lost, link.stripped, link.dropped_syn_data, link.dropped_tfo_syn, link.replayed
+            "link: {} packets to the server, {} to the client; lost {}, {}",
+            link.to_server_packets,
+            link.to_client_packets,
+            link.lost,
+            link.middleboxes.describe()
         );
     }
     Ok(status)
