@@ -61,6 +61,18 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// Every reason, for tables and tests.
+    pub const ALL: [FailReason; 8] = [
+        FailReason::CookieUnavailable,
+        FailReason::DataNotAcked,
+        FailReason::SynRetransmitted,
+        FailReason::ClientDisabled,
+        FailReason::NoData,
+        FailReason::NotRequested,
+        FailReason::KernelSkipped,
+        FailReason::Unknown,
+    ];
+
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {

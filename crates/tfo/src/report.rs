@@ -4,7 +4,6 @@ use fastopen::{ClientMethod, ClientOutcome, FailReason, FastOpenCounters};
 use fastopen_wire::timeline::{Connection, Dir, TfoSeen};
 use fastopen_wire::FastOpenForm;
 use serde::Serialize;
-use serde_json::json;
 use std::io::Write;
 
 use crate::echo::ConnectionLog;
@@ -108,39 +107,121 @@ pub(crate) fn print_events(out: &mut impl Write, c: &Connection, indent: &str) -
     Ok(())
 }
 
-pub(crate) fn tfo_json(t: &TfoSeen) -> serde_json::Value {
-    let form = match t.form() {
-        FastOpenForm::Rfc7413 => "rfc7413",
-        FastOpenForm::Experimental => "experimental",
-    };
-    match t {
-        TfoSeen::Request(_) => json!({"kind": "request", "form": form}),
-        TfoSeen::Cookie(_, c) => json!({"kind": "cookie", "form": form, "cookie": c.to_string()}),
-        TfoSeen::Malformed(_, c) => json!({"kind": "malformed", "form": form, "cookie": c.to_string()}),
+/// A TFO option in `tfo trace --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct TfoReport {
+    /// "request", "cookie" or "malformed".
+    kind: &'static str,
+    /// "rfc7413" (kind 34) or "experimental" (kind 254).
+    form: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cookie: Option<String>,
+}
+
+impl From<&TfoSeen> for TfoReport {
+    fn from(t: &TfoSeen) -> TfoReport {
+        let form = match t.form() {
+            FastOpenForm::Rfc7413 => "rfc7413",
+            FastOpenForm::Experimental => "experimental",
+        };
+        let (kind, cookie) = match t {
+            TfoSeen::Request(_) => ("request", None),
+            TfoSeen::Cookie(_, c) => ("cookie", Some(c.to_string())),
+            TfoSeen::Malformed(_, c) => ("malformed", Some(c.to_string())),
+        };
+        TfoReport { kind, form, cookie }
     }
 }
 
-pub(crate) fn connection_json(c: &Connection) -> serde_json::Value {
-    let v = c.verdict();
-    let events: Vec<_> = c
-        .events
-        .iter()
-        .map(|e| {
-            json!({
-                "time_ms": ms(e.time), "point": e.point,
-                "dir": if e.dir == Dir::ToServer { "to_server" } else { "to_client" },
-                "flags_str": e.flags.to_string(), "seq": e.seq, "ack": e.ack, "len": e.len,
-                "tfo": e.tfo.as_ref().map(tfo_json), "note": e.note.map(|n| n.to_string()),
+/// One packet of a connection's timeline in `tfo trace --json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventReport {
+    time_ms: f64,
+    point: u8,
+    /// "to_server" or "to_client".
+    dir: &'static str,
+    flags_str: String,
+    seq: u32,
+    ack: u32,
+    len: u32,
+    tfo: Option<TfoReport>,
+    note: Option<String>,
+}
+
+/// A connection in `tfo trace --json` (and `tfo demo --json`'s `wire`).
+#[derive(Debug, Serialize)]
+pub(crate) struct ConnectionReport {
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    verdict: &'static str,
+    explanation: String,
+    bytes_in_syn: u32,
+    cookie_received: Option<String>,
+    syn_retransmits: u32,
+    reset: bool,
+    packets: u64,
+    bytes_to_server: u64,
+    bytes_to_client: u64,
+    events: Vec<EventReport>,
+}
+
+impl From<&Connection> for ConnectionReport {
+    fn from(c: &Connection) -> ConnectionReport {
+        let v = c.verdict();
+        let events = c
+            .events
+            .iter()
+            .map(|e| EventReport {
+                time_ms: ms(e.time),
+                point: e.point,
+                dir: if e.dir == Dir::ToServer { "to_server" } else { "to_client" },
+                flags_str: e.flags.to_string(),
+                seq: e.seq,
+                ack: e.ack,
+                len: e.len,
+                tfo: e.tfo.as_ref().map(TfoReport::from),
+                note: e.note.map(|n| n.to_string()),
             })
-        })
-        .collect();
-    json!({
-        "client": c.client, "server": c.server, "verdict": v.as_str(), "explanation": v.to_string(),
-        "bytes_in_syn": match v {
-            fastopen_wire::timeline::Verdict::TfoUsed { bytes } => bytes, _ => 0
-        },
-        "cookie_received": c.cookie_received().map(|k| k.to_string()),
-        "syn_retransmits": c.syn_retransmits, "reset": c.reset, "packets": c.packets,
-        "bytes_to_server": c.bytes_to_server, "bytes_to_client": c.bytes_to_client, "events": events,
-    })
+            .collect();
+        ConnectionReport {
+            client: c.client,
+            server: c.server,
+            verdict: v.as_str(),
+            explanation: v.to_string(),
+            bytes_in_syn: match v {
+                fastopen_wire::timeline::Verdict::TfoUsed { bytes } => bytes,
+                _ => 0,
+            },
+            cookie_received: c.cookie_received().map(|k| k.to_string()),
+            syn_retransmits: c.syn_retransmits,
+            reset: c.reset,
+            packets: c.packets,
+            bytes_to_server: c.bytes_to_server,
+            bytes_to_client: c.bytes_to_client,
+            events,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names scripts match on: serde's and `as_str` must agree, for every reason and verdict.
+    #[test]
+    fn every_reason_and_verdict_serializes_as_its_stable_name() {
+        let mut names = std::collections::HashSet::new();
+        for r in FailReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r:?}");
+            assert!(names.insert(r.as_str()), "{} twice", r.as_str());
+        }
+        assert_eq!(names.len(), 8);
+        for v in [
+            fastopen::ProbeVerdict::Works,
+            fastopen::ProbeVerdict::CachedCookieRefused,
+            fastopen::ProbeVerdict::NoReply,
+        ] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+    }
 }

@@ -108,6 +108,32 @@ pub(crate) struct Row {
     pub(crate) series: [Series; 3],
 }
 
+/// `tfo bench --json`. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct BenchReport<'a> {
+    config: BenchConfig,
+    results: &'a [Row],
+    throughput: Option<Throughput>,
+    /// Ctrl-C ended the run; `results` holds what was measured before.
+    interrupted: bool,
+}
+
+/// What was asked of `tfo bench`.
+#[derive(Debug, Serialize)]
+struct BenchConfig {
+    rtt_ms: Vec<f64>,
+    requests: u32,
+    sizes: Vec<u32>,
+    /// [to the server, to the client].
+    loss: [f64; 2],
+    jitter_ms: [f64; 2],
+    rate_bps: Option<[u64; 2]>,
+    middleboxes: Vec<String>,
+    http: bool,
+    ipv6: bool,
+    seed: u64,
+}
+
 /// The link's accuracy: plain connect time against the configured RTT.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Accuracy {
@@ -165,21 +191,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         plot::latency_cdf(path, &rows).with_context(|| format!("writing the plot {}", path.display()))?;
     }
     if args.json {
-        let out = serde_json::json!({
-            "config": {
-                "rtt_ms": args.rtt.iter().map(|d| crate::report::ms(*d)).collect::<Vec<_>>(),
-                "requests": args.requests, "sizes": args.size,
-                "loss": [args.path.loss.to_server, args.path.loss.to_client],
-                "jitter_ms": [crate::report::ms(args.path.jitter.to_server), crate::report::ms(args.path.jitter.to_client)],
-                "rate_bps": args.path.rate.map(|r| [r.to_server, r.to_client]),
-                "middleboxes": args.path.middlebox_names(),
-                "http": args.http, "ipv6": args.ipv6, "seed": args.path.seed,
+        let ms = crate::report::ms;
+        let report = BenchReport {
+            config: BenchConfig {
+                rtt_ms: args.rtt.iter().map(|d| ms(*d)).collect(),
+                requests: args.requests,
+                sizes: args.size.clone(),
+                loss: [args.path.loss.to_server, args.path.loss.to_client],
+                jitter_ms: [ms(args.path.jitter.to_server), ms(args.path.jitter.to_client)],
+                rate_bps: args.path.rate.map(|r| [r.to_server, r.to_client]),
+                middleboxes: args.path.middlebox_names(),
+                http: args.http,
+                ipv6: args.ipv6,
+                seed: args.path.seed,
             },
-            "results": rows,
-            "throughput": throughput,
-            "interrupted": interrupted,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+            results: &rows,
+            throughput,
+            interrupted,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&rows);
         if let Some(t) = throughput {

@@ -9,7 +9,7 @@ use fastopen::{ClientOutcome, Connector, FastOpenCounters};
 use fastopen_lab::netns::Netns;
 use fastopen_lab::parse::parse_duration;
 use fastopen_lab::{Lab, LabConfig, PathConfig};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::echo::{ConnectionLog, Protocol};
 use crate::exchange::{exchange, Limits, Until};
@@ -273,31 +273,56 @@ fn print_text(results: &[StepResult], rtt: Option<Duration>) {
     }
 }
 
+/// One step in `tfo demo --json`.
+#[derive(Debug, Serialize)]
+struct StepReport<'a> {
+    step: usize,
+    title: &'static str,
+    #[serde(flatten)]
+    outcome: report::OutcomeFields,
+    total_ms: f64,
+    status_line: String,
+    server: Option<&'a ConnectionLog>,
+    client_counters_delta: FastOpenCounters,
+    server_counters_delta: FastOpenCounters,
+    wire: Option<report::ConnectionReport>,
+}
+
+/// `tfo demo --json`. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct DemoReport<'a> {
+    /// "lab" or "loopback".
+    setting: &'static str,
+    rtt_ms: Option<f64>,
+    server: SocketAddr,
+    steps: Vec<StepReport<'a>>,
+    saved_ms: f64,
+}
+
 fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -> anyhow::Result<()> {
-    let steps: Vec<_> = STEPS
+    let steps = STEPS
         .iter()
         .zip(results)
         .enumerate()
-        .map(|(i, (step, r))| -> Result<serde_json::Value, serde_json::Error> {
-            let mut v = serde_json::to_value(report::OutcomeFields::new(&r.outcome, r.request_bytes))?;
-            v["step"] = json!(i + 1);
-            v["title"] = json!(step.title);
-            v["total_ms"] = json!(ms(r.total));
-            v["status_line"] = json!(status_line(&r.reply));
-            v["server"] = json!(r.server);
-            v["client_counters_delta"] = json!(r.client_delta);
-            v["server_counters_delta"] = json!(r.server_delta);
-            v["wire"] = r.wire.as_ref().map(report::connection_json).unwrap_or(serde_json::Value::Null);
-            Ok(v)
+        .map(|(i, (step, r))| StepReport {
+            step: i + 1,
+            title: step.title,
+            outcome: report::OutcomeFields::new(&r.outcome, r.request_bytes),
+            total_ms: ms(r.total),
+            status_line: status_line(&r.reply),
+            server: r.server.as_ref(),
+            client_counters_delta: r.client_delta.clone(),
+            server_counters_delta: r.server_delta.clone(),
+            wire: r.wire.as_ref().map(report::ConnectionReport::from),
         })
-        .collect::<Result<_, serde_json::Error>>()?;
-    let out = json!({
-        "setting": if rtt.is_some() { "lab" } else { "loopback" },
-        "rtt_ms": rtt.map(ms),
-        "server": addr,
-        "steps": steps,
-        "saved_ms": ms(results[0].total.saturating_sub(results[2].total)),
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+        .collect();
+    let report = DemoReport {
+        setting: if rtt.is_some() { "lab" } else { "loopback" },
+        rtt_ms: rtt.map(ms),
+        server: addr,
+        steps,
+        saved_ms: ms(results[0].total.saturating_sub(results[2].total)),
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -74,6 +74,17 @@ pub(crate) struct Args {
     path: Impairments,
 }
 
+/// `tfo lab --json`. The field names are a contract (README).
+#[derive(Debug, serde::Serialize)]
+struct LabReport {
+    rtt_ms: f64,
+    /// The last client command's exit status.
+    client_exit: i32,
+    link: fastopen_lab::LinkCounters,
+    client_counters_delta: fastopen::FastOpenCounters,
+    server_counters_delta: fastopen::FastOpenCounters,
+}
+
 /// Writes the captured packets of one capture point as a pcap file.
 fn write_capture(
     file: std::fs::File,
@@ -220,11 +231,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (dc, ds) = (&after.0 - &before.0, &after.1 - &before.1);
     let link = lab.counters();
     if args.json {
-        let v = serde_json::json!({
-            "rtt_ms": report::ms(rtt), "client_exit": last_code, "link": link,
-            "client_counters_delta": dc, "server_counters_delta": ds,
-        });
-        println!("{v}");
+        let report = LabReport {
+            rtt_ms: report::ms(rtt),
+            client_exit: last_code,
+            link,
+            client_counters_delta: dc,
+            server_counters_delta: ds,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!("client TFO counters: {}", report::counter_delta(&dc));
         eprintln!("server TFO counters: {}", report::counter_delta(&ds));

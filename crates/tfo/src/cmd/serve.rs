@@ -76,6 +76,18 @@ pub(crate) struct Args {
     count: Option<u64>,
 }
 
+/// `tfo serve --json`'s first line (then one [`echo::ConnectionLog`] per connection).
+#[derive(Debug, serde::Serialize)]
+struct Listening {
+    event: &'static str,
+    addr: SocketAddr,
+    http: bool,
+    tfo_queue: u32,
+    own_keys: usize,
+    tcp_fastopen: u32,
+    server_tfo: bool,
+}
+
 /// Reads the key file, warning when others than its owner can read it.
 fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
     let file = KeyFile::read(path)?;
@@ -111,9 +123,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let local = listener.local_addr()?;
         let tfo = listener.tfo()?;
         print_line(if args.json {
-            serde_json::json!({"event": "listening", "addr": local, "http": args.http, "tfo_queue": tfo.queue_len,
-                "own_keys": tfo.own_keys, "tcp_fastopen": mode.0, "server_tfo": mode.server()})
-            .to_string()
+            serde_json::to_string(&Listening {
+                event: "listening",
+                addr: local,
+                http: args.http,
+                tfo_queue: tfo.queue_len,
+                own_keys: tfo.own_keys,
+                tcp_fastopen: mode.0,
+                server_tfo: mode.server(),
+            })?
         } else {
             format!(
                 "listening on {local} ({}, TFO queue {}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",

@@ -12,7 +12,9 @@ use fastopen_lab::parse::parse_duration;
 use fastopen_wire::capture::{CaptureReader, CaptureWriter, PcapChunks};
 use fastopen_wire::timeline::{TfoSeen, Tracker};
 use fastopen_wire::{LinkType, TcpPacket, WireError};
-use serde_json::json;
+use serde::Serialize;
+
+use crate::report::{ConnectionReport, TfoReport};
 
 use crate::child::KillOnDrop;
 use crate::interrupt;
@@ -135,7 +137,7 @@ impl Linked {
 struct Trace {
     tracker: Tracker,
     stats: Stats,
-    packets: Vec<serde_json::Value>,
+    packets: Vec<PacketReport>,
     keep_packets: bool,
     writer: Option<(CaptureWriter<BufWriter<File>>, Option<LinkType>)>,
     /// The --write file until the first decodable frame says which link type to write.
@@ -178,7 +180,7 @@ impl Trace {
                 self.tracker.push(timestamp, point, &p);
                 if self.keep_packets {
                     let base = *self.base.get_or_insert(timestamp);
-                    self.packets.push(packet_json(self.stats.frames, point, timestamp.saturating_sub(base), &p));
+                    self.packets.push(packet_report(self.stats.frames, point, timestamp.saturating_sub(base), &p));
                 }
             }
             Err(WireError::NotTcp | WireError::NotIp) => self.stats.not_tcp += 1,
@@ -203,14 +205,54 @@ impl Trace {
     }
 }
 
-fn packet_json(frame: u64, point: u8, time: Duration, p: &TcpPacket<'_>) -> serde_json::Value {
-    let tfo = TfoSeen::of_packet(p).as_ref().map(crate::report::tfo_json);
-    json!({
-        "frame": frame, "point": point, "time_ms": crate::report::ms(time),
-        "src": p.src, "sport": p.src_port, "dst": p.dst, "dport": p.dst_port,
-        "flags": p.flags.0, "flags_str": p.flags.to_string(), "seq": p.seq, "ack": p.ack,
-        "len": p.payload.len(), "tfo": tfo,
-    })
+/// One packet in `tfo trace --json`.
+#[derive(Debug, Serialize)]
+struct PacketReport {
+    frame: u64,
+    point: u8,
+    time_ms: f64,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    flags: u8,
+    flags_str: String,
+    seq: u32,
+    ack: u32,
+    /// Payload length on the wire (captured or not).
+    len: usize,
+    tfo: Option<TfoReport>,
+}
+
+fn packet_report(frame: u64, point: u8, time: Duration, p: &TcpPacket<'_>) -> PacketReport {
+    PacketReport {
+        frame,
+        point,
+        time_ms: crate::report::ms(time),
+        src: p.src,
+        sport: p.src_port,
+        dst: p.dst,
+        dport: p.dst_port,
+        flags: p.flags.0,
+        flags_str: p.flags.to_string(),
+        seq: p.seq,
+        ack: p.ack,
+        len: p.payload_len(),
+        tfo: TfoSeen::of_packet(p).as_ref().map(TfoReport::from),
+    }
+}
+
+/// `tfo trace --json`. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct TraceReport<'a> {
+    stats: &'a Stats,
+    verdicts: std::collections::BTreeMap<&'static str, u64>,
+    connections_total: usize,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<Vec<ConnectionReport>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packets: Option<Vec<PacketReport>>,
 }
 
 /// Reads one capture file: pcap in 4 MiB chunks (no copy of the whole file),
@@ -497,15 +539,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // that ends the command quietly, never a panic.
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut v = json!({
-            "stats": trace.stats, "verdicts": verdicts, "connections_total": connections.len(),
-            "seconds": elapsed.as_secs_f64(),
-        });
-        if !args.summary {
-            v["connections"] = connections.iter().map(crate::report::connection_json).collect();
-            v["packets"] = serde_json::Value::Array(std::mem::take(&mut trace.packets));
-        }
-        writeln!(out, "{v}")?;
+        let report = TraceReport {
+            stats: &trace.stats,
+            verdicts,
+            connections_total: connections.len(),
+            seconds: elapsed.as_secs_f64(),
+            connections: (!args.summary).then(|| connections.iter().map(ConnectionReport::from).collect()),
+            packets: (!args.summary).then(|| std::mem::take(&mut trace.packets)),
+        };
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         if !args.summary {
             for c in connections {
