@@ -179,66 +179,114 @@ pub(crate) fn exchange(
     let first = &request[..request.len().min(FIRST_DATA)];
     let connector = connector.connect_timeout(Some(timeout.max(Duration::from_millis(1))));
     let (stream, outcome) = connector.connect(addr, first)?;
-    let io_err = |what| move |source| ExchangeError::Io { what, addr, source };
-    stream.set_nonblocking(true).map_err(io_err("setting up the connection to"))?;
-    let mut sent = first.len();
-    let mut half_closed = false;
-    let mut reply = Vec::with_capacity(4096);
-    let mut first_byte = None;
-    let mut chunk = vec![0u8; 64 * 1024];
+    stream.set_nonblocking(true).map_err(|source| ExchangeError::Io {
+        what: "setting up the connection to",
+        addr,
+        source,
+    })?;
+    let mut x = InFlight {
+        stream,
+        addr,
+        request,
+        sent: first.len(),
+        half_closed: false,
+        reply: Vec::new(),
+        start,
+        first_byte: None,
+    };
     loop {
-        if sent < request.len() {
-            match (&stream).write(&request[sent..]) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io_err("sending to")(peer_error(&stream, e))),
-            }
-        }
-        if sent == request.len() && limits.half_close && !half_closed {
-            stream.shutdown(Shutdown::Write).map_err(|e| io_err("sending to")(peer_error(&stream, e)))?;
-            half_closed = true;
-        }
-        loop {
-            match (&stream).read(&mut chunk) {
-                Ok(0) if until == Until::Eof => return Ok(done(outcome, reply, start, first_byte)),
-                Ok(0) => return Err(ExchangeError::Closed { addr, received: reply.len() }),
-                Ok(n) => {
-                    first_byte.get_or_insert_with(|| start.elapsed());
-                    if reply.len() + n > limits.max_reply {
-                        return Err(ExchangeError::TooLarge { addr, max: limits.max_reply });
-                    }
-                    reply.extend_from_slice(&chunk[..n]);
-                    if complete(&reply, until) {
-                        return Ok(done(outcome, reply, start, first_byte));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err("reading the reply from")(e)),
-            }
+        x.send_what_fits(limits.half_close)?;
+        if x.receive_what_came(until, limits.max_reply)? {
+            return Ok(done(outcome, x.reply, start, x.first_byte));
         }
         if let Some(why) = (limits.cancel)() {
             return Err(ExchangeError::Cancelled(why));
         }
         let left = limits.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            let (received, sent) = (x.reply.len(), x.sent);
             return Err(ExchangeError::Timeout {
                 addr,
                 timeout,
-                received: reply.len(),
+                received,
                 sent,
                 request: request.len(),
                 outcome: Box::new(outcome),
             });
         }
+        x.wait(left.min(CHECK_EVERY))?;
+    }
+}
+
+/// An exchange under way on a non-blocking stream.
+struct InFlight<'a> {
+    stream: TcpStream,
+    addr: SocketAddr,
+    request: &'a [u8],
+    sent: usize,
+    half_closed: bool,
+    reply: Vec<u8>,
+    start: Instant,
+    first_byte: Option<Duration>,
+}
+
+impl InFlight<'_> {
+    fn io_error(&self, what: &'static str, source: io::Error) -> ExchangeError {
+        ExchangeError::Io { what, addr: self.addr, source }
+    }
+
+    /// Writes what the socket takes now; half-closes after the last byte if asked.
+    fn send_what_fits(&mut self, half_close: bool) -> Result<(), ExchangeError> {
+        if self.sent < self.request.len() {
+            match (&self.stream).write(&self.request[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.io_error("sending to", peer_error(&self.stream, e))),
+            }
+        }
+        if self.sent == self.request.len() && half_close && !self.half_closed {
+            self.stream
+                .shutdown(Shutdown::Write)
+                .map_err(|e| self.io_error("sending to", peer_error(&self.stream, e)))?;
+            self.half_closed = true;
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived; `true` when the reply is complete.
+    fn receive_what_came(&mut self, until: Until, max_reply: usize) -> Result<bool, ExchangeError> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match (&self.stream).read(&mut chunk) {
+                Ok(0) if until == Until::Eof => return Ok(true),
+                Ok(0) => return Err(ExchangeError::Closed { addr: self.addr, received: self.reply.len() }),
+                Ok(n) => {
+                    self.first_byte.get_or_insert_with(|| self.start.elapsed());
+                    if self.reply.len() + n > max_reply {
+                        return Err(ExchangeError::TooLarge { addr: self.addr, max: max_reply });
+                    }
+                    self.reply.extend_from_slice(&chunk[..n]);
+                    if complete(&self.reply, until) {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error("reading the reply from", e)),
+            }
+        }
+    }
+
+    /// Waits until the socket can move data, or `wait` passes.
+    fn wait(&self, wait: Duration) -> Result<(), ExchangeError> {
         let mut events = PollFlags::POLLIN;
-        if sent < request.len() {
+        if self.sent < self.request.len() {
             events |= PollFlags::POLLOUT;
         }
-        let wait = PollTimeout::try_from(left.min(CHECK_EVERY)).unwrap_or(PollTimeout::ZERO);
-        match nix::poll::poll(&mut [PollFd::new(stream.as_fd(), events)], wait) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(io_err("waiting for")(e.into())),
+        let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+        match nix::poll::poll(&mut [PollFd::new(self.stream.as_fd(), events)], wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(self.io_error("waiting for", e.into())),
         }
     }
 }

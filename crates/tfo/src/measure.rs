@@ -25,6 +25,12 @@ pub(crate) struct Summary {
     pub(crate) mean_ms: f64,
 }
 
+impl Default for Series {
+    fn default() -> Series {
+        Series::new()
+    }
+}
+
 impl Series {
     pub(crate) fn new() -> Series {
         // 1 us to 1 hour, 5 significant digits.

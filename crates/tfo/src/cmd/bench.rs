@@ -256,92 +256,110 @@ fn measure(
         exchange(connector, addr, &request, until, &limits)
     };
     let row = lab.client().run(|| -> anyhow::Result<Row> {
-        let mut series = [Series::new(), Series::new(), Series::new()];
-        let mut connect = Series::new();
-        let (mut used, mut cold_requests, mut failed) = (0u32, 0u32, 0u32);
-        let mut reasons = std::collections::BTreeMap::new();
-        let mut failures = std::collections::BTreeMap::new();
-        // Records a failed request, or stops the run when it was cancelled.
-        let mut fail = |e: &ExchangeError| -> anyhow::Result<bool> {
-            if let ExchangeError::Cancelled(why) = e {
-                if interrupt::requested() {
-                    return Ok(true);
-                }
-                anyhow::bail!("{why}");
-            }
-            failed += 1;
-            *failures.entry(e.kind()).or_insert(0) += 1;
-            Ok(false)
-        };
-        // Warm the cookie cache (not counted).
+        let mut tally = Tally::default();
+        // Warm the cookie cache (not measured; a failure is counted).
         if let Err(e) = one(&tfo) {
-            if fail(&e)? {
-                return Ok(Row::partial(rtt, size, requests));
+            if tally.failure(&e)? {
+                return Ok(tally.into_row(rtt, size, requests));
             }
         }
         bar.inc(1);
         'rounds: for round in 0..requests {
-            if interrupt::requested() {
-                break;
-            }
-            if round % cold_every == 0 {
-                lab.flush_cookies()?;
-                match one(&tfo) {
-                    Ok(ex) => {
-                        series[COLD].record(ex.total);
-                        cold_requests += u32::from(ex.outcome.fail_reason == Some(FailReason::CookieUnavailable));
-                    }
-                    Err(e) if fail(&e)? => break 'rounds,
-                    Err(_) => {}
+            for mode in round_modes(round, cold_every) {
+                if interrupt::requested() {
+                    break 'rounds;
                 }
-                bar.inc(1);
-            }
-            let order = if round % 2 == 0 { [PLAIN, WARM] } else { [WARM, PLAIN] };
-            for mode in order {
-                let connector = if mode == PLAIN { &plain } else { &tfo };
-                match one(connector) {
-                    Ok(ex) => {
-                        series[mode].record(ex.total);
-                        if mode == PLAIN {
-                            connect.record(ex.outcome.connect_time);
-                        } else if ex.outcome.tfo_used() {
-                            used += 1;
-                        } else {
-                            *reasons.entry(ex.outcome.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1;
-                        }
-                    }
-                    Err(e) if fail(&e)? => break 'rounds,
+                if mode == COLD {
+                    lab.flush_cookies()?;
+                }
+                match one(if mode == PLAIN { &plain } else { &tfo }) {
+                    Ok(ex) => tally.success(mode, &ex),
+                    Err(e) if tally.failure(&e)? => break 'rounds,
                     Err(_) => {}
                 }
                 bar.inc(1);
             }
         }
-        let (p, w) = (series[PLAIN].summary(), series[WARM].summary());
+        Ok(tally.into_row(rtt, size, requests))
+    })??;
+    let after = lab.counters();
+    Ok(Row { link: after.since(&before), ..row })
+}
+
+/// The modes of one round: a cold request every `cold_every` rounds, then
+/// plain and warm TFO, their order alternating so that neither always goes first.
+fn round_modes(round: u32, cold_every: u32) -> Vec<usize> {
+    let mut modes = Vec::with_capacity(3);
+    if round % cold_every == 0 {
+        modes.push(COLD);
+    }
+    modes.extend(if round % 2 == 0 { [PLAIN, WARM] } else { [WARM, PLAIN] });
+    modes
+}
+
+/// What one (RTT, size) measured so far.
+#[derive(Default)]
+struct Tally {
+    series: [Series; 3],
+    connect: Series,
+    used: u32,
+    cold_requests: u32,
+    failed: u32,
+    reasons: std::collections::BTreeMap<&'static str, u32>,
+    failures: std::collections::BTreeMap<&'static str, u32>,
+}
+
+impl Tally {
+    fn success(&mut self, mode: usize, ex: &crate::exchange::Exchange) {
+        self.series[mode].record(ex.total);
+        let o = &ex.outcome;
+        match mode {
+            PLAIN => self.connect.record(o.connect_time),
+            COLD => self.cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable)),
+            _ if o.tfo_used() => self.used += 1,
+            _ => *self.reasons.entry(o.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1,
+        }
+    }
+
+    /// Counts a failed request; `Ok(true)` when Ctrl-C stopped it (stop
+    /// measuring, keep the results); an error when the link failed.
+    fn failure(&mut self, e: &ExchangeError) -> anyhow::Result<bool> {
+        if let ExchangeError::Cancelled(why) = e {
+            if interrupt::requested() {
+                return Ok(true);
+            }
+            anyhow::bail!("{why}");
+        }
+        self.failed += 1;
+        *self.failures.entry(e.kind()).or_insert(0) += 1;
+        Ok(false)
+    }
+
+    fn into_row(self, rtt: Duration, size: u32, requests: u32) -> Row {
+        let (p, w) = (self.series[PLAIN].summary(), self.series[WARM].summary());
         let rtt_ms = crate::report::ms(rtt);
-        let connect = connect.summary().map(|c| Accuracy {
+        let connect = self.connect.summary().map(|c| Accuracy {
             p50_ms: c.p50_ms,
             p99_ms: c.p99_ms,
             error_p50_ms: round3(c.p50_ms - rtt_ms),
             error_p99_ms: round3(c.p99_ms - rtt_ms),
         });
-        Ok(Row {
+        Row {
             plain: p,
             tfo: w,
-            tfo_cold: series[COLD].summary(),
+            tfo_cold: self.series[COLD].summary(),
             ratio_p50: p.zip(w).map(|(p, w)| round3(w.p50_ms / p.p50_ms)),
             saved_ms_p50: p.zip(w).map(|(p, w)| round3(p.p50_ms - w.p50_ms)),
-            tfo_used: used,
-            failed,
-            failures,
-            tfo_fail_reasons: reasons,
-            cold_cookie_requests: cold_requests,
+            tfo_used: self.used,
+            failed: self.failed,
+            failures: self.failures,
+            tfo_fail_reasons: self.reasons,
+            cold_cookie_requests: self.cold_requests,
             connect,
-            series,
+            series: self.series,
             ..Row::partial(rtt, size, requests)
-        })
-    })??;
-    let after = lab.counters();
-    Ok(Row { link: after.since(&before), ..row })
+        }
+    }
 }
 
 impl Row {

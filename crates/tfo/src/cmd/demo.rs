@@ -113,24 +113,7 @@ struct StepResult {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let root = fastopen_lab::netns::is_root();
-    let mut note = None;
-    let setting = if root && !args.loopback {
-        let path = PathConfig::with_rtt(args.rtt);
-        Setting::Lab(Box::new(Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?))
-    } else {
-        if root {
-            fastopen_lab::netns::enter_private(3)?;
-        } else {
-            // Still single-threaded here, as a user namespace requires.
-            fastopen_lab::netns::enter_private_unprivileged(3).context(
-                "without root, tfo demo needs unprivileged user namespaces for its private loopback; \
-                 run `sudo tfo demo` (which also gives the emulated 100 ms path)",
-            )?;
-            note = Some("not root: loopback only, in a private user+network namespace; `sudo tfo demo` adds the emulated 100 ms path");
-        }
-        Setting::Loopback(Netns::of_current_thread()?)
-    };
+    let (setting, note) = Setting::build(&args)?;
     // After the namespace setup: the handler's thread must not exist before
     // an unprivileged user namespace is entered (it needs a single thread).
     interrupt::install();
@@ -141,68 +124,100 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http)?;
     let addr = server.addr;
     if !args.json {
-        match &setting {
-            Setting::Lab(_) => println!(
-                "tfo demo: client 198.18.0.1 -> server {addr} over an emulated path, RTT {} ms; \
-                 net.ipv4.tcp_fastopen=3 in both namespaces; `tfo serve --http` on the server\n",
-                ms(args.rtt)
-            ),
-            Setting::Loopback(_) => println!(
-                "tfo demo: loopback in a private network namespace, net.ipv4.tcp_fastopen=3; `tfo serve --http` on {addr}\n"
-            ),
-        }
-        if let Some(n) = note {
-            println!("note: {n}\n");
-        }
+        introduce(&setting, addr, args.rtt, note);
     }
-    let request = http_request(addr, 75);
     if let Setting::Lab(lab) = &setting {
         lab.stats().set_capture(true);
     }
+    let request = http_request(addr, 75);
     let mut results = Vec::new();
     for step in &STEPS {
         interrupt::check()?;
-        if step.flush_cookies {
-            if let Setting::Lab(lab) = &setting {
-                lab.flush_cookies()?;
-            }
-        }
-        let (c0, s0) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
-        let connector = Connector::new().tfo(step.tfo).connect_timeout(Some(Duration::from_secs(10)));
-        let req = request.clone();
-        let (outcome, total, reply) = setting.client().run(move || {
-            let limits =
-                Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::HttpResponse) };
-            exchange(&connector, addr, &req, Until::HttpResponse, &limits).map(|ex| (ex.outcome, ex.total, ex.reply))
-        })??;
-        let server_log = server.next_log(Duration::from_secs(5));
-        let (c1, s1) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
-        let wire = match &setting {
-            Setting::Lab(lab) => handshake_on_the_wire(lab),
-            Setting::Loopback(_) => None,
-        };
-        results.push(StepResult {
-            wire,
-            outcome,
-            request_bytes: request.len(),
-            total,
-            reply,
-            server: server_log,
-            client_delta: &c1 - &c0,
-            server_delta: &s1 - &s0,
-        });
+        results.push(run_step(&setting, &mut server, step, &request)?);
     }
     drop(server);
-    let used = results[2].outcome.tfo_used();
     if args.json {
         print_json(&results, rtt, addr)?;
     } else {
         print_text(&results, rtt);
     }
-    if !used {
+    if !results[2].outcome.tfo_used() {
         return Err(CheckFailed("the second TFO request did not carry its data in the SYN".into()).into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl Setting {
+    /// The lab as root; else loopback in a private namespace (and a note why).
+    fn build(args: &Args) -> anyhow::Result<(Setting, Option<&'static str>)> {
+        let root = fastopen_lab::netns::is_root();
+        if root && !args.loopback {
+            let path = PathConfig::with_rtt(args.rtt);
+            let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
+            return Ok((Setting::Lab(Box::new(lab)), None));
+        }
+        let mut note = None;
+        if root {
+            fastopen_lab::netns::enter_private(3)?;
+        } else {
+            // Still single-threaded here, as a user namespace requires.
+            fastopen_lab::netns::enter_private_unprivileged(3).context(
+                "without root, tfo demo needs unprivileged user namespaces for its private loopback; \
+                 run `sudo tfo demo` (which also gives the emulated 100 ms path)",
+            )?;
+            note = Some("not root: loopback only, in a private user+network namespace; `sudo tfo demo` adds the emulated 100 ms path");
+        }
+        Ok((Setting::Loopback(Netns::of_current_thread()?), note))
+    }
+}
+
+fn introduce(setting: &Setting, addr: SocketAddr, rtt: Duration, note: Option<&str>) {
+    match setting {
+        Setting::Lab(_) => println!(
+            "tfo demo: client 198.18.0.1 -> server {addr} over an emulated path, RTT {} ms; \
+             net.ipv4.tcp_fastopen=3 in both namespaces; `tfo serve --http` on the server\n",
+            ms(rtt)
+        ),
+        Setting::Loopback(_) => println!(
+            "tfo demo: loopback in a private network namespace, net.ipv4.tcp_fastopen=3; `tfo serve --http` on {addr}\n"
+        ),
+    }
+    if let Some(n) = note {
+        println!("note: {n}\n");
+    }
+}
+
+/// One request of the walkthrough, with the four views of it.
+fn run_step(setting: &Setting, server: &mut NsServer, step: &Step, request: &[u8]) -> anyhow::Result<StepResult> {
+    if step.flush_cookies {
+        if let Setting::Lab(lab) = setting {
+            lab.flush_cookies()?;
+        }
+    }
+    let addr = server.addr;
+    let (c0, s0) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
+    let connector = Connector::new().tfo(step.tfo);
+    let req = request.to_vec();
+    let (outcome, total, reply) = setting.client().run(move || {
+        let limits = Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::HttpResponse) };
+        exchange(&connector, addr, &req, Until::HttpResponse, &limits).map(|ex| (ex.outcome, ex.total, ex.reply))
+    })??;
+    let server_log = server.next_log(Duration::from_secs(5));
+    let (c1, s1) = (ns_counters(setting.client())?, ns_counters(setting.server())?);
+    let wire = match setting {
+        Setting::Lab(lab) => handshake_on_the_wire(lab),
+        Setting::Loopback(_) => None,
+    };
+    Ok(StepResult {
+        wire,
+        outcome,
+        request_bytes: request.len(),
+        total,
+        reply,
+        server: server_log,
+        client_delta: &c1 - &c0,
+        server_delta: &s1 - &s0,
+    })
 }
 
 /// The step's connection, from the packets the link copied as they were sent.

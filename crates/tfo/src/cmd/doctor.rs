@@ -147,6 +147,23 @@ fn print_text(r: &Report) {
         println!("fixed: net.ipv4.tcp_fastopen {old} -> {} for this boot", r.tcp_fastopen);
         println!("       to keep it after reboot: {}\n", Permanence::of(r.initial_namespace).how_to_keep(mode));
     }
+    print_bits(r, mode);
+    print_switches(r);
+    println!("\ncounters (TcpExt, this namespace, since it was created):");
+    for (name, value) in r.counters.iter() {
+        println!("  {name:<26} {value}");
+    }
+    println!();
+    if r.advice.is_empty() {
+        println!("verdict: TFO is on for clients and servers here.");
+    }
+    for a in &r.advice {
+        println!("- {a}");
+    }
+}
+
+/// The mode, bit by bit.
+fn print_bits(r: &Report, mode: FastOpenMode) {
     println!("net.ipv4.tcp_fastopen = {mode}");
     for b in &r.bits {
         println!("  [{}] {:#06x} {:<21} {}", if b.set { "x" } else { " " }, b.value, b.name, b.meaning);
@@ -155,21 +172,25 @@ fn print_text(r: &Report) {
         println!("  [x] {:#06x} (unknown to tfo; current kernels ignore 0x100, 0x800, 0x1000)", r.unknown_bits);
     }
     println!();
+}
+
+/// Client and server TFO, blackhole detection, the key, the kernel.
+fn print_switches(r: &Report) {
+    let (client, server) = (
+        "on   connections from here can carry data in the SYN",
+        "on   listeners that set TCP_FASTOPEN accept data in the SYN",
+    );
     println!(
         "client TFO: {}",
         if r.client_tfo {
-            "on   connections from here can carry data in the SYN"
+            client
         } else {
             "OFF  MSG_FASTOPEN and TCP_FASTOPEN_CONNECT fail; clients fall back to plain TCP"
         }
     );
     println!(
         "server TFO: {}",
-        if r.server_tfo {
-            "on   listeners that set TCP_FASTOPEN accept data in the SYN"
-        } else {
-            "OFF  listeners ignore SYN data and give no cookies"
-        }
+        if r.server_tfo { server } else { "OFF  listeners ignore SYN data and give no cookies" }
     );
     match r.blackhole_timeout_sec {
         Some(0) => println!("blackhole detection: off (tcp_fastopen_blackhole_timeout_sec = 0)"),
@@ -189,18 +210,6 @@ fn print_text(r: &Report) {
         yes_no(k.client_fail_reason),
         yes_no(k.tfo_child_flag)
     );
-    println!("\ncounters (TcpExt, this namespace, since it was created):");
-    for (name, value) in r.counters.iter() {
-        println!("  {name:<26} {value}");
-    }
-    println!();
-    if r.advice.is_empty() {
-        println!("verdict: TFO is on for clients and servers here.");
-    } else {
-        for a in &r.advice {
-            println!("- {a}");
-        }
-    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -128,44 +128,105 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !fastopen_lab::netns::is_root() {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
     }
-    // The capture files are created before the run, so that a bad path fails now, not after it.
-    if let (Some(a), Some(b)) = (&args.write, &args.write_delivered) {
-        if a == b || a.canonicalize().ok().is_some_and(|c| Some(c) == b.canonicalize().ok()) {
-            anyhow::bail!("--write and --write-delivered name the same file ({}): give two files", a.display());
-        }
-    }
-    let create = |p: &Option<std::path::PathBuf>| {
-        p.as_ref().map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))).transpose()
-    };
-    let (sent_file, delivered_file) = (create(&args.write)?, create(&args.write_delivered)?);
+    let outputs = CaptureFiles::create(&args)?;
     interrupt::install();
     let delay = args.delay.unwrap_or_else(|| split_rtt(args.rtt));
     let path = args.path.path(delay, args.busy_poll);
     let rtt = path.rtt();
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
     let before = (ns_counters(lab.client())?, ns_counters(lab.server())?);
-    let capturing = args.write.is_some() || args.write_delivered.is_some();
-    lab.stats().set_capture(capturing);
+    lab.stats().set_capture(outputs.any());
+    announce(&lab, &args, delay);
+    let servers = start_servers(&lab, &args)?;
+    let last_code = run_clients(&lab, &args)?;
+    drop(servers);
+    if let Some(failure) = lab.link_failure() {
+        anyhow::bail!("{failure}; the commands' results above may be meaningless");
+    }
+    outputs.write(&lab, &args)?;
+    let after = (ns_counters(lab.client())?, ns_counters(lab.server())?);
+    let report = LabReport {
+        rtt_ms: report::ms(rtt),
+        client_exit: last_code,
+        link: lab.counters(),
+        client_counters_delta: &after.0 - &before.0,
+        server_counters_delta: &after.1 - &before.1,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(if args.client.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(u8::try_from(last_code).unwrap_or(1)) })
+}
+
+/// The --write and --write-delivered files, created before the run so that a
+/// bad path fails at once, not after it.
+struct CaptureFiles {
+    sent: Option<std::fs::File>,
+    delivered: Option<std::fs::File>,
+}
+
+impl CaptureFiles {
+    fn create(args: &Args) -> anyhow::Result<CaptureFiles> {
+        if let (Some(a), Some(b)) = (&args.write, &args.write_delivered) {
+            if a == b || a.canonicalize().ok().is_some_and(|c| Some(c) == b.canonicalize().ok()) {
+                anyhow::bail!("--write and --write-delivered name the same file ({}): give two files", a.display());
+            }
+        }
+        let create = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display())))
+                .transpose()
+        };
+        Ok(CaptureFiles { sent: create(&args.write)?, delivered: create(&args.write_delivered)? })
+    }
+
+    fn any(&self) -> bool {
+        self.sent.is_some() || self.delivered.is_some()
+    }
+
+    /// Writes what the link captured, each capture point to its file.
+    fn write(self, lab: &Lab, args: &Args) -> anyhow::Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        let packets = lab.stats().take_capture();
+        for (file, path, point) in [
+            (self.sent, &args.write, fastopen_lab::CapturePoint::Sent),
+            (self.delivered, &args.write_delivered, fastopen_lab::CapturePoint::Delivered),
+        ] {
+            if let (Some(file), Some(path)) = (file, path) {
+                let n = write_capture(file, &packets, point).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {n} packets ({point:?}) to {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "lab up: client ... <-- RTT ... --> server ...".
+fn announce(lab: &Lab, args: &Args, delay: PerDirection<Duration>) {
+    let rtt = delay.to_server + delay.to_client;
+    let path = [
+        format!("RTT {} ms ({} + {})", report::ms(rtt), report::ms(delay.to_server), report::ms(delay.to_client)),
+        args.path.describe(),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect::<Vec<_>>()
+    .join(", ");
     eprintln!(
-        "lab up: client {} / {} (netns {})  <-- {} -->  server {} / {} (netns {}); net.ipv4.tcp_fastopen={}",
-        CLIENT_V4,
-        CLIENT_V6,
+        "lab up: client {CLIENT_V4} / {CLIENT_V6} (netns {})  <-- {path} -->  server {SERVER_V4} / {SERVER_V6} (netns {}); net.ipv4.tcp_fastopen={}",
         lab.client().name(),
-        [
-            format!("RTT {} ms ({} + {})", report::ms(rtt), report::ms(delay.to_server), report::ms(delay.to_client)),
-            args.path.describe()
-        ]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", "),
-        SERVER_V4,
-        SERVER_V6,
         lab.server().name(),
         args.tcp_fastopen,
     );
-    let mut servers: Vec<KillOnDrop> = Vec::new();
+}
+
+/// Starts the --server commands and waits (10 s at most) until something listens.
+fn start_servers(lab: &Lab, args: &Args) -> anyhow::Result<Vec<KillOnDrop>> {
+    let mut servers = Vec::new();
     for cmd in &args.server {
         let child = shell(lab.server(), cmd, args.json)
             .stdin(Stdio::null())
@@ -173,19 +234,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("starting {cmd:?}"))?;
         servers.push(KillOnDrop(child));
     }
-    if !args.server.is_empty() {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !lab.server().has_listener() {
-            interrupt::check()?;
-            if let Some(status) = servers.iter_mut().find_map(|c| c.0.try_wait().ok().flatten()) {
-                anyhow::bail!("a server command exited ({status}) before listening");
-            }
-            anyhow::ensure!(Instant::now() < deadline, "nothing listens in the server namespace after 10 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    if args.server.is_empty() {
+        return Ok(servers);
     }
-    let mut status = ExitCode::SUCCESS;
-    let mut last_code = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.server().has_listener() {
+        interrupt::check()?;
+        if let Some(status) = servers.iter_mut().find_map(|c| c.0.try_wait().ok().flatten()) {
+            anyhow::bail!("a server command exited ({status}) before listening");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "nothing listens in the server namespace after 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(servers)
+}
+
+/// Runs the --client commands in order and returns the last one's status
+/// (128+N when signal N killed it); without any, waits for Ctrl-C.
+fn run_clients(lab: &Lab, args: &Args) -> anyhow::Result<i32> {
     if args.client.is_empty() {
         eprintln!(
             "enter it: sudo ip netns exec {} sh   (or {}); Ctrl-C tears it down",
@@ -198,57 +264,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    } else {
-        for cmd in &args.client {
-            interrupt::check()?;
-            let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
-            // Killed by a signal: 128 + its number, as shells report it.
-            last_code =
-                s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0));
-            if !s.success() {
-                eprintln!("client command {cmd:?} exited with {s}");
-            }
-        }
-        status = ExitCode::from(u8::try_from(last_code).unwrap_or(1));
+        return Ok(0);
     }
-    drop(servers);
-    if let Some(failure) = lab.link_failure() {
-        anyhow::bail!("{failure}; the commands' results above may be meaningless");
-    }
-    if capturing {
-        let packets = lab.stats().take_capture();
-        for (file, path, point) in [
-            (sent_file, &args.write, fastopen_lab::CapturePoint::Sent),
-            (delivered_file, &args.write_delivered, fastopen_lab::CapturePoint::Delivered),
-        ] {
-            if let (Some(file), Some(path)) = (file, path) {
-                let n = write_capture(file, &packets, point).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("wrote {n} packets ({point:?}) to {}", path.display());
-            }
+    let mut last_code = 0;
+    for cmd in &args.client {
+        interrupt::check()?;
+        let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
+        last_code = s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0));
+        if !s.success() {
+            eprintln!("client command {cmd:?} exited with {s}");
         }
     }
-    let after = (ns_counters(lab.client())?, ns_counters(lab.server())?);
-    let (dc, ds) = (&after.0 - &before.0, &after.1 - &before.1);
-    let link = lab.counters();
-    if args.json {
-        let report = LabReport {
-            rtt_ms: report::ms(rtt),
-            client_exit: last_code,
-            link,
-            client_counters_delta: dc,
-            server_counters_delta: ds,
-        };
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        eprintln!("client TFO counters: {}", report::counter_delta(&dc));
-        eprintln!("server TFO counters: {}", report::counter_delta(&ds));
-        eprintln!(
-            "link: {} packets to the server, {} to the client; lost {}, {}",
-            link.to_server_packets,
-            link.to_client_packets,
-            link.lost,
-            link.middleboxes.describe()
-        );
-    }
-    Ok(status)
+    Ok(last_code)
+}
+
+fn print_summary(r: &LabReport) {
+    eprintln!("client TFO counters: {}", report::counter_delta(&r.client_counters_delta));
+    eprintln!("server TFO counters: {}", report::counter_delta(&r.server_counters_delta));
+    let link = &r.link;
+    eprintln!(
+        "link: {} packets to the server, {} to the client; lost {}, {}",
+        link.to_server_packets,
+        link.to_client_packets,
+        link.lost,
+        link.middleboxes.describe()
+    );
 }

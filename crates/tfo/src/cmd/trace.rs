@@ -146,21 +146,55 @@ struct Trace {
 }
 
 impl Trace {
-    /// Decodes one frame; `cut` says the capture kept less than was on the wire.
-    fn frame(&mut self, point: u8, timestamp: Duration, link: Linked, data: &[u8], cut: bool) -> anyhow::Result<()> {
-        self.stats.frames += 1;
+    /// A trace as `args` asks (the --write file is created now).
+    fn new(args: &Args) -> anyhow::Result<Trace> {
+        let pending_output = match &args.write {
+            Some(path) => {
+                Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+            }
+            None => None,
+        };
+        Ok(Trace {
+            tracker: if args.summary { Tracker::verdicts_only() } else { Tracker::new() },
+            stats: Stats::default(),
+            packets: Vec::new(),
+            keep_packets: args.json && !args.summary,
+            writer: None,
+            pending_output,
+            base: None,
+        })
+    }
+
+    /// Keeps a frame for --write: the first decodable frame picks the output's link type.
+    fn write(&mut self, timestamp: Duration, link: Linked, data: &[u8]) -> anyhow::Result<()> {
         if let (Some(out), Some(first_link)) = (self.pending_output.take(), link.0) {
             self.writer = Some((CaptureWriter::new(out, first_link)?, Some(first_link)));
         }
-        if self.pending_output.is_some() {
-            self.stats.not_written += 1;
+        let writing = self.pending_output.is_some() || self.writer.is_some();
+        match &mut self.writer {
+            Some((w, wlink)) if wlink.is_none() || *wlink == link.0 => w.write(timestamp, data)?,
+            _ if writing => self.stats.not_written += 1,
+            _ => {}
         }
-        if let Some((w, wlink)) = &mut self.writer {
-            if wlink.is_none() || *wlink == link.0 {
-                w.write(timestamp, data)?;
-            } else {
-                self.stats.not_written += 1;
-            }
+        Ok(())
+    }
+
+    /// Flushes --write (an empty but valid capture when no frame was decodable).
+    fn finish_output(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.pending_output.take() {
+            self.writer = Some((CaptureWriter::new(w, LinkType::RawIp)?, None));
+        }
+        if let Some((w, _)) = self.writer.take() {
+            w.into_inner().flush()?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one frame; `cut` says the capture kept less than was on the wire.
+    fn frame(&mut self, point: u8, timestamp: Duration, link: Linked, data: &[u8], cut: bool) -> anyhow::Result<()> {
+        self.stats.frames += 1;
+        if point == 0 {
+            self.write(timestamp, link, data)?;
         }
         let Some(link) = link.0 else {
             self.stats.unknown_link += 1;
@@ -257,81 +291,79 @@ struct TraceReport<'a> {
 
 /// Reads one capture file: pcap in 4 MiB chunks (no copy of the whole file),
 /// pcapng whole.
-fn read_file(
-    path: &std::path::Path,
-    point: u8,
-    trace: &mut Trace,
-    writer: Option<(BufWriter<File>, PathBuf)>,
-) -> anyhow::Result<()> {
+fn read_file(path: &std::path::Path, point: u8, trace: &mut Trace) -> anyhow::Result<()> {
     use std::io::Read;
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = vec![0u8; 4 << 20];
     let mut filled = 0;
     while filled < 4 {
-        let n = file.read(&mut buf[filled..])?;
+        let n = file.read(&mut buf[filled..]).with_context(|| format!("reading {}", path.display()))?;
         anyhow::ensure!(n > 0, "{} is not a capture file (too short)", path.display());
         filled += n;
     }
-    let not_capture = || format!("{} is not a capture file (pcap or pcapng)", path.display());
     if buf[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut bytes = buf[..filled].to_vec();
-        file.read_to_end(&mut bytes)?;
-        let reader = CaptureReader::new(&bytes).with_context(not_capture)?;
-        if let Some((w, _)) = writer {
-            // pcapng holds a link type per interface: the first decodable frame picks the output's.
-            trace.pending_output = Some(w);
-        }
-        for frame in reader {
-            match frame {
-                Ok(f) => trace.frame(
-                    point,
-                    f.timestamp,
-                    Linked::of(f.linktype),
-                    &f.data,
-                    f.orig_len as usize > f.data.len(),
-                )?,
-                Err(e) => {
-                    trace.stats.malformed += 1;
-                    trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
-                    break;
-                }
+        file.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+        read_pcapng(path, &bytes, point, trace)
+    } else {
+        read_pcap_chunks(path, file, buf, filled, point, trace)
+    }
+}
+
+fn not_capture(path: &std::path::Path) -> String {
+    format!("{} is not a capture file (pcap or pcapng)", path.display())
+}
+
+/// A pcapng file, whole in memory.
+fn read_pcapng(path: &std::path::Path, bytes: &[u8], point: u8, trace: &mut Trace) -> anyhow::Result<()> {
+    let reader = CaptureReader::new(bytes).with_context(|| not_capture(path))?;
+    for frame in reader {
+        match frame {
+            Ok(f) => {
+                let cut = f.orig_len as usize > f.data.len();
+                trace.frame(point, f.timestamp, Linked::of(f.linktype), &f.data, cut)?
+            }
+            Err(e) => {
+                trace.stats.malformed += 1;
+                trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
+                break;
             }
         }
-        return Ok(());
     }
-    if let Some((w, _)) = writer {
-        let link = pcap_file::pcap::PcapParser::new(&buf[..filled])
-            .ok()
-            .and_then(|(_, p)| LinkType::from_pcap(u32::from(p.header().datalink)))
-            .unwrap_or(LinkType::Ethernet);
-        trace.writer = Some((CaptureWriter::new(w, link)?, Some(link)));
-    }
+    Ok(())
+}
+
+/// A pcap file in 4 MiB chunks (no copy of the whole file); `buf` holds its first `filled` bytes.
+fn read_pcap_chunks(
+    path: &std::path::Path,
+    mut file: File,
+    mut buf: Vec<u8>,
+    mut filled: usize,
+    point: u8,
+    trace: &mut Trace,
+) -> anyhow::Result<()> {
+    use std::io::Read;
     let mut chunks = PcapChunks::new();
     loop {
         let mut result = Ok(());
         let used = chunks
             .feed(&buf[..filled], |f| {
                 if result.is_ok() {
-                    result = trace.frame(
-                        point,
-                        f.timestamp,
-                        Linked::of(f.linktype),
-                        &f.data,
-                        f.orig_len as usize > f.data.len(),
-                    );
+                    let cut = f.orig_len as usize > f.data.len();
+                    result = trace.frame(point, f.timestamp, Linked::of(f.linktype), &f.data, cut);
                 }
             })
-            .with_context(not_capture)?;
+            .with_context(|| not_capture(path))?;
         result?;
         buf.copy_within(used..filled, 0);
         filled -= used;
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0); // a record larger than the buffer
         }
-        let n = file.read(&mut buf[filled..])?;
+        let n = file.read(&mut buf[filled..]).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             if !chunks.has_header() {
-                anyhow::bail!(not_capture());
+                anyhow::bail!(not_capture(path));
             }
             if filled > 0 {
                 trace.stats.malformed += 1;
@@ -435,11 +467,7 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
             anyhow::bail!("tcpdump gave no capture ({e}): {}", text.trim());
         }
     };
-    let linktype = u32::from(reader.header().datalink);
-    let link = Linked::of(Some(linktype));
-    if let Some((_, wlink)) = &mut trace.writer {
-        *wlink = link.0;
-    }
+    let link = Linked::of(Some(u32::from(reader.header().datalink)));
     eprintln!("capturing on {iface} ({}); Ctrl-C stops", tcpdump_filter(args));
     // Stop tcpdump (which flushes and closes the stream) at the deadline or on Ctrl-C.
     let deadline = args.duration.map(|d| Instant::now() + d);
@@ -469,7 +497,28 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut args = args;
+    let args = resolve_source(args)?;
+    interrupt::install();
+    let mut trace = Trace::new(&args)?;
+    let started = Instant::now();
+    match &args.interface {
+        Some(iface) => live(&args, iface, &mut trace)?,
+        None => {
+            for (point, path) in args.read.iter().enumerate() {
+                read_file(path, point as u8, &mut trace)?;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    trace.finish_output()?;
+    warn_undecoded(&trace.stats);
+    print_report(&args, &mut trace, elapsed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where packets come from: files, or live on an interface (the lab's, or `lo`
+/// by default); refuses what cannot work.
+fn resolve_source(mut args: Args) -> anyhow::Result<Args> {
     if let Some(side) = args.lab {
         args.netns = Some(lab_namespace(side)?);
         args.interface = Some(fastopen_lab::topology::LINK_DEVICE.to_string());
@@ -488,55 +537,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--write {} would overwrite --read {}: write to another file", out.display(), same.display());
         }
     }
-    interrupt::install();
-    let writer = match &args.write {
-        Some(path) => {
-            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            Some((BufWriter::new(f), path.clone()))
-        }
-        None => None,
-    };
-    let mut trace = Trace {
-        tracker: if args.summary { Tracker::verdicts_only() } else { Tracker::new() },
-        stats: Stats::default(),
-        packets: Vec::new(),
-        keep_packets: args.json && !args.summary,
-        writer: None,
-        pending_output: None,
-        base: None,
-    };
-    let started = Instant::now();
-    let mut pending_writer = writer;
-    if let Some(iface) = &args.interface {
-        if let Some((w, _)) = pending_writer.take() {
-            // The link type is known once tcpdump answers; start with Ethernet and fix in live().
-            trace.writer = Some((CaptureWriter::new(w, LinkType::Ethernet)?, None));
-        }
-        live(&args, iface, &mut trace)?;
-    } else {
-        for (point, path) in args.read.iter().enumerate() {
-            let point = point as u8;
-            let first = point == 0;
-            read_file(path, point, &mut trace, if first { pending_writer.take() } else { None })?;
-        }
-    }
-    let elapsed = started.elapsed();
-    if let Some(mut w) = trace.pending_output.take() {
-        // No decodable frame at all: still leave a valid (empty) capture.
-        w.write_all(&[])?;
-        trace.writer = Some((CaptureWriter::new(w, LinkType::RawIp)?, None));
-    }
-    if let Some((w, _)) = trace.writer.take() {
-        w.into_inner().flush()?;
-    }
+    Ok(args)
+}
+
+/// Prints the connections and totals (text or JSON) through a locked stdout:
+/// a closed pipe (`| head`) is an error that ends the command quietly, never a panic.
+fn print_report(args: &Args, trace: &mut Trace, elapsed: Duration) -> anyhow::Result<()> {
     let connections = trace.tracker.connections();
     let mut verdicts = std::collections::BTreeMap::new();
     for c in connections {
         *verdicts.entry(c.verdict().as_str()).or_insert(0u64) += 1;
     }
-    warn_undecoded(&trace.stats);
-    // Written through a locked stdout: a closed pipe (`| head`) is an error
-    // that ends the command quietly, never a panic.
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = TraceReport {
@@ -566,17 +577,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         )?;
         if !args.read.is_empty() {
-            writeln!(
-                out,
-                "decoded in {:.3} s: {:.0} packets/s",
-                elapsed.as_secs_f64(),
-                s.frames as f64 / elapsed.as_secs_f64().max(1e-9)
-            )?;
+            let rate = s.frames as f64 / elapsed.as_secs_f64().max(1e-9);
+            writeln!(out, "decoded in {:.3} s: {rate:.0} packets/s", elapsed.as_secs_f64())?;
         }
         if let Some(p) = &args.write {
             writeln!(out, "written: {}", p.display())?;
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
