@@ -178,3 +178,23 @@ impl AsFd for Listener {
         self.inner.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_refuses_a_key_of_a_wrong_length() {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        for bad in [15usize, 17, 31, 33] {
+            let err = sys::set_fastopen_key(socket.as_fd(), &vec![7u8; bad]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad} bytes");
+            assert_eq!(sys::key_errno(&err), sys::KeyErrno::BadLength);
+        }
+        sys::set_fastopen_key(socket.as_fd(), &[7u8; 16]).unwrap();
+        assert_eq!(sys::get_fastopen_key(socket.as_fd()).unwrap(), vec![7u8; 16]);
+        let two = [[1u8; 16], [2u8; 16]].concat();
+        set_keys(&socket, &FastOpenKey([1; 16]), Some(&FastOpenKey([2; 16]))).unwrap();
+        assert_eq!(sys::get_fastopen_key(socket.as_fd()).unwrap(), two);
+    }
+}

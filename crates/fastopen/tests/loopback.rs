@@ -324,13 +324,72 @@ fn refused_reset_and_address_in_use_are_errors_not_panics() {
     });
 }
 
+/// Keys of a wrong size cannot be built (the type is 16 bytes), so the kernel's
+/// own refusal of a bad length is tested in `listener.rs`; here: the keys a
+/// listener holds are read back from the kernel.
 #[test]
-fn invalid_keys_are_refused_by_type_and_by_kernel() {
+fn invalid_keys_are_refused_by_type_and_keys_are_read_back() {
     assert!(FastOpenKey::parse("not a key").is_err());
     in_netns("keys", 3, || {
         let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();
         assert_eq!(listener.tfo().unwrap().own_keys, 0);
         listener.set_keys(&FastOpenKey([9; 16]), None).unwrap();
         assert_eq!(listener.tfo().unwrap().own_keys, 1);
+    });
+}
+
+/// Drops every SYN to `port` in the calling thread's (private) namespace.
+fn drop_syns_to(port: u16) {
+    let status = Command::new("iptables")
+        .args(["-I", "INPUT", "-p", "tcp", "--dport", &port.to_string(), "--syn", "-j", "DROP"])
+        .status()
+        .expect("iptables (.ci/run installs it)");
+    assert!(status.success(), "iptables failed");
+}
+
+#[test]
+fn a_handshake_that_never_completes_is_a_connect_timeout_blocking_and_async() {
+    in_netns("connect_timeout", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop_syns_to(addr.port());
+        let connector = Connector::new().connect_timeout(Some(Duration::from_millis(300)));
+        for method in [ClientMethod::SendTo, ClientMethod::Connect] {
+            match connector.method(method).connect(addr, b"anyone?") {
+                Err(Error::ConnectTimeout { addr: a, millis }) => assert_eq!((a, millis), (addr, 300)),
+                other => panic!("{method}: expected a connect timeout, got {other:?}"),
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        match rt.block_on(connector.connect_async(addr, b"anyone?")) {
+            Err(Error::ConnectTimeout { millis, .. }) => assert_eq!(millis, 300),
+            other => panic!("async: expected a connect timeout, got {other:?}"),
+        }
+        drop(listener);
+    });
+}
+
+#[test]
+fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
+    in_netns("no_cookie", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _, outcome) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            (outcome, got)
+        });
+        let before = FastOpenCounters::read().unwrap();
+        let (mut stream, outcome) = Connector::new().no_cookie(true).connect(addr, b"no cookie needed").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let (accepted, got) = server.join().unwrap();
+        // The very first connection: no cookie request, the data rode in the SYN.
+        assert!(outcome.tfo_used(), "{outcome}");
+        assert_eq!(outcome.bytes_in_syn, 16);
+        assert!(accepted.data_in_syn, "{accepted}");
+        assert_eq!(got, b"no cookie needed");
+        let d = &FastOpenCounters::read().unwrap() - &before;
+        assert_eq!((d.active, d.passive, d.cookie_reqd), (1, 1, 0), "{d:?}");
     });
 }

@@ -28,14 +28,20 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("tfo: error: {err:#}");
-            if crate::interrupt::requested() || err.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) {
-                ExitCode::from(130)
-            } else if err.chain().any(|c| c.is::<CheckFailed>() || is_network_failure(c)) {
-                ExitCode::from(1)
-            } else {
-                ExitCode::from(2)
-            }
+            ExitCode::from(status_of(&err, crate::interrupt::requested()))
         }
+    }
+}
+
+/// The exit status of a failed command: 130 interrupted (Ctrl-C, SIGTERM),
+/// 1 the thing checked failed (or a connection did), 2 usage or environment.
+fn status_of(err: &anyhow::Error, interrupted: bool) -> u8 {
+    if interrupted || err.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) {
+        130
+    } else if err.chain().any(|c| c.is::<CheckFailed>() || is_network_failure(c)) {
+        1
+    } else {
+        2
     }
 }
 
@@ -53,5 +59,35 @@ fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
             use std::io::ErrorKind::*;
             matches!(e.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof)
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failure_has_its_status() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let connect = fastopen::Error::Connect { addr: "127.0.0.1:9".parse().unwrap(), source: refused };
+        let cases: [(anyhow::Error, bool, u8); 7] = [
+            (CheckFailed("TFO not used".into()).into(), false, 1),
+            (anyhow::Error::new(connect).context("sending"), false, 1),
+            (fastopen::Error::NotUsed(fastopen::FailReason::DataNotAcked).into(), false, 1),
+            (std::io::Error::from(std::io::ErrorKind::TimedOut).into(), false, 1),
+            (anyhow::anyhow!("bad flag"), false, 2),
+            (std::io::Error::from(std::io::ErrorKind::PermissionDenied).into(), false, 2),
+            (crate::interrupt::Interrupted.into(), false, 130),
+        ];
+        for (err, interrupted, want) in cases {
+            assert_eq!(status_of(&err, interrupted), want, "{err:#}");
+        }
+        assert_eq!(status_of(&anyhow::anyhow!("anything"), true), 130, "after Ctrl-C every error is the interruption");
+    }
+
+    #[test]
+    fn a_broken_pipe_is_success() {
+        let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("printing");
+        assert_eq!(format!("{:?}", code(Err(pipe))), format!("{:?}", ExitCode::SUCCESS));
     }
 }

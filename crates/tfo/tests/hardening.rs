@@ -473,3 +473,48 @@ fn demo_ends_on_ctrl_c_and_leaves_no_namespace() {
     assert_eq!(status.code(), Some(130));
     assert!(namespaces().is_empty(), "left behind: {:?}", namespaces());
 }
+
+#[test]
+fn serve_gives_connections_in_progress_5_s_after_sigterm() {
+    use std::io::{BufRead, Read, Write};
+    in_netns("hardening_serve_drain", 3, || {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+        // Opens a request and waits for 100 Continue: the server holds it in progress.
+        let in_progress = |addr| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            s.write_all(head).unwrap();
+            let mut cont = [0u8; 25];
+            s.read_exact(&mut cont).unwrap();
+            s
+        };
+        let sigterm = |server: &Server| {
+            let pid = nix::unistd::Pid::from_raw(server.guard.0.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        };
+        // A request finished after SIGTERM still gets its reply, then the server exits 0.
+        let mut server = Server::start(&["--http"]);
+        let mut s = in_progress(server.addr);
+        sigterm(&server);
+        s.write_all(b"hello").unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        assert!(reply.ends_with(b"hello"), "{}", String::from_utf8_lossy(&reply));
+        let status = wait_bounded(&mut server.guard.0, std::time::Duration::from_secs(10), "serve after SIGTERM");
+        assert_eq!(status.code(), Some(0));
+        // A request that never finishes holds the server 5 s, then is closed.
+        let mut server = Server::start(&["--http"]);
+        let _stuck = in_progress(server.addr);
+        sigterm(&server);
+        let signalled = std::time::Instant::now();
+        let status = wait_bounded(&mut server.guard.0, std::time::Duration::from_secs(20), "serve draining");
+        let held = signalled.elapsed();
+        assert_eq!(status.code(), Some(0));
+        assert!(held >= std::time::Duration::from_millis(4500), "stopped after {held:?}, before the 5 s drain");
+        let mut err = String::new();
+        for line in std::io::BufReader::new(server.guard.0.stderr.take().unwrap()).lines() {
+            err.push_str(&line.unwrap());
+        }
+        assert!(err.contains("still open after 5 s; closing them"), "{err}");
+    });
+}
