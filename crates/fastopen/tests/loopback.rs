@@ -381,7 +381,7 @@ fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
             (outcome, got)
         });
         let before = FastOpenCounters::read().unwrap();
-        let (mut stream, outcome) = Connector::new().no_cookie(true).connect(addr, b"no cookie needed").unwrap();
+        let (stream, outcome) = Connector::new().no_cookie(true).connect(addr, b"no cookie needed").unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
         let (accepted, got) = server.join().unwrap();
         // The very first connection: no cookie request, the data rode in the SYN.
