@@ -5,14 +5,22 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::cmd::bench::Row;
+/// One panel: a title and its latency distributions.
+#[derive(Debug)]
+pub(crate) struct Panel {
+    /// E.g. "RTT 100 ms, 64 B requests".
+    pub(crate) title: String,
+    pub(crate) plain: Vec<(f64, f64)>,
+    pub(crate) tfo_cold: Vec<(f64, f64)>,
+    pub(crate) tfo_warm: Vec<(f64, f64)>,
+}
 
 const PLAIN_COLOR: RGBColor = RGBColor(214, 39, 40);
 const TFO_COLOR: RGBColor = RGBColor(31, 119, 180);
 const COLD_COLOR: RGBColor = RGBColor(150, 150, 150);
 
-/// Writes the plot of every row to `path`.
-pub(crate) fn latency_cdf(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
+/// Writes the panels to `path`, two per row.
+pub(crate) fn latency_cdf(path: &Path, rows: &[Panel]) -> anyhow::Result<()> {
     anyhow::ensure!(!rows.is_empty(), "no results to plot");
     let cols = rows.len().min(2);
     let grid_rows = rows.len().div_ceil(cols);
@@ -27,20 +35,22 @@ pub(crate) fn latency_cdf(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Row) -> anyhow::Result<()> {
+fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Panel) -> anyhow::Result<()> {
     let lines = [
-        (&r.series[0], PLAIN_COLOR, "plain TCP"),
-        (&r.series[2], COLD_COLOR, "TFO, cold (cookie request)"),
-        (&r.series[1], TFO_COLOR, "TFO, request in the SYN"),
+        (&r.plain, PLAIN_COLOR, "plain TCP"),
+        (&r.tfo_cold, COLD_COLOR, "TFO, cold (cookie request)"),
+        (&r.tfo_warm, TFO_COLOR, "TFO, request in the SYN"),
     ];
-    let points: Vec<Vec<(f64, f64)>> = lines.iter().map(|(s, _, _)| s.cdf()).collect();
-    let (lo, hi) = points.iter().flatten().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| (lo.min(*x), hi.max(*x)));
+    let (lo, hi) = lines
+        .iter()
+        .flat_map(|(pts, _, _)| pts.iter())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| (lo.min(*x), hi.max(*x)));
     if lo > hi {
         return Ok(());
     }
     let pad = ((hi - lo) * 0.05).max(0.05);
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("RTT {} ms, {} B requests", r.rtt_ms, r.size), ("sans-serif", 16))
+        .caption(&r.title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(38)
         .y_label_area_size(48)
@@ -54,14 +64,14 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Row) ->
         .y_desc("fraction of requests")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    for ((_, color, label), pts) in lines.iter().zip(points) {
+    for (pts, color, label) in &lines {
         if pts.is_empty() {
             continue;
         }
         // A step line: each value holds until the next.
         let mut steps = Vec::with_capacity(pts.len() * 2 + 1);
         let mut prev = 0.0;
-        for (x, y) in pts {
+        for &(x, y) in pts.iter() {
             steps.push((x, prev));
             steps.push((x, y));
             prev = y;
@@ -80,4 +90,28 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Row) ->
         .label_font(("sans-serif", 12))
         .draw()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panel_draws_its_three_distributions() {
+        let path = std::env::temp_dir().join(format!("tfo-plot-{}.svg", std::process::id()));
+        let cdf = |base: f64| (1..=10).map(|i| (base + f64::from(i), f64::from(i) / 10.0)).collect::<Vec<_>>();
+        let panel = Panel {
+            title: "RTT 10 ms, 64 B requests".into(),
+            plain: cdf(20.0),
+            tfo_cold: cdf(20.0),
+            tfo_warm: cdf(10.0),
+        };
+        latency_cdf(&path, &[panel]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for text in ["RTT 10 ms, 64 B requests", "plain TCP", "TFO, cold (cookie request)", "TFO, request in the SYN"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(latency_cdf(&path, &[]).is_err(), "nothing to plot is an error");
+        let _ = std::fs::remove_file(&path);
+    }
 }

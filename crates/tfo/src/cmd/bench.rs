@@ -188,7 +188,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let interrupted = interrupt::requested();
     let throughput = if args.throughput_mb > 0 && !interrupted { Some(throughput(args.throughput_mb)?) } else { None };
     if let Some(path) = &args.plot {
-        plot::latency_cdf(path, &rows).with_context(|| format!("writing the plot {}", path.display()))?;
+        let panels: Vec<plot::Panel> = rows.iter().map(Row::panel).collect();
+        plot::latency_cdf(path, &panels).with_context(|| format!("writing the plot {}", path.display()))?;
     }
     if args.json {
         let ms = crate::report::ms;
@@ -363,6 +364,16 @@ impl Tally {
 }
 
 impl Row {
+    /// The row's latency distributions, for the plot.
+    fn panel(&self) -> plot::Panel {
+        plot::Panel {
+            title: format!("RTT {} ms, {} B requests", self.rtt_ms, self.size),
+            plain: self.series[PLAIN].cdf(),
+            tfo_cold: self.series[COLD].cdf(),
+            tfo_warm: self.series[WARM].cdf(),
+        }
+    }
+
     /// A row with nothing measured yet.
     fn partial(rtt: Duration, size: u32, requests: u32) -> Row {
         Row {
