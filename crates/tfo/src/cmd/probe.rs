@@ -141,7 +141,7 @@ fn print_text(report: &ProbeReport, method: ClientMethod, seen: [&ProbeAttempt; 
         println!("  {}. {:<11} {}; connect {:.1} ms, {reply}", i + 1, a.kind, s.outcome, a.outcome.connect_ms);
     }
     println!("verdict: {}", report.explanation);
-    if let Some(s) = report.saved_ms {
+    if let Some(s) = report.saved_ms.filter(|s| *s > 0.0) {
         println!("TFO saved {s:.1} ms to the first reply byte, compared with the plain connection");
     }
 }
