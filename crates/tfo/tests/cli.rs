@@ -260,12 +260,8 @@ fn demo_runs_the_walkthrough_over_the_lab() {
     // The path's delay is enforced: a plain request needs two round trips, TFO one.
     assert!(steps[0]["total_ms"].as_f64().unwrap() >= 80.0, "{}", steps[0]);
     assert!(steps[2]["total_ms"].as_f64().unwrap() >= 40.0, "{}", steps[2]);
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-        .unwrap_or_default();
     // The demo's namespaces are `tfokit-PID-...`: none of its own may be left.
-    let its_own = format!("{}{demo_pid}-", fastopen_lab::netns::NAME_PREFIX);
-    assert!(!left.iter().any(|n| n.starts_with(&its_own)), "{left:?}");
+    assert_eq!(lab_namespaces_of(demo_pid), Vec::<String>::new());
 }
 
 #[test]

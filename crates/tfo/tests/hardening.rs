@@ -19,8 +19,7 @@ fn key_rotate_refuses_any_pid_but_its_own_server_and_then_changes_nothing() {
     in_netns("hardening_rotate_pid", 3, || {
         let dir = tempdir("rotate-pid");
         let key_file = dir.join("server.key");
-        std::fs::write(&key_file, KEY).unwrap();
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_key(&key_file, KEY);
         let kf = key_file.to_str().unwrap();
         for pid in ["--pid=-1", "--pid=0"] {
             let o = run_tfo(&["key", "rotate", "--key-file", kf, pid]);
@@ -34,8 +33,7 @@ fn key_rotate_refuses_any_pid_but_its_own_server_and_then_changes_nothing() {
         assert!(sleeper.0.try_wait().unwrap().is_none(), "sleep was signalled");
         // A tfo serve with another key file: refused too.
         let other = dir.join("other.key");
-        std::fs::write(&other, KEY).unwrap();
-        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_key(&other, KEY);
         let server = Server::start(&["--key-file", other.to_str().unwrap()]);
         let o = run_tfo(&["key", "rotate", "--key-file", kf, "--pid", &server.guard.0.id().to_string()]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -241,14 +239,8 @@ fn bench_ends_on_ctrl_c_within_a_second_with_results_so_far_and_no_namespace() {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // Let it build its lab and measure a few requests.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let its_own = format!("{}{}-", fastopen_lab::netns::NAME_PREFIX, child.id());
-    let namespaces = || -> Vec<String> {
-        std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&its_own)).collect()
-            })
-            .unwrap_or_default()
-    };
+    let child_pid = child.id();
+    let namespaces = || lab_namespaces_of(child_pid);
     assert_eq!(namespaces().len(), 2, "the bench's lab is up");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let sent = std::time::Instant::now();
@@ -454,14 +446,8 @@ fn demo_ends_on_ctrl_c_and_leaves_no_namespace() {
         return;
     }
     let mut child = spawn_tfo(&["demo", "--rtt", "3s"]);
-    let its_own = format!("{}{}-", fastopen_lab::netns::NAME_PREFIX, child.id());
-    let namespaces = || -> Vec<String> {
-        std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&its_own)).collect()
-            })
-            .unwrap_or_default()
-    };
+    let child_pid = child.id();
+    let namespaces = || lab_namespaces_of(child_pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while namespaces().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "the demo's lab never came up");

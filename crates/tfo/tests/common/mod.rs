@@ -145,3 +145,11 @@ pub fn write_key(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// The lab namespaces (`tfokit-PID-...`) that process `pid` created and still has.
+pub fn lab_namespaces_of(pid: u32) -> Vec<String> {
+    let its_own = format!("{}{pid}-", fastopen_lab::netns::NAME_PREFIX);
+    std::fs::read_dir("/run/netns")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&its_own)).collect())
+        .unwrap_or_default()
+}
