@@ -162,6 +162,16 @@ fn send_input_is_bounded_and_binary_replies_are_base64() {
     let o = output_bounded(child, std::time::Duration::from_secs(30), "tfo send --file /dev/zero");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("larger than 64 MiB"), "{}", stderr(&o));
+    // File errors name the file.
+    for args in [
+        &["send", "127.0.0.1:9", "--file", "/nonexistent/request"][..],
+        &["trace", "--read", "/nonexistent/request"][..],
+        &["key", "cookie", "--key-file", "/nonexistent/request", "--client", "1.2.3.4", "--server", "5.6.7.8"][..],
+    ] {
+        let o = run_tfo(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("/nonexistent/request"), "{args:?}: {}", stderr(&o));
+    }
     in_netns("hardening_send_binary", 3, || {
         let server = Server::start(&[]);
         let dir = tempdir("send-binary");
