@@ -190,6 +190,42 @@ impl Connector {
     }
 }
 
+/// What the kernel says about TFO on any connected client socket, also one
+/// this library did not make (connected by hand, by another library): was the
+/// SYN's data acknowledged, and if the kernel recorded why not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct SocketOutcome {
+    /// The SYN carried data and the SYN-ACK acknowledged it (`TCPI_OPT_SYN_DATA`).
+    pub syn_data_acked: bool,
+    /// The reason the kernel recorded (`tcpi_fastopen_client_fail`, Linux 5.5):
+    /// `cookie_unavailable`, `data_not_acked` or `syn_retransmitted`; `None`
+    /// when TFO was used, or not attempted, or the kernel is older.
+    pub fail_reason: Option<FailReason>,
+}
+
+impl SocketOutcome {
+    /// Whether data rode in the SYN and was acknowledged.
+    pub fn tfo_used(&self) -> bool {
+        self.syn_data_acked
+    }
+}
+
+/// [`SocketOutcome`] of a connected client socket (read it after the handshake).
+pub fn socket_outcome(socket: &impl AsFd) -> Result<SocketOutcome> {
+    let info = read_tcp_info(socket)?;
+    let syn_data_acked = info.syn_data();
+    let fail_reason = match info.fastopen_client_fail {
+        _ if syn_data_acked || !KernelFeatures::current().client_fail_reason => None,
+        1 => Some(FailReason::CookieUnavailable),
+        2 => Some(FailReason::DataNotAcked),
+        3 => Some(FailReason::SynRetransmitted),
+        _ => None,
+    };
+    Ok(SocketOutcome { syn_data_acked, fail_reason })
+}
+
 /// Reads and parses `TCP_INFO` of any TCP socket (a std, tokio or socket2 one).
 pub fn read_tcp_info(socket: &impl AsFd) -> Result<tcp_info::TcpInfo> {
     let (buf, len) = sys::tcp_info_bytes(socket.as_fd()).map_err(Error::io("reading TCP_INFO"))?;

@@ -91,10 +91,10 @@ impl ProbeVerdict {
                 "the SYN carrying data was retransmitted and its data not acknowledged: something on the path drops SYNs with data"
             }
             ProbeVerdict::ClientDisabled => {
-                "client TFO is off on this host (net.ipv4.tcp_fastopen lacks 0x1): run `tfo doctor --fix`"
+                "client TFO is off on this host (net.ipv4.tcp_fastopen lacks 0x1): `sysctl -w net.ipv4.tcp_fastopen=3` turns it on"
             }
             ProbeVerdict::KernelSkipped => {
-                "this host's kernel sent plain SYNs: client TFO is paused by blackhole detection (see `tfo doctor`)"
+                "this host's kernel sent plain SYNs: client TFO is paused by blackhole detection (TCPFastOpenBlackhole in /proc/net/netstat)"
             }
             ProbeVerdict::Unknown => "this kernel does not report why TFO failed (before 5.5)",
         }

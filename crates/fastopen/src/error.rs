@@ -45,6 +45,9 @@ pub enum Error {
         /// The timeout that passed.
         millis: u128,
     },
+    /// Strict mode: the listener would not do TFO, so it was not made.
+    #[error("not listening: {0}")]
+    ServerTfoOff(crate::listener::ServerTfo),
     /// Strict mode: TFO was not used, and the caller asked for that to be an error.
     #[error("TCP Fast Open was not used: {0}")]
     NotUsed(FailReason),
@@ -97,7 +100,7 @@ impl From<Error> for io::Error {
             Error::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
             Error::Unsupported | Error::KernelTooOld { .. } => io::ErrorKind::Unsupported,
             Error::InvalidKey(_) => io::ErrorKind::InvalidInput,
-            Error::NotUsed(_) | Error::Proc { .. } => io::ErrorKind::Other,
+            Error::NotUsed(_) | Error::Proc { .. } | Error::ServerTfoOff(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

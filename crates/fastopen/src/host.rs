@@ -157,7 +157,7 @@ impl fmt::Display for Advice {
         match self {
             Advice::TurnOn { wanted, permanence } => write!(
                 f,
-                "turn TFO on for this boot: `tfo doctor --fix` (or `sysctl -w net.ipv4.tcp_fastopen={}`); to keep it: {}",
+                "turn TFO on for this boot: `sysctl -w net.ipv4.tcp_fastopen={}`; to keep it: {}",
                 wanted.0,
                 permanence.how_to_keep(*wanted)
             ),
@@ -173,7 +173,7 @@ impl fmt::Display for Advice {
                 "more failed than successful TFO attempts (TCPFastOpenActiveFail): servers or paths here often reject SYN data",
             ),
             Advice::ListenOverflow => f.write_str(
-                "TFO queue overflows seen (TCPFastOpenListenOverflow): raise the listener's queue length (tfo serve --queue)",
+                "TFO queue overflows seen (TCPFastOpenListenOverflow): raise the listener's TFO queue length (TCP_FASTOPEN)",
             ),
         }
     }

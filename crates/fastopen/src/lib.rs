@@ -1,8 +1,8 @@
 //! TCP Fast Open (RFC 7413) for Rust on Linux, with the one thing other TFO
 //! libraries do not give you: **per connection, was TFO used, and if not, why.**
 //!
-//! - Server: [`ListenerBuilder`] → [`Listener`] (blocking) or
-//!   [`tokio::Listener`] (feature `tokio`). Each accepted connection comes with an
+//! - Server: [`ListenerBuilder`] → [`BlockingListener`] or `TokioListener`
+//!   (feature `tokio`). Each accepted connection comes with an
 //!   [`AcceptOutcome`]: did its data arrive in the SYN, how many bytes.
 //!   Cookie keys can be set and rotated on a live listener.
 //! - Client: [`Connector::connect`] (blocking) or [`Connector::connect_async`]
@@ -43,6 +43,8 @@ compile_error!(
     "fastopen needs a Unix target: its sockets are file descriptors (std::os::fd); TFO itself is Linux-only"
 );
 
+#[cfg(feature = "axum")]
+mod axum_serve;
 mod client;
 mod counters;
 mod diagnosis;
@@ -57,15 +59,19 @@ mod outcome;
 mod sys;
 mod tcp_info;
 #[cfg(feature = "tokio")]
-pub mod tokio;
+mod tokio_io;
 
-pub use client::{read_tcp_info, Connector};
+#[cfg(feature = "axum")]
+pub use axum_serve::{AcceptedStream, TfoConnectInfo};
+pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
 pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
 pub use error::{Error, Result};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};
-pub use listener::{accept_outcome, Listener, ListenerBuilder, ListenerTfo, DEFAULT_QUEUE_LEN};
+pub use listener::{accept_outcome, BlockingListener, ListenerBuilder, ListenerTfo, ServerTfo, DEFAULT_QUEUE_LEN};
 pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
 pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};
 pub use tcp_info::{TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};
+#[cfg(feature = "tokio")]
+pub use tokio_io::{TfoStream, TokioListener};

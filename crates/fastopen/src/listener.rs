@@ -9,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::client::read_tcp_info;
 use crate::kernel::KernelFeatures;
 use crate::key::FastOpenKey;
+use crate::mode::FastOpenMode;
 use crate::outcome::AcceptOutcome;
 use crate::{sys, Error, Result};
 
@@ -31,12 +32,48 @@ pub struct ListenerBuilder {
     queue_len: u32,
     keys: Option<(FastOpenKey, Option<FastOpenKey>)>,
     no_cookie: bool,
+    reuse_port: bool,
+    only_v6: bool,
+    strict: bool,
 }
 
 impl ListenerBuilder {
     /// A listener on `addr` (IPv4 or IPv6) with backlog 1024 and TFO queue 256.
+    /// An IPv6 address also takes IPv4 (dual stack) unless [`only_v6`](Self::only_v6).
     pub fn new(addr: SocketAddr) -> ListenerBuilder {
-        ListenerBuilder { addr, backlog: 1024, queue_len: DEFAULT_QUEUE_LEN, keys: None, no_cookie: false }
+        ListenerBuilder {
+            addr,
+            backlog: 1024,
+            queue_len: DEFAULT_QUEUE_LEN,
+            keys: None,
+            no_cookie: false,
+            reuse_port: false,
+            only_v6: false,
+            strict: false,
+        }
+    }
+
+    /// `SO_REUSEPORT`: several listeners (processes or threads) on one port,
+    /// the kernel spreading connections among them.
+    pub fn reuse_port(mut self, reuse_port: bool) -> ListenerBuilder {
+        self.reuse_port = reuse_port;
+        self
+    }
+
+    /// `IPV6_V6ONLY` for an IPv6 address: `true` takes IPv6 only, so that
+    /// `[::]:P` can sit beside `0.0.0.0:P`; `false` (the default) is dual stack.
+    pub fn only_v6(mut self, only_v6: bool) -> ListenerBuilder {
+        self.only_v6 = only_v6;
+        self
+    }
+
+    /// In strict mode, binding fails with [`Error::ServerTfoOff`] when this
+    /// listener would not do TFO (the namespace lacks the server bit 0x2 of
+    /// `net.ipv4.tcp_fastopen`, or the queue is 0), instead of serving plain
+    /// TCP. Either way, [`ListenerTfo::state`] tells.
+    pub fn strict(mut self, strict: bool) -> ListenerBuilder {
+        self.strict = strict;
+        self
     }
 
     /// The `listen()` backlog.
@@ -67,22 +104,17 @@ impl ListenerBuilder {
 
     /// Creates, configures, binds and listens.
     pub(crate) fn listen_socket(&self) -> Result<Socket> {
+        self.check_strict()?;
         let socket = Socket::new(Domain::for_address(self.addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(Error::io("creating the listening socket"))?;
         socket.set_reuse_address(true).map_err(Error::io("setting SO_REUSEADDR"))?;
+        if self.reuse_port {
+            socket.set_reuse_port(true).map_err(Error::io("setting SO_REUSEPORT"))?;
+        }
         if self.addr.is_ipv6() {
-            socket.set_only_v6(false).map_err(Error::io("setting IPV6_V6ONLY"))?;
+            socket.set_only_v6(self.only_v6).map_err(Error::io("setting IPV6_V6ONLY"))?;
         }
-        let queue = i32::try_from(self.queue_len).unwrap_or(i32::MAX);
-        sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN, queue)
-            .map_err(Error::io("setting TCP_FASTOPEN on the listener"))?;
-        if self.no_cookie {
-            sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1)
-                .map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE on the listener"))?;
-        }
-        if let Some((primary, backup)) = &self.keys {
-            set_keys(&socket, primary, backup.as_ref())?;
-        }
+        self.configure_tfo(&socket)?;
         socket.bind(&self.addr.into()).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => Error::AddressInUse { addr: self.addr },
             _ => Error::Io { what: "binding the listening socket", source: e },
@@ -91,9 +123,89 @@ impl ListenerBuilder {
         Ok(socket)
     }
 
+    /// Sets TCP_FASTOPEN (the queue), no-cookie mode and keys on a socket.
+    fn configure_tfo(&self, socket: &impl AsFd) -> Result<()> {
+        let queue = i32::try_from(self.queue_len).unwrap_or(i32::MAX);
+        sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN, queue)
+            .map_err(Error::io("setting TCP_FASTOPEN on the listener"))?;
+        if self.no_cookie {
+            sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1)
+                .map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE on the listener"))?;
+        }
+        if let Some((primary, backup)) = &self.keys {
+            set_keys(socket, primary, backup.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// In strict mode: an error if this listener would not do TFO.
+    fn check_strict(&self) -> Result<()> {
+        if !self.strict {
+            return Ok(());
+        }
+        match ServerTfo::of(crate::host::read_mode()?, self.queue_len) {
+            ServerTfo::On => Ok(()),
+            state => Err(Error::ServerTfoOff(state)),
+        }
+    }
+
     /// A blocking listener.
-    pub fn bind(self) -> Result<Listener> {
-        Ok(Listener { inner: self.listen_socket()?.into() })
+    pub fn bind(self) -> Result<BlockingListener> {
+        Ok(BlockingListener { inner: self.listen_socket()?.into() })
+    }
+
+    /// Turns an existing listening socket (systemd socket activation, a
+    /// socket inherited from a parent) into a blocking TFO listener: sets the
+    /// TFO queue, no-cookie mode and keys of this builder on it. Its address,
+    /// backlog and socket options stay as they are.
+    pub fn adopt(self, listener: TcpListener) -> Result<BlockingListener> {
+        self.check_strict()?;
+        self.configure_tfo(&listener)?;
+        Ok(BlockingListener { inner: listener })
+    }
+}
+
+/// Whether a listener does TFO, and if not, why: a typed state to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ServerTfo {
+    /// Data in the SYN is accepted.
+    On,
+    /// The namespace lacks the server bit (0x2) of `net.ipv4.tcp_fastopen`:
+    /// the listener works as plain TCP, gives no cookies, takes no SYN data.
+    OffInNamespace {
+        /// The namespace's `net.ipv4.tcp_fastopen`.
+        mode: u32,
+    },
+    /// The listener's TFO queue is 0: TFO is off for it.
+    QueueZero,
+}
+
+impl ServerTfo {
+    /// The state a listener with this queue gets in a namespace with this mode.
+    pub fn of(mode: FastOpenMode, queue_len: u32) -> ServerTfo {
+        if !mode.server() {
+            ServerTfo::OffInNamespace { mode: mode.0 }
+        } else if queue_len == 0 {
+            ServerTfo::QueueZero
+        } else {
+            ServerTfo::On
+        }
+    }
+}
+
+impl std::fmt::Display for ServerTfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerTfo::On => f.write_str("server TFO is on"),
+            ServerTfo::OffInNamespace { mode } => write!(
+                f,
+                "server TFO is off in this network namespace (net.ipv4.tcp_fastopen={mode} lacks bit 0x2; set it to {})",
+                mode | 0x3
+            ),
+            ServerTfo::QueueZero => f.write_str("the listener's TFO queue is 0, which turns TFO off for it"),
+        }
     }
 }
 
@@ -122,27 +234,32 @@ pub fn accept_outcome(stream: &impl AsFd) -> Result<AcceptOutcome> {
 
 /// The TFO settings a listener has (read back from the kernel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ListenerTfo {
     /// `getsockopt(TCP_FASTOPEN)`: the queue length in effect (0 = off).
     pub queue_len: u32,
     /// How many keys the listener holds itself (0: it uses the namespace key; 1; or 2 with a backup).
     pub own_keys: usize,
+    /// Whether it does TFO at all: a queue is not enough, the namespace must allow it.
+    pub state: ServerTfo,
 }
 
 pub(crate) fn listener_tfo(socket: &impl AsFd) -> Result<ListenerTfo> {
     let queue = sys::get_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN).map_err(Error::io("reading TCP_FASTOPEN"))?;
     let keys = sys::get_fastopen_key(socket.as_fd()).map_err(Error::io("reading TCP_FASTOPEN_KEY"))?;
-    Ok(ListenerTfo { queue_len: u32::try_from(queue).unwrap_or(0), own_keys: keys.len() / 16 })
+    let queue_len = u32::try_from(queue).unwrap_or(0);
+    let state = ServerTfo::of(crate::host::read_mode()?, queue_len);
+    Ok(ListenerTfo { queue_len, own_keys: keys.len() / 16, state })
 }
 
-/// A blocking TFO listener.
+/// A blocking TFO listener (see [`ListenerBuilder::bind`]).
 #[derive(Debug)]
-pub struct Listener {
+pub struct BlockingListener {
     inner: TcpListener,
 }
 
-impl Listener {
+impl BlockingListener {
     /// Accepts a connection and reports whether its data came in the SYN.
     pub fn accept(&self) -> Result<(TcpStream, SocketAddr, AcceptOutcome)> {
         let (stream, peer) = self.inner.accept().map_err(Error::io("accept()"))?;
@@ -173,7 +290,7 @@ impl Listener {
     }
 }
 
-impl AsFd for Listener {
+impl AsFd for BlockingListener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inner.as_fd()
     }
@@ -182,6 +299,14 @@ impl AsFd for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_state_from_mode_and_queue() {
+        assert_eq!(ServerTfo::of(FastOpenMode(3), 256), ServerTfo::On);
+        assert_eq!(ServerTfo::of(FastOpenMode(1), 256), ServerTfo::OffInNamespace { mode: 1 });
+        assert_eq!(ServerTfo::of(FastOpenMode(3), 0), ServerTfo::QueueZero);
+        assert!(ServerTfo::OffInNamespace { mode: 1 }.to_string().contains("set it to 3"));
+    }
 
     #[test]
     fn the_kernel_refuses_a_key_of_a_wrong_length() {

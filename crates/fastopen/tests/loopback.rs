@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use fastopen::{
-    host, AcceptOutcome, ClientMethod, ClientOutcome, Connector, Error, FailReason, FastOpenCounters, FastOpenKey,
-    FastOpenMode, Listener, ListenerBuilder,
+    host, AcceptOutcome, BlockingListener, ClientMethod, ClientOutcome, Connector, Error, FailReason, FastOpenCounters,
+    FastOpenKey, FastOpenMode, ListenerBuilder,
 };
 use fastopen_lab::netns::run_in_private;
 use fastopen_lab::testing::root_or_skip;
@@ -26,7 +26,7 @@ fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {
 
 /// Serves `n` connections: reads each request to EOF, echoes it, closes.
 /// Sends each connection's outcome back.
-fn echo_server(listener: Listener, n: usize) -> (mpsc::Receiver<AcceptOutcome>, thread::JoinHandle<()>) {
+fn echo_server(listener: BlockingListener, n: usize) -> (mpsc::Receiver<AcceptOutcome>, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let handle = thread::spawn(move || {
         for _ in 0..n {

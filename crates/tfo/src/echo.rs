@@ -68,7 +68,7 @@ impl Default for Limits {
 /// served, handling each on its own task; calls `on_connection` with one log
 /// per connection. Connections in progress get 5 s to finish before returning.
 pub(crate) async fn serve(
-    listener: std::sync::Arc<fastopen::tokio::Listener>,
+    listener: std::sync::Arc<fastopen::TokioListener>,
     protocol: Protocol,
     limits: Limits,
     count: Option<u64>,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fastopen::host::{self, NamespaceKey, Permanence};
+use fastopen::host::{self, Advice, NamespaceKey, Permanence};
 use fastopen::{FastOpenCounters, FastOpenMode, KernelFeatures, MODE_BITS};
 use serde::Serialize;
 
@@ -94,8 +94,7 @@ fn examine(fixed_from: Option<u32>) -> anyhow::Result<Report> {
     let counters = FastOpenCounters::read()?;
     let kernel = KernelFeatures::current().clone();
     let initial_namespace = host::in_initial_namespace();
-    let advice =
-        host::advise(mode, &counters, Permanence::of(initial_namespace)).iter().map(|a| a.to_string()).collect();
+    let advice = host::advise(mode, &counters, Permanence::of(initial_namespace)).iter().map(advice_text).collect();
     Ok(Report {
         tcp_fastopen: mode.0,
         bits: MODE_BITS
@@ -113,6 +112,21 @@ fn examine(fixed_from: Option<u32>) -> anyhow::Result<Report> {
         fixed_from,
         advice,
     })
+}
+
+/// The library's advice, with the commands of this tool where one does it.
+fn advice_text(a: &Advice) -> String {
+    match a {
+        Advice::TurnOn { wanted, permanence } => format!(
+            "turn TFO on for this boot: `tfo doctor --fix` (or `sysctl -w net.ipv4.tcp_fastopen={}`); to keep it: {}",
+            wanted.0,
+            permanence.how_to_keep(*wanted)
+        ),
+        Advice::ListenOverflow => {
+            "TFO queue overflows seen (TCPFastOpenListenOverflow): raise the listener's queue length (tfo serve --queue N, TCP_FASTOPEN in your server)".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 fn fix() -> anyhow::Result<Option<u32>> {

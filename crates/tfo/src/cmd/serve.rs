@@ -196,7 +196,7 @@ fn print_line(line: String) -> std::io::Result<()> {
 
 async fn rotate_on_sighup(
     mut hup: tokio::signal::unix::Signal,
-    listener: std::sync::Arc<fastopen::tokio::Listener>,
+    listener: std::sync::Arc<fastopen::TokioListener>,
     path: PathBuf,
     mut current: Option<FastOpenKey>,
 ) {

@@ -1,0 +1,270 @@
+//! `fastopen` in the Rust services people run (issue 10): `TfoStream`, the
+//! axum listener, the listener's socket options and strict mode, outcomes of
+//! sockets made elsewhere. Root, private namespaces, checked against the
+//! kernel's counters and a real peer (curl).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use fastopen::{
+    socket_outcome, AcceptOutcome, ClientMethod, Connector, FailReason, FastOpenCounters, ListenerBuilder, ServerTfo,
+    TfoConnectInfo, TfoStream,
+};
+use fastopen_lab::netns::run_in_private;
+use fastopen_lab::testing::root_or_skip;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {
+    if !root_or_skip(test) {
+        return;
+    }
+    run_in_private(mode, f).expect("private network namespace");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn counters() -> FastOpenCounters {
+    FastOpenCounters::read().unwrap()
+}
+
+/// An echo server on a tokio TFO listener; sends each connection's outcome.
+async fn echo_server(addr: &str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<AcceptOutcome>) {
+    let listener = ListenerBuilder::new(addr.parse().unwrap()).bind_tokio().unwrap();
+    let local = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _, outcome)) = listener.accept().await {
+            let _ = tx.send(outcome);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (local, rx)
+}
+
+#[test]
+fn tfo_stream_sends_its_first_write_in_the_syn() {
+    in_netns("tfo_stream", 3, || {
+        runtime().block_on(async {
+            let (addr, mut accepted) = echo_server("127.0.0.1:0").await;
+            for (i, method) in
+                [ClientMethod::Connect, ClientMethod::Connect, ClientMethod::SendTo].into_iter().enumerate()
+            {
+                let before = counters();
+                let mut s = TfoStream::connect_with(Connector::new().method(method), addr).await.unwrap();
+                assert!(s.outcome().is_none(), "connect returns before anything is sent");
+                s.write_all(b"ping").await.unwrap();
+                let mut reply = [0u8; 4];
+                s.read_exact(&mut reply).await.unwrap();
+                assert_eq!(&reply, b"ping");
+                let outcome = s.outcome().expect("the handshake is over once a reply came").clone();
+                let server = accepted.recv().await.unwrap();
+                let d = &counters() - &before;
+                if i == 0 {
+                    assert_eq!(outcome.fail_reason, Some(FailReason::CookieUnavailable), "{outcome}");
+                    assert_eq!((d.active, server.data_in_syn), (0, false));
+                } else {
+                    assert!(outcome.tfo_used(), "{method}: {outcome}");
+                    assert_eq!((d.active, d.passive, server.data_in_syn), (1, 1, true), "{method}: {d:?}");
+                    assert_eq!(server.bytes_in_syn, Some(4));
+                }
+            }
+        });
+    });
+}
+
+#[test]
+fn a_read_before_any_write_connects_plainly_and_does_not_hang() {
+    in_netns("tfo_stream_read_first", 3, || {
+        runtime().block_on(async {
+            // A server that speaks first (like SMTP): the client reads before writing.
+            let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio().unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut s, _, _)) = listener.accept().await {
+                    let _ = s.write_all(b"220 hello\r\n").await;
+                }
+            });
+            // A cookie is cached for the server: a deferred SYN would wait for a write forever.
+            let mut warm = TfoStream::connect(addr).await.unwrap();
+            let _ = warm.handshake().await.unwrap();
+            let mut s = TfoStream::connect(addr).await.unwrap();
+            let mut greeting = [0u8; 11];
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut greeting)).await.expect("no hang").unwrap();
+            assert_eq!(&greeting, b"220 hello\r\n");
+            assert_eq!(s.outcome().unwrap().fail_reason, Some(FailReason::NoData));
+        });
+    });
+}
+
+#[test]
+fn connect_errors_stay_connect_errors_and_every_address_is_tried() {
+    in_netns("tfo_stream_errors", 3, || {
+        runtime().block_on(async {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            // Refused, surfacing in the first write or the read after it: ConnectionRefused either way.
+            let mut s = TfoStream::connect(closed).await.unwrap();
+            let err = match s.write_all(b"x").await {
+                Err(e) => e,
+                Ok(()) => s.read_u8().await.unwrap_err(),
+            };
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+            // A host name: `localhost` resolves to ::1 and 127.0.0.1; the server is only on
+            // 127.0.0.1, so a client that tries one address only may fail.
+            let (addr, _accepted) = echo_server("127.0.0.1:0").await;
+            let mut s = TfoStream::connect(("localhost", addr.port())).await.unwrap();
+            s.write_all(b"by name").await.unwrap();
+            let mut reply = [0u8; 7];
+            s.read_exact(&mut reply).await.unwrap();
+            assert_eq!(&reply, b"by name");
+            assert_eq!(s.peer_addr(), addr);
+            // Deterministically: a refusing address first, then the server. The data of the
+            // first write (already reported written) reaches the second address.
+            let mut s = TfoStream::to_addrs(Connector::new(), vec![closed, addr]).unwrap();
+            s.write_all(b"second").await.unwrap();
+            let mut reply = [0u8; 6];
+            s.read_exact(&mut reply).await.unwrap();
+            assert_eq!((&reply, s.peer_addr()), (b"second", addr));
+            // IPv6.
+            let (addr6, _a6) = echo_server("[::1]:0").await;
+            let mut s = TfoStream::connect(addr6).await.unwrap();
+            s.write_all(b"six").await.unwrap();
+            let mut reply = [0u8; 3];
+            s.read_exact(&mut reply).await.unwrap();
+            assert!(s.peer_addr().is_ipv6());
+            // A handshake that never completes: TimedOut after the connect timeout.
+            let silent = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+            let silent_addr = silent.local_addr().unwrap();
+            let status = Command::new("iptables")
+                .args(["-I", "INPUT", "-p", "tcp", "--dport", &silent_addr.port().to_string(), "--syn", "-j", "DROP"])
+                .status()
+                .expect("iptables");
+            assert!(status.success());
+            let connector = Connector::new().connect_timeout(Some(Duration::from_millis(300)));
+            let mut s = TfoStream::connect_with(connector, silent_addr).await.unwrap();
+            let err = s.handshake().await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        });
+    });
+}
+
+#[test]
+fn client_and_server_tfo_off_each_say_so() {
+    // tcp_fastopen=0: the client falls back, and says why.
+    in_netns("tfo_off_client", 0, || {
+        runtime().block_on(async {
+            let (addr, _a) = echo_server("127.0.0.1:0").await;
+            let mut s = TfoStream::connect(addr).await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            let _ = s.read_u8().await.unwrap();
+            assert_eq!(s.outcome().unwrap().fail_reason, Some(FailReason::ClientDisabled));
+        });
+    });
+    // tcp_fastopen=1 (the usual host default): the listener binds but does no TFO;
+    // its typed state says so, and strict mode refuses to start.
+    in_netns("tfo_off_server", 1, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        assert_eq!(listener.tfo().unwrap().state, ServerTfo::OffInNamespace { mode: 1 });
+        match ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).strict(true).bind() {
+            Err(fastopen::Error::ServerTfoOff(ServerTfo::OffInNamespace { mode: 1 })) => {}
+            other => panic!("strict mode must refuse: {other:?}"),
+        }
+        let zero = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).queue_len(0);
+        fastopen_lab::netns::set_sysctl("net.ipv4.tcp_fastopen", "3").unwrap();
+        assert!(matches!(zero.strict(true).bind(), Err(fastopen::Error::ServerTfoOff(ServerTfo::QueueZero))));
+    });
+}
+
+#[test]
+fn listener_socket_options_and_adopting_an_existing_socket() {
+    in_netns("listener_options", 3, || {
+        // IPV6_V6ONLY: [::]:P beside 0.0.0.0:P.
+        let v4 = ListenerBuilder::new("0.0.0.0:0".parse().unwrap()).bind().unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        assert!(ListenerBuilder::new(v6).bind().is_err(), "dual stack collides with the IPv4 listener");
+        ListenerBuilder::new(v6).only_v6(true).bind().expect("IPv6 only sits beside it");
+        // SO_REUSEPORT: two listeners on one port.
+        let a = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).reuse_port(true).bind().unwrap();
+        let again = a.local_addr().unwrap();
+        ListenerBuilder::new(again).reuse_port(true).bind().expect("a second SO_REUSEPORT listener");
+        // An inherited listening socket (systemd socket activation) becomes a TFO listener.
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let adopted = ListenerBuilder::new(addr).queue_len(16).adopt(std_listener).unwrap();
+        assert_eq!((adopted.tfo().unwrap().queue_len, adopted.tfo().unwrap().state), (16, ServerTfo::On));
+        let server = std::thread::spawn(move || {
+            (0..2)
+                .map(|_| {
+                    let (mut s, _, outcome) = adopted.accept().unwrap();
+                    let mut b = [0u8; 3];
+                    s.read_exact(&mut b).unwrap();
+                    s.write_all(&b).unwrap();
+                    outcome
+                })
+                .collect::<Vec<_>>()
+        });
+        // A socket connected by hand (not by this library) still has its outcome read.
+        for round in 0..2 {
+            let (mut s, _) = Connector::new().connect(addr, b"abc").unwrap();
+            let mut b = [0u8; 3];
+            s.read_exact(&mut b).unwrap();
+            let o = socket_outcome(&s).unwrap();
+            assert_eq!(o.tfo_used(), round == 1, "{o:?}");
+            let first = if round == 0 { Some(FailReason::CookieUnavailable) } else { None };
+            assert_eq!(o.fail_reason, first, "{o:?}");
+        }
+        let outcomes = server.join().unwrap();
+        assert!(!outcomes[0].data_in_syn && outcomes[1].data_in_syn, "{outcomes:?}");
+    });
+}
+
+#[test]
+fn axum_serves_on_the_listener_and_handlers_see_the_outcome() {
+    if !root_or_skip("axum") {
+        return;
+    }
+    let curl =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file())).unwrap_or(false);
+    if !curl {
+        assert!(std::env::var_os("CI").is_none(), "CI must have curl");
+        eprintln!("SKIPPED axum test: no curl");
+        return;
+    }
+    run_in_private(3, || {
+        let rt = runtime();
+        let listener =
+            rt.block_on(async { ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio() }).unwrap();
+        let addr = listener.local_addr().unwrap();
+        async fn handler(axum::extract::ConnectInfo(info): axum::extract::ConnectInfo<TfoConnectInfo>) -> String {
+            format!("{}|{}", info.outcome.data_in_syn, info.outcome)
+        }
+        let app = axum::Router::new().route("/", axum::routing::get(handler));
+        rt.spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<TfoConnectInfo>()).await.unwrap();
+        });
+        let url = format!("http://{addr}/");
+        let mut bodies = Vec::new();
+        let before = counters();
+        for _ in 0..2 {
+            let o = Command::new("curl").args(["-sS", "--tcp-fastopen", "--max-time", "10", &url]).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            bodies.push(String::from_utf8(o.stdout).unwrap());
+        }
+        let d = &counters() - &before;
+        assert_eq!(bodies[0], "false|regular handshake");
+        assert!(bodies[1].starts_with("true|data in SYN"), "{}", bodies[1]);
+        assert_eq!((d.passive, d.cookie_reqd), (1, 1), "{d:?}");
+    })
+    .expect("private namespace");
+}
