@@ -101,6 +101,7 @@ impl Connector {
     }
 
     /// The connect timeout, if any.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn timeout(&self) -> Option<Duration> {
         self.connect_timeout
     }

@@ -5,7 +5,7 @@
 //!   (feature `tokio`). Each accepted connection comes with an
 //!   [`AcceptOutcome`]: did its data arrive in the SYN, how many bytes.
 //!   Cookie keys can be set and rotated on a live listener.
-//! - Client: [`Connector::connect`] (blocking) or [`Connector::connect_async`]
+//! - Client: [`Connector::connect`] (blocking) or `Connector::connect_async` / `TfoStream` (feature `tokio`)
 //!   sends the first data in the SYN with `sendto(MSG_FASTOPEN)` or
 //!   `TCP_FASTOPEN_CONNECT`, and returns a [`ClientOutcome`]: bytes in the SYN and
 //!   acknowledged, or a [`FailReason`] (`cookie_unavailable`, `data_not_acked`, ...).
