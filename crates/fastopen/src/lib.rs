@@ -50,6 +50,8 @@ mod counters;
 mod diagnosis;
 mod error;
 pub mod host;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod kernel;
 mod key;
 pub mod keyfile;
@@ -74,4 +76,4 @@ pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
 pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};
 pub use tcp_info::{TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};
 #[cfg(feature = "tokio")]
-pub use tokio_io::{TfoStream, TokioListener};
+pub use tokio_io::{TfoStream, TokioListener, READ_FIRST_GRACE};

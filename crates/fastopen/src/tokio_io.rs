@@ -112,6 +112,9 @@ impl Connector {
 /// The most of a first write offered to the SYN (more than any SYN carries).
 const MAX_FIRST_WRITE: usize = 16 * 1024;
 
+/// How long a read before any write waits for that write, by default.
+pub const READ_FIRST_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A TFO client stream whose first write rides in the SYN.
 ///
 /// [`TfoStream::connect`] returns at once, without sending anything: the
@@ -120,10 +123,14 @@ const MAX_FIRST_WRITE: usize = 16 * 1024;
 /// the data follows the handshake). This is what lets clients that connect
 /// first and write later (hyper, tonic) use TFO.
 ///
-/// - **A read before any write** starts a plain connection (outcome
-///   [`FailReason::NoData`](crate::FailReason::NoData)) and then waits for
-///   data, so it never hangs on a SYN that was never sent (the
-///   `TCP_FASTOPEN_CONNECT` read-before-write trap).
+/// - **A read before any write** waits up to [`READ_FIRST_GRACE`] (see
+///   [`TfoStream::read_first_grace`]) for a write to start the connection:
+///   clients like hyper poll a read before they write the request, and the
+///   request must still ride in the SYN. If no write comes, the read starts a
+///   plain connection (outcome [`FailReason::NoData`](crate::FailReason::NoData))
+///   and waits for data: it never hangs on a SYN that was never sent (the
+///   `TCP_FASTOPEN_CONNECT` read-before-write trap), and protocols where the
+///   server speaks first work.
 /// - **Connect errors stay connect errors**: whether they surface in the first
 ///   write, a later read or [`TfoStream::handshake`], their kind is the OS's
 ///   (`ConnectionRefused`, `TimedOut` for the connect timeout, ...).
@@ -137,6 +144,12 @@ pub struct TfoStream {
     /// Index in `addrs` of the address tried now.
     current: usize,
     state: State,
+    /// How long a first read waits for a first write.
+    read_first_grace: std::time::Duration,
+    /// The running grace period of a read that came first.
+    grace: Option<Pin<Box<::tokio::time::Sleep>>>,
+    /// The task of that read, woken when a write starts the connection.
+    reader: Option<std::task::Waker>,
 }
 
 #[derive(Debug)]
@@ -189,7 +202,22 @@ impl TfoStream {
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to"));
         }
-        Ok(TfoStream { connector, addrs, current: 0, state: State::Idle })
+        Ok(TfoStream {
+            connector,
+            addrs,
+            current: 0,
+            state: State::Idle,
+            read_first_grace: READ_FIRST_GRACE,
+            grace: None,
+            reader: None,
+        })
+    }
+
+    /// How long a read before any write waits for that write before it
+    /// connects without data (default [`READ_FIRST_GRACE`]; zero connects at once).
+    pub fn read_first_grace(mut self, grace: std::time::Duration) -> TfoStream {
+        self.read_first_grace = grace;
+        self
     }
 
     /// The server address tried now (the one connected to, once open).
@@ -232,6 +260,9 @@ impl TfoStream {
                     let first = first[..written].to_vec();
                     let h = Handshake { stream, attempt, started_at, first, in_kernel: written, deadline };
                     self.state = State::Handshake(Box::new(h));
+                    if let Some(reader) = self.reader.take() {
+                        reader.wake();
+                    }
                     return Ok(written);
                 }
                 Err(e) if self.current + 1 < self.addrs.len() && retryable(&e) => self.current += 1,
@@ -326,8 +357,25 @@ fn retryable(e: &Error) -> bool {
     }
 }
 
+impl TfoStream {
+    /// A read before any write: wait for a write during the grace period.
+    fn poll_read_first_grace(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !matches!(self.state, State::Idle) || self.read_first_grace.is_zero() {
+            return Poll::Ready(());
+        }
+        let grace = self.read_first_grace;
+        let sleep = self.grace.get_or_insert_with(|| Box::pin(::tokio::time::sleep(grace)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        self.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
 impl AsyncRead for TfoStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_read_first_grace(cx));
         ready!(self.poll_open(cx, &[]))?;
         match &mut self.state {
             State::Open { stream, .. } => Pin::new(stream).poll_read(cx, buf),

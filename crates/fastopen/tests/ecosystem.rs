@@ -268,3 +268,109 @@ fn axum_serves_on_the_listener_and_handlers_see_the_outcome() {
     })
     .expect("private namespace");
 }
+
+/// Three GETs through hyper-util's client with our connector, each on a new
+/// connection: the first asks for a cookie, the second and third carry the
+/// request in the SYN. Returns the outcomes the caller read from the responses.
+async fn three_gets(url: &str) -> Vec<fastopen::ClientOutcome> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0) // a new connection per request
+        .build::<_, Empty<bytes::Bytes>>(fastopen::hyper::Connector::new());
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let response = client.get(url.parse().unwrap()).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let outcome = response.extensions().get::<fastopen::hyper::ConnectionOutcome>().expect("outcome").clone();
+        let _body = response.into_body().collect().await.unwrap();
+        outcomes.push(outcome.get().expect("known once the response came").clone());
+    }
+    outcomes
+}
+
+fn assert_cookie_then_syn_data(outcomes: &[fastopen::ClientOutcome], d: &FastOpenCounters) {
+    assert_eq!(outcomes[0].fail_reason, Some(FailReason::CookieUnavailable), "{}", outcomes[0]);
+    assert!(outcomes[1].tfo_used() && outcomes[2].tfo_used(), "{} / {}", outcomes[1], outcomes[2]);
+    assert_eq!(d.active, 2, "{d:?}");
+}
+
+#[test]
+fn hyper_client_rides_in_the_syn_against_axum_and_nginx() {
+    if !root_or_skip("hyper_client") {
+        return;
+    }
+    run_in_private(3, || {
+        let rt = runtime();
+        // Against the axum server on our listener.
+        let listener =
+            rt.block_on(async { ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio() }).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello from axum\n" }));
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let before = counters();
+        let outcomes = rt.block_on(three_gets(&format!("http://{addr}/")));
+        let d = &counters() - &before;
+        assert_cookie_then_syn_data(&outcomes, &d);
+        assert_eq!(d.passive, 2, "{d:?}");
+
+        // Against nginx with `listen ... fastopen=256`.
+        let Some(nginx) = Nginx::start(8082) else { return };
+        Command::new("ip").args(["tcp_metrics", "flush", "all"]).status().unwrap();
+        let before = counters();
+        let outcomes = rt.block_on(three_gets("http://127.0.0.1:8082/"));
+        let d = &counters() - &before;
+        assert_cookie_then_syn_data(&outcomes, &d);
+        assert_eq!(d.passive, 2, "nginx accepted the SYN data: {d:?}");
+        drop(nginx);
+    })
+    .expect("private namespace");
+}
+
+/// nginx serving "hello" on 127.0.0.1:PORT with TFO, stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(port: u16) -> Option<Nginx> {
+        let found = std::path::Path::new("/usr/sbin/nginx").exists()
+            || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nginx").is_file()));
+        if !found {
+            assert!(std::env::var_os("CI").is_none(), "CI must have nginx (.ci/run installs it)");
+            eprintln!("SKIPPED the nginx part: no nginx");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("fastopen-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port} fastopen=256;\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
+            d = dir.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .args(["-c", conf_path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        let nginx = Nginx { child, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !nginx.dir.join("nginx.pid").exists() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
