@@ -374,3 +374,48 @@ impl Drop for Nginx {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// tokio-tfo, the other tokio TFO crate, both ways: its client against our
+/// listener (our outcome says its request rode in the SYN), and our TfoStream
+/// against its listener (our outcome and the kernel's counters agree).
+#[test]
+fn interop_with_tokio_tfo_both_ways() {
+    in_netns("tokio_tfo", 3, || {
+        runtime().block_on(async {
+            // Their client, our server.
+            let (addr, mut accepted) = echo_server("127.0.0.1:0").await;
+            for round in 0..2 {
+                let mut s = tokio_tfo::TfoStream::connect(addr).await.unwrap();
+                s.write_all(b"theirs").await.unwrap();
+                let mut reply = [0u8; 6];
+                s.read_exact(&mut reply).await.unwrap();
+                let outcome = accepted.recv().await.unwrap();
+                assert_eq!(outcome.data_in_syn, round == 1, "round {round}: {outcome}");
+            }
+            // Our client, their server (cold again: cookies are cached per server IP).
+            assert!(Command::new("ip").args(["tcp_metrics", "flush", "all"]).status().unwrap().success());
+            let theirs = tokio_tfo::TfoListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let their_addr = theirs.local_addr().unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = theirs.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 4];
+                        if s.read_exact(&mut buf).await.is_ok() {
+                            let _ = s.write_all(&buf).await;
+                        }
+                    });
+                }
+            });
+            for round in 0..2 {
+                let before = counters();
+                let mut s = TfoStream::connect(their_addr).await.unwrap();
+                s.write_all(b"ours").await.unwrap();
+                let mut reply = [0u8; 4];
+                s.read_exact(&mut reply).await.unwrap();
+                let d = &counters() - &before;
+                assert_eq!(s.outcome().unwrap().tfo_used(), round == 1, "round {round}: {}", s.outcome().unwrap());
+                assert_eq!(d.passive, u64::from(round == 1), "{d:?}");
+            }
+        });
+    });
+}
