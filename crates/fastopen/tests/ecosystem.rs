@@ -419,3 +419,173 @@ fn interop_with_tokio_tfo_both_ways() {
         });
     });
 }
+
+/// A gRPC method with raw bytes for messages (no code generation needed).
+mod grpc {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(crate) struct BytesCodec;
+
+    impl Codec for BytesCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = BytesCodec;
+        type Decoder = BytesCodec;
+        fn encoder(&mut self) -> BytesCodec {
+            BytesCodec
+        }
+        fn decoder(&mut self) -> BytesCodec {
+            BytesCodec
+        }
+    }
+
+    impl Encoder for BytesCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for BytesCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let mut out = vec![0u8; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+
+    /// `/tfo.Echo/Say`: answers with the request.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct EchoServer;
+
+    impl tonic::server::NamedService for EchoServer {
+        const NAME: &'static str = "tfo.Echo";
+    }
+
+    struct Say;
+
+    impl tonic::server::UnaryService<Vec<u8>> for Say {
+        type Response = Vec<u8>;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Vec<u8>>, Status>> + Send>>;
+        fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
+            let body = request.into_inner();
+            Box::pin(async move { Ok(Response::new(body)) })
+        }
+    }
+
+    impl tower_service::Service<http::Request<tonic::body::Body>> for EchoServer {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move { Ok(tonic::server::Grpc::new(BytesCodec).unary(Say, req).await) })
+        }
+    }
+}
+
+/// Accepted connections of a TFO listener, as the `Stream` tonic serves.
+struct Incoming {
+    listener: fastopen::TokioListener,
+    outcomes: tokio::sync::mpsc::UnboundedSender<AcceptOutcome>,
+}
+
+/// An accepted stream for tonic (which wants its own `Connected` trait).
+struct Conn(tokio::net::TcpStream);
+
+impl tokio_stream::Stream for Incoming {
+    type Item = std::io::Result<Conn>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.listener.poll_accept(cx).map(|r| {
+            Some(r.map_err(std::io::Error::from).map(|(s, _, outcome)| {
+                let _ = self.outcomes.send(outcome);
+                Conn(s)
+            }))
+        })
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[test]
+fn a_tonic_unary_call_over_the_connector() {
+    in_netns("tonic", 3, || {
+        runtime().block_on(async {
+            let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio().unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, mut server_outcomes) = tokio::sync::mpsc::unbounded_channel();
+            let incoming = Incoming { listener, outcomes: tx };
+            tokio::spawn(
+                tonic::transport::Server::builder().add_service(grpc::EchoServer).serve_with_incoming(incoming),
+            );
+            for round in 0..2 {
+                let before = counters();
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+                let channel = endpoint.connect_with_connector(fastopen::hyper::Connector::new()).await.unwrap();
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await.unwrap();
+                let path = http::uri::PathAndQuery::from_static("/tfo.Echo/Say");
+                let reply =
+                    grpc.unary(tonic::Request::new(b"over TFO".to_vec()), path, grpc::BytesCodec).await.unwrap();
+                assert_eq!(reply.into_inner(), b"over TFO");
+                let server = server_outcomes.recv().await.unwrap();
+                let d = &counters() - &before;
+                // The first connection asks for a cookie; the second's HTTP/2 preface rides in the SYN.
+                assert_eq!(server.data_in_syn, round == 1, "round {round}: {server}");
+                assert_eq!((d.active, d.passive), (u64::from(round == 1), u64::from(round == 1)), "{d:?}");
+            }
+        });
+    });
+}
