@@ -335,6 +335,23 @@ struct Nginx {
 
 impl Nginx {
     fn start(port: u16) -> Option<Nginx> {
+        Nginx::start_with(port, "", "")
+    }
+
+    /// With TLS: a self-signed certificate for `localhost` (returned, to trust it).
+    fn start_tls(port: u16) -> Option<(Nginx, rcgen::CertifiedKey<rcgen::KeyPair>)> {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("fastopen-tls-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let extra = format!("ssl_certificate {};\n    ssl_certificate_key {};\n    ", crt.display(), key.display());
+        let nginx = Nginx::start_with(port, " ssl", &extra)?;
+        Some((nginx, cert))
+    }
+
+    fn start_with(port: u16, listen_extra: &str, server_extra: &str) -> Option<Nginx> {
         let found = std::path::Path::new("/usr/sbin/nginx").exists()
             || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nginx").is_file()));
         if !found {
@@ -348,7 +365,7 @@ impl Nginx {
             "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port} fastopen=256;\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
+               server {{\n    listen 127.0.0.1:{port}{listen_extra} fastopen=256;\n    {server_extra}location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
             d = dir.display()
         );
         let conf_path = dir.join("nginx.conf");
@@ -588,4 +605,55 @@ fn a_tonic_unary_call_over_the_connector() {
             }
         });
     });
+}
+
+/// https through rustls layered on the TFO connector, against nginx
+/// `listen ... ssl fastopen=256`: the ClientHello rides in the SYN.
+#[test]
+fn https_through_rustls_sends_the_client_hello_in_the_syn() {
+    if !root_or_skip("https") {
+        return;
+    }
+    run_in_private(3, || {
+        let Some((nginx, cert)) = Nginx::start_tls(8443) else { return };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(fastopen::hyper::Connector::new().allow_any_scheme(true));
+        let rt = runtime();
+        rt.block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build::<_, Empty<bytes::Bytes>>(https);
+            // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
+            let url: hyper::Uri = "https://localhost:8443/".parse().unwrap();
+            for round in 0..2 {
+                let before = counters();
+                let response = client.get(url.clone()).await.unwrap();
+                let outcome = response.extensions().get::<fastopen::hyper::ConnectionOutcome>().cloned().unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"hello from nginx\n");
+                let d = &counters() - &before;
+                let o = outcome.get().unwrap();
+                assert_eq!(o.tfo_used(), round == 1, "round {round}: {o}");
+                assert_eq!((d.active, d.passive), (u64::from(round == 1), u64::from(round == 1)), "{d:?}");
+                if round == 1 {
+                    // A TLS ClientHello (a handshake record, 0x16) is hundreds of bytes: it rode in the SYN.
+                    assert!(o.bytes_in_syn > 200, "{o}");
+                }
+            }
+        });
+        drop(nginx);
+    })
+    .expect("private namespace");
 }
