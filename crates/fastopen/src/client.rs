@@ -37,6 +37,8 @@ pub struct Connector {
     strict: bool,
     no_cookie: bool,
     connect_timeout: Option<Duration>,
+    local: Option<SocketAddr>,
+    mark: Option<u32>,
 }
 
 impl Default for Connector {
@@ -47,6 +49,8 @@ impl Default for Connector {
             strict: false,
             no_cookie: false,
             connect_timeout: None,
+            local: None,
+            mark: None,
         }
     }
 }
@@ -100,6 +104,42 @@ impl Connector {
         self
     }
 
+    /// Bind the client socket to this local address first (a source address
+    /// or port of your choice; port 0 lets the kernel pick).
+    pub fn local_addr(mut self, local: Option<SocketAddr>) -> Connector {
+        self.local = local;
+        self
+    }
+
+    /// `SO_MARK` on the client socket (policy routing, firewall marks; needs CAP_NET_ADMIN).
+    pub fn mark(mut self, mark: Option<u32>) -> Connector {
+        self.mark = mark;
+        self
+    }
+
+    /// Connects to the first address of `host` that answers (a name such as
+    /// `("localhost", 8000)` or `"example.com:80"` is resolved, every address
+    /// tried in order while the connection is refused, unreachable or times out).
+    pub fn connect_host(
+        &self,
+        host: impl std::net::ToSocketAddrs,
+        first_data: &[u8],
+    ) -> Result<(TcpStream, ClientOutcome)> {
+        let addrs: Vec<SocketAddr> = host.to_socket_addrs().map_err(Error::io("resolving the host"))?.collect();
+        let mut last = Error::Io {
+            what: "resolving the host",
+            source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
+        };
+        for addr in addrs {
+            match self.connect(addr, first_data) {
+                Ok(done) => return Ok(done),
+                Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
     /// The connect timeout, if any.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn timeout(&self) -> Option<Duration> {
@@ -129,6 +169,12 @@ impl Connector {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(Error::io("creating the client socket"))?;
         socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;
+        if let Some(mark) = self.mark {
+            socket.set_mark(mark).map_err(Error::io("setting SO_MARK"))?;
+        }
+        if let Some(local) = self.local {
+            socket.bind(&local.into()).map_err(Error::io("binding the client socket to its local address"))?;
+        }
         if self.no_cookie && self.enabled {
             sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_NO_COOKIE, 1)
                 .map_err(Error::io("setting TCP_FASTOPEN_NO_COOKIE"))?;

@@ -657,3 +657,61 @@ fn https_through_rustls_sends_the_client_hello_in_the_syn() {
     })
     .expect("private namespace");
 }
+
+#[test]
+fn blocking_clients_take_host_names_a_local_address_and_a_mark() {
+    in_netns("connector_options", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || (0..2).map(|_| listener.accept().unwrap().1).collect::<Vec<_>>());
+        // `localhost` may give ::1 first, where nothing listens: the next address is tried.
+        let (s, outcome) = Connector::new().connect_host(("localhost", port), b"x").unwrap();
+        assert_eq!(s.peer_addr().unwrap().port(), port);
+        assert_eq!(outcome.fail_reason, Some(FailReason::CookieUnavailable));
+        let local: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        let connector = Connector::new().local_addr(Some(local)).mark(Some(42));
+        let (s, _) = connector.connect_host(format!("127.0.0.1:{port}"), b"y").unwrap();
+        assert_eq!(socket2::SockRef::from(&s).mark().unwrap(), 42);
+        let peers = server.join().unwrap();
+        assert_eq!(peers[1].ip().to_string(), "127.0.0.2", "the server saw the chosen source address");
+        let none = Connector::new().connect_host("nonexistent.invalid:80", b"z");
+        assert!(none.is_err());
+    });
+}
+
+/// A hand-written hyper server loop on the TFO listener works as directly as
+/// on a tokio one: `accept` gives a tokio `TcpStream` and the outcome.
+#[test]
+fn a_plain_hyper_server_loop_on_the_listener() {
+    use http_body_util::{BodyExt, Empty, Full};
+    in_netns("hyper_server", 3, || {
+        runtime().block_on(async {
+            let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio().unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _, outcome) = listener.accept().await.unwrap();
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(
+                            outcome.to_string(),
+                        ))))
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                    );
+                }
+            });
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build::<_, Empty<bytes::Bytes>>(fastopen::hyper::Connector::new());
+            let mut bodies = Vec::new();
+            for _ in 0..2 {
+                let r = client.get(format!("http://{addr}/").parse().unwrap()).await.unwrap();
+                bodies.push(String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap());
+            }
+            assert_eq!(bodies[0], "regular handshake");
+            assert!(bodies[1].starts_with("data in SYN"), "{}", bodies[1]);
+        });
+    });
+}
