@@ -663,7 +663,15 @@ fn blocking_clients_take_host_names_a_local_address_and_a_mark() {
     in_netns("connector_options", 3, || {
         let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || (0..2).map(|_| listener.accept().unwrap().1).collect::<Vec<_>>());
+        // The server keeps its streams: closing one with unread data would reset it under the client.
+        let server = std::thread::spawn(move || {
+            (0..2)
+                .map(|_| {
+                    let (stream, peer, _) = listener.accept().unwrap();
+                    (stream, peer)
+                })
+                .collect::<Vec<_>>()
+        });
         // `localhost` may give ::1 first, where nothing listens: the next address is tried.
         let (s, outcome) = Connector::new().connect_host(("localhost", port), b"x").unwrap();
         assert_eq!(s.peer_addr().unwrap().port(), port);
@@ -672,8 +680,8 @@ fn blocking_clients_take_host_names_a_local_address_and_a_mark() {
         let connector = Connector::new().local_addr(Some(local)).mark(Some(42));
         let (s, _) = connector.connect_host(format!("127.0.0.1:{port}"), b"y").unwrap();
         assert_eq!(socket2::SockRef::from(&s).mark().unwrap(), 42);
-        let peers = server.join().unwrap();
-        assert_eq!(peers[1].ip().to_string(), "127.0.0.2", "the server saw the chosen source address");
+        let accepted = server.join().unwrap();
+        assert_eq!(accepted[1].1.ip().to_string(), "127.0.0.2", "the server saw the chosen source address");
         let none = Connector::new().connect_host("nonexistent.invalid:80", b"z");
         assert!(none.is_err());
     });
