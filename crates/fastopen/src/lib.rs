@@ -46,6 +46,7 @@ compile_error!(
 #[cfg(feature = "axum")]
 mod axum_serve;
 mod client;
+mod confirm;
 mod counters;
 mod diagnosis;
 mod error;
@@ -66,6 +67,9 @@ mod tokio_io;
 #[cfg(feature = "axum")]
 pub use axum_serve::{AcceptedStream, TfoConnectInfo};
 pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
+#[cfg(feature = "tokio")]
+pub use confirm::wait_confirmed_async;
+pub use confirm::{handshake_state, wait_confirmed, Confirmation, HandshakeState};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
 pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
 pub use error::{Error, Result};

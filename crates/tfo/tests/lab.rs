@@ -379,3 +379,57 @@ fn tfo_trace_captures_a_lab_side_live_on_its_tun_device() {
     assert_eq!(c["bytes_in_syn"], 27);
     assert_eq!(v["stats"]["malformed"], 0, "raw IP frames from the TUN device decode: {v}");
 }
+
+/// With the replay middlebox: the real connection's handshake is confirmed
+/// (waiting about one round trip for the client's ACK), the replayed one's
+/// never is (the real client answers its SYN-ACK with a reset). Blocking and
+/// async waits agree.
+#[test]
+fn waiting_for_confirmation_filters_the_replayed_syn() {
+    let Some(lab) = lab(20, vec![Middlebox::ReplaySynData(Duration::from_millis(100))]) else { return };
+    let bind = SocketAddr::new(lab.server_ip(false), 8001);
+    let listener = lab.server().run(move || ListenerBuilder::new(bind).bind()).unwrap().expect("bind");
+    let (tx, rx) = mpsc::channel();
+    lab.server()
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for i in 0.. {
+                let Ok((s, _, outcome)) = listener.accept() else { break };
+                // Odd connections wait blocking, even ones async: both must agree.
+                let confirmation = if i % 2 == 0 {
+                    fastopen::wait_confirmed(&s, Duration::from_secs(5)).unwrap()
+                } else {
+                    rt.block_on(fastopen::wait_confirmed_async(&s, Duration::from_secs(5))).unwrap()
+                };
+                if tx.send((outcome, confirmation)).is_err() {
+                    break;
+                }
+                let mut s = s;
+                let mut req = Vec::new();
+                let _ = s.read_to_end(&mut req);
+                let _ = s.write_all(&req);
+            }
+        })
+        .unwrap();
+    let (cold, _) = client_exchange(&lab, Connector::new(), bind, b"cookie");
+    assert_eq!(cold.fail_reason, Some(FailReason::CookieUnavailable));
+    let (plain_outcome, plain_confirmation) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(!plain_outcome.data_in_syn);
+    // A plain connection is accepted after its handshake: confirmed at once.
+    assert!(plain_confirmation.is_confirmed(), "{plain_confirmation:?}");
+    for _ in 0..3 {
+        let (warm, _) = client_exchange(&lab, Connector::new(), bind, b"transfer 100 EUR");
+        assert!(warm.tfo_used(), "{warm}");
+        let (first, confirmed) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (second, replayed) = rx.recv_timeout(Duration::from_secs(10)).expect("the replay is accepted");
+        assert!(first.data_in_syn && second.data_in_syn);
+        match confirmed {
+            fastopen::Confirmation::Confirmed { waited } => {
+                // The ACK comes one round trip after the SYN (20 ms here).
+                assert!(waited >= Duration::from_millis(15), "confirmed too early: {waited:?}");
+            }
+            other => panic!("the real connection was not confirmed: {other:?}"),
+        }
+        assert_eq!(replayed, fastopen::Confirmation::Failed, "the replayed SYN must never be confirmed");
+    }
+}

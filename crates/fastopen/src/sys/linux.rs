@@ -129,6 +129,79 @@ fn poll_millis(left: Option<Duration>) -> libc::c_int {
     }
 }
 
+/// An epoll instance watching one socket edge-triggered, so that every
+/// wake-up of the socket's wait queue (new data, and the state change when the
+/// handshake completes: `tcp_rcv_state_process` calls `sk_state_change`)
+/// ends a wait, even while the socket stays readable and writable (a TFO
+/// child in SYN_RECV already is). Separate from any other epoll (tokio's)
+/// watching the same socket, so their readiness is untouched.
+#[derive(Debug)]
+pub(crate) struct StateWatch {
+    epoll: std::os::fd::OwnedFd,
+}
+
+impl StateWatch {
+    /// Watches `fd` (which must stay open while this lives).
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> io::Result<StateWatch> {
+        use std::os::fd::FromRawFd;
+        let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 returned a new descriptor that nothing else owns.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let events =
+            libc::EPOLLET | libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP;
+        let mut event = libc::epoll_event { events: events as u32, u64: 0 };
+        // Pointer describes one epoll_event on this stack frame.
+        syscall!(epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event))?;
+        Ok(StateWatch { epoll })
+    }
+
+    /// Waits for the next wake-up of the socket, at most `timeout` (zero: do
+    /// not wait; this also drains a pending one). Returns whether one came.
+    pub(crate) fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        let millis = poll_millis(Some(timeout));
+        loop {
+            // Pointer describes one epoll_event on this stack frame; maxevents is 1.
+            match syscall!(epoll_wait(self.epoll.as_raw_fd(), &mut event, 1, millis)) {
+                Ok(n) => return Ok(n > 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A [`StateWatch`] that tokio polls: readable when a wake-up is pending.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct AsyncStateWatch(::tokio::io::unix::AsyncFd<StateWatch>);
+
+#[cfg(feature = "tokio")]
+impl AsRawFd for StateWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncStateWatch {
+    /// Registers the watch with the current tokio runtime.
+    pub(crate) fn new(watch: StateWatch) -> io::Result<AsyncStateWatch> {
+        // SAFETY: the AsyncFd owns the StateWatch, which owns its epoll
+        // descriptor and never closes or replaces it while it lives.
+        let fd = unsafe { ::tokio::io::unix::AsyncFd::register_with_interest(watch, ::tokio::io::Interest::READABLE) };
+        fd.map(AsyncStateWatch).map_err(io::Error::from)
+    }
+
+    /// Waits for the next wake-up of the socket, and takes it.
+    pub(crate) async fn next(&self) -> io::Result<()> {
+        let mut guard = self.0.readable().await?;
+        self.0.get_ref().wait(Duration::ZERO)?;
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
 /// What a client-side TFO call's error means (the errno rules of tcp(7)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientErrno {

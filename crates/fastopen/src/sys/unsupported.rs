@@ -71,3 +71,30 @@ pub(crate) enum KeyErrno {
 pub(crate) fn key_errno(_: &io::Error) -> KeyErrno {
     KeyErrno::Other
 }
+
+/// See the Linux backend.
+#[derive(Debug)]
+pub(crate) struct StateWatch;
+
+impl StateWatch {
+    pub(crate) fn new(_: BorrowedFd<'_>) -> io::Result<StateWatch> {
+        unsupported()
+    }
+    pub(crate) fn wait(&self, _: Duration) -> io::Result<bool> {
+        unsupported()
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct AsyncStateWatch;
+
+#[cfg(feature = "tokio")]
+impl AsyncStateWatch {
+    pub(crate) fn new(_: StateWatch) -> io::Result<AsyncStateWatch> {
+        unsupported()
+    }
+    pub(crate) async fn next(&self) -> io::Result<()> {
+        unsupported()
+    }
+}
