@@ -29,6 +29,13 @@ pub(crate) struct ConnectionLog {
     pub(crate) outcome: AcceptOutcome,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// The data came in the SYN (the same as `data_in_syn`).
+    pub(crate) in_syn: bool,
+    /// The client's final ACK arrived (`false`: reset first, a replayed SYN;
+    /// `null`: still unknown when the connection ended).
+    pub(crate) confirmed: Option<bool>,
+    /// The data reached the application: echoed, or the HTTP request run.
+    pub(crate) handled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +54,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this interval for repeated accept errors.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// What to do with data that came in the SYN before the handshake is
+/// confirmed (it may be a replay: RFC 8470's early data, for TFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EarlyData {
+    /// Hold unsafe requests until the client's final ACK confirms the
+    /// handshake; a replay never is, and is dropped unhandled.
+    Wait,
+    /// Refuse unsafe requests that are not confirmed yet (HTTP: 425 Too Early;
+    /// raw echo: the connection is closed unhandled).
+    Reject,
+    /// Handle everything at once (unsafe: a replayed SYN is handled twice).
+    Allow,
+}
+
 /// What one connection may take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -56,11 +78,60 @@ pub(crate) struct Limits {
     pub(crate) request: Duration,
     /// HTTP: the largest body echoed; bigger gets 413.
     pub(crate) max_body: usize,
+    /// Unsafe data before confirmation: wait, reject or allow.
+    pub(crate) early_data: EarlyData,
 }
 
 impl Default for Limits {
+    /// The lab's servers (bench, demo) measure TFO's gain: early data allowed.
     fn default() -> Self {
-        Limits { idle: Duration::from_secs(60), request: Duration::from_secs(30), max_body: 1 << 20 }
+        Limits {
+            idle: Duration::from_secs(60),
+            request: Duration::from_secs(30),
+            max_body: 1 << 20,
+            early_data: EarlyData::Allow,
+        }
+    }
+}
+
+/// Longest wait for a handshake's final ACK.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Applies the early-data policy to an unsafe use of `stream`'s data:
+/// `Ok(true)` go on, `Ok(false)` do not handle it. Records `confirmed`.
+async fn admit_early(
+    stream: &tokio::net::TcpStream,
+    log: &mut ConnectionLog,
+    policy: EarlyData,
+) -> std::io::Result<bool> {
+    use fastopen::{handshake_state, wait_confirmed_async, Confirmation, HandshakeState};
+    let state = handshake_state(stream).map_err(std::io::Error::from)?;
+    if state != HandshakeState::Pending {
+        log.confirmed = Some(state == HandshakeState::Confirmed);
+        return Ok(state == HandshakeState::Confirmed || policy == EarlyData::Allow);
+    }
+    match policy {
+        EarlyData::Allow => Ok(true),
+        EarlyData::Reject => Ok(false),
+        EarlyData::Wait => {
+            let confirmation = wait_confirmed_async(stream, CONFIRM_TIMEOUT).await.map_err(std::io::Error::from)?;
+            log.confirmed = Some(confirmation.is_confirmed());
+            if !confirmation.is_confirmed() {
+                let why = if confirmation == Confirmation::TimedOut { "timed out" } else { "reset" };
+                log.error =
+                    Some(format!("handshake never confirmed ({why}): a replayed SYN? its data was not handled"));
+            }
+            Ok(confirmation.is_confirmed())
+        }
+    }
+}
+
+/// The final handshake state, for the log.
+fn final_confirmation(stream: &tokio::net::TcpStream) -> Option<bool> {
+    match fastopen::handshake_state(stream).ok()? {
+        fastopen::HandshakeState::Confirmed => Some(true),
+        fastopen::HandshakeState::Failed => Some(false),
+        _ => None,
     }
 }
 
@@ -180,14 +251,27 @@ async fn handle(
     protocol: Protocol,
     limits: Limits,
 ) -> ConnectionLog {
-    let mut log =
-        ConnectionLog { event: "connection", peer, outcome, bytes_in: 0, bytes_out: 0, http_status: None, error: None };
+    let mut log = ConnectionLog {
+        event: "connection",
+        peer,
+        outcome,
+        bytes_in: 0,
+        bytes_out: 0,
+        in_syn: outcome.data_in_syn,
+        confirmed: None,
+        handled: false,
+        http_status: None,
+        error: None,
+    };
     let result = match protocol {
         Protocol::Raw => echo_raw(&mut stream, &mut log, limits).await,
         Protocol::Http => echo_http(&mut stream, &mut log, limits).await,
     };
     if let Err(e) = result {
-        log.error = Some(e.to_string());
+        log.error.get_or_insert(e.to_string());
+    }
+    if log.confirmed.is_none() {
+        log.confirmed = final_confirmation(&stream);
     }
     log
 }
@@ -223,20 +307,30 @@ async fn write_counted(
     Ok(())
 }
 
-async fn echo_raw(
-    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
-    log: &mut ConnectionLog,
-    limits: Limits,
-) -> std::io::Result<()> {
+async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, limits: Limits) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    // Raw data has no "safe method": all of it is subject to the policy.
+    let mut admitted = !log.in_syn;
     loop {
         let n = read_idle(stream, &mut buf, limits.idle).await?;
         if n == 0 {
             return stream.shutdown().await;
         }
         log.bytes_in += n as u64;
+        if !admitted {
+            if !admit_early(stream, log, limits.early_data).await? {
+                return Ok(()); // closed unhandled
+            }
+            admitted = true;
+        }
         write_counted(stream, &buf[..n], &mut log.bytes_out, limits.idle).await?;
+        log.handled = true;
     }
+}
+
+/// Methods that are safe to run from early data (RFC 9110 §9.2.1).
+fn is_safe_method(request: &[u8]) -> bool {
+    ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
 }
 
 /// How far a buffered HTTP request has come.
@@ -305,18 +399,27 @@ pub(crate) fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn echo_http(
-    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
-    log: &mut ConnectionLog,
-    limits: Limits,
-) -> std::io::Result<()> {
+async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, limits: Limits) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + limits.request;
     let mut continued = false;
     let response = loop {
         match examine_request(&buf, limits.max_body) {
-            HttpRequest::Complete { len } => break http_response(200, "OK", &buf[..len]),
+            HttpRequest::Complete { len } => {
+                if log.in_syn && !is_safe_method(&buf) && !admit_early(stream, log, limits.early_data).await? {
+                    if limits.early_data == EarlyData::Reject {
+                        break http_response(
+                            425,
+                            "Too Early",
+                            b"sent in the SYN before the handshake was confirmed; retry\n",
+                        );
+                    }
+                    return Ok(()); // never confirmed: dropped unhandled
+                }
+                log.handled = true;
+                break http_response(200, "OK", &buf[..len]);
+            }
             HttpRequest::Reject(status, reason) => {
                 break http_response(status, reason, format!("{reason}\n").as_bytes())
             }

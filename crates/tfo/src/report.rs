@@ -11,6 +11,14 @@ use crate::echo::ConnectionLog;
 /// One human line per served connection.
 pub(crate) fn connection_line(log: &ConnectionLog) -> String {
     let mut line = format!("{}  {}  in {} B, out {} B", log.peer, log.outcome, log.bytes_in, log.bytes_out);
+    if log.in_syn {
+        let confirmed = match log.confirmed {
+            Some(true) => "confirmed",
+            Some(false) => "NOT confirmed",
+            None => "confirmation unknown",
+        };
+        line.push_str(&format!(", {confirmed}, {}", if log.handled { "handled" } else { "NOT handled" }));
+    }
     if let Some(status) = log.http_status {
         line.push_str(&format!(", HTTP {status}"));
     }

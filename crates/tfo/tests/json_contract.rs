@@ -53,13 +53,16 @@ const OUTCOME: [(&str, T); 8] = [
     ("connect_ms", T::Num),
 ];
 
-const CONNECTION_LOG: [(&str, T); 6] = [
+const CONNECTION_LOG: [(&str, T); 9] = [
     ("event", T::Str),
     ("peer", T::Str),
     ("data_in_syn", T::Bool),
     ("tfo_child", BOOL_OR_NULL),
     ("bytes_in_syn", NUM_OR_NULL),
     ("bytes_in", T::Num),
+    ("in_syn", T::Bool),
+    ("confirmed", BOOL_OR_NULL),
+    ("handled", T::Bool),
 ];
 
 const COUNTERS: [(&str, T); 8] = [

@@ -433,3 +433,75 @@ fn waiting_for_confirmation_filters_the_replayed_syn() {
         assert_eq!(replayed, fastopen::Confirmation::Failed, "the replayed SYN must never be confirmed");
     }
 }
+
+/// Runs `tfo serve --json --early-data POLICY` in the lab's server namespace,
+/// makes `n` TFO requests with unique ids from the client, stops the server
+/// and returns its connection log lines.
+fn serve_replayed(lab: &Lab, policy: &str, http: bool, n: usize) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let addr = SocketAddr::new(lab.server_ip(false), 8100);
+    let mut cmd = lab.server().command(env!("CARGO_BIN_EXE_tfo"));
+    cmd.args(["serve", &addr.to_string(), "--json", "--early-data", policy]);
+    if http {
+        cmd.arg("--http");
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    assert!(listening.contains("listening"), "{listening}");
+    let reader = std::thread::spawn(move || {
+        lines.map_while(Result::ok).map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()).collect::<Vec<_>>()
+    });
+    lab.client()
+        .run(move || {
+            for id in 0..n {
+                let body = format!("transfer #{id}");
+                let request = if http {
+                    format!("POST / HTTP/1.1\r\nHost: lab\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+                } else {
+                    body.clone().into_bytes()
+                };
+                let (mut s, _) = Connector::new().connect(addr, &request).expect("connect");
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply).unwrap();
+                assert!(reply.ends_with(body.as_bytes()), "request {id} lost: {}", String::from_utf8_lossy(&reply));
+            }
+        })
+        .unwrap();
+    // Let the last replays arrive and be answered by the client's reset.
+    std::thread::sleep(Duration::from_millis(400));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = child.wait();
+    reader.join().unwrap()
+}
+
+/// Each request's SYN is replayed by the path. Under `wait` every request is
+/// handled exactly once and every replay is held and dropped; under `allow`
+/// the replays are handled too (the danger `wait` guards against).
+#[test]
+fn early_data_wait_handles_each_request_once_under_replay() {
+    let Some(lab) = lab(2, vec![Middlebox::ReplaySynData(Duration::from_millis(20))]) else { return };
+    for (policy, http) in [("wait", false), ("wait", true), ("allow", false)] {
+        let n = 300;
+        let before = lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO));
+        let log = serve_replayed(&lab, policy, http, n);
+        let replays = (lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO)) - before) as usize;
+        let handled = log.iter().filter(|l| l["handled"] == true).count();
+        let unconfirmed_in_syn = log.iter().filter(|l| l["in_syn"] == true && l["confirmed"] == false).count();
+        assert!(replays >= n - 1, "{policy}: the path replayed {replays} SYNs");
+        // A replay reset before the application accepts it never reaches it; every
+        // one that was accepted has its log line, and is never confirmed.
+        let accepted_replays = log.len() - n;
+        assert!(accepted_replays >= 10 && accepted_replays <= replays, "{policy}: {accepted_replays} of {replays}");
+        assert_eq!(unconfirmed_in_syn, accepted_replays, "{policy}: each accepted replay is seen unconfirmed");
+        match policy {
+            "wait" => {
+                assert_eq!(handled, n, "http={http}: each request handled exactly once");
+                assert!(log.iter().all(|l| l["handled"] == true || l["confirmed"] == false), "only replays unhandled");
+            }
+            _ => assert_eq!(handled, n + accepted_replays, "allow handles every accepted replay too"),
+        }
+        lab.flush_cookies().unwrap();
+    }
+}

@@ -71,6 +71,14 @@ pub(crate) struct Args {
     /// HTTP: the largest request body echoed, in bytes (else 413).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_body: usize,
+    /// Data that came in the SYN may be a replay (a duplicated SYN creates a
+    /// new connection and delivers the data again). `wait`: hold it until the
+    /// client's final ACK confirms the handshake (a replay never is; costs the
+    /// round trip TFO saved); `reject`: refuse it (HTTP 425 Too Early); `allow`:
+    /// handle it at once (a replay is handled twice). With --http, GET, HEAD
+    /// and OPTIONS always run at once.
+    #[arg(long, value_enum, default_value = "wait", value_name = "POLICY")]
+    early_data: echo::EarlyData,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -104,7 +112,12 @@ fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keys = args.key_file.as_deref().map(read_keys).transpose()?;
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
-    let limits = echo::Limits { idle: args.idle_timeout, request: args.request_timeout, max_body: args.max_body };
+    let limits = echo::Limits {
+        idle: args.idle_timeout,
+        request: args.request_timeout,
+        max_body: args.max_body,
+        early_data: args.early_data,
+    };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
         eprintln!(
