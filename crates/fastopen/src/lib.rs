@@ -65,7 +65,7 @@ mod tcp_info;
 mod tokio_io;
 
 #[cfg(feature = "axum")]
-pub use axum_serve::{AcceptedStream, TfoConnectInfo};
+pub use axum_serve::{early_data, AcceptedStream, EarlyData, EarlyDataPolicy, Handshake, TfoConnectInfo};
 pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
 #[cfg(feature = "tokio")]
 pub use confirm::wait_confirmed_async;
