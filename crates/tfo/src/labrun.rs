@@ -26,7 +26,12 @@ pub(crate) struct NsServer {
 
 impl NsServer {
     /// Starts serving on `addr` inside `ns`.
-    pub(crate) fn start(ns: &Netns, addr: SocketAddr, protocol: Protocol) -> anyhow::Result<NsServer> {
+    pub(crate) fn start(
+        ns: &Netns,
+        addr: SocketAddr,
+        protocol: Protocol,
+        limits: echo::Limits,
+    ) -> anyhow::Result<NsServer> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (log_tx, logs) = mpsc::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -44,7 +49,7 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                echo::serve(Arc::new(listener), protocol, echo::Limits::default(), None, shutdown, move |log| {
+                echo::serve(Arc::new(listener), protocol, limits, None, shutdown, move |log| {
                     let _ = log_tx.send(log);
                 })
                 .await
@@ -79,6 +84,37 @@ pub(crate) fn ns_counters(ns: &Netns) -> anyhow::Result<fastopen::FastOpenCounte
     Ok(ns.run(fastopen::FastOpenCounters::read)??)
 }
 
+/// An HTTP request of exactly `size` bytes (at least the minimal one): a GET
+/// padded with a header, or a POST whose body fills the size.
+pub(crate) fn http_request_with(method: HttpMethod, host: SocketAddr, size: usize) -> Vec<u8> {
+    match method {
+        HttpMethod::Get => http_request(host, size),
+        HttpMethod::Post => {
+            let head = |len: usize| {
+                format!("POST / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\nContent-Length: {len}\r\n\r\n")
+            };
+            // The head's length depends on the digits of the body's length.
+            let mut body_len = size.saturating_sub(head(0).len());
+            while head(body_len).len() + body_len > size && body_len > 0 {
+                body_len -= 1;
+            }
+            let mut req = head(body_len).into_bytes();
+            req.extend(std::iter::repeat_n(b'p', body_len));
+            req
+        }
+    }
+}
+
+/// The method of `tfo bench --http` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(crate) enum HttpMethod {
+    /// Safe: runs from early data at once.
+    Get,
+    /// Unsafe: subject to --early-data.
+    Post,
+}
+
 /// An HTTP GET of exactly `size` bytes (at least the minimal request), padded with a header.
 pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
     let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\n");
@@ -96,6 +132,16 @@ pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn posts_have_the_asked_size_and_parse() {
+        let host: SocketAddr = "198.18.0.2:8000".parse().unwrap();
+        for size in [100, 999, 1000, 5000] {
+            let r = http_request_with(HttpMethod::Post, host, size);
+            assert_eq!(r.len(), size, "size {size}");
+            assert_eq!(crate::echo::examine_request(&r, 1 << 20), crate::echo::HttpRequest::Complete { len: size });
+        }
+    }
 
     #[test]
     fn requests_have_the_asked_size_and_parse() {

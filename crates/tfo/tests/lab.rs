@@ -573,3 +573,40 @@ fn axum_early_data_policies_per_request() {
         );
     }
 }
+
+/// `tfo bench --http --method POST --early-data POLICY` measures what replay
+/// safety costs: `wait` gives up TFO's saving, `allow` keeps it, `reject`
+/// refuses the requests that came in the SYN (425, counted as failed).
+#[test]
+fn bench_measures_early_data_policies() {
+    if !fastopen_lab::testing::root_or_skip("bench_early_data") {
+        return;
+    }
+    let run = |policy: &str| {
+        let o = common::run_tfo(&[
+            "bench",
+            "--rtt",
+            "20ms",
+            "--requests",
+            "4",
+            "--http",
+            "--method",
+            "post",
+            "--early-data",
+            policy,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let v = common::json(&o);
+        assert_eq!((v["config"]["method"].clone(), v["config"]["early_data"].clone()), ("POST".into(), policy.into()));
+        v["results"][0].clone()
+    };
+    let wait = run("wait");
+    let ratio = wait["ratio_p50"].as_f64().unwrap();
+    assert!(ratio > 0.9, "wait costs the round trip TFO saved: ratio {ratio}");
+    let allow = run("allow");
+    let ratio = allow["ratio_p50"].as_f64().unwrap();
+    assert!(ratio < 0.75, "allow keeps the saving: ratio {ratio}");
+    let reject = run("reject");
+    assert_eq!(reject["failures"]["too_early"], 4, "{reject}");
+}

@@ -17,7 +17,7 @@ use crate::echo::Protocol;
 use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
-use crate::labrun::{http_request, NsServer};
+use crate::labrun::{http_request_with, HttpMethod, NsServer};
 use crate::measure::{Series, Summary};
 use crate::plot;
 
@@ -57,6 +57,13 @@ pub(crate) struct Args {
     /// HTTP through `tfo serve --http` instead of raw echo.
     #[arg(long)]
     http: bool,
+    /// With --http: GET (safe: runs from early data at once) or POST (subject to --early-data).
+    #[arg(long, value_enum, default_value = "get", requires = "http")]
+    method: HttpMethod,
+    /// The server's early-data policy (see `tfo serve --help`). Default
+    /// `allow`, to measure TFO's gain; `wait` shows what replay safety costs.
+    #[arg(long, value_enum, default_value = "allow", value_name = "POLICY")]
+    early_data: crate::echo::EarlyData,
     /// Use IPv6 (the lab's ULA addresses).
     #[arg(long)]
     ipv6: bool,
@@ -130,6 +137,8 @@ struct BenchConfig {
     rate_bps: Option<[u64; 2]>,
     middleboxes: Vec<String>,
     http: bool,
+    method: Option<HttpMethod>,
+    early_data: crate::echo::EarlyData,
     ipv6: bool,
     seed: u64,
 }
@@ -173,7 +182,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let path = args.path.path(split_rtt(rtt), !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
-        let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol)?;
+        let limits = crate::echo::Limits { early_data: args.early_data, ..Default::default() };
+        let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol, limits)?;
         for &size in &args.size {
             bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
             let row = measure(&lab, server.addr, rtt, size, &args, cold_every, &bar)?;
@@ -203,6 +213,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 rate_bps: args.path.rate.map(|r| [r.to_server, r.to_client]),
                 middleboxes: args.path.middlebox_names(),
                 http: args.http,
+                method: args.http.then_some(args.method),
+                early_data: args.early_data,
                 ipv6: args.ipv6,
                 seed: args.path.seed,
             },
@@ -241,7 +253,7 @@ fn measure(
     bar: &ProgressBar,
 ) -> anyhow::Result<Row> {
     let (request, until) = if args.http {
-        (http_request(addr, size as usize), Until::HttpResponse)
+        (http_request_with(args.method, addr, size as usize), Until::HttpResponse)
     } else {
         (vec![b'x'; size as usize], Until::Bytes(size as usize))
     };
@@ -274,6 +286,8 @@ fn measure(
                     lab.flush_cookies()?;
                 }
                 match one(if mode == PLAIN { &plain } else { &tfo }) {
+                    // An HTTP error status (425 Too Early under --early-data reject) is not a reply.
+                    Ok(ex) if until == Until::HttpResponse && !http_ok(&ex.reply) => tally.refused(&ex.reply),
                     Ok(ex) => tally.success(mode, &ex),
                     Err(e) if tally.failure(&e)? => break 'rounds,
                     Err(_) => {}
@@ -310,7 +324,19 @@ struct Tally {
     failures: std::collections::BTreeMap<&'static str, u32>,
 }
 
+/// Whether an HTTP reply's status is 2xx.
+fn http_ok(reply: &[u8]) -> bool {
+    reply.get(9..10) == Some(b"2")
+}
+
 impl Tally {
+    /// Counts a reply with an HTTP error status as a failure of its kind.
+    fn refused(&mut self, reply: &[u8]) {
+        let kind = if reply.get(9..12) == Some(b"425") { "too_early" } else { "http_error" };
+        self.failed += 1;
+        *self.failures.entry(kind).or_insert(0) += 1;
+    }
+
     fn success(&mut self, mode: usize, ex: &crate::exchange::Exchange) {
         self.series[mode].record(ex.total);
         let o = &ex.outcome;

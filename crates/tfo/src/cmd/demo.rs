@@ -121,7 +121,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,
     };
-    let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http)?;
+    let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http, Default::default())?;
     let addr = server.addr;
     if !args.json {
         introduce(&setting, addr, args.rtt, note);
