@@ -79,16 +79,23 @@ pub fn handshake_state(socket: &impl AsFd) -> Result<HandshakeState> {
     Ok(HandshakeState::from_tcp_state(read_tcp_info(socket)?.state))
 }
 
+/// The end of a wait that started at `start`, if the handshake has settled.
+fn settled(socket: &impl AsFd, start: Instant) -> Result<Option<Confirmation>> {
+    Ok(match handshake_state(socket)? {
+        HandshakeState::Confirmed => Some(Confirmation::Confirmed { waited: start.elapsed() }),
+        HandshakeState::Failed => Some(Confirmation::Failed),
+        HandshakeState::Pending => None,
+    })
+}
+
 /// Waits (blocking) until the handshake is confirmed, fails, or `timeout` passes.
 pub fn wait_confirmed(socket: &impl AsFd, timeout: Duration) -> Result<Confirmation> {
     let start = Instant::now();
     // Watch first, then look: a state change after the look still wakes the wait.
     let watch = sys::StateWatch::new(socket.as_fd()).map_err(Error::io("watching the socket"))?;
     loop {
-        match handshake_state(socket)? {
-            HandshakeState::Confirmed => return Ok(Confirmation::Confirmed { waited: start.elapsed() }),
-            HandshakeState::Failed => return Ok(Confirmation::Failed),
-            HandshakeState::Pending => {}
+        if let Some(end) = settled(socket, start)? {
+            return Ok(end);
         }
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
@@ -105,10 +112,8 @@ pub async fn wait_confirmed_async(socket: &impl AsFd, timeout: Duration) -> Resu
     let watch = sys::StateWatch::new(socket.as_fd()).map_err(Error::io("watching the socket"))?;
     let watch = sys::AsyncStateWatch::new(watch).map_err(Error::io("registering the watch with tokio"))?;
     loop {
-        match handshake_state(socket)? {
-            HandshakeState::Confirmed => return Ok(Confirmation::Confirmed { waited: start.elapsed() }),
-            HandshakeState::Failed => return Ok(Confirmation::Failed),
-            HandshakeState::Pending => {}
+        if let Some(end) = settled(socket, start)? {
+            return Ok(end);
         }
         let left = timeout.saturating_sub(start.elapsed());
         match ::tokio::time::timeout(left, watch.next()).await {

@@ -309,18 +309,16 @@ impl TfoStream {
                         let first_len = h.first.len();
                         self.connector.finish(&h.stream, h.attempt, h.started_at, addr, first_len)
                     };
+                    // The handshake resolved: take it out (the state is Failed until replaced).
+                    let State::Handshake(h) = std::mem::replace(&mut self.state, State::Failed) else {
+                        return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+                    };
                     match result {
                         Ok(outcome) => {
-                            let State::Handshake(h) = std::mem::replace(&mut self.state, State::Failed) else {
-                                unreachable!("matched above")
-                            };
                             let owed = h.first[h.in_kernel..].to_vec();
                             self.state = State::Open { stream: h.stream, outcome, owed };
                         }
                         Err(e) if self.current + 1 < self.addrs.len() && retryable(&e) => {
-                            let State::Handshake(h) = std::mem::replace(&mut self.state, State::Idle) else {
-                                unreachable!("matched above")
-                            };
                             self.current += 1;
                             // The data the caller was told is written goes to the next address:
                             // in its SYN if the kernel takes it, after its handshake otherwise.
@@ -330,10 +328,7 @@ impl TfoStream {
                                 next.first = h.first;
                             }
                         }
-                        Err(e) => {
-                            self.state = State::Failed;
-                            return Poll::Ready(Err(e.into()));
-                        }
+                        Err(e) => return Poll::Ready(Err(e.into())),
                     }
                 }
             }
