@@ -22,15 +22,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
-
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use ::tokio::net::TcpStream;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 
-use crate::confirm::{handshake_state, wait_confirmed_async, Confirmation, HandshakeState};
+use crate::early_data::{EarlyData, Handshake};
 use crate::outcome::AcceptOutcome;
 use crate::TokioListener;
 
@@ -41,28 +38,6 @@ pub struct AcceptedStream {
     stream: TcpStream,
     outcome: AcceptOutcome,
     handshake: Handshake,
-}
-
-/// A handle on a connection's handshake, for request handlers: is it
-/// confirmed (the client's final ACK arrived), and waiting until it is.
-/// Holds a duplicate of the socket's descriptor (one more per connection).
-#[derive(Debug, Clone)]
-pub struct Handshake(Arc<OwnedFd>);
-
-impl Handshake {
-    fn of(stream: &TcpStream) -> io::Result<Handshake> {
-        Ok(Handshake(Arc::new(stream.as_fd().try_clone_to_owned()?)))
-    }
-
-    /// Where the handshake stands now.
-    pub fn state(&self) -> crate::Result<HandshakeState> {
-        handshake_state(&*self.0)
-    }
-
-    /// Waits until it is confirmed, fails, or `timeout` passes.
-    pub async fn confirmed(&self, timeout: Duration) -> crate::Result<Confirmation> {
-        wait_confirmed_async(&*self.0, timeout).await
-    }
 }
 
 impl AcceptedStream {
@@ -160,78 +135,19 @@ impl Connected<IncomingStream<'_, TokioListener>> for TfoConnectInfo {
     }
 }
 
-/// What a server does with a request that came in the SYN before its
-/// handshake is confirmed (it may be a replay): RFC 8470's answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EarlyDataPolicy {
-    /// Run it once the client's final ACK confirms the handshake (a replay
-    /// never is: it gets no response). Costs the round trip TFO saved.
-    Wait,
-    /// Answer `425 Too Early`; the client retries.
-    Reject,
-    /// Run it at once, marked `Early-Data: 1` (unsafe: a replay runs too).
-    Allow,
-}
-
-/// The early-data rule of a service: a policy for unsafe requests, while safe
-/// methods (GET, HEAD, OPTIONS, and those marked idempotent) always run at
-/// once. Use it with [`early_data`] as axum middleware.
-#[derive(Debug, Clone)]
-pub struct EarlyData {
-    policy: EarlyDataPolicy,
-    idempotent: Vec<axum::http::Method>,
-    timeout: Duration,
-}
-
-impl EarlyData {
-    /// Unsafe requests get `policy`; the wait for confirmation lasts at most 10 s.
-    pub fn new(policy: EarlyDataPolicy) -> EarlyData {
-        EarlyData { policy, idempotent: Vec::new(), timeout: Duration::from_secs(10) }
-    }
-
-    /// Marks a method safe to run from early data (e.g. PUT, when your PUTs are idempotent).
-    pub fn idempotent(mut self, method: axum::http::Method) -> EarlyData {
-        self.idempotent.push(method);
-        self
-    }
-
-    fn is_safe(&self, method: &axum::http::Method) -> bool {
-        use axum::http::Method;
-        [Method::GET, Method::HEAD, Method::OPTIONS].contains(method) || self.idempotent.contains(method)
-    }
-}
-
 /// axum middleware applying an [`EarlyData`] rule per request:
 /// `router.layer(axum::middleware::from_fn_with_state(EarlyData::new(EarlyDataPolicy::Wait), fastopen::early_data))`
 /// on a service made with `into_make_service_with_connect_info::<TfoConnectInfo>()`.
-/// A request that ran before confirmation carries `Early-Data: 1` (RFC 8470).
+/// A request that runs before confirmation carries `Early-Data: 1` (RFC 8470);
+/// one refused, or never confirmed (a replay), gets `425 Too Early` unrun.
 pub async fn early_data(
     axum::extract::State(rule): axum::extract::State<EarlyData>,
     axum::extract::ConnectInfo(info): axum::extract::ConnectInfo<TfoConnectInfo>,
-    mut request: axum::extract::Request,
+    request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let early = info.outcome.data_in_syn && info.handshake.state().is_ok_and(|s| s == HandshakeState::Pending);
-    if !early || rule.is_safe(request.method()) {
-        if early {
-            request.headers_mut().insert("early-data", axum::http::HeaderValue::from_static("1"));
-        }
-        return next.run(request).await;
-    }
-    match rule.policy {
-        EarlyDataPolicy::Allow => {
-            request.headers_mut().insert("early-data", axum::http::HeaderValue::from_static("1"));
-            next.run(request).await
-        }
-        EarlyDataPolicy::Reject => {
-            (axum::http::StatusCode::TOO_EARLY, "sent in the SYN before the handshake was confirmed; retry\n")
-                .into_response()
-        }
-        EarlyDataPolicy::Wait => match info.handshake.confirmed(rule.timeout).await {
-            Ok(c) if c.is_confirmed() => next.run(request).await,
-            // Never confirmed: a replay (or a vanished client). Nobody will read an answer.
-            _ => axum::http::StatusCode::TOO_EARLY.into_response(),
-        },
+    match rule.check(request, &info.handshake).await {
+        Ok(request) => next.run(request).await,
+        Err(too_early) => too_early,
     }
 }

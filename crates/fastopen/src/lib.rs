@@ -49,6 +49,8 @@ mod client;
 mod confirm;
 mod counters;
 mod diagnosis;
+#[cfg(feature = "tokio")]
+mod early_data;
 mod error;
 pub mod host;
 #[cfg(feature = "hyper")]
@@ -65,13 +67,17 @@ mod tcp_info;
 mod tokio_io;
 
 #[cfg(feature = "axum")]
-pub use axum_serve::{early_data, AcceptedStream, EarlyData, EarlyDataPolicy, Handshake, TfoConnectInfo};
+pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};
 pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
 #[cfg(feature = "tokio")]
 pub use confirm::wait_confirmed_async;
 pub use confirm::{handshake_state, wait_confirmed, Confirmation, HandshakeState};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
 pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
+#[cfg(feature = "tokio")]
+pub use early_data::{admit, Admission, EarlyDataPolicy, Handshake};
+#[cfg(feature = "tower")]
+pub use early_data::{EarlyData, EarlyDataLayer, EarlyDataService};
 pub use error::{Error, Result};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};

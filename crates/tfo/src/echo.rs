@@ -97,6 +97,16 @@ impl Default for Limits {
 /// Longest wait for a handshake's final ACK.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+impl From<EarlyData> for fastopen::EarlyDataPolicy {
+    fn from(policy: EarlyData) -> Self {
+        match policy {
+            EarlyData::Wait => fastopen::EarlyDataPolicy::Wait,
+            EarlyData::Reject => fastopen::EarlyDataPolicy::Reject,
+            EarlyData::Allow => fastopen::EarlyDataPolicy::Allow,
+        }
+    }
+}
+
 /// Applies the early-data policy to an unsafe use of `stream`'s data:
 /// `Ok(true)` go on, `Ok(false)` do not handle it. Records `confirmed`.
 async fn admit_early(
@@ -104,26 +114,18 @@ async fn admit_early(
     log: &mut ConnectionLog,
     policy: EarlyData,
 ) -> std::io::Result<bool> {
-    use fastopen::{handshake_state, wait_confirmed_async, Confirmation, HandshakeState};
-    let state = handshake_state(stream).map_err(std::io::Error::from)?;
-    if state != HandshakeState::Pending {
-        log.confirmed = Some(state == HandshakeState::Confirmed);
-        return Ok(state == HandshakeState::Confirmed || policy == EarlyData::Allow);
-    }
-    match policy {
-        EarlyData::Allow => Ok(true),
-        EarlyData::Reject => Ok(false),
-        EarlyData::Wait => {
-            let confirmation = wait_confirmed_async(stream, CONFIRM_TIMEOUT).await.map_err(std::io::Error::from)?;
-            log.confirmed = Some(confirmation.is_confirmed());
-            if !confirmation.is_confirmed() {
-                let why = if confirmation == Confirmation::TimedOut { "timed out" } else { "reset" };
-                log.error =
-                    Some(format!("handshake never confirmed ({why}): a replayed SYN? its data was not handled"));
-            }
-            Ok(confirmation.is_confirmed())
+    use fastopen::{Admission, Confirmation};
+    let admission = fastopen::admit(stream, policy.into(), CONFIRM_TIMEOUT).await.map_err(std::io::Error::from)?;
+    match admission {
+        Admission::Confirmed => log.confirmed = Some(true),
+        Admission::NeverConfirmed(why) => {
+            log.confirmed = Some(false);
+            let why = if why == Confirmation::TimedOut { "timed out" } else { "reset" };
+            log.error = Some(format!("handshake never confirmed ({why}): a replayed SYN? its data was not handled"));
         }
+        Admission::Early | Admission::TooEarly => {}
     }
+    Ok(admission.runs())
 }
 
 /// The final handshake state, for the log.

@@ -482,8 +482,11 @@ fn serve_replayed(lab: &Lab, policy: &str, http: bool, n: usize) -> Vec<serde_js
 #[test]
 fn early_data_wait_handles_each_request_once_under_replay() {
     let Some(lab) = lab(2, vec![Middlebox::ReplaySynData(Duration::from_millis(20))]) else { return };
+    // Not ("allow", true): the HTTP server answers at once and closes first, so
+    // its TIME_WAIT absorbs a replay of the same connection; the fleet test
+    // shows HTTP under `allow` handling a replay that reaches another server.
     for (policy, http) in [("wait", false), ("wait", true), ("allow", false)] {
-        let n = 300;
+        let n = 1000;
         let before = lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO));
         let log = serve_replayed(&lab, policy, http, n);
         let replays = (lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO)) - before) as usize;
@@ -503,74 +506,6 @@ fn early_data_wait_handles_each_request_once_under_replay() {
             _ => assert_eq!(handled, n + accepted_replays, "allow handles every accepted replay too"),
         }
         lab.flush_cookies().unwrap();
-    }
-}
-
-/// axum with the early-data middleware, over a 20 ms path (so the request in
-/// the SYN is handled before the client's ACK arrives): per policy, a POST in
-/// the SYN waits, gets 425, or runs marked `Early-Data: 1`; a GET always runs.
-#[test]
-fn axum_early_data_policies_per_request() {
-    use fastopen::{EarlyData, EarlyDataPolicy, TfoConnectInfo};
-    let Some(lab) = lab(20, vec![]) else { return };
-    let policies = [(8200, EarlyDataPolicy::Wait), (8201, EarlyDataPolicy::Reject), (8202, EarlyDataPolicy::Allow)];
-    for (port, policy) in policies {
-        let addr = SocketAddr::new(lab.server_ip(false), port);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        lab.server()
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async move {
-                    let listener = ListenerBuilder::new(addr).bind_tokio().unwrap();
-                    ready_tx.send(()).unwrap();
-                    async fn handler(headers: axum::http::HeaderMap) -> String {
-                        let early = headers.get("early-data").map_or("none", |v| v.to_str().unwrap_or("?"));
-                        format!("early={early}")
-                    }
-                    let app = axum::Router::new()
-                        .route("/", axum::routing::get(handler).post(handler))
-                        .layer(axum::middleware::from_fn_with_state(EarlyData::new(policy), fastopen::early_data));
-                    axum::serve(listener, app.into_make_service_with_connect_info::<TfoConnectInfo>()).await.unwrap();
-                });
-            })
-            .unwrap();
-        ready_rx.recv().unwrap();
-        let request = |method: &str| {
-            let text = format!("{method} / HTTP/1.1\r\nHost: lab\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            lab.client()
-                .run(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                    rt.block_on(async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut s = fastopen::TfoStream::connect(addr).await.unwrap();
-                        s.write_all(text.as_bytes()).await.unwrap();
-                        let mut reply = Vec::new();
-                        s.read_to_end(&mut reply).await.unwrap();
-                        let in_syn = s.outcome().map(|o| o.tfo_used()).unwrap_or(false);
-                        (String::from_utf8_lossy(&reply).into_owned(), in_syn)
-                    })
-                })
-                .unwrap()
-        };
-        let _ = request("GET"); // a cookie for the next requests (cached per server IP)
-        let (post, in_syn) = request("POST");
-        assert!(in_syn, "{policy:?}: the POST rode in the SYN");
-        let status_and_body =
-            (post.lines().next().unwrap_or_default().to_string(), post.lines().last().unwrap_or_default().to_string());
-        match policy {
-            EarlyDataPolicy::Wait => {
-                assert_eq!(status_and_body, ("HTTP/1.1 200 OK".into(), "early=none".into()), "{post}")
-            }
-            EarlyDataPolicy::Reject => assert!(status_and_body.0.starts_with("HTTP/1.1 425"), "{post}"),
-            EarlyDataPolicy::Allow => {
-                assert_eq!(status_and_body, ("HTTP/1.1 200 OK".into(), "early=1".into()), "{post}")
-            }
-        }
-        let (get, in_syn) = request("GET");
-        assert!(
-            in_syn && get.starts_with("HTTP/1.1 200") && get.ends_with("early=1"),
-            "{policy:?}: a GET runs at once: {get}"
-        );
     }
 }
 
