@@ -10,10 +10,13 @@
 //! - [`middlebox`]: the named policies (strip-tfo, drop-syn-data, drop-tfo-syn,
 //!   replay-syn-data).
 //! - [`topology`]: [`Lab`], a client and a server namespace joined by the link.
+//! - [`fleet`]: [`Fleet`], a client, a load balancer (iptables, DNAT or VIP)
+//!   and N backend namespaces, with a replaying network between backends.
 //! - [`parse`]: `100ms`, `1%`, `100mbit`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod fleet;
 pub mod link;
 pub mod middlebox;
 pub mod netns;
@@ -23,6 +26,7 @@ pub mod sched;
 pub mod testing;
 pub mod topology;
 
+pub use fleet::{BalancerMode, Fleet, FleetConfig};
 pub use link::{CapturePoint, CapturedPacket, DirectionConfig, LinkCounters, PathConfig};
 pub use middlebox::Middlebox;
 pub use topology::{Lab, LabConfig, LabError};

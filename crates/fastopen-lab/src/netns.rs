@@ -120,11 +120,11 @@ pub struct Netns {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NamedNetnsError {
-    /// An `ip` command failed.
-    #[error("`ip {args}` failed: {detail}")]
-    Ip {
-        /// Its arguments.
-        args: String,
+    /// A command (`ip`, `iptables`) failed.
+    #[error("`{command}` failed: {detail}")]
+    Tool {
+        /// The command line.
+        command: String,
         /// Its stderr or the spawn error.
         detail: String,
     },
@@ -157,18 +157,33 @@ pub enum NamedNetnsError {
 
 /// Runs `ip ARGS`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<(), NamedNetnsError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| NamedNetnsError::Ip { args: args.join(" "), detail: format!("{e} (is iproute2 installed?)") })?;
+    run_tool(Command::new("ip").args(args), "iproute2")
+}
+
+/// Runs `command`, failing with its stderr; `package` names what to install
+/// when the program is missing.
+fn run_tool(command: &mut Command, package: &str) -> Result<(), NamedNetnsError> {
+    let mut words = vec![command.get_program().to_string_lossy().into_owned()];
+    words.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let line = words.join(" ");
+    let out = command.output().map_err(|e| NamedNetnsError::Tool {
+        command: line.clone(),
+        detail: format!("{e} (is {package} installed?)"),
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NamedNetnsError::Ip {
-            args: args.join(" "),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(NamedNetnsError::Tool { command: line, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() })
     }
+}
+
+/// A fresh base for the names of one lab's namespaces and its lock: the pid
+/// and counter make it readable, the random part keeps it unique across PID
+/// namespaces, where pids repeat.
+pub(crate) fn unique_base() -> String {
+    static BASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let id = BASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{NAME_PREFIX}{}-{id}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 impl Netns {
@@ -263,6 +278,12 @@ impl Netns {
                 .any(|path| fs::read_to_string(path).is_ok_and(|t| lists_a_listener(&t)))
         })
         .unwrap_or(false)
+    }
+
+    /// Runs `program args` inside this namespace, failing with its stderr;
+    /// `package` names what to install when it is missing.
+    pub fn exec(&self, program: &str, args: &[&str], package: &str) -> Result<(), NamedNetnsError> {
+        run_tool(self.command(program).args(args), package)
     }
 
     /// A command that runs inside this namespace (`ip netns exec NAME PROGRAM`).

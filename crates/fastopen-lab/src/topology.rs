@@ -16,11 +16,10 @@
 //! run are removed when the next lab starts.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::link::{Forwarder, LinkCounters, LinkStats, PathConfig};
-use crate::netns::{ip, remove_leftovers, LabLock, NamedNetnsError, Netns, NAME_PREFIX};
+use crate::netns::{ip, remove_leftovers, unique_base, LabLock, NamedNetnsError, Netns};
 
 /// The client's IPv4 address (198.18.0.0/15, RFC 2544 benchmarking range).
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -69,6 +68,12 @@ pub enum LabError {
     /// Starting the forwarder failed.
     #[error("starting the link forwarder: {0}")]
     Link(#[source] std::io::Error),
+    /// Opening the sockets of a fleet's replayer failed.
+    #[error("starting the fleet's SYN replayer: {0}")]
+    Replayer(#[source] std::io::Error),
+    /// A fleet's replays need backends that own the VIP.
+    #[error("replaying a SYN to another backend needs the VIP mode (under DNAT each backend has its own address)")]
+    ReplayNeedsVip,
 }
 
 /// A running lab. Field order matters: the link stops before the namespaces
@@ -81,8 +86,6 @@ pub struct Lab {
     config: LabConfig,
     _lock: LabLock,
 }
-
-static LABS: AtomicU32 = AtomicU32::new(0);
 
 fn tun_in(ns: &Netns, mtu: u16) -> Result<tun_rs::SyncDevice, LabError> {
     let made = ns.run(|| tun_rs::DeviceBuilder::new().name(LINK_DEVICE).mtu(mtu).build_sync())?;
@@ -104,10 +107,7 @@ impl Lab {
             return Err(NamedNetnsError::NotRoot.into());
         }
         remove_leftovers();
-        let id = LABS.fetch_add(1, Ordering::Relaxed);
-        // The pid and counter make names readable; the random part keeps them
-        // unique across PID namespaces, where pids repeat.
-        let base = format!("{NAME_PREFIX}{}-{id}-{:04x}", std::process::id(), fastrand::u16(..));
+        let base = unique_base();
         let lock = LabLock::acquire(&base)?;
         let client = Netns::create(&format!("{base}-client"))?;
         let server = Netns::create(&format!("{base}-server"))?;

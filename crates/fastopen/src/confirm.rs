@@ -20,6 +20,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::client::read_tcp_info;
+use crate::tcp_info::TcpInfo;
 use crate::{sys, Error, Result};
 
 /// `tcpi_state` of a socket whose handshake is not complete (TCP_SYN_RECV).
@@ -42,12 +43,20 @@ pub enum HandshakeState {
 }
 
 impl HandshakeState {
-    /// From `tcpi_state`.
-    pub fn from_tcp_state(state: u8) -> HandshakeState {
-        match state {
-            TCP_SYN_RECV => HandshakeState::Pending,
-            TCP_CLOSE => HandshakeState::Failed,
-            _ => HandshakeState::Confirmed,
+    /// From an accepted socket's `tcp_info`. The state alone does not tell
+    /// once the server has closed: a TFO child closed before the ACK leaves
+    /// SYN_RECV for FIN_WAIT1, and a confirmed connection ends in CLOSE like a
+    /// reset one. `tcpi_delivered` does: the kernel counts the SYN-ACK as
+    /// delivered when the final ACK arrives, and a replay's sender never
+    /// acknowledges anything. Kernels older than 4.18 lack it: then the
+    /// state decides (CLOSE = failed, any other but SYN_RECV = confirmed).
+    pub fn from_tcp_info(info: &TcpInfo) -> HandshakeState {
+        match (info.state, info.delivered) {
+            (TCP_SYN_RECV, _) => HandshakeState::Pending,
+            (_, Some(delivered)) if delivered > 0 => HandshakeState::Confirmed,
+            (TCP_CLOSE, _) => HandshakeState::Failed,
+            (_, Some(_)) => HandshakeState::Pending, // closing, nothing acknowledged yet
+            (_, None) => HandshakeState::Confirmed,
         }
     }
 }
@@ -76,7 +85,7 @@ impl Confirmation {
 
 /// The handshake state of an accepted connection, now.
 pub fn handshake_state(socket: &impl AsFd) -> Result<HandshakeState> {
-    Ok(HandshakeState::from_tcp_state(read_tcp_info(socket)?.state))
+    Ok(HandshakeState::from_tcp_info(&read_tcp_info(socket)?))
 }
 
 /// The end of a wait that started at `start`, if the handshake has settled.
@@ -127,15 +136,31 @@ pub async fn wait_confirmed_async(socket: &impl AsFd, timeout: Duration) -> Resu
 mod tests {
     use super::*;
 
+    fn info(state: u8, delivered: Option<u32>) -> TcpInfo {
+        let mut bytes = vec![0u8; if delivered.is_some() { 232 } else { 104 }];
+        bytes[0] = state;
+        if let Some(d) = delivered {
+            bytes[192..196].copy_from_slice(&d.to_ne_bytes());
+        }
+        TcpInfo::parse(&bytes).unwrap()
+    }
+
     #[test]
     fn states() {
-        assert_eq!(HandshakeState::from_tcp_state(3), HandshakeState::Pending);
-        assert_eq!(HandshakeState::from_tcp_state(1), HandshakeState::Confirmed);
-        assert_eq!(
-            HandshakeState::from_tcp_state(8),
-            HandshakeState::Confirmed,
-            "CLOSE_WAIT: a FIN came after the ACK"
-        );
-        assert_eq!(HandshakeState::from_tcp_state(7), HandshakeState::Failed);
+        use HandshakeState::*;
+        let cases = [
+            (3, Some(0), Pending, "SYN_RECV"),
+            (1, Some(1), Confirmed, "ESTABLISHED"),
+            (8, Some(1), Confirmed, "CLOSE_WAIT: a FIN came after the ACK"),
+            (7, Some(0), Failed, "CLOSE, nothing acknowledged: reset before the ACK"),
+            (7, Some(3), Confirmed, "CLOSE after a confirmed exchange and a clean close"),
+            (4, Some(0), Pending, "FIN_WAIT1: the server answered and closed before the ACK"),
+            (4, Some(2), Confirmed, "FIN_WAIT1, response acknowledged"),
+            (4, None, Confirmed, "old kernel: the state decides"),
+            (7, None, Failed, "old kernel: CLOSE"),
+        ];
+        for (state, delivered, expected, what) in cases {
+            assert_eq!(HandshakeState::from_tcp_info(&info(state, delivered)), expected, "{what}");
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct TcpInfo {
     pub bytes_received: Option<u64>,
     /// `tcpi_data_segs_in`: segments received that carried data.
     pub data_segs_in: Option<u32>,
+    /// `tcpi_delivered`: packets the peer acknowledged; a passive socket
+    /// counts its SYN-ACK when the client's final ACK arrives (Linux 4.18+).
+    pub delivered: Option<u32>,
     /// `tcpi_bytes_sent`: payload bytes sent, retransmissions included.
     pub bytes_sent: Option<u64>,
 }
@@ -76,6 +79,7 @@ impl TcpInfo {
             total_retrans: u32_at(bytes, 100),
             bytes_received: u64_at(bytes, 128),
             data_segs_in: u32_at(bytes, 152),
+            delivered: u32_at(bytes, 192),
             bytes_sent: u64_at(bytes, 200),
         })
     }

@@ -128,13 +128,16 @@ async fn admit_early(
     Ok(admission.runs())
 }
 
-/// The final handshake state, for the log.
-fn final_confirmation(stream: &tokio::net::TcpStream) -> Option<bool> {
-    match fastopen::handshake_state(stream).ok()? {
-        fastopen::HandshakeState::Confirmed => Some(true),
-        fastopen::HandshakeState::Failed => Some(false),
-        _ => None,
-    }
+/// How long a connection's log line waits, after the connection is done,
+/// for a handshake still pending to settle (the server may answer and close
+/// before the client's ACK arrives; the ACK or the reset still comes).
+const SETTLE_FOR_LOG: Duration = Duration::from_secs(1);
+
+/// Whether the handshake was confirmed, for the log: `false` if it was reset,
+/// or not confirmed within [`SETTLE_FOR_LOG`] after the connection ended.
+async fn final_confirmation(stream: &tokio::net::TcpStream) -> Option<bool> {
+    let confirmation = fastopen::wait_confirmed_async(stream, SETTLE_FOR_LOG).await.ok()?;
+    Some(confirmation.is_confirmed())
 }
 
 /// Accepts connections until `shutdown` completes or `count` connections were
@@ -150,6 +153,8 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let on_connection = std::sync::Arc::new(on_connection);
     let mut tasks = JoinSet::new();
+    // Set when the drain time is over: connections still open stop, and log.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let mut accepted = 0u64;
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
@@ -171,24 +176,32 @@ pub(crate) async fn serve(
                 };
                 accepted += 1;
                 let on_connection = on_connection.clone();
+                let closing = closing.clone();
                 tasks.spawn(async move {
-                    on_connection(handle(stream, peer, outcome, protocol, limits).await);
+                    on_connection(handle(stream, peer, outcome, protocol, limits, closing).await);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     // Let connections in progress finish, for a while.
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut tasks)).await.is_err() {
         eprintln!(
             "tfo serve: {} connection(s) still open after {} s; closing them",
             tasks.len(),
             DRAIN_TIMEOUT.as_secs()
         );
-        tasks.abort_all();
+        // Each one stops and writes its log line; none is dropped silently.
+        let _ = closing_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(1), drain(&mut tasks)).await.is_err() {
+            tasks.abort_all();
+        }
     }
     Ok(())
+}
+
+async fn drain(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Accept errors, logged once per interval with how many were not logged.
@@ -252,6 +265,7 @@ async fn handle(
     outcome: AcceptOutcome,
     protocol: Protocol,
     limits: Limits,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> ConnectionLog {
     let mut log = ConnectionLog {
         event: "connection",
@@ -265,15 +279,30 @@ async fn handle(
         http_status: None,
         error: None,
     };
-    let result = match protocol {
-        Protocol::Raw => echo_raw(&mut stream, &mut log, limits).await,
-        Protocol::Http => echo_http(&mut stream, &mut log, limits).await,
+    let work = async {
+        match protocol {
+            Protocol::Raw => echo_raw(&mut stream, &mut log, limits).await,
+            Protocol::Http => echo_http(&mut stream, &mut log, limits).await,
+        }
     };
-    if let Err(e) = result {
-        log.error.get_or_insert(e.to_string());
+    let result = tokio::select! {
+        result = work => Some(result),
+        _ = closing.wait_for(|closing| *closing) => None,
+    };
+    let finished = result.is_some();
+    match result {
+        Some(Err(e)) => {
+            log.error.get_or_insert(e.to_string());
+        }
+        Some(Ok(())) => {}
+        None => log.error = Some("closed unfinished: the server is shutting down".into()),
     }
     if log.confirmed.is_none() {
-        log.confirmed = final_confirmation(&stream);
+        log.confirmed = if finished {
+            final_confirmation(&stream).await
+        } else {
+            fastopen::handshake_state(&stream).ok().map(|s| s == fastopen::HandshakeState::Confirmed)
+        };
     }
     log
 }

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fastopen::{AcceptOutcome, ClientOutcome, Connector, FailReason, FastOpenCounters, ListenerBuilder};
+use fastopen_lab::netns::Netns;
 use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
 
 fn lab(rtt_ms: u64, middleboxes: Vec<Middlebox>) -> Option<Lab> {
@@ -434,25 +435,42 @@ fn waiting_for_confirmation_filters_the_replayed_syn() {
     }
 }
 
-/// Runs `tfo serve --json --early-data POLICY` in the lab's server namespace,
-/// makes `n` TFO requests with unique ids from the client, stops the server
-/// and returns its connection log lines.
-fn serve_replayed(lab: &Lab, policy: &str, http: bool, n: usize) -> Vec<serde_json::Value> {
+/// Where `serve_replayed` runs: servers (one per namespace, each with the
+/// extra arguments) and a client.
+struct Replayed<'a> {
+    servers: Vec<&'a Netns>,
+    client: &'a Netns,
+    bind: SocketAddr,
+    connect: SocketAddr,
+    extra: Vec<String>,
+}
+
+/// Runs `tfo serve --json --early-data POLICY` in each server namespace,
+/// makes `n` TFO requests with unique ids from the client, stops the servers
+/// and returns their connection log lines (all servers together).
+fn serve_replayed(at: &Replayed, policy: &str, http: bool, n: usize) -> Vec<serde_json::Value> {
     use std::io::BufRead;
-    let addr = SocketAddr::new(lab.server_ip(false), 8100);
-    let mut cmd = lab.server().command(env!("CARGO_BIN_EXE_tfo"));
-    cmd.args(["serve", &addr.to_string(), "--json", "--early-data", policy]);
-    if http {
-        cmd.arg("--http");
+    let mut servers = Vec::new();
+    for ns in &at.servers {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_tfo"));
+        cmd.args(["serve", &at.bind.to_string(), "--json", "--early-data", policy]).args(&at.extra);
+        if http {
+            cmd.arg("--http");
+        }
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = lines.next().unwrap().unwrap();
+        assert!(listening.contains("listening"), "{listening}");
+        let reader = std::thread::spawn(move || {
+            lines
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+                .collect::<Vec<_>>()
+        });
+        servers.push((child, reader));
     }
-    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = lines.next().unwrap().unwrap();
-    assert!(listening.contains("listening"), "{listening}");
-    let reader = std::thread::spawn(move || {
-        lines.map_while(Result::ok).map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()).collect::<Vec<_>>()
-    });
-    lab.client()
+    let addr = at.connect;
+    at.client
         .run(move || {
             for id in 0..n {
                 let body = format!("transfer #{id}");
@@ -471,9 +489,14 @@ fn serve_replayed(lab: &Lab, policy: &str, http: bool, n: usize) -> Vec<serde_js
         .unwrap();
     // Let the last replays arrive and be answered by the client's reset.
     std::thread::sleep(Duration::from_millis(400));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let _ = child.wait();
-    reader.join().unwrap()
+    let mut log = Vec::new();
+    for (mut child, reader) in servers {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let _ = child.wait();
+        log.extend(reader.join().unwrap());
+    }
+    log
 }
 
 /// Each request's SYN is replayed by the path. Under `wait` every request is
@@ -488,7 +511,10 @@ fn early_data_wait_handles_each_request_once_under_replay() {
     for (policy, http) in [("wait", false), ("wait", true), ("allow", false)] {
         let n = 1000;
         let before = lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO));
-        let log = serve_replayed(&lab, policy, http, n);
+        let addr = SocketAddr::new(lab.server_ip(false), 8100);
+        let at =
+            Replayed { servers: vec![lab.server()], client: lab.client(), bind: addr, connect: addr, extra: vec![] };
+        let log = serve_replayed(&at, policy, http, n);
         let replays = (lab.counters().middleboxes.of(Middlebox::ReplaySynData(Duration::ZERO)) - before) as usize;
         let handled = log.iter().filter(|l| l["handled"] == true).count();
         let unconfirmed_in_syn = log.iter().filter(|l| l["in_syn"] == true && l["confirmed"] == false).count();
@@ -544,4 +570,64 @@ fn bench_measures_early_data_policies() {
     assert!(ratio < 0.75, "allow keeps the saving: ratio {ratio}");
     let reject = run("reject");
     assert_eq!(reject["failures"]["too_early"], 4, "{reject}");
+}
+
+/// A fleet of two backends that own the VIP and share one key (so a cookie
+/// from one is good at the other), behind a real Linux balancer; the network
+/// replays each SYN with data to the backend that did not get it, where no
+/// TIME_WAIT or connection absorbs it. Under `wait` every request runs once
+/// and each replay that reaches a server is held and dropped; under `allow`
+/// the replays run on the other server: the same request twice.
+#[test]
+fn a_replay_reaching_another_server_of_the_fleet() {
+    use fastopen_lab::{Fleet, FleetConfig};
+    if !fastopen_lab::testing::root_or_skip("fleet_replay") {
+        return;
+    }
+    let fleet = Fleet::start(FleetConfig::default()).expect("fleet starts");
+    let dir = common::tempdir("fleet_replay");
+    let key = dir.join("fleet.key");
+    common::write_key(&key, "00112233-44556677-8899aabb-ccddeeff");
+    let replayer = fleet.replay_syn_data_to_next(Duration::from_millis(20)).expect("replayer");
+    let n = 200;
+    for policy in ["wait", "allow"] {
+        let at = Replayed {
+            servers: fleet.backends().iter().collect(),
+            client: fleet.client(),
+            bind: SocketAddr::new(fleet.vip(), 8080),
+            connect: SocketAddr::new(fleet.vip(), 8080),
+            extra: vec!["--key-file".into(), key.display().to_string()],
+        };
+        let before = fleet.backends().iter().map(counters_in).collect::<Vec<_>>();
+        let replays_before = replayer.replayed();
+        let log = serve_replayed(&at, policy, true, n);
+        let replays = (replayer.replayed() - replays_before) as usize;
+        let passive: u64 = fleet.backends().iter().zip(&before).map(|(ns, b)| (&counters_in(ns) - b).passive).sum();
+        // One cookie for the whole fleet: every request after the first rode in the SYN.
+        let cookie_fail: u64 =
+            fleet.backends().iter().zip(&before).map(|(ns, b)| (&counters_in(ns) - b).passive_fail).sum();
+        assert_eq!(cookie_fail, 0, "{policy}: a shared key and the VIP give one cookie");
+        assert!(replays >= n - 1, "{policy}: the network replayed {replays} SYNs");
+        let replayed_lines: Vec<_> = log.iter().filter(|l| l["in_syn"] == true && l["confirmed"] == false).collect();
+        // Nothing holds the original connection at the other server, and the
+        // client answers from TIME_WAIT with an ACK, not a reset: the replays
+        // reach the application there (every one in our runs), each logged.
+        assert!(replayed_lines.len() * 10 >= replays * 9, "{policy}: {} of {replays} accepted", replayed_lines.len());
+        assert!(passive as usize >= (n - 1) + replayed_lines.len(), "{policy}: TCPFastOpenPassive +{passive}");
+        let handled = log.iter().filter(|l| l["handled"] == true).count();
+        let replays_handled = replayed_lines.iter().filter(|l| l["handled"] == true).count();
+        match policy {
+            "wait" => {
+                assert_eq!(handled, n, "each request handled exactly once across the fleet");
+                assert_eq!(replays_handled, 0, "no replay handled");
+            }
+            _ => {
+                assert_eq!(handled, n + replays_handled, "allow: the replays ran too");
+                assert_eq!(replays_handled, replayed_lines.len(), "allow: every replay that reached a server ran");
+            }
+        }
+        fleet.flush_cookies().unwrap();
+    }
+    drop(replayer);
+    let _ = std::fs::remove_dir_all(dir);
 }
