@@ -126,6 +126,9 @@ pub enum Note {
     SynDataNotAcked(u32),
     /// A SYN sent again (same initial sequence number).
     SynRetransmission,
+    /// The SYN of a connection that had already ended, again: a duplicate
+    /// from the network or a replay.
+    ReplayedSyn,
 }
 
 impl fmt::Display for Note {
@@ -134,6 +137,7 @@ impl fmt::Display for Note {
             Note::AcksSynData(n) => write!(f, "acks the {n} bytes of SYN data"),
             Note::SynDataNotAcked(n) => write!(f, "does NOT ack the {n} bytes of SYN data"),
             Note::SynRetransmission => f.write_str("retransmitted SYN"),
+            Note::ReplayedSyn => f.write_str("REPLAYED SYN: the connection had ended"),
         }
     }
 }
@@ -201,6 +205,13 @@ pub enum Verdict {
     },
     /// The SYN's TFO option has a length no TFO option has; no cookie came back.
     MalformedOption,
+    /// The SYN of a connection that had ended came again (same initial
+    /// sequence number): a duplicate or a replay, which a server that no longer
+    /// holds the connection takes as a new one.
+    ReplayedSyn {
+        /// Bytes in the SYN (its data is delivered again if the server accepts it).
+        bytes: u32,
+    },
     /// The capture does not include the SYN.
     NoHandshake,
 }
@@ -220,6 +231,7 @@ impl Verdict {
             Verdict::Refused => "refused",
             Verdict::SynDataDropped { .. } => "syn_data_dropped",
             Verdict::MalformedOption => "malformed_option",
+            Verdict::ReplayedSyn { .. } => "replayed_syn",
             Verdict::NoHandshake => "no_handshake",
         }
     }
@@ -250,6 +262,10 @@ impl fmt::Display for Verdict {
                 "the SYN with {bytes} bytes of data went unanswered and was sent again without data: something on the path drops SYNs that carry data"
             ),
             Verdict::MalformedOption => f.write_str("the SYN's TFO option is malformed (a length no TFO option has); no cookie came back"),
+            Verdict::ReplayedSyn { bytes } => write!(
+                f,
+                "a REPLAYED SYN with {bytes} bytes of data, after its connection had ended: a new connection to the server"
+            ),
             Verdict::NoHandshake => f.write_str("handshake not in the capture"),
         }
     }
@@ -289,6 +305,8 @@ pub struct Connection {
     pub syn_retransmits: u32,
     /// A RST was seen.
     pub reset: bool,
+    /// Its SYN repeats that of a connection that had ended ([`Verdict::ReplayedSyn`]).
+    pub replayed: bool,
     client_isn: Option<u32>,
     server_isn: Option<u32>,
     /// Handshake per capture point (points 0..4).
@@ -307,6 +325,7 @@ impl Connection {
             bytes_to_client: 0,
             syn_retransmits: 0,
             reset: false,
+            replayed: false,
             client_isn: None,
             server_isn: None,
             handshakes: [Handshake::default(); 4],
@@ -402,6 +421,9 @@ impl Connection {
     pub fn verdict(&self) -> Verdict {
         let seen: Vec<&Handshake> = self.handshakes.iter().filter(|h| h.syn_seen).collect();
         let Some(first) = seen.first() else { return Verdict::NoHandshake };
+        if self.replayed {
+            return Verdict::ReplayedSyn { bytes: first.syn_len };
+        }
         // An option present at an earlier point and gone at a later one.
         for pair in seen.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -509,6 +531,7 @@ impl Tracker {
             Dir::ToClient if p.flags.has(TcpFlags::RST) => c.on_reset_before_syn_ack(point),
             _ => None,
         };
+        let note = if c.replayed && c.events.is_empty() { Some(Note::ReplayedSyn) } else { note };
         if c.events.len() < max_events {
             c.record(Event {
                 time: time.saturating_sub(start),
@@ -535,7 +558,12 @@ impl Tracker {
                 } else {
                     (SocketAddr::new(p.src, p.src_port), SocketAddr::new(p.dst, p.dst_port))
                 };
-                self.connections.push(Connection::new(client, server));
+                // The same SYN as a connection that ended: a replay.
+                let replayed = self.index.get(&key).is_some_and(|&i| {
+                    let c = &self.connections[i];
+                    p.flags.is_syn() && c.finished && c.client_isn == Some(p.seq)
+                });
+                self.connections.push(Connection { replayed, ..Connection::new(client, server) });
                 let i = self.connections.len() - 1;
                 self.index.insert(key, i);
                 i
@@ -543,11 +571,12 @@ impl Tracker {
         }
     }
 
-    /// A SYN with a new initial sequence number, on a connection that finished
-    /// or completed its handshake, starts a new connection (a reused port).
+    /// A SYN starts a new connection on a connection that finished (a reused
+    /// port, or the same SYN again: a replay), or on one that completed its
+    /// handshake if its initial sequence number is new.
     fn is_new_connection(&self, i: usize, p: &TcpPacket<'_>) -> bool {
         let c = &self.connections[i];
-        c.client_isn != Some(p.seq) && (c.finished || c.handshakes.iter().any(|h| h.synack_seen))
+        c.finished || (c.client_isn != Some(p.seq) && c.handshakes.iter().any(|h| h.synack_seen))
     }
 
     /// The connections, in order of first packet.
@@ -580,6 +609,9 @@ mod tests {
         }
         if flags & TcpFlags::RST != 0 {
             b = b.rst();
+        }
+        if flags & TcpFlags::FIN != 0 {
+            b = b.fin();
         }
         let b = b.options_raw(options).unwrap();
         let mut out = Vec::new();
@@ -625,6 +657,33 @@ mod tests {
             (1010, 0, pkt(false, SYNACK, 9, 2, &[], b"")),
         ]);
         assert_eq!(t.connections()[0].verdict(), Verdict::SynDataDropped { bytes: 5 });
+    }
+
+    /// The SYN with data of a connection that ended comes again: a second
+    /// connection, marked replayed; a new SYN on the port is not.
+    #[test]
+    fn a_replayed_syn_is_a_new_connection_marked_replayed() {
+        let fin = TcpFlags::FIN | TcpFlags::ACK;
+        let t = track(&[
+            (0, 0, pkt(true, SYN, 1000, 0, &COOKIE, b"pay 1")),
+            (100, 0, pkt(false, SYNACK, 5000, 1006, &[], b"")),
+            (200, 0, pkt(true, fin, 1006, 5001, &[], b"")),
+            (300, 0, pkt(false, fin, 5001, 1007, &[], b"")),
+            (400, 0, pkt(true, SYN, 1000, 0, &COOKIE, b"pay 1")),
+            (500, 0, pkt(false, SYNACK, 7000, 1006, &[], b"")),
+        ]);
+        let [original, replay] = t.connections() else { panic!("two connections: {:?}", t.connections()) };
+        assert_eq!(original.verdict(), Verdict::TfoUsed { bytes: 5 });
+        assert!(!original.replayed);
+        assert_eq!(replay.verdict(), Verdict::ReplayedSyn { bytes: 5 });
+        assert_eq!(replay.events[0].note, Some(Note::ReplayedSyn));
+        assert_eq!((replay.events.len(), replay.events[1].seq), (2, 0), "its own sequence numbers");
+        let reused = track(&[
+            (0, 0, pkt(true, SYN, 1000, 0, &[], b"")),
+            (200, 0, pkt(true, fin, 1001, 5001, &[], b"")),
+            (400, 0, pkt(true, SYN, 9000, 0, &[], b"")),
+        ]);
+        assert!(!reused.connections()[1].replayed, "a new initial sequence number: a reused port");
     }
 
     #[test]

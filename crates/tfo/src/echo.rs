@@ -80,6 +80,8 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
     /// Unsafe data before confirmation: wait, reject or allow.
     pub(crate) early_data: EarlyData,
+    /// `wait`: the longest wait for the client's final ACK.
+    pub(crate) confirm_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -90,12 +92,10 @@ impl Default for Limits {
             request: Duration::from_secs(30),
             max_body: 1 << 20,
             early_data: EarlyData::Allow,
+            confirm_timeout: Duration::from_secs(10),
         }
     }
 }
-
-/// Longest wait for a handshake's final ACK.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<EarlyData> for fastopen::EarlyDataPolicy {
     fn from(policy: EarlyData) -> Self {
@@ -109,13 +109,11 @@ impl From<EarlyData> for fastopen::EarlyDataPolicy {
 
 /// Applies the early-data policy to an unsafe use of `stream`'s data:
 /// `Ok(true)` go on, `Ok(false)` do not handle it. Records `confirmed`.
-async fn admit_early(
-    stream: &tokio::net::TcpStream,
-    log: &mut ConnectionLog,
-    policy: EarlyData,
-) -> std::io::Result<bool> {
+async fn admit_early(stream: &tokio::net::TcpStream, log: &mut ConnectionLog, limits: Limits) -> std::io::Result<bool> {
     use fastopen::{Admission, Confirmation};
-    let admission = fastopen::admit(stream, policy.into(), CONFIRM_TIMEOUT).await.map_err(std::io::Error::from)?;
+    let admission = fastopen::admit(stream, limits.early_data.into(), limits.confirm_timeout)
+        .await
+        .map_err(std::io::Error::from)?;
     match admission {
         Admission::Confirmed => log.confirmed = Some(true),
         Admission::NeverConfirmed(why) => {
@@ -349,7 +347,7 @@ async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, l
         }
         log.bytes_in += n as u64;
         if !admitted {
-            if !admit_early(stream, log, limits.early_data).await? {
+            if !admit_early(stream, log, limits).await? {
                 return Ok(()); // closed unhandled
             }
             admitted = true;
@@ -438,7 +436,7 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
     let response = loop {
         match examine_request(&buf, limits.max_body) {
             HttpRequest::Complete { len } => {
-                if log.in_syn && !is_safe_method(&buf) && !admit_early(stream, log, limits.early_data).await? {
+                if log.in_syn && !is_safe_method(&buf) && !admit_early(stream, log, limits).await? {
                     if limits.early_data == EarlyData::Reject {
                         break http_response(
                             425,

@@ -260,6 +260,19 @@ fn demo_runs_the_walkthrough_over_the_lab() {
     // The path's delay is enforced: a plain request needs two round trips, TFO one.
     assert!(steps[0]["total_ms"].as_f64().unwrap() >= 80.0, "{}", steps[0]);
     assert!(steps[2]["total_ms"].as_f64().unwrap() >= 40.0, "{}", steps[2]);
+    // Step 4: the replayed SYN is handled twice under allow, once under wait;
+    // the server's kernel took both SYNs' data, and the wire shows the replay.
+    let policies = v["replay"]["policies"].as_array().unwrap();
+    let handled: Vec<_> = policies.iter().map(|p| (p["early_data"].clone(), p["handled"].clone())).collect();
+    assert_eq!(handled, [("allow".into(), 2.into()), ("wait".into(), 1.into())], "{}", v["replay"]);
+    for p in policies {
+        assert_eq!(p["tfo_used"], true, "{p}");
+        assert_eq!(p["server_counters_delta"]["passive"], 2, "{p}");
+        let logs = p["server_logs"].as_array().unwrap();
+        assert_eq!((logs[1]["in_syn"].clone(), logs[1]["confirmed"].clone()), (true.into(), false.into()), "{p}");
+        let verdicts: Vec<_> = p["wire"].as_array().unwrap().iter().map(|c| c["verdict"].clone()).collect();
+        assert_eq!(verdicts, ["tfo_used", "replayed_syn"], "{p}");
+    }
     // The demo's namespaces are `tfokit-PID-...`: none of its own may be left.
     assert_eq!(lab_namespaces_of(demo_pid), Vec::<String>::new());
 }

@@ -328,7 +328,14 @@ fn bench_lab_and_demo() {
     schema(
         &demo,
         "demo",
-        &[("setting", T::Str), ("rtt_ms", NUM_OR_NULL), ("server", T::Str), ("steps", T::Arr), ("saved_ms", T::Num)],
+        &[
+            ("setting", T::Str),
+            ("rtt_ms", NUM_OR_NULL),
+            ("server", T::Str),
+            ("steps", T::Arr),
+            ("saved_ms", T::Num),
+            ("replay", OBJ_OR_NULL),
+        ],
     );
     for step in demo["steps"].as_array().unwrap() {
         schema(step, "demo step", &OUTCOME);
@@ -348,4 +355,22 @@ fn bench_lab_and_demo() {
         );
     }
     schema(&demo["steps"][2]["server"], "demo server log", &CONNECTION_LOG);
+    schema(&demo["replay"], "demo replay", &[("replay_delay_ms", T::Num), ("policies", T::Arr)]);
+    for policy in demo["replay"]["policies"].as_array().unwrap() {
+        schema(policy, "demo replay policy", &OUTCOME);
+        schema(
+            policy,
+            "demo replay policy",
+            &[
+                ("early_data", T::Str),
+                ("handled", T::Num),
+                ("server_logs", T::Arr),
+                ("server_counters_delta", T::Obj),
+                ("wire", T::Arr),
+            ],
+        );
+        for log in policy["server_logs"].as_array().unwrap() {
+            schema(log, "demo replay server log", &CONNECTION_LOG);
+        }
+    }
 }

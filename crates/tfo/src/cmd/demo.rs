@@ -18,6 +18,8 @@ use crate::interrupt;
 use crate::labrun::{http_request, ns_counters, NsServer};
 use crate::report::{self, ms};
 
+use super::demo_replay;
+
 /// Run the TFO walkthrough end to end: plain request, cookie, request in the SYN.
 ///
 /// Builds a lab (a client and a server network namespace joined by an emulated
@@ -30,11 +32,16 @@ use crate::report::{self, ms};
 ///
 /// For each it prints what the client and the server saw, the kernel's
 /// TCPFastOpen* counter changes (the independent check), and the time; then
-/// the three side by side.
+/// the three side by side. Then TFO's last limit:
+///   4. a replayed SYN: over a second path that replays each SYN with data,
+///      one raw request in the SYN is handled twice by a server under
+///      `--early-data allow`, once under `--early-data wait` (the replay is
+///      held until an ACK that never comes, then dropped), with the wire.
 ///
-/// Needs root for the lab. Without root (or with --loopback) it runs the same
-/// steps on loopback in a private namespace, where a round trip is microseconds.
-/// Exit 1 if the third request did not carry its data in the SYN.
+/// Needs root for the lab. Without root (or with --loopback) it runs steps 1-3
+/// on loopback in a private namespace, where a round trip is microseconds.
+/// Exit 1 if the third request did not carry its data in the SYN, or if
+/// `wait` handled the replayed request.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -136,13 +143,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         results.push(run_step(&setting, &mut server, step, &request)?);
     }
     drop(server);
+    let replay = match (&setting, rtt) {
+        (Setting::Lab(_), Some(rtt)) => {
+            drop(setting); // the replaying path is a lab of its own
+            Some(demo_replay::run(rtt)?)
+        }
+        _ => None,
+    };
     if args.json {
-        print_json(&results, rtt, addr)?;
+        print_json(&results, rtt, addr, replay.as_ref())?;
     } else {
         print_text(&results, rtt);
+        match &replay {
+            Some(step) => demo_replay::print_text(step),
+            None => println!("\n4. (a replayed SYN needs the lab's replaying path: run as root, without --loopback)"),
+        }
     }
     if !results[2].outcome.tfo_used() {
         return Err(CheckFailed("the second TFO request did not carry its data in the SYN".into()).into());
+    }
+    if replay.as_ref().is_some_and(|r| r.wait_handled_twice()) {
+        return Err(CheckFailed("--early-data wait handled the replayed request".into()).into());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -312,9 +333,16 @@ struct DemoReport<'a> {
     server: SocketAddr,
     steps: Vec<StepReport<'a>>,
     saved_ms: f64,
+    /// Step 4 (lab only).
+    replay: Option<demo_replay::ReplayReport<'a>>,
 }
 
-fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -> anyhow::Result<()> {
+fn print_json(
+    results: &[StepResult],
+    rtt: Option<Duration>,
+    addr: SocketAddr,
+    replay: Option<&demo_replay::ReplayStep>,
+) -> anyhow::Result<()> {
     let steps = STEPS
         .iter()
         .zip(results)
@@ -337,6 +365,7 @@ fn print_json(results: &[StepResult], rtt: Option<Duration>, addr: SocketAddr) -
         server: addr,
         steps,
         saved_ms: ms(results[0].total.saturating_sub(results[2].total)),
+        replay: replay.map(demo_replay::ReplayReport::from),
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

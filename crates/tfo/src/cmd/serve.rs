@@ -79,6 +79,10 @@ pub(crate) struct Args {
     /// and OPTIONS always run at once.
     #[arg(long, value_enum, default_value = "wait", value_name = "POLICY")]
     early_data: echo::EarlyData,
+    /// `--early-data wait`: how long to wait for the client's final ACK
+    /// before dropping the data unhandled (a replay's ACK never comes).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
+    confirm_timeout: Duration,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -117,6 +121,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         request: args.request_timeout,
         max_body: args.max_body,
         early_data: args.early_data,
+        confirm_timeout: args.confirm_timeout,
     };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
