@@ -13,6 +13,7 @@ mod exchange;
 mod exit;
 mod impairments;
 mod interrupt;
+mod keywatch;
 mod labrun;
 mod measure;
 mod plot;

@@ -420,3 +420,80 @@ fn serve_handles_many_concurrent_connections() {
         assert_eq!(in_syn, 40);
     });
 }
+
+/// The server's stderr, a line at a time, with a deadline per line.
+fn stderr_lines(server: &mut Server) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let err = std::io::BufReader::new(server.guard.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_line(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("tfo serve did not say {wanted:?} within 5 s"),
+        }
+    }
+}
+
+/// `tfo serve --key-file` follows the file without a signal: a Kubernetes
+/// Secret volume's symlink swap, a rename by `tfo key rotate`, and a file
+/// that goes bad (the running keys stay). Each time the old cookie still
+/// works, through the backup key (TCPFastOpenPassiveAltKey).
+#[test]
+fn serve_follows_its_key_file_through_symlink_swaps_and_renames() {
+    in_netns("cli_key_follow", 3, || {
+        use std::os::unix::fs::symlink;
+        let dir = tempdir("key-follow");
+        // The layout of a Secret volume: tfo.key -> ..data/tfo.key, ..data -> ..v1.
+        std::fs::create_dir(dir.join("..v1")).unwrap();
+        write_key(&dir.join("..v1/tfo.key"), "00112233-44556677-8899aabb-ccddeeff");
+        symlink("..v1", dir.join("..data")).unwrap();
+        symlink("..data/tfo.key", dir.join("tfo.key")).unwrap();
+        let key_file = dir.join("tfo.key");
+        let mut server = Server::start(&["--key-file", key_file.to_str().unwrap()]);
+        let lines = stderr_lines(&mut server);
+        let addr = server.addr.to_string();
+        let send = |data: &str| json(&run_tfo(&["send", &addr, "--data", data, "--json"]));
+        assert_eq!(send("cookie")["fail_reason"], "cookie_unavailable");
+
+        // The swap: a new directory, then ..data renamed over (atomic).
+        std::fs::create_dir(dir.join("..v2")).unwrap();
+        write_key(&dir.join("..v2/tfo.key"), "ffeeddcc-bbaa9988-77665544-33221100");
+        symlink("..v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        let line = expect_line(&lines, "keys reloaded");
+        assert!(line.contains("the file changed") && line.contains("previous key kept as backup"), "{line}");
+        let before = counters();
+        assert_eq!(send("old cookie")["tfo_used"], true);
+        assert_eq!((&counters() - &before).passive_alt_key, 1, "accepted through the backup key");
+
+        // `tfo key rotate` replaces the symlink's target by rename.
+        let o = run_tfo(&["key", "rotate", "--key-file", key_file.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        expect_line(&lines, "keys reloaded");
+        let before = counters();
+        assert_eq!(send("cookie of the last key")["tfo_used"], true);
+        assert_eq!((&counters() - &before).passive_alt_key, 1);
+
+        // A file that goes bad keeps the running keys, and says why.
+        std::fs::write(dir.join("..v2/broken"), "not a key").unwrap();
+        std::fs::rename(dir.join("..v2/broken"), dir.join("..v2/tfo.key")).unwrap();
+        let line = expect_line(&lines, "key reload failed, keeping the old keys");
+        assert!(!line.contains("not a key"), "the file's text is never printed: {line}");
+        assert_eq!(send("still")["tfo_used"], true);
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}

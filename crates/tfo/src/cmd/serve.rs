@@ -53,7 +53,11 @@ pub(crate) struct Args {
     /// TFO queue length: pending TFO connections allowed (0 turns TFO off).
     #[arg(long, default_value_t = fastopen::DEFAULT_QUEUE_LEN, value_name = "N")]
     queue: u32,
-    /// Cookie key file (this listener's own key instead of the namespace's).
+    /// Cookie key file (this listener's own key instead of the namespace's):
+    /// "PRIMARY" or "PRIMARY,BACKUP". Followed: when the file changes (also by
+    /// rename or a symlink swap, as a Kubernetes Secret volume does), or on
+    /// SIGHUP, the keys are reloaded, the previous key kept as backup; a bad
+    /// file keeps the running keys and says why.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// Accept data in the SYN without a cookie (TCP_FASTOPEN_NO_COOKIE).
@@ -162,7 +166,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Without the handler a SIGHUP would kill the server: fail now, not then.
             let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler that reloads --key-file")?;
-            tokio::spawn(rotate_on_sighup(hup, listener.clone(), path, keys.map(|k| k.0)));
+            // Without inotify (or a directory to watch) SIGHUP still works.
+            let watch = crate::keywatch::KeyFileWatch::new(&path)
+                .map_err(|e| {
+                    eprintln!("tfo serve: not following {} for changes ({e}); SIGHUP reloads it", path.display())
+                })
+                .ok();
+            tokio::spawn(follow_key_file(hup, watch, listener.clone(), path, keys));
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let json = args.json;
@@ -212,25 +222,50 @@ fn print_line(line: String) -> std::io::Result<()> {
     out.flush()
 }
 
-async fn rotate_on_sighup(
+/// Reloads `--key-file` on SIGHUP and whenever the file changes, keeping
+/// the previous primary key as backup when the file names none. A file that
+/// did not change is left alone (a write triggers both); a bad one keeps the
+/// running keys and says why.
+async fn follow_key_file(
     mut hup: tokio::signal::unix::Signal,
+    mut watch: Option<crate::keywatch::KeyFileWatch>,
     listener: std::sync::Arc<fastopen::TokioListener>,
     path: PathBuf,
-    mut current: Option<FastOpenKey>,
+    mut loaded: Option<(FastOpenKey, Option<FastOpenKey>)>,
 ) {
-    while hup.recv().await.is_some() {
-        let result = read_keys(&path).and_then(|(primary, backup)| {
-            let backup = backup.or(current.filter(|old| *old != primary));
+    loop {
+        let signalled = tokio::select! {
+            signal = hup.recv() => match signal {
+                Some(()) => true,
+                None => return,
+            },
+            changed = crate::keywatch::file_changed(&mut watch) => {
+                if let Err(e) = changed {
+                    eprintln!("tfo serve: stopped following {} ({e}); SIGHUP still reloads it", path.display());
+                    watch = None;
+                }
+                false
+            }
+        };
+        let result = read_keys(&path).and_then(|keys| {
+            if loaded == Some(keys) {
+                return Ok(None);
+            }
+            let (primary, backup) = keys;
+            let backup = backup.or(loaded.map(|(old, _)| old).filter(|old| *old != primary));
             listener.set_keys(&primary, backup.as_ref())?;
-            current = Some(primary);
-            Ok(backup.is_some())
+            loaded = Some(keys);
+            Ok(Some(backup.is_some()))
         });
         match result {
-            Ok(with_backup) => eprintln!(
-                "tfo serve: keys reloaded from {}{}",
+            Ok(Some(with_backup)) => eprintln!(
+                "tfo serve: keys reloaded from {}{}{}",
                 path.display(),
+                if signalled { " (SIGHUP)" } else { " (the file changed)" },
                 if with_backup { " (previous key kept as backup)" } else { "" }
             ),
+            Ok(None) if signalled => eprintln!("tfo serve: keys in {} unchanged", path.display()),
+            Ok(None) => {}
             Err(e) => eprintln!("tfo serve: key reload failed, keeping the old keys: {e:#}"),
         }
     }
