@@ -19,7 +19,7 @@ fn bad(input: &str, problem: &'static str) -> BadQuantity {
 /// The longest duration any option takes.
 pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
-/// A duration with its unit: `250us`, `100ms`, `1.5s`, `2m`; `0` alone needs none.
+/// A duration with its unit: `250us`, `100ms`, `1.5s`, `2m`, `1h`; `0` alone needs none.
 ///
 /// Every duration in tfokit is written this way, so that `--rtt 5` and
 /// `--timeout 5` cannot mean different things: a bare number is refused.
@@ -37,13 +37,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, BadQuantity> {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
     } else if t.parse::<f64>().is_ok() {
-        return Err(bad(text, "has no unit: write e.g. 100ms, 1.5s, 250us, 2m"));
+        return Err(bad(text, "has no unit: write e.g. 100ms, 1.5s, 250us, 2m, 1h"));
     } else {
-        return Err(bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m"));
+        return Err(bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m, 1h"));
     };
     let value: f64 =
-        num.trim().parse().map_err(|_| bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m"))?;
+        num.trim().parse().map_err(|_| bad(text, "is not a duration: write e.g. 100ms, 1.5s, 250us, 2m, 1h"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(bad(text, "is not a duration of 0 or more"));
     }
@@ -97,6 +99,7 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("20").unwrap_err().problem.contains("no unit"));
         assert!(parse_duration("86401s").unwrap_err().problem.contains("longer than 1 day"));

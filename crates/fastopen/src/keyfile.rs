@@ -69,6 +69,35 @@ impl KeyFile {
     }
 }
 
+/// A shared secret read from a file (for a key schedule): its bytes, with
+/// surrounding whitespace (a trailing newline) removed.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SecretFile {
+    /// The secret.
+    pub bytes: Vec<u8>,
+    /// As [`KeyFile::exposed_mode`].
+    pub exposed_mode: Option<u32>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile").field("len", &self.bytes.len()).field("exposed_mode", &self.exposed_mode).finish()
+    }
+}
+
+impl SecretFile {
+    /// Reads a secret file (following symlinks).
+    pub fn read(path: &Path) -> Result<SecretFile, KeyFileError> {
+        let io_err = |source| KeyFileError::Io { action: "reading", path: path.to_path_buf(), source };
+        let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
+        let bytes = fs::read(path).map_err(io_err)?;
+        let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+        let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+        Ok(SecretFile { bytes: bytes[start..end].to_vec(), exposed_mode: (mode & 0o077 != 0).then_some(mode) })
+    }
+}
+
 /// Replaces the key file at `path` with `primary` (and `backup`), mode 0600,
 /// atomically (see the module docs). Returns the file actually written (the
 /// target of a symlink).

@@ -57,6 +57,8 @@ pub mod host;
 pub mod hyper;
 mod kernel;
 mod key;
+#[cfg(feature = "key-schedule")]
+mod key_schedule;
 pub mod keyfile;
 mod listener;
 mod mode;
@@ -81,6 +83,8 @@ pub use early_data::{EarlyData, EarlyDataLayer, EarlyDataService};
 pub use error::{Error, Result};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};
+#[cfg(feature = "key-schedule")]
+pub use key_schedule::{BadSchedule, KeySchedule, ScheduledKeys};
 pub use listener::{accept_outcome, BlockingListener, ListenerBuilder, ListenerTfo, ServerTfo, DEFAULT_QUEUE_LEN};
 pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
 pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};

@@ -497,3 +497,93 @@ fn serve_follows_its_key_file_through_symlink_swaps_and_renames() {
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+fn derive(secret: &std::path::Path, at: u64) -> serde_json::Value {
+    let at = at.to_string();
+    let o =
+        run_tfo(&["key", "derive", "--key-secret", secret.to_str().unwrap(), "--rotate", "1h", "--at", &at, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    json(&o)
+}
+
+/// Keys derived from one secret: the same in two processes, and on either
+/// side of a period boundary each host's backup is the other's primary.
+#[test]
+fn derived_keys_agree_across_processes_and_a_period_boundary() {
+    let dir = tempdir("derive");
+    let secret = dir.join("fleet.secret");
+    write_key(&secret, "a fleet secret of more than sixteen bytes\n");
+    let boundary = 1_790_002_800; // a multiple of 3600
+    let (behind, ahead) = (derive(&secret, boundary - 2), derive(&secret, boundary + 2));
+    assert_eq!(derive(&secret, boundary - 2), behind, "another process derives the same keys");
+    assert_eq!(ahead["period"].as_u64().unwrap(), behind["period"].as_u64().unwrap() + 1);
+    assert_eq!((&behind["backup"], &ahead["backup"]), (&ahead["primary"], &behind["primary"]));
+    assert_eq!(behind["next_change_unix"], boundary as f64);
+    // Another secret, other keys; a short one is refused without printing it.
+    write_key(&secret, "another fleet secret, long enough");
+    assert_ne!(derive(&secret, boundary + 2)["primary"], ahead["primary"]);
+    write_key(&secret, "tiny");
+    let o = run_tfo(&["key", "derive", "--key-secret", secret.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("at least 16") && !stderr(&o).contains("tiny"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `tfo serve --key-secret` issues the cookie of the derived primary key, and
+/// `tfo key apply` gives the namespace (so a server without a key of its own,
+/// like nginx) the same keys: the cookie the kernel hands out is the same.
+#[test]
+fn serve_key_secret_and_key_apply_give_the_derived_cookie() {
+    in_netns("cli_key_secret", 3, || {
+        let dir = tempdir("key-secret");
+        let secret = dir.join("fleet.secret");
+        write_key(&secret, "a fleet secret of more than sixteen bytes");
+        let s = secret.to_str().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let keys = derive(&secret, now);
+        let expected = stdout(&run_tfo(&[
+            "key",
+            "cookie",
+            "--key",
+            keys["primary"].as_str().unwrap(),
+            "--client",
+            "127.0.0.1",
+            "--server",
+            "127.0.0.1",
+        ]))
+        .trim()
+        .to_string();
+        let cached_cookie = || {
+            let metrics = Command::new("ip").args(["tcp_metrics", "show", "127.0.0.1"]).output().unwrap();
+            let text = stdout(&metrics);
+            text.split("fo_cookie ").nth(1).map(|c| c.split_whitespace().next().unwrap().to_string())
+        };
+        let mut server = Server::start(&["--key-secret", s, "--rotate", "1h"]);
+        run_tfo(&["send", &server.addr.to_string(), "--data", "cookie"]);
+        server.next_connection();
+        assert_eq!(cached_cookie().as_deref(), Some(&*expected), "tfo serve --key-secret");
+        drop(server);
+
+        let o = run_tfo(&["key", "apply", "--key-secret", s, "--rotate", "1h"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stdout(&o).contains(keys["primary"].as_str().unwrap()), "apply never prints the keys");
+        let sysctl = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen_key").unwrap();
+        let derived = derive(&secret, now);
+        let sysctl_form = |k: &serde_json::Value| {
+            let o = run_tfo(&["key", "derive", "--key-secret", s, "--at", &now.to_string(), "--sysctl", "--json"]);
+            json(&o)[k.as_str().unwrap()].as_str().unwrap().to_string()
+        };
+        assert_eq!(sysctl.trim(), format!("{},{}", sysctl_form(&"primary".into()), sysctl_form(&"backup".into())));
+        assert_eq!(derived["primary"], keys["primary"]);
+        // A server without its own key now uses the namespace's: same cookie.
+        Command::new("ip").args(["tcp_metrics", "flush", "all"]).status().unwrap();
+        let mut plain = Server::start(&[]);
+        run_tfo(&["send", &plain.addr.to_string(), "--data", "cookie"]);
+        plain.next_connection();
+        assert_eq!(cached_cookie().as_deref(), Some(&*expected), "the namespace's key after tfo key apply");
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}

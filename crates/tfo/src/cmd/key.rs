@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fastopen::keyfile::KeyFile;
-use fastopen::FastOpenKey;
+use std::time::Duration;
+
+use fastopen::keyfile::{KeyFile, SecretFile};
+use fastopen::{FastOpenKey, KeySchedule};
 
 /// TFO cookie keys: generate one, compute the cookie a key gives, rotate.
 ///
@@ -19,10 +21,19 @@ use fastopen::FastOpenKey;
 /// Key text is 32 hex digits (the 16 bytes in order) or the sysctl form
 /// w-w-w-w of net.ipv4.tcp_fastopen_key (little-endian 32-bit words).
 ///
+/// A fleet can also derive its keys from one shared secret, per period of
+/// --rotate (HKDF-SHA256; primary = this period's key, backup = the
+/// neighbour period's), so hosts with the same secret and a sane clock agree
+/// without talking to each other: `tfo serve --key-secret FILE`, or `tfo key
+/// apply` for servers tfokit does not run (nginx uses the namespace's key).
+///
 /// Examples:
 ///   tfo key generate > tfo.key
 ///   tfo key cookie --key-file tfo.key --client 198.18.0.1 --server 198.18.0.2
 ///   tfo key rotate --key-file tfo.key --pid $(pidof tfo)   # tfo serve --key-file tfo.key
+///   head -c 32 /dev/urandom > fleet.secret; chmod 600 fleet.secret
+///   tfo key derive --key-secret fleet.secret --rotate 1h
+///   sudo tfo key apply --key-secret fleet.secret --rotate 1h   # for nginx
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -68,6 +79,77 @@ enum Action {
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
         pid: Option<i32>,
     },
+    /// Print the keys a shared secret gives now (or at --at), as every
+    /// `tfo serve --key-secret` with that secret uses them.
+    Derive {
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// The moment, in seconds since the Unix epoch (default: now).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        at: Option<u64>,
+        /// Print the keys in the sysctl form (w-w-w-w).
+        #[arg(long)]
+        sysctl: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set this network namespace's key (net.ipv4.tcp_fastopen_key): used by
+    /// every TFO listener without a key of its own (nginx, ...). Needs root.
+    /// The keys are not printed.
+    Apply {
+        /// A key file ("PRIMARY" or "PRIMARY,BACKUP").
+        #[arg(long, conflicts_with = "key_secret", required_unless_present = "key_secret")]
+        key_file: Option<PathBuf>,
+        #[command(flatten)]
+        schedule: OptionalScheduleArgs,
+    },
+}
+
+/// Where derived keys come from.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ScheduleArgs {
+    /// A file holding the fleet's shared secret (at least 16 bytes; mode 0600).
+    #[arg(long, value_name = "FILE")]
+    key_secret: PathBuf,
+    /// The key changes every DURATION, at multiples of it since the Unix epoch.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::client_opts::parse_timeout)]
+    rotate: Duration,
+}
+
+/// [`ScheduleArgs`] when a key file may be given instead.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OptionalScheduleArgs {
+    /// A file holding the fleet's shared secret (at least 16 bytes; mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_secret: Option<PathBuf>,
+    /// With --key-secret: the key changes every DURATION.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::client_opts::parse_timeout)]
+    pub(crate) rotate: Duration,
+}
+
+/// Reads the secret (warning when others can read it) and makes the schedule.
+pub(crate) fn load_schedule(path: &Path, rotate: Duration) -> anyhow::Result<KeySchedule> {
+    let secret = SecretFile::read(path)?;
+    if let Some(mode) = secret.exposed_mode {
+        eprintln!(
+            "tfo: warning: key secret {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    KeySchedule::new(&secret.bytes, rotate).with_context(|| format!("key secret {}", path.display()))
+}
+
+/// `tfo key derive --json`.
+#[derive(Debug, serde::Serialize)]
+struct DerivedReport {
+    period: u64,
+    rotate_s: f64,
+    primary: String,
+    backup_period: u64,
+    backup: String,
+    next_change_unix: f64,
 }
 
 fn random_key() -> anyhow::Result<FastOpenKey> {
@@ -144,6 +226,57 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("signalling process {pid} (is it running, and yours?)"))?;
                 println!("sent SIGHUP to {pid}: it reloads the keys");
             }
+        }
+        Action::Derive { schedule, at, sysctl, json } => {
+            let keys = load_schedule(&schedule.key_secret, schedule.rotate)?;
+            let keys = match at {
+                Some(seconds) => keys.at(Duration::from_secs(seconds)),
+                None => keys.now(),
+            };
+            let text = |k: &FastOpenKey| if sysctl { k.to_sysctl_form() } else { k.to_string() };
+            if json {
+                let report = DerivedReport {
+                    period: keys.period,
+                    rotate_s: schedule.rotate.as_secs_f64(),
+                    primary: text(&keys.primary),
+                    backup_period: keys.backup_period,
+                    backup: text(&keys.backup),
+                    next_change_unix: keys.next_change.as_secs_f64(),
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("period {} (of {} s since the Unix epoch)", keys.period, schedule.rotate.as_secs_f64());
+                println!("primary {}", text(&keys.primary));
+                println!("backup  {} (period {})", text(&keys.backup), keys.backup_period);
+                println!("these keys change at {} (Unix seconds)", keys.next_change.as_secs());
+            }
+        }
+        Action::Apply { key_file, schedule } => {
+            let (primary, backup, what) = match (key_file, schedule.key_secret) {
+                (Some(path), _) => {
+                    let keys = KeyFile::read(&path)?;
+                    (keys.primary, keys.backup, format!("from {}", path.display()))
+                }
+                (None, Some(secret)) => {
+                    let keys = load_schedule(&secret, schedule.rotate)?.now();
+                    let what = format!(
+                        "derived from {}: period {} primary, period {} backup; run again when they change (Unix second {})",
+                        secret.display(),
+                        keys.period,
+                        keys.backup_period,
+                        keys.next_change.as_secs()
+                    );
+                    (keys.primary, Some(keys.backup), what)
+                }
+                (None, None) => anyhow::bail!("give --key-file or --key-secret"),
+            };
+            let value = match backup {
+                Some(b) => format!("{},{}", primary.to_sysctl_form(), b.to_sysctl_form()),
+                None => primary.to_sysctl_form(),
+            };
+            std::fs::write("/proc/sys/net/ipv4/tcp_fastopen_key", value)
+                .context("writing net.ipv4.tcp_fastopen_key (needs root, in this network namespace)")?;
+            println!("net.ipv4.tcp_fastopen_key set in this network namespace, {what}");
         }
     }
     Ok(ExitCode::SUCCESS)

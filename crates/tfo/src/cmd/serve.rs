@@ -58,8 +58,16 @@ pub(crate) struct Args {
     /// rename or a symlink swap, as a Kubernetes Secret volume does), or on
     /// SIGHUP, the keys are reloaded, the previous key kept as backup; a bad
     /// file keeps the running keys and says why.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "key_secret")]
     key_file: Option<PathBuf>,
+    /// Derive the keys from a fleet's shared secret instead (see `tfo key
+    /// --help`): this period's key as primary, the neighbour's as backup,
+    /// changing every --rotate; servers with the same secret agree.
+    #[arg(long, value_name = "FILE")]
+    key_secret: Option<PathBuf>,
+    /// With --key-secret: the key changes every DURATION.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_timeout, requires = "key_secret")]
+    rotate: Duration,
     /// Accept data in the SYN without a cookie (TCP_FASTOPEN_NO_COOKIE).
     #[arg(long)]
     no_cookie: bool,
@@ -118,7 +126,14 @@ fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> 
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let keys = args.key_file.as_deref().map(read_keys).transpose()?;
+    let schedule = args.key_secret.as_deref().map(|s| crate::cmd::key::load_schedule(s, args.rotate)).transpose()?;
+    let keys = match &schedule {
+        Some(schedule) => {
+            let now = schedule.now();
+            Some((now.primary, Some(now.backup)))
+        }
+        None => args.key_file.as_deref().map(read_keys).transpose()?,
+    };
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
     let limits = echo::Limits {
         idle: args.idle_timeout,
@@ -174,6 +189,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .ok();
             tokio::spawn(follow_key_file(hup, watch, listener.clone(), path, keys));
         }
+        if let Some(schedule) = schedule {
+            tokio::spawn(follow_schedule(listener.clone(), schedule));
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let json = args.json;
         let printer = tokio::spawn(async move {
@@ -220,6 +238,36 @@ fn print_line(line: String) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
+}
+
+/// The longest sleep between two looks at the clock: a clock that is set
+/// (NTP, a VM resumed) is noticed within this.
+const SCHEDULE_RECHECK: Duration = Duration::from_secs(60);
+
+/// Keeps `--key-secret`'s keys current: at each half-period the backup
+/// changes, at each period the primary. The keys are never printed.
+async fn follow_schedule(listener: std::sync::Arc<fastopen::TokioListener>, schedule: fastopen::KeySchedule) {
+    let mut current = schedule.now();
+    loop {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let wait = current.next_change.saturating_sub(since_epoch).min(SCHEDULE_RECHECK);
+        tokio::time::sleep(wait).await;
+        let next = schedule.now();
+        if next == current {
+            continue;
+        }
+        match listener.set_keys(&next.primary, Some(&next.backup)) {
+            Ok(()) => {
+                eprintln!(
+                    "tfo serve: keys rotated: primary of period {}, backup of period {}",
+                    next.period, next.backup_period
+                );
+                current = next;
+            }
+            // Tried again at the next look at the clock.
+            Err(e) => eprintln!("tfo serve: setting the derived keys failed, keeping the old ones: {e:#}"),
+        }
+    }
 }
 
 /// Reloads `--key-file` on SIGHUP and whenever the file changes, keeping
