@@ -128,16 +128,21 @@ pub(crate) struct OptionalScheduleArgs {
     pub(crate) rotate: Duration,
 }
 
-/// Reads the secret (warning when others can read it) and makes the schedule.
-pub(crate) fn load_schedule(path: &Path, rotate: Duration) -> anyhow::Result<KeySchedule> {
-    let secret = SecretFile::read(path)?;
-    if let Some(mode) = secret.exposed_mode {
+/// Warns that a key file or secret (`what`) is readable by group or others.
+pub(crate) fn warn_if_exposed(who: &str, what: &str, path: &Path, exposed_mode: Option<u32>) {
+    if let Some(mode) = exposed_mode {
         eprintln!(
-            "tfo: warning: key secret {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
+            "{who}: warning: {what} {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
             path.display(),
             path.display()
         );
     }
+}
+
+/// Reads the secret (warning when others can read it) and makes the schedule.
+pub(crate) fn load_schedule(path: &Path, rotate: Duration) -> anyhow::Result<KeySchedule> {
+    let secret = SecretFile::read(path)?;
+    warn_if_exposed("tfo", "key secret", path, secret.exposed_mode);
     KeySchedule::new(&secret.bytes, rotate).with_context(|| format!("key secret {}", path.display()))
 }
 

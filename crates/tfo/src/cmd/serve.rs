@@ -115,13 +115,7 @@ struct Listening {
 /// Reads the key file, warning when others than its owner can read it.
 fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
     let file = KeyFile::read(path)?;
-    if let Some(mode) = file.exposed_mode {
-        eprintln!(
-            "tfo serve: warning: key file {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
+    crate::cmd::key::warn_if_exposed("tfo serve", "key file", path, file.exposed_mode);
     Ok((file.primary, file.backup))
 }
 
