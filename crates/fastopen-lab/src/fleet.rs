@@ -145,6 +145,7 @@ impl Fleet {
             let via = backend_ip(i).to_string();
             ip(&["-n", lb.name(), "route", "add", &vip, "via", &via, "table", &table])?;
             ip(&["-n", lb.name(), "rule", "add", "fwmark", &mark_of(i).to_string(), "table", &table])?;
+            // CONNMARK does not end the chain: every rule sees every new connection.
             let nth = format!("--mode nth --every {n} --packet {i}");
             match self.config.mode {
                 BalancerMode::Vip => {
@@ -158,9 +159,15 @@ impl Fleet {
                         ),
                     )?;
                 }
+                // DNAT ends the chain: rule i sees only what rules before it left,
+                // so it takes one in N - i of those.
                 BalancerMode::Dnat => iptables(
                     lb,
-                    &format!("-t nat -A PREROUTING -d {vip} -p tcp -m statistic {nth} -j DNAT --to-destination {via}"),
+                    &format!(
+                        "-t nat -A PREROUTING -d {vip} -p tcp -m statistic --mode nth --every {} --packet 0 \
+                         -j DNAT --to-destination {via}",
+                        n - i
+                    ),
                 )?,
             }
         }

@@ -52,6 +52,7 @@ mod diagnosis;
 #[cfg(feature = "tokio")]
 mod early_data;
 mod error;
+mod fleet;
 pub mod host;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -81,6 +82,7 @@ pub use early_data::{admit, Admission, EarlyDataPolicy, Handshake};
 #[cfg(feature = "tower")]
 pub use early_data::{EarlyData, EarlyDataLayer, EarlyDataService};
 pub use error::{Error, Result};
+pub use fleet::{diagnose_fleet, CookieOrigins, FleetDiagnosis, FleetRound, FleetVerdict, SeenCookie};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};
 #[cfg(feature = "key-schedule")]

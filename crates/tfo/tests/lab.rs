@@ -631,3 +631,80 @@ fn a_replay_reaching_another_server_of_the_fleet() {
     drop(replayer);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `tfo probe --fleet` against a real Linux balancer (iptables) in front of
+/// two `tfo serve` backends: one key behind a VIP is healthy; different keys
+/// give two cookies (traced to "different keys" with the key file); one key
+/// behind DNAT gives two cookies too, traced to the backends' own addresses.
+#[test]
+fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
+    use fastopen_lab::fleet::backend_ip;
+    use fastopen_lab::{BalancerMode, Fleet, FleetConfig};
+    if !fastopen_lab::testing::root_or_skip("probe_fleet") {
+        return;
+    }
+    let dir = common::tempdir("probe_fleet");
+    let (key_a, key_b) = (dir.join("a.key"), dir.join("b.key"));
+    common::write_key(&key_a, "00112233-44556677-8899aabb-ccddeeff");
+    common::write_key(&key_b, "ffeeddcc-bbaa9988-77665544-33221100");
+    let candidates = format!("{},{}", backend_ip(0), backend_ip(1));
+    let a = key_a.to_str().unwrap();
+    let cases: [(BalancerMode, [&std::path::Path; 2], &[&str], &str); 4] = [
+        (BalancerMode::Vip, [&key_a, &key_a], &["--key-file", a], "healthy"),
+        (BalancerMode::Vip, [&key_a, &key_b], &[], "backends_disagree"),
+        (BalancerMode::Vip, [&key_a, &key_b], &["--key-file", a], "different_keys"),
+        (BalancerMode::Dnat, [&key_a, &key_a], &["--key-file", a, "--candidates", &candidates], "dnat"),
+    ];
+    for (mode, keys, probe_args, verdict) in cases {
+        let fleet = Fleet::start(FleetConfig { mode, ..FleetConfig::default() }).expect("fleet starts");
+        let _servers: Vec<common::Guard> = fleet
+            .backends()
+            .iter()
+            .zip(keys)
+            .map(|(ns, key)| {
+                let mut child = ns
+                    .command(env!("CARGO_BIN_EXE_tfo"))
+                    .args(["serve", "0.0.0.0:8080", "--json", "--key-file", key.to_str().unwrap()])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut first = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+                    .unwrap();
+                assert!(first.contains("listening"), "{first}");
+                common::Guard(child)
+            })
+            .collect();
+        let vip = SocketAddr::new(fleet.vip(), 8080).to_string();
+        let o = fleet
+            .client()
+            .command(env!("CARGO_BIN_EXE_tfo"))
+            .args(["probe", &vip, "--fleet", "6", "--json"])
+            .args(probe_args)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{mode:?} {verdict}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+        let what = format!("{mode:?} {verdict}: {v}");
+        assert_eq!(v["verdict"], verdict, "{what}");
+        assert_eq!(o.status.code(), Some(if verdict == "healthy" { 0 } else { 1 }), "{what}");
+        match verdict {
+            "healthy" => {
+                assert_eq!((v["distinct_cookies"].as_u64(), v["accepted"].as_u64()), (Some(1), Some(6)), "{what}");
+                assert_eq!(v["cookies"][0]["made_for"], "198.19.0.1", "{what}");
+            }
+            _ => {
+                assert_eq!(v["distinct_cookies"], 2, "{what}");
+                // Round robin: the data SYN always reaches the other backend.
+                assert_eq!(v["accepted"], 0, "{what}");
+            }
+        }
+        if verdict == "dnat" {
+            let mut made_for: Vec<String> =
+                v["cookies"].as_array().unwrap().iter().map(|c| c["made_for"].as_str().unwrap().to_string()).collect();
+            made_for.sort();
+            assert_eq!(made_for, [backend_ip(0).to_string(), backend_ip(1).to_string()], "{what}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

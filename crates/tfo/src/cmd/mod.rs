@@ -8,6 +8,7 @@ pub(crate) mod doctor;
 pub(crate) mod key;
 pub(crate) mod lab;
 pub(crate) mod probe;
+mod probe_fleet;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;

@@ -32,7 +32,20 @@ use crate::report::{self, OutcomeFields};
 /// The client caches cookies per server address: if one is cached already, the
 /// first connection carries data too.
 ///
-/// Exit: 0 TFO works end to end; 1 it does not (the report says where); 2 usage.
+/// With --fleet N, for an address with many servers behind it (a load
+/// balancer's VIP): N rounds, each forgetting this host's cached cookie for
+/// the address (`ip tcp_metrics delete`, needs root), asking for a fresh one,
+/// then sending data in the SYN. It reports how many distinct cookies came
+/// back and how much SYN data was accepted:
+///   - one cookie, all accepted: healthy;
+///   - several cookies: the backends disagree, so a client's cookie fails on
+///     the next backend; with --key-file (and --candidates, the backends' own
+///     addresses) each cookie is traced to the key and address it was made
+///     for: different keys, or DNAT (each backend sees its own address);
+///   - one cookie, some data refused: a rotation, or a backend without TFO.
+///
+/// Exit: 0 TFO works end to end (--fleet: healthy); 1 it does not (the report
+/// says where); 2 usage.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -51,14 +64,24 @@ pub(crate) struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Probe the fleet behind ADDR in N rounds (2 to 1000), each with a fresh cookie.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=1000))]
+    fleet: Option<u32>,
+    /// With --fleet: the servers' key file, to trace each cookie to what it was made for.
+    #[arg(long, value_name = "FILE", requires = "fleet")]
+    key_file: Option<std::path::PathBuf>,
+    /// With --key-file: server addresses a backend may see besides ADDR's
+    /// (the backends' own, behind DNAT), comma-separated.
+    #[arg(long, value_name = "IP,...", value_delimiter = ',', requires = "key_file")]
+    candidates: Vec<std::net::IpAddr>,
 }
 
 /// One connection of the probe, as `--json` reports it.
 #[derive(Debug, Serialize)]
-struct AttemptReport {
+pub(super) struct AttemptReport {
     kind: &'static str,
     #[serde(flatten)]
-    outcome: OutcomeFields,
+    pub(super) outcome: OutcomeFields,
     /// Time to the first byte of the reply (None: no reply within the timeout).
     first_reply_ms: Option<f64>,
 }
@@ -75,7 +98,7 @@ struct ProbeReport {
 }
 
 /// One connection: connect (request in the SYN if TFO), wait for the first reply byte.
-fn attempt(
+pub(super) fn attempt(
     kind: &'static str,
     connector: &Connector,
     addr: SocketAddr,
@@ -108,6 +131,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         b"tfo probe\n".to_vec()
     };
     let method = ClientMethod::from(args.method);
+    if let Some(rounds) = args.fleet {
+        return super::probe_fleet::run(super::probe_fleet::FleetProbe {
+            addr: args.addr,
+            rounds,
+            method,
+            timeout,
+            request,
+            key_file: args.key_file,
+            candidates: args.candidates,
+            json: args.json,
+        });
+    }
     let tfo = Connector::new().method(method);
     let plain = Connector::new().tfo(false);
     let (first, first_seen) = attempt("tfo_first", &tfo, args.addr, &request, timeout)?;

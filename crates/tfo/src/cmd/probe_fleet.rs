@@ -1,0 +1,175 @@
+//! `tfo probe --fleet N`: many rounds against one address (a VIP), each with
+//! a fresh cookie, to see whether the backends behind it agree on cookies.
+//! The verdict is `fastopen::diagnose_fleet`'s; this module does the rounds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::Context;
+use fastopen::keyfile::KeyFile;
+use fastopen::{diagnose_fleet, ClientMethod, Connector, CookieOrigins, FleetDiagnosis, FleetRound, FleetVerdict};
+use serde::Serialize;
+
+use crate::report::OutcomeFields;
+
+/// The pause between rounds: polite to the servers, and lets a balancer's
+/// state settle.
+const BETWEEN_ROUNDS: Duration = Duration::from_millis(20);
+
+/// What `--fleet` needs from `tfo probe`'s arguments.
+pub(super) struct FleetProbe {
+    pub(super) addr: SocketAddr,
+    pub(super) rounds: u32,
+    pub(super) method: ClientMethod,
+    pub(super) timeout: Duration,
+    pub(super) request: Vec<u8>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) candidates: Vec<IpAddr>,
+    pub(super) json: bool,
+}
+
+/// One round, as `--json` reports it.
+#[derive(Debug, Serialize)]
+struct RoundReport {
+    cookie: Option<String>,
+    cookie_after: Option<String>,
+    #[serde(flatten)]
+    syn_data: OutcomeFields,
+}
+
+/// A distinct cookie, as `--json` reports it.
+#[derive(Debug, Serialize)]
+struct CookieReport {
+    cookie: String,
+    rounds: usize,
+    made_for: Option<IpAddr>,
+}
+
+/// `tfo probe --fleet --json`.
+#[derive(Debug, Serialize)]
+struct FleetReport {
+    server: SocketAddr,
+    client: IpAddr,
+    rounds: usize,
+    distinct_cookies: usize,
+    accepted: usize,
+    accepted_fraction: f64,
+    verdict: FleetVerdict,
+    explanation: &'static str,
+    cookies: Vec<CookieReport>,
+    per_round: Vec<RoundReport>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    fastopen_wire::options::hex(bytes)
+}
+
+/// Runs `ip tcp_metrics ARGS`, returning its stdout.
+fn tcp_metrics(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .arg("tcp_metrics")
+        .args(args)
+        .output()
+        .context("running `ip tcp_metrics` (is iproute2 installed?)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Deleting an entry that is not there (ESRCH, ENOENT) is not a failure.
+    let missing = stderr.contains("No such process") || stderr.contains("No such file");
+    if !out.status.success() && !missing {
+        anyhow::bail!(
+            "`ip tcp_metrics {}` failed: {}; --fleet forgets this host's cached cookie for the address before each round, which needs root (CAP_NET_ADMIN)",
+            args.join(" "),
+            stderr.trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cookie this host caches for `server`, from `ip tcp_metrics show`.
+fn cached_cookie(server: IpAddr) -> anyhow::Result<Option<Vec<u8>>> {
+    let text = tcp_metrics(&["show", &server.to_string()])?;
+    let hex = text.split_whitespace().skip_while(|w| *w != "fo_cookie").nth(1);
+    Ok(hex.and_then(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect()))
+}
+
+/// The address this host sends from to reach `server` (what the servers see,
+/// unless something translates it). A UDP socket's connect sends nothing.
+fn source_address(server: SocketAddr) -> anyhow::Result<IpAddr> {
+    let unspecified: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let socket = std::net::UdpSocket::bind(unspecified)?;
+    socket.connect(server).with_context(|| format!("no route to {server}"))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+pub(super) fn run(probe: FleetProbe) -> anyhow::Result<ExitCode> {
+    let server_ip = probe.addr.ip();
+    let client = source_address(probe.addr)?;
+    let keys = match &probe.key_file {
+        Some(path) => {
+            let file = KeyFile::read(path)?;
+            crate::cmd::key::warn_if_exposed("tfo probe", "key file", path, file.exposed_mode);
+            [Some(file.primary), file.backup].into_iter().flatten().collect()
+        }
+        None => Vec::new(),
+    };
+    let candidates: Vec<IpAddr> = std::iter::once(server_ip).chain(probe.candidates.iter().copied()).collect();
+    let connector = Connector::new().method(probe.method);
+    let mut rounds = Vec::new();
+    let mut per_round = Vec::new();
+    for i in 0..probe.rounds {
+        crate::interrupt::check()?;
+        if i > 0 {
+            std::thread::sleep(BETWEEN_ROUNDS);
+        }
+        tcp_metrics(&["delete", &server_ip.to_string()])?;
+        super::probe::attempt("cookie_request", &connector, probe.addr, &probe.request, probe.timeout)?;
+        let cookie = cached_cookie(server_ip)?;
+        let (report, seen) = super::probe::attempt("syn_data", &connector, probe.addr, &probe.request, probe.timeout)?;
+        let cookie_after = cached_cookie(server_ip)?;
+        per_round.push(RoundReport {
+            cookie: cookie.as_deref().map(hex),
+            cookie_after: cookie_after.as_deref().map(hex),
+            syn_data: report.outcome,
+        });
+        rounds.push(FleetRound { cookie, data_accepted: seen.outcome.tfo_used(), cookie_after });
+    }
+    let origins = CookieOrigins { keys: &keys, client, candidates: &candidates };
+    let diagnosis = diagnose_fleet(&rounds, (!keys.is_empty()).then_some(&origins));
+    let report = report(&probe, client, &diagnosis, per_round);
+    if probe.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(if diagnosis.verdict == FleetVerdict::Healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn report(probe: &FleetProbe, client: IpAddr, d: &FleetDiagnosis, per_round: Vec<RoundReport>) -> FleetReport {
+    FleetReport {
+        server: probe.addr,
+        client,
+        rounds: d.rounds,
+        distinct_cookies: d.cookies.len(),
+        accepted: d.accepted,
+        accepted_fraction: if d.rounds == 0 { 0.0 } else { d.accepted as f64 / d.rounds as f64 },
+        verdict: d.verdict,
+        explanation: d.verdict.explain(),
+        cookies: d
+            .cookies
+            .iter()
+            .map(|c| CookieReport { cookie: hex(&c.cookie), rounds: c.rounds, made_for: c.made_for })
+            .collect(),
+        per_round,
+    }
+}
+
+fn print_text(r: &FleetReport) {
+    println!("probing the fleet behind {} from {}: {} rounds, each with a fresh cookie", r.server, r.client, r.rounds);
+    for c in &r.cookies {
+        let made_for = c.made_for.map_or(String::new(), |a| format!(" (the key's cookie for server address {a})"));
+        println!("  cookie {} seen {} time(s){made_for}", c.cookie, c.rounds);
+    }
+    println!("  SYN data accepted in {} of {} rounds ({:.0}%)", r.accepted, r.rounds, r.accepted_fraction * 100.0);
+    println!("verdict: {}: {}", r.verdict, r.explanation);
+}
