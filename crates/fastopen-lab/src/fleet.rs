@@ -140,16 +140,17 @@ impl Fleet {
         for (i, backend) in self.backends.iter().enumerate() {
             veth(lb, &format!("b{i}"), balancer_side(i), backend, "lb", backend_ip(i))?;
             ip(&["-n", backend.name(), "route", "add", "default", "via", &balancer_side(i).to_string()])?;
-            // A route to the VIP through this backend, for packets marked for it.
-            let table = (100 + mark_of(i)).to_string();
             let via = backend_ip(i).to_string();
-            ip(&["-n", lb.name(), "route", "add", &vip, "via", &via, "table", &table])?;
-            ip(&["-n", lb.name(), "rule", "add", "fwmark", &mark_of(i).to_string(), "table", &table])?;
-            // CONNMARK does not end the chain: every rule sees every new connection.
-            let nth = format!("--mode nth --every {n} --packet {i}");
             match self.config.mode {
                 BalancerMode::Vip => {
                     ip(&["-n", backend.name(), "addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+                    // A route to the VIP through this backend, for packets marked for it
+                    // (new connections by CONNMARK, the replayer's packets by SO_MARK).
+                    let table = (100 + mark_of(i)).to_string();
+                    ip(&["-n", lb.name(), "route", "add", &vip, "via", &via, "table", &table])?;
+                    ip(&["-n", lb.name(), "rule", "add", "fwmark", &mark_of(i).to_string(), "table", &table])?;
+                    // CONNMARK does not end the chain: every rule sees every new connection.
+                    let nth = format!("--mode nth --every {n} --packet {i}");
                     iptables(
                         lb,
                         &format!(

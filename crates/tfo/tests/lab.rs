@@ -435,6 +435,27 @@ fn waiting_for_confirmation_filters_the_replayed_syn() {
     }
 }
 
+/// Starts `tfo serve ARGS --json` in `ns` and waits for its "listening"
+/// line; returns the process and its remaining log lines.
+fn start_serve(
+    ns: &Netns,
+    args: &[&str],
+) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    use std::io::BufRead;
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_tfo"))
+        .arg("serve")
+        .args(args)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    assert!(listening.contains("listening"), "{listening}");
+    (child, lines)
+}
+
 /// Where `serve_replayed` runs: servers (one per namespace, each with the
 /// extra arguments) and a client.
 struct Replayed<'a> {
@@ -449,18 +470,15 @@ struct Replayed<'a> {
 /// makes `n` TFO requests with unique ids from the client, stops the servers
 /// and returns their connection log lines (all servers together).
 fn serve_replayed(at: &Replayed, policy: &str, http: bool, n: usize) -> Vec<serde_json::Value> {
-    use std::io::BufRead;
     let mut servers = Vec::new();
     for ns in &at.servers {
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_tfo"));
-        cmd.args(["serve", &at.bind.to_string(), "--json", "--early-data", policy]).args(&at.extra);
+        let bind = at.bind.to_string();
+        let mut args = vec![bind.as_str(), "--early-data", policy];
+        args.extend(at.extra.iter().map(String::as_str));
         if http {
-            cmd.arg("--http");
+            args.push("--http");
         }
-        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let listening = lines.next().unwrap().unwrap();
-        assert!(listening.contains("listening"), "{listening}");
+        let (child, lines) = start_serve(ns, &args);
         let reader = std::thread::spawn(move || {
             lines
                 .map_while(Result::ok)
@@ -661,19 +679,7 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
             .backends()
             .iter()
             .zip(keys)
-            .map(|(ns, key)| {
-                let mut child = ns
-                    .command(env!("CARGO_BIN_EXE_tfo"))
-                    .args(["serve", "0.0.0.0:8080", "--json", "--key-file", key.to_str().unwrap()])
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut first = String::new();
-                std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
-                    .unwrap();
-                assert!(first.contains("listening"), "{first}");
-                common::Guard(child)
-            })
+            .map(|(ns, key)| common::Guard(start_serve(ns, &["0.0.0.0:8080", "--key-file", key.to_str().unwrap()]).0))
             .collect();
         let vip = SocketAddr::new(fleet.vip(), 8080).to_string();
         let o = fleet

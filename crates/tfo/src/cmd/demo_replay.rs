@@ -116,14 +116,6 @@ fn run_policy(
     Ok(PolicyRun { policy, outcome, logs, server_delta, wire })
 }
 
-fn policy_name(policy: EarlyData) -> &'static str {
-    match policy {
-        EarlyData::Wait => "wait",
-        EarlyData::Reject => "reject",
-        EarlyData::Allow => "allow",
-    }
-}
-
 fn describe(log: &ConnectionLog) -> String {
     let confirmed = match log.confirmed {
         Some(true) => "confirmed by the client's ACK",
@@ -144,7 +136,7 @@ pub(super) fn print_text(step: &ReplayStep) {
         String::from_utf8_lossy(REQUEST)
     );
     for run in &step.runs {
-        println!("\n   tfo serve --early-data {}", policy_name(run.policy));
+        println!("\n   tfo serve --early-data {}", fastopen::EarlyDataPolicy::from(run.policy));
         println!("   client:  {}", run.outcome);
         for (i, log) in run.logs.iter().enumerate() {
             let which = if i == 0 { "connection" } else { "replay    " };
@@ -176,7 +168,7 @@ pub(super) fn print_text(step: &ReplayStep) {
 /// One policy in `tfo demo --json`'s `replay`.
 #[derive(Debug, Serialize)]
 struct PolicyReport<'a> {
-    early_data: &'static str,
+    early_data: fastopen::EarlyDataPolicy,
     #[serde(flatten)]
     outcome: report::OutcomeFields,
     /// How many times the server handled the request (2 = the replay too).
@@ -199,7 +191,7 @@ impl<'a> From<&'a ReplayStep> for ReplayReport<'a> {
             .runs
             .iter()
             .map(|run| PolicyReport {
-                early_data: policy_name(run.policy),
+                early_data: fastopen::EarlyDataPolicy::from(run.policy),
                 outcome: report::OutcomeFields::new(&run.outcome, REQUEST.len()),
                 handled: run.handled(),
                 server_logs: &run.logs,
