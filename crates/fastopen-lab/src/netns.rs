@@ -114,6 +114,8 @@ pub struct Netns {
     handle: fs::File,
     /// Whether dropping this deletes the namespace (false for [`Netns::of_current_thread`]).
     owned: bool,
+    /// Whether `/etc/netns/NAME/` was written (and goes with the namespace).
+    etc_written: bool,
 }
 
 /// What went wrong with a named namespace.
@@ -196,7 +198,7 @@ impl Netns {
         let handle = fs::File::open(format!("/run/netns/{name}"))
             .map_err(|source| NamedNetnsError::Enter { name: name.to_string(), source });
         let netns = match handle {
-            Ok(handle) => Netns { name: name.to_string(), handle, owned: true },
+            Ok(handle) => Netns { name: name.to_string(), handle, owned: true, etc_written: false },
             Err(e) => {
                 let _ = ip(&["netns", "del", name]);
                 return Err(e);
@@ -212,7 +214,7 @@ impl Netns {
         let name = "this thread's namespace".to_string();
         let handle = fs::File::open("/proc/thread-self/ns/net")
             .map_err(|source| NamedNetnsError::Enter { name: name.clone(), source })?;
-        Ok(Netns { name, handle, owned: false })
+        Ok(Netns { name, handle, owned: false, etc_written: false })
     }
 
     /// The namespace's name (for `ip netns exec NAME ...`).
@@ -293,6 +295,18 @@ impl Netns {
         c
     }
 
+    /// Gives programs run by `ip netns exec` in this namespace their own
+    /// `/etc/hosts` (`ip netns exec` bind-mounts `/etc/netns/NAME/hosts` over
+    /// it), so names resolve to the namespace's addresses. Removed with the
+    /// namespace.
+    pub fn set_hosts(&mut self, hosts: &str) -> Result<(), NamedNetnsError> {
+        let dir = etc_dir(&self.name);
+        let io = |source| NamedNetnsError::Enter { name: self.name.clone(), source };
+        fs::create_dir_all(&dir).map_err(io)?;
+        self.etc_written = true;
+        fs::write(dir.join("hosts"), hosts).map_err(io)
+    }
+
     /// Writes a sysctl inside this namespace.
     pub fn set_sysctl(&self, name: &'static str, value: &str) -> Result<(), NamedNetnsError> {
         self.run(|| set_sysctl(name, value)).and_then(|r| {
@@ -313,6 +327,52 @@ impl Drop for Netns {
         }
         kill_processes_in(&self.name);
         let _ = ip(&["netns", "del", &self.name]);
+        if self.etc_written {
+            let _ = fs::remove_dir_all(etc_dir(&self.name));
+        }
+    }
+}
+
+/// `/etc/netns/NAME`: files `ip netns exec NAME` mounts over `/etc`'s.
+fn etc_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name)
+}
+
+/// A namespace of its own, named like a lab's (`tfokit-...-ROLE`) and owned
+/// through its own [`LabLock`], so that if its owner dies the next lab sweeps
+/// it: for tools and tests that need one named namespace (`ip netns exec`,
+/// `/etc/netns/NAME/hosts`).
+#[derive(Debug)]
+pub struct LoneNetns {
+    netns: Netns,
+    _lock: LabLock,
+}
+
+impl LoneNetns {
+    /// Creates it with loopback up and `net.ipv4.tcp_fastopen` set.
+    pub fn create(role: &str, tcp_fastopen: u32) -> Result<LoneNetns, NamedNetnsError> {
+        if !is_root() {
+            return Err(NamedNetnsError::NotRoot);
+        }
+        remove_leftovers();
+        let base = unique_base();
+        let lock = LabLock::acquire(&base)?;
+        let netns = Netns::create(&format!("{base}-{role}"))?;
+        netns.set_sysctl("net.ipv4.tcp_fastopen", &tcp_fastopen.to_string())?;
+        Ok(LoneNetns { netns, _lock: lock })
+    }
+}
+
+impl std::ops::Deref for LoneNetns {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.netns
+    }
+}
+
+impl std::ops::DerefMut for LoneNetns {
+    fn deref_mut(&mut self) -> &mut Netns {
+        &mut self.netns
     }
 }
 
@@ -364,10 +424,13 @@ impl Drop for LabLock {
     }
 }
 
-/// The lab a namespace belongs to: `tfokit-X-client` -> `tfokit-X`.
+/// The lab a namespace belongs to: `tfokit-X-client` -> `tfokit-X` (and
+/// `-server`, a fleet's `-lb` and `-bN`, a lone namespace's role).
+/// A base is `tfokit-PID-N-RAND` ([`unique_base`]); the role follows its third dash.
 fn lab_base(name: &str) -> Option<&str> {
-    name.strip_prefix(NAME_PREFIX)?;
-    name.strip_suffix("-client").or_else(|| name.strip_suffix("-server"))
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let end = rest.match_indices('-').nth(2)?.0;
+    (end + 1 < rest.len()).then(|| &name[..NAME_PREFIX.len() + end])
 }
 
 /// Whether a live process holds the lab's lock.
@@ -380,7 +443,7 @@ fn is_owned(base: &str) -> bool {
     }
 }
 
-/// Lab namespaces (`tfokit-...-client|server`) with whether their owner is alive.
+/// Lab namespaces (`tfokit-PID-N-RAND-ROLE`) with whether their owner is alive.
 fn lab_namespaces() -> Vec<(String, bool)> {
     let Ok(dir) = fs::read_dir("/run/netns") else { return Vec::new() };
     let mut names: Vec<(String, bool)> = dir
@@ -412,6 +475,7 @@ pub fn remove_leftovers() -> Vec<String> {
     for name in &names {
         kill_processes_in(name);
         let _ = ip(&["netns", "del", name]);
+        let _ = fs::remove_dir_all(etc_dir(name));
         if let Some(base) = lab_base(name) {
             let _ = fs::remove_file(std::path::Path::new(LOCK_DIR).join(format!("{base}.lock")));
         }
@@ -425,8 +489,12 @@ mod tests {
 
     #[test]
     fn a_thread_that_cannot_enter_never_runs_and_nothing_aborts() {
-        let not_a_namespace =
-            Netns { name: "not-a-netns".into(), handle: fs::File::open("/dev/null").unwrap(), owned: false };
+        let not_a_namespace = Netns {
+            name: "not-a-netns".into(),
+            handle: fs::File::open("/dev/null").unwrap(),
+            owned: false,
+            etc_written: false,
+        };
         let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         let result = not_a_namespace.spawn(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
@@ -447,9 +515,13 @@ mod tests {
 
     #[test]
     fn lab_names() {
-        assert_eq!(lab_base("tfokit-12-ab12-client"), Some("tfokit-12-ab12"));
-        assert_eq!(lab_base("tfokit-12-ab12-server"), Some("tfokit-12-ab12"));
-        assert_eq!(lab_base("tfokit-12-ab12-other"), None);
+        for role in ["client", "server", "lb", "b3", "names"] {
+            assert_eq!(lab_base(&format!("tfokit-12-0-ab12-{role}")), Some("tfokit-12-0-ab12"), "{role}");
+        }
+        assert_eq!(lab_base("tfokit-12-0-ab12-"), None);
+        assert_eq!(lab_base("tfokit-12-ab12-client"), None);
         assert_eq!(lab_base("mine-client"), None);
+        let base = unique_base();
+        assert_eq!(lab_base(&format!("{base}-client")), Some(base.as_str()));
     }
 }

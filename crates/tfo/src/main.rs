@@ -18,6 +18,8 @@ mod labrun;
 mod measure;
 mod plot;
 mod report;
+mod target;
+mod tls;
 
 use std::process::ExitCode;
 

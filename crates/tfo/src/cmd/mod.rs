@@ -9,6 +9,7 @@ pub(crate) mod key;
 pub(crate) mod lab;
 pub(crate) mod probe;
 mod probe_fleet;
+mod probe_many;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;

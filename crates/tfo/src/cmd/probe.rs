@@ -1,23 +1,27 @@
 //! `tfo probe`: does this server, and the path to it, support TFO; if not, where it breaks.
+//! One address, every address of a name, or a file of targets; plain, HTTP or TLS.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fastopen::{diagnose_probe, ClientMethod, Connector, ProbeAttempt, ProbeVerdict};
 use serde::Serialize;
 
-use crate::addr;
+use super::probe_many::{self, Pace};
 use crate::client_opts::{parse_timeout, Method};
 use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::report::{self, OutcomeFields};
+use crate::target::{self, Family, Target};
+use crate::tls::{self, TlsClient, TlsFields, Trust};
 
 /// Does this server (and the path to it) support TFO? If not, where does it break?
 ///
-/// Makes two TFO connections to ADDR, each sending a small request, then one
-/// plain connection for comparison, and reads the outcomes: did the first get
-/// a cookie, did the second's data ride in the SYN and get acknowledged, was a
-/// SYN retransmitted. From those it names the likely break:
+/// Makes two TFO connections to each address, each sending a small request,
+/// then one plain connection for comparison, and reads the outcomes: did the
+/// first get a cookie, did the second's data ride in the SYN and get
+/// acknowledged, was a SYN retransmitted. From those it names the likely break:
 ///   - no cookie ever: the server does not offer TFO, or the path strips the option;
 ///   - cookie given, data not acknowledged: the server refuses the cookie
 ///     (key changed, TFO queue full or 0);
@@ -29,8 +33,17 @@ use crate::report::{self, OutcomeFields};
 ///   - a cookie cached before the probe refused: the kernel caches cookies per
 ///     server IP, not per port, so it may be another port's.
 ///
-/// The client caches cookies per server address: if one is cached already, the
-/// first connection carries data too.
+/// Targets: names are probed at every address they resolve to (-4 or -6 to
+/// keep one family), each with its own verdict. Many targets (arguments, or
+/// --targets FILE with one per line) are probed a few at a time (--concurrency),
+/// no faster than --rate, never two at once on one IP (the kernel caches one
+/// cookie per server IP). Each address gets one line (one JSON object per
+/// line with --json), then a summary.
+///
+/// With --tls the request is a TLS ClientHello (SNI: the target's name), so
+/// TFO carries it in the SYN and the verdict covers the TLS server and the
+/// path to it; --http then sends an HTTPS GET over it. Certificates are
+/// checked against the system's CAs, or --ca FILE; --insecure skips the check.
 ///
 /// With --fleet N, for an address with many servers behind it (a load
 /// balancer's VIP): N rounds, each forgetting this host's cached cookie for
@@ -44,36 +57,71 @@ use crate::report::{self, OutcomeFields};
 ///     for: different keys, or DNAT (each backend sees its own address);
 ///   - one cookie, some data refused: a rotation, or a backend without TFO.
 ///
-/// Exit: 0 TFO works end to end (--fleet: healthy); 1 it does not (the report
-/// says where); 2 usage.
+/// Exit: 0 TFO works end to end at every address (--fleet: healthy); 1 it
+/// does not somewhere (the report says where); 2 usage.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Server address: PORT, IP:PORT or [IPv6]:PORT.
-    #[arg(value_parser = addr::parse_peer)]
-    addr: SocketAddr,
+    /// Servers: HOST[:PORT], IP[:PORT], [IPv6]:PORT, or PORT (on 127.0.0.1).
+    /// Without a port: 443 with --tls, 80 with --http.
+    #[arg(value_name = "TARGET", value_parser = Target::parse, required_unless_present = "targets_file")]
+    target: Vec<Target>,
+    /// Also probe the targets in FILE: one per line, `#` starts a comment.
+    #[arg(long = "targets", value_name = "FILE")]
+    targets_file: Option<PathBuf>,
+    /// Only IPv4 addresses of names.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Only IPv6 addresses of names.
+    #[arg(short = '6')]
+    ipv6: bool,
     /// Send an HTTP/1.1 GET (for web servers) instead of a short line.
     #[arg(long)]
     http: bool,
+    /// Speak TLS: the ClientHello rides in the SYN (with --http: HTTPS).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust only the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: accept any certificate (the probe still runs the whole handshake).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
+    /// With --tls: the server name to ask for (SNI); default: the target's name.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
     /// How to ask for TFO: sendto or connect.
     #[arg(long, value_enum, default_value_t = Method::Sendto)]
     method: Method,
     /// Deadline for each of the three connections (handshake and first reply byte).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Print one JSON object.
+    /// Addresses probed at once (each probe is three connections, one after another).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Probes started per second, at most.
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SECOND", value_parser = parse_rate)]
+    rate: f64,
+    /// One JSON object per address, one per line (and a summary line when there are several).
     #[arg(long)]
     json: bool,
-    /// Probe the fleet behind ADDR in N rounds (2 to 1000), each with a fresh cookie.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=1000))]
+    /// Probe the fleet behind one address in N rounds (2 to 1000), each with a fresh cookie.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=1000), conflicts_with_all = ["tls", "targets_file"])]
     fleet: Option<u32>,
     /// With --fleet: the servers' key file, to trace each cookie to what it was made for.
     #[arg(long, value_name = "FILE", requires = "fleet")]
-    key_file: Option<std::path::PathBuf>,
+    key_file: Option<PathBuf>,
     /// With --key-file: server addresses a backend may see besides ADDR's
     /// (the backends' own, behind DNAT), comma-separated.
     #[arg(long, value_name = "IP,...", value_delimiter = ',', requires = "key_file")]
     candidates: Vec<std::net::IpAddr>,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.1..=10_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?}: give probes per second, from 0.1 to 10000")),
+    }
 }
 
 /// One connection of the probe, as `--json` reports it.
@@ -84,17 +132,76 @@ pub(super) struct AttemptReport {
     pub(super) outcome: OutcomeFields,
     /// Time to the first byte of the reply (None: no reply within the timeout).
     first_reply_ms: Option<f64>,
+    /// With --tls: the handshake and the HTTPS answer.
+    tls: Option<TlsFields>,
+    /// The outcome in words, for the text report.
+    #[serde(skip)]
+    said: String,
 }
 
-/// `tfo probe --json`. The field names are a contract (README).
+/// The verdict on one address: TFO's, or why it could not be probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+enum Diagnosis {
+    Tfo(ProbeVerdict),
+    /// `unresolved`, `refused`, `connect_timeout`, `tls_failed`, ...
+    Failed(&'static str),
+}
+
+impl Diagnosis {
+    fn as_str(self) -> &'static str {
+        match self {
+            Diagnosis::Tfo(v) => v.as_str(),
+            Diagnosis::Failed(kind) => kind,
+        }
+    }
+}
+
+/// `tfo probe --json`: one per address. The field names are a contract (README).
 #[derive(Debug, Serialize)]
 struct ProbeReport {
-    server: SocketAddr,
+    /// The target as given.
+    target: String,
+    /// The address probed (None: the target did not resolve).
+    server: Option<SocketAddr>,
     tfo_works: bool,
-    diagnosis: ProbeVerdict,
-    explanation: &'static str,
+    diagnosis: Diagnosis,
+    explanation: String,
     saved_ms: Option<f64>,
     attempts: Vec<AttemptReport>,
+}
+
+/// The end of a run over several addresses (`--json`: the last line, as `{"summary": ...}`).
+#[derive(Debug, Serialize)]
+struct Summary {
+    targets: usize,
+    addresses: usize,
+    works: usize,
+    wall_ms: f64,
+    /// Addresses per diagnosis, most common first.
+    diagnoses: Vec<DiagnosisCount>,
+}
+
+/// One row of the summary table.
+#[derive(Debug, Serialize)]
+struct DiagnosisCount {
+    diagnosis: &'static str,
+    addresses: usize,
+}
+
+/// One address to probe, and the target it came from.
+#[derive(Debug)]
+struct Job<'a> {
+    target: &'a Target,
+    addr: Result<SocketAddr, String>,
+}
+
+/// What every probe of the run shares.
+struct Probe {
+    method: ClientMethod,
+    timeout: Duration,
+    http: bool,
+    tls: Option<(TlsClient, Option<String>)>,
 }
 
 /// One connection: connect (request in the SYN if TFO), wait for the first reply byte.
@@ -104,79 +211,337 @@ pub(super) fn attempt(
     addr: SocketAddr,
     request: &[u8],
     timeout: Duration,
-) -> anyhow::Result<(AttemptReport, ProbeAttempt)> {
+) -> Result<(AttemptReport, ProbeAttempt), ExchangeError> {
     let limits = Limits::new(timeout, Until::FirstByte);
     let (outcome, first_reply) = match exchange(connector, addr, request, Until::FirstByte, &limits) {
         Ok(ex) => (ex.outcome, ex.first_byte),
         // Connected, but no reply in time: the outcome is still known.
         Err(ExchangeError::Timeout { outcome, .. }) => (*outcome, None),
-        // A server that closes without a word answered nothing either.
-        Err(e @ ExchangeError::Closed { .. }) => return Err(e.into()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let report = AttemptReport {
         kind,
         outcome: OutcomeFields::new(&outcome, request.len()),
         first_reply_ms: first_reply.map(report::ms),
+        tls: None,
+        said: outcome.to_string(),
     };
     Ok((report, ProbeAttempt::new(outcome, first_reply.is_some())))
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let timeout = args.timeout;
-    let request = if args.http {
-        format!("GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: tfo-probe\r\nConnection: close\r\n\r\n", args.addr)
-            .into_bytes()
-    } else {
-        b"tfo probe\n".to_vec()
-    };
-    let method = ClientMethod::from(args.method);
-    if let Some(rounds) = args.fleet {
-        return super::probe_fleet::run(super::probe_fleet::FleetProbe {
-            addr: args.addr,
-            rounds,
-            method,
-            timeout,
-            request,
-            key_file: args.key_file,
-            candidates: args.candidates,
-            json: args.json,
-        });
+impl Probe {
+    /// The bytes a plain (or HTTP) probe sends.
+    fn request(&self, target: &Target, addr: SocketAddr) -> Vec<u8> {
+        if !self.http {
+            return b"tfo probe\n".to_vec();
+        }
+        let host = match target.name() {
+            Some(name) if target.port.is_none() => name.to_string(),
+            Some(name) => format!("{name}:{}", addr.port()),
+            None => addr.to_string(),
+        };
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-probe\r\nConnection: close\r\n\r\n").into_bytes()
     }
-    let tfo = Connector::new().method(method);
-    let plain = Connector::new().tfo(false);
-    let (first, first_seen) = attempt("tfo_first", &tfo, args.addr, &request, timeout)?;
-    let (second, second_seen) = attempt("tfo_second", &tfo, args.addr, &request, timeout)?;
-    let (plain, plain_seen) = attempt("plain", &plain, args.addr, &request, timeout)?;
-    let diagnosis = diagnose_probe(&first_seen, &second_seen, &plain_seen);
-    let saved_ms = match (plain.first_reply_ms, second.first_reply_ms) {
-        (Some(p), Some(t)) if diagnosis == ProbeVerdict::Works => Some(((p - t) * 1000.0).round() / 1000.0),
-        _ => None,
-    };
-    let report = ProbeReport {
-        server: args.addr,
-        tfo_works: diagnosis == ProbeVerdict::Works,
-        diagnosis,
-        explanation: diagnosis.explain(),
-        saved_ms,
-        attempts: vec![first, second, plain],
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_text(&report, method, [&first_seen, &second_seen, &plain_seen]);
+
+    /// One connection, plain or TLS.
+    fn attempt(
+        &self,
+        kind: &'static str,
+        connector: &Connector,
+        target: &Target,
+        addr: SocketAddr,
+    ) -> Result<(AttemptReport, ProbeAttempt), AttemptFailed> {
+        let request = self.request(target, addr);
+        let Some((client, sni)) = &self.tls else {
+            return attempt(kind, connector, addr, &request, self.timeout).map_err(AttemptFailed::from);
+        };
+        let name = tls::server_name(sni.as_deref().or(target.name()), addr)
+            .map_err(|why| AttemptFailed { kind: "tls_failed", why })?;
+        let http = self.http.then_some(&request[..]);
+        let x = client
+            .exchange(connector, addr, name, http, self.timeout)
+            .map_err(|e| AttemptFailed::from(ExchangeError::from(e)))?;
+        let report = AttemptReport {
+            kind,
+            outcome: OutcomeFields::new(&x.outcome, x.client_hello_bytes),
+            first_reply_ms: x.first_byte.map(report::ms),
+            tls: Some(TlsFields::from(&x)),
+            said: x.outcome.to_string(),
+        };
+        Ok((report, ProbeAttempt::new(x.outcome, x.first_byte.is_some())))
     }
-    Ok(if report.tfo_works { ExitCode::SUCCESS } else { ExitCode::from(1) })
+
+    /// The three connections to one address, and the verdict.
+    fn address(&self, job: &Job<'_>) -> ProbeReport {
+        let target = job.target.text.clone();
+        let addr = match &job.addr {
+            Ok(addr) => *addr,
+            Err(why) => return failed(target, None, "unresolved", why.clone(), Vec::new()),
+        };
+        let tfo = Connector::new().method(self.method);
+        let plain = Connector::new().tfo(false);
+        let mut attempts = Vec::new();
+        let mut seen = Vec::new();
+        for (kind, connector) in [("tfo_first", &tfo), ("tfo_second", &tfo), ("plain", &plain)] {
+            match self.attempt(kind, connector, job.target, addr) {
+                Ok((report, s)) => {
+                    attempts.push(report);
+                    seen.push(s);
+                }
+                Err(e) => return failed(target, Some(addr), e.kind, e.why, attempts),
+            }
+        }
+        let verdict = diagnose_probe(&seen[0], &seen[1], &seen[2]);
+        let tls_error = attempts.iter().find_map(|a| a.tls.as_ref()?.error.clone());
+        let (diagnosis, explanation) = match tls_error {
+            Some(e) if verdict == ProbeVerdict::Works => (
+                Diagnosis::Failed("tls_failed"),
+                format!("TFO carried the ClientHello in the SYN and the server answered, but {e}"),
+            ),
+            Some(e) => (Diagnosis::Tfo(verdict), format!("{}; and {e}", verdict.explain())),
+            None => (Diagnosis::Tfo(verdict), verdict.explain().to_string()),
+        };
+        let saved_ms = match (attempts[2].first_reply_ms, attempts[1].first_reply_ms) {
+            (Some(p), Some(t)) if verdict == ProbeVerdict::Works => Some(((p - t) * 1000.0).round() / 1000.0),
+            _ => None,
+        };
+        ProbeReport {
+            target,
+            server: Some(addr),
+            tfo_works: diagnosis == Diagnosis::Tfo(ProbeVerdict::Works),
+            diagnosis,
+            explanation,
+            saved_ms,
+            attempts,
+        }
+    }
 }
 
-fn print_text(report: &ProbeReport, method: ClientMethod, seen: [&ProbeAttempt; 3]) {
-    println!("probing {} with TFO ({method})", report.server);
-    for (i, (a, s)) in report.attempts.iter().zip(seen).enumerate() {
+/// A connection of the probe that could not be made or finished.
+struct AttemptFailed {
+    /// `refused`, `connect_timeout`, `tls_failed`, ... (`ExchangeError::kind`).
+    kind: &'static str,
+    why: String,
+}
+
+impl From<ExchangeError> for AttemptFailed {
+    fn from(e: ExchangeError) -> AttemptFailed {
+        let kind = e.kind();
+        // The error and its causes, as `tfo: error:` prints them: "cannot connect to ...: Connection refused".
+        let why = format!("{:#}", anyhow::Error::from(e));
+        AttemptFailed { kind, why }
+    }
+}
+
+fn failed(
+    target: String,
+    server: Option<SocketAddr>,
+    kind: &'static str,
+    explanation: String,
+    attempts: Vec<AttemptReport>,
+) -> ProbeReport {
+    ProbeReport {
+        target,
+        server,
+        tfo_works: false,
+        diagnosis: Diagnosis::Failed(kind),
+        explanation,
+        saved_ms: None,
+        attempts,
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut targets = args.target.clone();
+    if let Some(path) = &args.targets_file {
+        targets.extend(target::read_file(path).map_err(anyhow::Error::msg)?);
+    }
+    if targets.is_empty() {
+        anyhow::bail!("no targets: give HOST[:PORT] arguments or a --targets file with one per line");
+    }
+    let family = match (args.ipv4, args.ipv6) {
+        (true, _) => Family::V4,
+        (_, true) => Family::V6,
+        _ => Family::Any,
+    };
+    let default_port = if args.tls { Some(443) } else { args.http.then_some(80) };
+    let method = ClientMethod::from(args.method);
+    if let Some(rounds) = args.fleet {
+        return fleet(&args, &targets, default_port, family, rounds, method);
+    }
+    let tls = if args.tls {
+        let trust = match (&args.ca, args.insecure) {
+            (Some(path), _) => Trust::CaFile(path),
+            (None, true) => Trust::Anything,
+            (None, false) => Trust::System,
+        };
+        Some((TlsClient::new(trust, args.http)?, args.sni.clone()))
+    } else {
+        None
+    };
+    let probe = Probe { method, timeout: args.timeout, http: args.http, tls };
+    crate::interrupt::install();
+    let started = Instant::now();
+    let jobs = resolve_all(&targets, default_port, family, args.concurrency.into());
+    let one = jobs.len() == 1;
+    let mut reports: Vec<(Diagnosis, bool)> = Vec::new();
+    let mut print_error = None;
+    probe_many::run_all(
+        jobs,
+        |job| job.addr.as_ref().ok().copied(),
+        Pace { concurrency: args.concurrency.into(), per_second: args.rate },
+        crate::interrupt::requested,
+        |job| probe.address(job),
+        |report| {
+            reports.push((report.diagnosis, report.tfo_works));
+            if print_error.is_none() {
+                print_error = print(&report, args.json, one, method).err();
+            }
+        },
+    );
+    if let Some(e) = print_error {
+        return Err(e);
+    }
+    crate::interrupt::check()?;
+    if !one {
+        let summary = summarize(targets.len(), &reports, started.elapsed());
+        if args.json {
+            println!("{}", serde_json::json!({ "summary": summary }));
+        } else {
+            print_summary(&summary);
+        }
+    }
+    Ok(if reports.iter().all(|(_, works)| *works) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Every address of every target (names resolved a few at a time); a target
+/// that does not resolve becomes one job that reports why.
+fn resolve_all(targets: &[Target], default_port: Option<u16>, family: Family, concurrency: usize) -> Vec<Job<'_>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let resolved: Vec<std::sync::OnceLock<Vec<Job<'_>>>> = targets.iter().map(|_| Default::default()).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.clamp(1, targets.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(target) = targets.get(i) else { return };
+                let jobs = match target.resolve(default_port, family) {
+                    Ok(addrs) => addrs.into_iter().map(|a| Job { target, addr: Ok(a) }).collect(),
+                    Err(why) => vec![Job { target, addr: Err(why) }],
+                };
+                let _ = resolved[i].set(jobs);
+            });
+        }
+    });
+    resolved.into_iter().flat_map(|jobs| jobs.into_inner().unwrap_or_default()).collect()
+}
+
+fn summarize(targets: usize, reports: &[(Diagnosis, bool)], wall: Duration) -> Summary {
+    let mut counts: Vec<DiagnosisCount> = Vec::new();
+    for (d, _) in reports {
+        match counts.iter_mut().find(|c| c.diagnosis == d.as_str()) {
+            Some(c) => c.addresses += 1,
+            None => counts.push(DiagnosisCount { diagnosis: d.as_str(), addresses: 1 }),
+        }
+    }
+    counts.sort_by(|a, b| b.addresses.cmp(&a.addresses).then(a.diagnosis.cmp(b.diagnosis)));
+    Summary {
+        targets,
+        addresses: reports.len(),
+        works: reports.iter().filter(|(_, works)| *works).count(),
+        wall_ms: report::ms(wall),
+        diagnoses: counts,
+    }
+}
+
+fn print(report: &ProbeReport, json: bool, detailed: bool, method: ClientMethod) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
+    } else if detailed {
+        print_detailed(&mut out, report, method)?;
+    } else {
+        let server = report.server.map_or("-".to_string(), |s| s.to_string());
+        let saved = report.saved_ms.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" (saved {s:.1} ms)"));
+        writeln!(out, "{:<30} {:<24} {}{saved}", report.target, server, report.diagnosis.as_str())?;
+        if !report.tfo_works {
+            writeln!(out, "    {}", report.explanation)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: ClientMethod) -> std::io::Result<()> {
+    match report.server {
+        Some(server) if report.target == server.to_string() => writeln!(out, "probing {server} with TFO ({method})")?,
+        Some(server) => writeln!(out, "probing {} at {server} with TFO ({method})", report.target)?,
+        None => writeln!(out, "probing {}", report.target)?,
+    }
+    for (i, a) in report.attempts.iter().enumerate() {
         let reply = a.first_reply_ms.map_or("no reply".into(), |ms| format!("first reply byte after {ms:.1} ms"));
-        println!("  {}. {:<11} {}; connect {:.1} ms, {reply}", i + 1, a.kind, s.outcome, a.outcome.connect_ms);
+        writeln!(out, "  {}. {:<11} {}; connect {:.1} ms, {reply}", i + 1, a.kind, a.said, a.outcome.connect_ms)?;
+        if let Some(t) = &a.tls {
+            let mut line = format!("     TLS: ClientHello {} bytes", t.client_hello_bytes);
+            if let (Some(v), Some(ms)) = (t.version, t.handshake_ms) {
+                line.push_str(&format!(", {v} handshake done after {ms:.1} ms"));
+            }
+            if let Some(status) = t.http_status {
+                line.push_str(&format!(", HTTP {status}"));
+            }
+            writeln!(out, "{line}")?;
+        }
     }
-    println!("verdict: {}", report.explanation);
+    writeln!(out, "verdict: {}", report.explanation)?;
     if let Some(s) = report.saved_ms.filter(|s| *s > 0.0) {
-        println!("TFO saved {s:.1} ms to the first reply byte, compared with the plain connection");
+        writeln!(out, "TFO saved {s:.1} ms to the first reply byte, compared with the plain connection")?;
     }
+    Ok(())
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "\n{} addresses of {} targets probed in {:.1} s; TFO works at {}",
+        s.addresses,
+        s.targets,
+        s.wall_ms / 1000.0,
+        s.works
+    );
+    for c in &s.diagnoses {
+        println!("  {:<24} {:>6}", c.diagnosis, c.addresses);
+    }
+}
+
+/// `--fleet`: one address (a VIP), many rounds.
+fn fleet(
+    args: &Args,
+    targets: &[Target],
+    default_port: Option<u16>,
+    family: Family,
+    rounds: u32,
+    method: ClientMethod,
+) -> anyhow::Result<ExitCode> {
+    let [target] = targets else {
+        anyhow::bail!("--fleet probes one address (a load balancer's VIP); {} targets were given", targets.len());
+    };
+    let addrs = target.resolve(default_port, family).map_err(anyhow::Error::msg)?;
+    let [addr] = addrs[..] else {
+        anyhow::bail!(
+            "--fleet probes one address; {:?} has {} ({}): give one of them, or -4 / -6",
+            target.text,
+            addrs.len(),
+            addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None };
+    super::probe_fleet::run(super::probe_fleet::FleetProbe {
+        addr,
+        rounds,
+        method,
+        timeout: args.timeout,
+        request: probe.request(target, addr),
+        key_file: args.key_file.clone(),
+        candidates: args.candidates.clone(),
+        json: args.json,
+    })
 }

@@ -1,0 +1,367 @@
+//! TLS over TFO for `tfo probe --tls`: the ClientHello is the data that rides
+//! in the SYN, then the handshake (and an HTTPS request, with `--http`) runs
+//! on the connection under one deadline. rustls does the TLS; what is ours is
+//! putting its first flight into `Connector::connect`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fastopen::{ClientOutcome, Connector};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Serialize;
+
+/// How `tfo probe` talks TLS: one configuration for every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsClient {
+    config: Arc<ClientConfig>,
+}
+
+/// Which certificates to trust.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Trust<'a> {
+    /// The system's CA store (/etc/ssl/certs and friends).
+    System,
+    /// Only the CAs in this PEM file (`--ca`).
+    CaFile(&'a Path),
+    /// Any certificate (`--insecure`): TFO and the handshake are still probed.
+    Anything,
+}
+
+impl TlsClient {
+    /// A client trusting `trust`. Each connection makes a full handshake (no
+    /// resumption), so the three connections of a probe compare like with like.
+    pub(crate) fn new(trust: Trust<'_>, alpn_http: bool) -> anyhow::Result<TlsClient> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let mut config = match trust {
+            Trust::Anything => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth(),
+            Trust::System => {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    anyhow::bail!(
+                        "no CA certificates found on this system (install ca-certificates), so no server can be verified; give --ca FILE or --insecure"
+                    );
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::CaFile(path) => {
+                let mut roots = RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+                for cert in certs {
+                    let cert = cert.with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+                    roots
+                        .add(cert)
+                        .with_context(|| format!("a certificate in {} is not usable as a CA", path.display()))?;
+                }
+                if roots.is_empty() {
+                    anyhow::bail!(
+                        "{} holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    );
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        config.resumption = Resumption::disabled();
+        if alpn_http {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        Ok(TlsClient { config: Arc::new(config) })
+    }
+
+    /// One connection to `addr`: the ClientHello in the SYN when TFO can carry
+    /// it, the handshake, then `request` if any, until the first byte of its
+    /// answer. Fails only when no connection was made; what happened after is
+    /// in the result.
+    pub(crate) fn exchange(
+        &self,
+        connector: &Connector,
+        addr: SocketAddr,
+        server_name: ServerName<'static>,
+        request: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<TlsExchange, fastopen::Error> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut conn = ClientConnection::new(self.config.clone(), server_name)
+            .map_err(|e| fastopen::Error::Io { what: "starting TLS", source: io::Error::other(e) })?;
+        let mut hello = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut hello)
+                .map_err(|source| fastopen::Error::Io { what: "writing the ClientHello", source })?;
+        }
+        let (stream, outcome) = connector.connect_timeout(Some(timeout)).connect(addr, &hello)?;
+        // rustls writes a flight in several records: without this, Nagle holds
+        // the last one for the server's delayed ACK (40 ms) and the timing lies.
+        stream.set_nodelay(true).map_err(|source| fastopen::Error::Io { what: "setting TCP_NODELAY", source })?;
+        let mut wire = Deadlined { stream: &stream, deadline, start, first_byte: None };
+        let mut done = TlsExchange {
+            outcome,
+            client_hello_bytes: hello.len(),
+            first_byte: None,
+            handshake: None,
+            version: None,
+            http_status: None,
+            error: None,
+        };
+        let result = finish(&mut conn, &mut wire, request, &mut done);
+        done.first_byte = wire.first_byte;
+        if let Err(e) = result {
+            done.error = Some(explain(&e));
+        }
+        Ok(done)
+    }
+}
+
+/// The handshake, then the request and the first bytes of its answer.
+fn finish(
+    conn: &mut ClientConnection,
+    wire: &mut Deadlined<'_>,
+    request: Option<&[u8]>,
+    done: &mut TlsExchange,
+) -> io::Result<()> {
+    while conn.is_handshaking() {
+        conn.complete_io(wire)?;
+    }
+    done.handshake = Some(wire.start.elapsed());
+    done.version = conn.protocol_version().map(version_name);
+    let Some(request) = request else { return Ok(()) };
+    let mut tls = rustls::Stream::new(conn, wire);
+    tls.write_all(request)?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 8192 {
+        match tls.read(&mut chunk)? {
+            0 => break,
+            n => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    done.http_status = status_code(&head);
+    if done.http_status.is_none() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the answer to the HTTPS request is not HTTP/1.x"));
+    }
+    Ok(())
+}
+
+/// What one TLS connection did.
+#[derive(Debug)]
+pub(crate) struct TlsExchange {
+    pub(crate) outcome: ClientOutcome,
+    /// The first flight (the ClientHello): what TFO could put in the SYN.
+    pub(crate) client_hello_bytes: usize,
+    /// From the start of the connect to the first byte from the server.
+    pub(crate) first_byte: Option<Duration>,
+    /// From the start of the connect to the end of the handshake.
+    pub(crate) handshake: Option<Duration>,
+    pub(crate) version: Option<&'static str>,
+    pub(crate) http_status: Option<u16>,
+    /// Why TLS (or the request over it) did not complete.
+    pub(crate) error: Option<String>,
+}
+
+/// The TLS part of a probe connection, as `--json` reports it.
+#[derive(Debug, Serialize)]
+pub(crate) struct TlsFields {
+    pub(crate) client_hello_bytes: usize,
+    pub(crate) version: Option<&'static str>,
+    pub(crate) handshake_ms: Option<f64>,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) error: Option<String>,
+}
+
+impl From<&TlsExchange> for TlsFields {
+    fn from(x: &TlsExchange) -> TlsFields {
+        TlsFields {
+            client_hello_bytes: x.client_hello_bytes,
+            version: x.version,
+            handshake_ms: x.handshake.map(crate::report::ms),
+            http_status: x.http_status,
+            error: x.error.clone(),
+        }
+    }
+}
+
+/// The name a server is asked for (SNI): the target's name, or its address.
+pub(crate) fn server_name(name: Option<&str>, addr: SocketAddr) -> Result<ServerName<'static>, String> {
+    match name {
+        Some(name) => {
+            ServerName::try_from(name.to_string()).map_err(|e| format!("{name:?} cannot be sent as SNI: {e}"))
+        }
+        None => Ok(ServerName::IpAddress(addr.ip().into())),
+    }
+}
+
+fn version_name(v: rustls::ProtocolVersion) -> &'static str {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
+    }
+}
+
+/// `HTTP/1.1 200 OK` → 200.
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let mut words = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
+    words.next().filter(|v| v.starts_with("HTTP/1."))?;
+    words.next()?.parse().ok().filter(|c| (100..600).contains(c))
+}
+
+/// One line on why TLS failed, and what to do when the certificate is the cause.
+fn explain(e: &io::Error) -> String {
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(
+            why @ (CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }),
+        )) => format!(
+            "the server's certificate is not for the name asked ({why}): probe it by its name, or give the name with --sni NAME"
+        ),
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "the server's certificate is not trusted ({why}): give its CA with --ca FILE, or --insecure to probe anyway"
+        ),
+        Some(other) => format!("TLS failed: {other}"),
+        None if e.kind() == io::ErrorKind::TimedOut => "no complete TLS answer within the timeout".into(),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => "the server closed the connection during TLS".into(),
+        None => format!("TLS failed: {e}"),
+    }
+}
+
+/// The TCP stream under rustls: every read and write ends by the deadline,
+/// and the first byte from the server is timed.
+struct Deadlined<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+    start: Instant,
+    first_byte: Option<Duration>,
+}
+
+impl Deadlined<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+/// A blocking socket's timeout shows as WouldBlock: it is our deadline.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::ErrorKind::TimedOut.into()
+    } else {
+        e
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        let n = self.stream.read(buf).map_err(timed_out)?;
+        if n > 0 {
+            self.first_byte.get_or_insert_with(|| self.start.elapsed());
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        self.stream.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `--insecure`: accepts any certificate, but still checks the handshake's
+/// signatures with it (so the handshake itself is real).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nx"), Some(404));
+        for bad in [&b""[..], b"SSH-2.0-OpenSSH\r\n", b"HTTP/1.1 abc\r\n", b"HTTP/1.1 999 x\r\n", b"\xff\xfe"] {
+            assert_eq!(status_code(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_for_sni() {
+        let addr: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        assert!(matches!(server_name(None, addr), Ok(ServerName::IpAddress(_))));
+        assert!(matches!(server_name(Some("example.com"), addr), Ok(ServerName::DnsName(_))));
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        let dir = std::env::temp_dir().join(format!("tfo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = TlsClient::new(Trust::CaFile(&path), false).unwrap_err();
+        assert!(format!("{err:#}").contains("no certificate"), "{err:#}");
+        let err = TlsClient::new(Trust::CaFile(&dir.join("absent.pem")), false).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+        assert!(TlsClient::new(Trust::Anything, true).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
