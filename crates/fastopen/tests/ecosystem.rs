@@ -327,68 +327,27 @@ fn hyper_client_rides_in_the_syn_against_axum_and_nginx() {
     .expect("private namespace");
 }
 
-/// nginx serving "hello" on 127.0.0.1:PORT with TFO, stopped on drop.
-struct Nginx {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
+/// nginx serving "hello from nginx" on 127.0.0.1:PORT with TFO.
+struct Nginx;
 
 impl Nginx {
-    fn start(port: u16) -> Option<Nginx> {
-        Nginx::start_with(port, "", "")
+    fn start(port: u16) -> Option<fastopen_lab::testing::Nginx> {
+        let listen = [format!("127.0.0.1:{port} fastopen=256")];
+        fastopen_lab::testing::Nginx::start("nginx", &listen, "", "hello from nginx\n")
     }
 
     /// With TLS: a self-signed certificate for `localhost` (returned, to trust it).
-    fn start_tls(port: u16) -> Option<(Nginx, rcgen::CertifiedKey<rcgen::KeyPair>)> {
+    fn start_tls(port: u16) -> Option<(fastopen_lab::testing::Nginx, rcgen::CertifiedKey<rcgen::KeyPair>)> {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let dir = std::env::temp_dir().join(format!("fastopen-tls-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&crt, cert.cert.pem()).unwrap();
         std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-        let extra = format!("ssl_certificate {};\n    ssl_certificate_key {};\n    ", crt.display(), key.display());
-        let nginx = Nginx::start_with(port, " ssl", &extra)?;
+        let extra = format!("ssl_certificate {};\n    ssl_certificate_key {};", crt.display(), key.display());
+        let listen = [format!("127.0.0.1:{port} ssl fastopen=256")];
+        let nginx = fastopen_lab::testing::Nginx::start("nginx_tls", &listen, &extra, "hello from nginx\n")?;
         Some((nginx, cert))
-    }
-
-    fn start_with(port: u16, listen_extra: &str, server_extra: &str) -> Option<Nginx> {
-        let found = std::path::Path::new("/usr/sbin/nginx").exists()
-            || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nginx").is_file()));
-        if !found {
-            assert!(std::env::var_os("CI").is_none(), "CI must have nginx (.ci/run installs it)");
-            eprintln!("SKIPPED the nginx part: no nginx");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("fastopen-nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port}{listen_extra} fastopen=256;\n    {server_extra}location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
-            d = dir.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("nginx")
-            .args(["-c", conf_path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        let nginx = Nginx { child, dir };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !nginx.dir.join("nginx.pid").exists() {
-            assert!(std::time::Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

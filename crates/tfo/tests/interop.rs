@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -88,34 +87,12 @@ fn tfo_send_against_nginx_fastopen() {
         return;
     }
     in_netns("nginx_interop", 3, || {
-        let dir = std::env::temp_dir().join(format!("tfo-nginx-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let port = 8081;
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port} fastopen=256;\n    location / {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
-            d = dir.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let nginx = Guard(
-            Command::new("nginx")
-                .args(["-c", conf_path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-                .spawn()
-                .expect("start nginx"),
-        );
-        // nginx writes its pid file after it has opened its listening sockets.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("nginx.pid").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listen = [format!("127.0.0.1:{port} fastopen=256")];
+        let Some(nginx) = fastopen_lab::testing::Nginx::start("nginx_interop", &listen, "", "hello from nginx\n")
+        else {
+            return;
+        };
         let addr = format!("127.0.0.1:{port}");
         let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         let first = json(&run_tfo(&["send", &addr, "--data", request, "--json"]));
@@ -130,6 +107,5 @@ fn tfo_send_against_nginx_fastopen() {
         let d = &counters() - &before;
         assert_eq!((d.passive, d.active), (1, 1), "{d:?}");
         drop(nginx);
-        let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -133,7 +133,8 @@ fn serve_send_probe_doctor_and_trace() {
             &probe,
             "probe",
             &[
-                ("server", T::Str),
+                ("target", T::Str),
+                ("server", STR_OR_NULL),
                 ("tfo_works", T::Bool),
                 ("diagnosis", T::Str),
                 ("explanation", T::Str),
@@ -143,7 +144,29 @@ fn serve_send_probe_doctor_and_trace() {
         );
         for attempt in probe["attempts"].as_array().unwrap() {
             schema(attempt, "probe attempt", &OUTCOME);
-            schema(attempt, "probe attempt", &[("kind", T::Str), ("first_reply_ms", NUM_OR_NULL)]);
+            schema(
+                attempt,
+                "probe attempt",
+                &[("kind", T::Str), ("first_reply_ms", NUM_OR_NULL), ("tls", OBJ_OR_NULL)],
+            );
+        }
+        // Several targets: a line each, then {"summary": ...}.
+        let o = run_tfo(&["probe", &a, "127.0.0.1:1", "--json", "--rate", "100"]);
+        let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3, "{}", stdout(&o));
+        schema(
+            &lines[2]["summary"],
+            "probe summary",
+            &[
+                ("targets", T::Num),
+                ("addresses", T::Num),
+                ("works", T::Num),
+                ("wall_ms", T::Num),
+                ("diagnoses", T::Arr),
+            ],
+        );
+        for row in lines[2]["summary"]["diagnoses"].as_array().unwrap() {
+            schema(row, "probe summary row", &[("diagnosis", T::Str), ("addresses", T::Num)]);
         }
 
         let doctor = json(&run_tfo(&["doctor", "--json"]));

@@ -288,7 +288,14 @@ impl Probe {
                     attempts.push(report);
                     seen.push(s);
                 }
-                Err(e) => return failed(target, Some(addr), e.kind, e.why, attempts),
+                Err(mut e) => {
+                    if e.kind == "connect_timeout" && kind == "tfo_second" {
+                        e.why.push_str(
+                            "; the first connection got through, and this SYN carried data: something may drop SYNs with data (with a --timeout over 1 s the kernel's retransmission without data shows it)",
+                        );
+                    }
+                    return failed(target, Some(addr), e.kind, e.why, attempts);
+                }
             }
         }
         let verdict = diagnose_probe(&seen[0], &seen[1], &seen[2]);

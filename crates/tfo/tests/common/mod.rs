@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 pub use fastopen::FastOpenCounters;
@@ -20,20 +19,8 @@ pub fn in_netns(test: &str, mode: u32, f: impl FnOnce() + Send) {
     run_in_private(mode, f).expect("private network namespace");
 }
 
-/// `true` if `tool` is on PATH. Missing outside CI: skip with a message; under CI: fail.
-pub fn have_tool(test: &str, tool: &str) -> bool {
-    let found =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
-            || Path::new("/usr/sbin").join(tool).is_file();
-    if found {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1") {
-        panic!("{test} needs {tool}, and CI=true: .ci/run must install it");
-    }
-    eprintln!("SKIPPED {test}: {tool} is not installed (.ci/run installs it)");
-    false
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use fastopen_lab::testing::have_tool;
 
 pub fn tfo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tfo"))
