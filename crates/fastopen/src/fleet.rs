@@ -45,6 +45,10 @@ pub enum FleetVerdict {
     /// Several cookies, all made with the given key for different server
     /// addresses: a DNAT balancer, each backend seeing its own address.
     Dnat,
+    /// Several cookies for the same address, made with the given primary
+    /// and backup keys: a rotation under way, some backends on the new key
+    /// and some on the old.
+    MidRotation,
     /// No cookie came back at all.
     NoCookie,
 }
@@ -58,6 +62,7 @@ impl FleetVerdict {
             FleetVerdict::BackendsDisagree => "backends_disagree",
             FleetVerdict::DifferentKeys => "different_keys",
             FleetVerdict::Dnat => "dnat",
+            FleetVerdict::MidRotation => "mid_rotation",
             FleetVerdict::NoCookie => "no_cookie",
         }
     }
@@ -70,6 +75,7 @@ impl FleetVerdict {
             FleetVerdict::BackendsDisagree => "the address gives several cookies, so a client's cookie fails on other backends (silent fallback): the backends have different keys, or each sees its own address behind DNAT; --key-file tells which",
             FleetVerdict::DifferentKeys => "the backends have different keys: share one key (or one --key-secret) across the fleet",
             FleetVerdict::Dnat => "one key, but each backend sees its own address (DNAT), so each makes its own cookie: TFO across the fleet needs every backend to see the same address (a VIP they own: direct server return, anycast)",
+            FleetVerdict::MidRotation => "the backends are mid-rotation: some make cookies with the new key and some with the old, so a cookie made with the new key is refused by a backend without it (the old one still works where it is the backup): finish the rotation everywhere, and roll a new key out as backup first, then as primary",
             FleetVerdict::NoCookie => "no cookie came back: TFO is off at this address, or the path strips the option (see `tfo probe` without --fleet)",
         }
     }
@@ -81,8 +87,8 @@ impl fmt::Display for FleetVerdict {
     }
 }
 
-/// One distinct cookie, how often it came, and the server address it was
-/// made for (with the given keys), if one of the candidates.
+/// One distinct cookie, how often it came, and the server address and key it
+/// was made for (with the given keys), if one of the candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenCookie {
     /// The cookie's bytes.
@@ -91,6 +97,8 @@ pub struct SeenCookie {
     pub rounds: usize,
     /// The candidate address the key makes this cookie for (`None`: none, or no key given).
     pub made_for: Option<IpAddr>,
+    /// Which of the given keys made it: 0 the primary, 1 the backup.
+    pub made_with: Option<usize>,
 }
 
 /// The fleet's diagnosis.
@@ -119,11 +127,12 @@ pub struct CookieOrigins<'a> {
 }
 
 impl CookieOrigins<'_> {
-    fn made_for(&self, cookie: &[u8]) -> Option<IpAddr> {
-        self.candidates
-            .iter()
-            .copied()
-            .find(|&server| self.keys.iter().any(|k| k.cookie(self.client, server).is_some_and(|c| c[..] == *cookie)))
+    /// The candidate address and the key (its index) that make `cookie`.
+    fn origin(&self, cookie: &[u8]) -> Option<(IpAddr, usize)> {
+        self.candidates.iter().find_map(|&server| {
+            let key = self.keys.iter().position(|k| k.cookie(self.client, server).is_some_and(|c| c[..] == *cookie))?;
+            Some((server, key))
+        })
     }
 }
 
@@ -138,10 +147,14 @@ pub fn diagnose_fleet(rounds: &[FleetRound], origins: Option<&CookieOrigins<'_>>
     }
     let mut cookies: Vec<SeenCookie> = counts
         .into_iter()
-        .map(|(cookie, n)| SeenCookie {
-            cookie: cookie.to_vec(),
-            rounds: n,
-            made_for: origins.and_then(|o| o.made_for(cookie)),
+        .map(|(cookie, n)| {
+            let origin = origins.and_then(|o| o.origin(cookie));
+            SeenCookie {
+                cookie: cookie.to_vec(),
+                rounds: n,
+                made_for: origin.map(|o| o.0),
+                made_with: origin.map(|o| o.1),
+            }
         })
         .collect();
     cookies.sort_by_key(|c| std::cmp::Reverse(c.rounds));
@@ -152,6 +165,7 @@ pub fn diagnose_fleet(rounds: &[FleetRound], origins: Option<&CookieOrigins<'_>>
         1 => FleetVerdict::CookiesRefused,
         _ if origins.is_none() => FleetVerdict::BackendsDisagree,
         _ if cookies.iter().any(|c| c.made_for.is_none()) => FleetVerdict::DifferentKeys,
+        _ if cookies.iter().all(|c| c.made_for == cookies[0].made_for) => FleetVerdict::MidRotation,
         _ => FleetVerdict::Dnat,
     };
     FleetDiagnosis { verdict, cookies, accepted, rounds: rounds.len() }
@@ -203,6 +217,29 @@ mod tests {
             .collect();
         let d = diagnose_fleet(&pinned, Some(&origins));
         assert_eq!((d.verdict, d.cookies.len(), d.cookies[0].rounds), (FleetVerdict::DifferentKeys, 2, 3));
+
+        // Mid-rotation: cookie requests pinned to a backend on the new key
+        // (primary `key`, backup `other`), data refused by one still on the old
+        // key, which answers with its own cookie; or the reverse, where the old
+        // cookie is accepted through the backup and the new one comes back.
+        let origins_rotating = CookieOrigins { keys: &[key, other], client, candidates: &[vip] };
+        for (asked, accepted, after) in [(&key, false, &other), (&other, true, &key)] {
+            let rounds: Vec<FleetRound> = (0..3)
+                .map(|_| FleetRound {
+                    cookie: cookie(asked, vip).map(|c| c.to_vec()),
+                    data_accepted: accepted,
+                    cookie_after: cookie(after, vip).map(|c| c.to_vec()),
+                })
+                .collect();
+            let d = diagnose_fleet(&rounds, Some(&origins_rotating));
+            assert_eq!(d.verdict, FleetVerdict::MidRotation, "{d:?}");
+            let mut keys: Vec<Option<usize>> = d.cookies.iter().map(|c| c.made_with).collect();
+            keys.sort();
+            assert_eq!(keys, [Some(0), Some(1)]);
+        }
+        // Without the old key in the file, the old cookie cannot be traced: different keys.
+        let rounds = [round(cookie(&key, vip), false), round(cookie(&other, vip), false)];
+        assert_eq!(diagnose_fleet(&rounds, Some(&origins)).verdict, FleetVerdict::DifferentKeys);
 
         assert_eq!(diagnose_fleet(&[round(None, false)], None).verdict, FleetVerdict::NoCookie);
         assert_eq!(diagnose_fleet(&[], None).verdict, FleetVerdict::NoCookie);

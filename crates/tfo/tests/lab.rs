@@ -714,3 +714,100 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs `tfo probe VIP:8080 --fleet 6 --json ARGS` from the fleet's client.
+fn probe_fleet(fleet: &fastopen_lab::Fleet, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let vip = SocketAddr::new(fleet.vip(), 8080).to_string();
+    let o = fleet
+        .client()
+        .command(env!("CARGO_BIN_EXE_tfo"))
+        .args(["probe", &vip, "--fleet", "6", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code(), v)
+}
+
+/// A key rotation rolled out one backend at a time, as operators do: while
+/// backend 0 has the new key (the old one as backup) and backend 1 only the
+/// old, the fleet is mid-rotation, and the key file tells the two cookies
+/// apart by key; once backend 1's file changes too (`tfo serve` follows it,
+/// keeping the old key as backup), the fleet is healthy again.
+#[test]
+fn probe_fleet_sees_a_rotation_mid_run_and_its_end() {
+    use fastopen_lab::{BalancerMode, Fleet, FleetConfig};
+    if !fastopen_lab::testing::root_or_skip("probe_fleet_rotation") {
+        return;
+    }
+    let dir = common::tempdir("probe_fleet_rotation");
+    let (old, new) = ("00112233-44556677-8899aabb-ccddeeff", "ffeeddcc-bbaa9988-77665544-33221100");
+    let (b0, b1, rotated) = (dir.join("b0.key"), dir.join("b1.key"), dir.join("rotated.key"));
+    common::write_key(&b0, &format!("{new},{old}"));
+    common::write_key(&b1, old);
+    common::write_key(&rotated, &format!("{new},{old}"));
+    let fleet = Fleet::start(FleetConfig { mode: BalancerMode::Vip, ..FleetConfig::default() }).expect("fleet starts");
+    let _servers: Vec<common::Guard> = fleet
+        .backends()
+        .iter()
+        .zip([&b0, &b1])
+        .map(|(ns, key)| common::Guard(start_serve(ns, &["0.0.0.0:8080", "--key-file", key.to_str().unwrap()]).0))
+        .collect();
+
+    let (code, v) = probe_fleet(&fleet, &["--key-file", rotated.to_str().unwrap()]);
+    assert_eq!((code, v["verdict"].as_str()), (Some(1), Some("mid_rotation")), "{v}");
+    let mut made_with: Vec<&str> =
+        v["cookies"].as_array().unwrap().iter().map(|c| c["made_with"].as_str().unwrap()).collect();
+    made_with.sort();
+    assert_eq!(made_with, ["backup", "primary"], "{v}");
+    assert!(v["cookies"].as_array().unwrap().iter().all(|c| c["made_for"] == "198.19.0.1"), "{v}");
+    let (_, v) = probe_fleet(&fleet, &[]);
+    assert_eq!(v["verdict"], "backends_disagree", "without the key: {v}");
+
+    // Backend 1 gets the new key; the old one stays its backup.
+    common::write_key(&b1, new);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let (code, v) = probe_fleet(&fleet, &["--key-file", rotated.to_str().unwrap()]);
+        if code == Some(0) || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["verdict"], "healthy", "after the rotation: {v}");
+    assert_eq!((v["cookies"][0]["made_with"].as_str(), v["accepted"].as_u64()), (Some("primary"), Some(6)), "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// nginx with `listen VIP:8080 fastopen=256` on each backend, keyed by `tfo
+/// key apply` (the namespace's key), behaves as `tfo serve` does: one key is
+/// healthy, two keys are told apart.
+#[test]
+fn nginx_backends_of_a_fleet_behave_like_tfo_serve() {
+    use fastopen_lab::{BalancerMode, Fleet, FleetConfig};
+    if !fastopen_lab::testing::root_or_skip("fleet_nginx") || !common::have_tool("fleet_nginx", "nginx") {
+        return;
+    }
+    let dir = common::tempdir("fleet_nginx");
+    let (key_a, key_b) = (dir.join("a.key"), dir.join("b.key"));
+    common::write_key(&key_a, "00112233-44556677-8899aabb-ccddeeff");
+    common::write_key(&key_b, "ffeeddcc-bbaa9988-77665544-33221100");
+    for (keys, verdict) in [([&key_a, &key_a], "healthy"), ([&key_a, &key_b], "different_keys")] {
+        let fleet = Fleet::start(FleetConfig { mode: BalancerMode::Vip, ..FleetConfig::default() }).expect("fleet");
+        let listen = [format!("{}:8080 fastopen=256", fleet.vip())];
+        let mut nginxes = Vec::new();
+        for (ns, key) in fleet.backends().iter().zip(keys) {
+            ns.exec(env!("CARGO_BIN_EXE_tfo"), &["key", "apply", "--key-file", key.to_str().unwrap()], "tfo").unwrap();
+            let nginx = ns.run(|| fastopen_lab::testing::Nginx::start("fleet_nginx", &listen, "", "hello\n")).unwrap();
+            nginxes.push(nginx.expect("nginx is installed"));
+        }
+        let (code, v) = probe_fleet(&fleet, &["--http", "--key-file", key_a.to_str().unwrap()]);
+        assert_eq!(v["verdict"], verdict, "{v}");
+        assert_eq!(code, Some(if verdict == "healthy" { 0 } else { 1 }), "{v}");
+        if verdict == "healthy" {
+            assert_eq!((v["accepted"].as_u64(), v["cookies"][0]["made_for"].as_str()), (Some(6), Some("198.19.0.1")));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

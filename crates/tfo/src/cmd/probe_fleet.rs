@@ -45,6 +45,8 @@ struct CookieReport {
     cookie: String,
     rounds: usize,
     made_for: Option<IpAddr>,
+    /// `primary` or `backup`: which key of --key-file made it.
+    made_with: Option<&'static str>,
 }
 
 /// `tfo probe --fleet --json`.
@@ -158,7 +160,12 @@ fn report(probe: &FleetProbe, client: IpAddr, d: &FleetDiagnosis, per_round: Vec
         cookies: d
             .cookies
             .iter()
-            .map(|c| CookieReport { cookie: hex(&c.cookie), rounds: c.rounds, made_for: c.made_for })
+            .map(|c| CookieReport {
+                cookie: hex(&c.cookie),
+                rounds: c.rounds,
+                made_for: c.made_for,
+                made_with: c.made_with.map(|k| if k == 0 { "primary" } else { "backup" }),
+            })
             .collect(),
         per_round,
     }
@@ -167,7 +174,10 @@ fn report(probe: &FleetProbe, client: IpAddr, d: &FleetDiagnosis, per_round: Vec
 fn print_text(r: &FleetReport) {
     println!("probing the fleet behind {} from {}: {} rounds, each with a fresh cookie", r.server, r.client, r.rounds);
     for c in &r.cookies {
-        let made_for = c.made_for.map_or(String::new(), |a| format!(" (the key's cookie for server address {a})"));
+        let made_for = match (c.made_for, c.made_with) {
+            (Some(a), Some(k)) => format!(" (the {k} key's cookie for server address {a})"),
+            _ => String::new(),
+        };
         println!("  cookie {} seen {} time(s){made_for}", c.cookie, c.rounds);
     }
     println!("  SYN data accepted in {} of {} rounds ({:.0}%)", r.accepted, r.rounds, r.accepted_fraction * 100.0);
