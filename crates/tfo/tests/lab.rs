@@ -681,19 +681,10 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
             .zip(keys)
             .map(|(ns, key)| common::Guard(start_serve(ns, &["0.0.0.0:8080", "--key-file", key.to_str().unwrap()]).0))
             .collect();
-        let vip = SocketAddr::new(fleet.vip(), 8080).to_string();
-        let o = fleet
-            .client()
-            .command(env!("CARGO_BIN_EXE_tfo"))
-            .args(["probe", &vip, "--fleet", "6", "--json"])
-            .args(probe_args)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("{mode:?} {verdict}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+        let (code, v) = probe_fleet(&fleet, probe_args);
         let what = format!("{mode:?} {verdict}: {v}");
         assert_eq!(v["verdict"], verdict, "{what}");
-        assert_eq!(o.status.code(), Some(if verdict == "healthy" { 0 } else { 1 }), "{what}");
+        assert_eq!(code, Some(if verdict == "healthy" { 0 } else { 1 }), "{what}");
         match verdict {
             "healthy" => {
                 assert_eq!((v["distinct_cookies"].as_u64(), v["accepted"].as_u64()), (Some(1), Some(6)), "{what}");
