@@ -481,7 +481,9 @@ fn print(report: &ProbeReport, json: bool, detailed: bool, method: ClientMethod)
 
 fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: ClientMethod) -> std::io::Result<()> {
     match report.server {
-        Some(server) if report.target == server.to_string() => writeln!(out, "probing {server} with TFO ({method})")?,
+        Some(server) if [server.to_string(), server.ip().to_string()].contains(&report.target) => {
+            writeln!(out, "probing {server} with TFO ({method})")?
+        }
         Some(server) => writeln!(out, "probing {} at {server} with TFO ({method})", report.target)?,
         None => writeln!(out, "probing {}", report.target)?,
     }
