@@ -653,7 +653,8 @@ fn a_replay_reaching_another_server_of_the_fleet() {
 /// `tfo probe --fleet` against a real Linux balancer (iptables) in front of
 /// two `tfo serve` backends: one key behind a VIP is healthy; different keys
 /// give two cookies (traced to "different keys" with the key file); one key
-/// behind DNAT gives two cookies too, traced to the backends' own addresses.
+/// behind DNAT gives two cookies too, traced to the backends' own addresses;
+/// a backend with TFO off refuses every cookie.
 #[test]
 fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
     use fastopen_lab::fleet::backend_ip;
@@ -667,19 +668,26 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
     common::write_key(&key_b, "ffeeddcc-bbaa9988-77665544-33221100");
     let candidates = format!("{},{}", backend_ip(0), backend_ip(1));
     let a = key_a.to_str().unwrap();
-    let cases: [(BalancerMode, [&std::path::Path; 2], &[&str], &str); 4] = [
-        (BalancerMode::Vip, [&key_a, &key_a], &["--key-file", a], "healthy"),
-        (BalancerMode::Vip, [&key_a, &key_b], &[], "backends_disagree"),
-        (BalancerMode::Vip, [&key_a, &key_b], &["--key-file", a], "different_keys"),
-        (BalancerMode::Dnat, [&key_a, &key_a], &["--key-file", a, "--candidates", &candidates], "dnat"),
+    // (mode, each backend's key, whether backend 1 has TFO off, probe arguments, verdict)
+    let cases: [(BalancerMode, [&std::path::Path; 2], bool, &[&str], &str); 5] = [
+        (BalancerMode::Vip, [&key_a, &key_a], false, &["--key-file", a], "healthy"),
+        (BalancerMode::Vip, [&key_a, &key_b], false, &[], "backends_disagree"),
+        (BalancerMode::Vip, [&key_a, &key_b], false, &["--key-file", a], "different_keys"),
+        (BalancerMode::Dnat, [&key_a, &key_a], false, &["--key-file", a, "--candidates", &candidates], "dnat"),
+        (BalancerMode::Vip, [&key_a, &key_a], true, &["--key-file", a], "cookies_refused"),
     ];
-    for (mode, keys, probe_args, verdict) in cases {
+    for (mode, keys, tfo_off_on_b1, probe_args, verdict) in cases {
         let fleet = Fleet::start(FleetConfig { mode, ..FleetConfig::default() }).expect("fleet starts");
         let _servers: Vec<common::Guard> = fleet
             .backends()
             .iter()
             .zip(keys)
-            .map(|(ns, key)| common::Guard(start_serve(ns, &["0.0.0.0:8080", "--key-file", key.to_str().unwrap()]).0))
+            .enumerate()
+            .map(|(i, (ns, key))| {
+                let queue = if i == 1 && tfo_off_on_b1 { "0" } else { "16" };
+                let args = ["0.0.0.0:8080", "--key-file", key.to_str().unwrap(), "--queue", queue];
+                common::Guard(start_serve(ns, &args).0)
+            })
             .collect();
         let (code, v) = probe_fleet(&fleet, probe_args);
         let what = format!("{mode:?} {verdict}: {v}");
@@ -689,6 +697,10 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
             "healthy" => {
                 assert_eq!((v["distinct_cookies"].as_u64(), v["accepted"].as_u64()), (Some(1), Some(6)), "{what}");
                 assert_eq!(v["cookies"][0]["made_for"], "198.19.0.1", "{what}");
+            }
+            // One backend without TFO: one cookie, and the data SYN always reaches the other.
+            "cookies_refused" => {
+                assert_eq!((v["distinct_cookies"].as_u64(), v["accepted"].as_u64()), (Some(1), Some(0)), "{what}");
             }
             _ => {
                 assert_eq!(v["distinct_cookies"], 2, "{what}");
