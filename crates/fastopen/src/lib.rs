@@ -64,6 +64,7 @@ pub mod keyfile;
 mod listener;
 mod mode;
 mod outcome;
+pub mod sock_diag;
 mod sys;
 mod tcp_info;
 #[cfg(feature = "tokio")]

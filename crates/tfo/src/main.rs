@@ -48,6 +48,7 @@ enum Command {
     Demo(cmd::demo::Args),
     Probe(cmd::probe::Args),
     Key(cmd::key::Args),
+    Watch(cmd::watch::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => cmd::lab::run(args),
         Command::Key(args) => cmd::key::run(args),
         Command::Probe(args) => cmd::probe::run(args),
+        Command::Watch(args) => cmd::watch::run(args),
     };
     exit::code(result)
 }

@@ -669,7 +669,8 @@ fn probe_fleet_tells_shared_keys_from_different_keys_and_dnat() {
     let candidates = format!("{},{}", backend_ip(0), backend_ip(1));
     let a = key_a.to_str().unwrap();
     // (mode, each backend's key, whether backend 1 has TFO off, probe arguments, verdict)
-    let cases: [(BalancerMode, [&std::path::Path; 2], bool, &[&str], &str); 5] = [
+    type Case<'a> = (BalancerMode, [&'a std::path::Path; 2], bool, &'a [&'a str], &'a str);
+    let cases: [Case; 5] = [
         (BalancerMode::Vip, [&key_a, &key_a], false, &["--key-file", a], "healthy"),
         (BalancerMode::Vip, [&key_a, &key_b], false, &[], "backends_disagree"),
         (BalancerMode::Vip, [&key_a, &key_b], false, &["--key-file", a], "different_keys"),

@@ -252,6 +252,59 @@ pub(crate) fn kernel_release() -> io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A `NETLINK_SOCK_DIAG` socket, bound to the multicast `groups` (a bit
+/// mask; 0 for none). Reading every socket of the namespace needs no
+/// privilege; the destroy groups need CAP_NET_ADMIN.
+pub(crate) fn sock_diag_socket(groups: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const NETLINK_SOCK_DIAG: libc::c_int = 4;
+    let fd = syscall!(socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG))?;
+    // SAFETY: socket() just returned this descriptor, which nothing else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain data, valid when zeroed.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    // A socket big enough that bursts of destroy notifications are not dropped.
+    let rcvbuf: libc::c_int = 8 << 20;
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        &rcvbuf as *const libc::c_int as *const libc::c_void,
+        size_of::<libc::c_int>() as libc::socklen_t,
+    ))?;
+    syscall!(bind(
+        fd,
+        &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+        size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+    ))?;
+    Ok(owned)
+}
+
+/// `send(fd, bytes)` of one whole netlink message to the kernel.
+pub(crate) fn netlink_send(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: `bytes` is a live slice of the given length.
+    syscall!(send(fd.as_raw_fd(), bytes.as_ptr() as *const libc::c_void, bytes.len(), 0))?;
+    Ok(())
+}
+
+/// One `recv` of netlink messages into `buf`, waiting at most `timeout`
+/// (`None`: until something comes). `Ok(0)`: the wait ended empty.
+pub(crate) fn netlink_recv(fd: BorrowedFd<'_>, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+    if let Some(timeout) = timeout {
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one pollfd, live for the call.
+        if syscall!(poll(&mut pfd, 1, ms))? == 0 {
+            return Ok(0);
+        }
+    }
+    // SAFETY: `buf` is a live, writable slice of the given length.
+    let n = syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0))?;
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

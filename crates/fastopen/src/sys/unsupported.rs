@@ -98,3 +98,13 @@ impl AsyncStateWatch {
         unsupported()
     }
 }
+
+pub(crate) fn sock_diag_socket(_: u32) -> io::Result<std::os::fd::OwnedFd> {
+    unsupported()
+}
+pub(crate) fn netlink_send(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {
+    unsupported()
+}
+pub(crate) fn netlink_recv(_: BorrowedFd<'_>, _: &mut [u8], _: Option<Duration>) -> io::Result<usize> {
+    unsupported()
+}

@@ -13,3 +13,4 @@ mod probe_many;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;
+pub(crate) mod watch;

@@ -1,0 +1,440 @@
+//! Every TCP socket of a network namespace, as the kernel's sock_diag
+//! (inet_diag) reports it over netlink: a dump of all sockets with their
+//! `tcp_info`, and the notifications sent when a socket is destroyed (so a
+//! connection that lives for a millisecond is still seen). The messages are
+//! encoded and decoded here, by hand and tested on bytes; the socket calls
+//! are in `sys`. Layouts: `include/uapi/linux/{netlink,sock_diag,inet_diag}.h`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::tcp_info::TcpInfo;
+
+/// `SOCK_DIAG_BY_FAMILY`: the request and answer type.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+/// `INET_DIAG_INFO`: the attribute holding `struct tcp_info`.
+const INET_DIAG_INFO: u16 = 2;
+/// `SKNLGRP_INET_TCP_DESTROY` (1) and `SKNLGRP_INET6_TCP_DESTROY` (3), as a bind mask.
+const DESTROY_GROUPS: u32 = group_bit(1) | group_bit(3);
+
+/// A multicast group's bit in `nl_groups` (group N is bit N - 1).
+const fn group_bit(group: u32) -> u32 {
+    1 << (group - 1)
+}
+const NLMSG_HDR: usize = 16;
+/// `struct inet_diag_msg`.
+const DIAG_MSG: usize = 72;
+/// `tcpi_state` / `idiag_state` of a listening socket.
+pub const TCP_LISTEN: u8 = 10;
+
+/// One TCP socket as sock_diag reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiagSocket {
+    /// This host's end.
+    pub local: SocketAddr,
+    /// The other end (unspecified for a listener).
+    pub peer: SocketAddr,
+    /// `idiag_state` (1 ESTABLISHED, 2 SYN_SENT, 10 LISTEN, ...).
+    pub state: u8,
+    /// The owner's user id.
+    pub uid: u32,
+    /// The socket's inode (0 once its file is closed): finds the owning process.
+    pub inode: u32,
+    /// The kernel's cookie for the socket: unique while it lives.
+    pub cookie: u64,
+    /// Its `tcp_info`, when the kernel attached one.
+    pub info: Option<TcpInfo>,
+}
+
+/// Which end of a connection this host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+pub enum Role {
+    /// This host sent the SYN.
+    Client,
+    /// This host accepted it (the local port is a listener's).
+    Server,
+}
+
+impl Role {
+    /// `client` or `server`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+
+    /// A connection's role, from the namespace's listening sockets: `Server`
+    /// when one listens on its local port, on its address or a wildcard.
+    /// (sock_diag does not say who sent the SYN; a client that connects from
+    /// a port some listener also uses is taken for a server.)
+    pub fn of(socket: &DiagSocket, listeners: &[SocketAddr]) -> Role {
+        let serves = listeners
+            .iter()
+            .any(|l| l.port() == socket.local.port() && (l.ip() == socket.local.ip() || l.ip().is_unspecified()));
+        if serves {
+            Role::Server
+        } else {
+            Role::Client
+        }
+    }
+}
+
+/// The TFO outcome of a connection seen through sock_diag, with the
+/// library's reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SeenOutcome {
+    /// Which end this host is.
+    pub role: Role,
+    /// Client: the SYN's data was acknowledged; server: the SYN's data was accepted.
+    pub tfo_used: bool,
+    /// Client only: why not (`cookie_unavailable`, ...); `not_requested` when
+    /// the kernel reports no attempt (the program did not ask, or the kernel
+    /// skipped it), `client_disabled` when the namespace has client TFO off.
+    pub fail_reason: Option<crate::FailReason>,
+}
+
+impl DiagSocket {
+    /// The TFO outcome, `None` without `tcp_info`. `client_tfo_enabled`: the
+    /// namespace's `net.ipv4.tcp_fastopen` has the client bit.
+    pub fn outcome(&self, role: Role, client_tfo_enabled: bool) -> Option<SeenOutcome> {
+        use crate::FailReason;
+        let info = self.info.as_ref()?;
+        let tfo_used = info.syn_data();
+        let fail_reason = match role {
+            Role::Server => None,
+            Role::Client if tfo_used => None,
+            Role::Client => Some(match info.fastopen_client_fail {
+                1 => FailReason::CookieUnavailable,
+                2 => FailReason::DataNotAcked,
+                3 => FailReason::SynRetransmitted,
+                _ if !client_tfo_enabled => FailReason::ClientDisabled,
+                _ => FailReason::NotRequested,
+            }),
+        };
+        Some(SeenOutcome { role, tfo_used, fail_reason })
+    }
+}
+
+/// A message of a sock_diag answer, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Message {
+    Socket(DiagSocket),
+    Done,
+    /// `NLMSG_ERROR` with this errno (0 is an acknowledgement).
+    Error(i32),
+    Other,
+}
+
+/// The request for every TCP socket of `family` (`AF_INET` or `AF_INET6`)
+/// in every state, with `tcp_info`.
+fn dump_request(family: u8, seq: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDR + 56);
+    m.extend_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // struct inet_diag_req_v2: family, protocol, extensions, pad, states, id.
+    m.extend_from_slice(&[family, libc_ipproto_tcp(), 1 << (INET_DIAG_INFO - 1), 0]);
+    m.extend_from_slice(&u32::MAX.to_ne_bytes());
+    m.extend_from_slice(&[0u8; 48]);
+    m
+}
+
+const fn libc_ipproto_tcp() -> u8 {
+    6
+}
+
+fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The netlink messages in `buf`, in order. A message whose length does not
+/// fit ends the walk (the rest cannot be framed); its socket is not invented.
+fn parse(buf: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let (Some(len), Some(kind)) = (u32_ne(buf, at), u16_ne(buf, at + 4)) {
+        let len = len as usize;
+        if len < NLMSG_HDR || at + len > buf.len() {
+            break;
+        }
+        let body = &buf[at + NLMSG_HDR..at + len];
+        out.push(match kind {
+            NLMSG_DONE => Message::Done,
+            NLMSG_ERROR => Message::Error(u32_ne(body, 0).map_or(0, |e| -(e as i32))),
+            SOCK_DIAG_BY_FAMILY => diag_socket(body).map_or(Message::Other, Message::Socket),
+            _ => Message::Other,
+        });
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// `struct inet_diag_msg` and its attributes.
+fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
+    if body.len() < DIAG_MSG {
+        return None;
+    }
+    let family = body[0];
+    let id = &body[4..52];
+    let port = |at: usize| u16::from_be_bytes([id[at], id[at + 1]]);
+    let ip = |at: usize| -> Option<IpAddr> {
+        match family {
+            2 => Some(IpAddr::V4(Ipv4Addr::new(id[at], id[at + 1], id[at + 2], id[at + 3]))),
+            10 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&id[at..at + 16]).ok()?))),
+            _ => None,
+        }
+    };
+    let cookie = u64::from(u32_ne(id, 40)?) | (u64::from(u32_ne(id, 44)?) << 32);
+    let mut info = None;
+    let mut at = DIAG_MSG;
+    while let (Some(len), Some(kind)) = (u16_ne(body, at), u16_ne(body, at + 2)) {
+        let len = len as usize;
+        if len < 4 || at + len > body.len() {
+            break;
+        }
+        if kind == INET_DIAG_INFO {
+            info = TcpInfo::parse(&body[at + 4..at + len]).ok();
+        }
+        at += (len + 3) & !3;
+    }
+    Some(DiagSocket {
+        local: SocketAddr::new(ip(4)?, port(0)),
+        peer: SocketAddr::new(ip(20)?, port(2)),
+        state: body[1],
+        uid: u32_ne(body, 64)?,
+        inode: u32_ne(body, 68)?,
+        cookie,
+        info,
+    })
+}
+
+/// A sock_diag netlink socket for dumps.
+#[derive(Debug)]
+pub struct SockDiag {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl SockDiag {
+    /// Opens one in the calling thread's network namespace.
+    pub fn open() -> Result<SockDiag> {
+        let fd = sys::sock_diag_socket(0).map_err(Error::io("opening a sock_diag netlink socket"))?;
+        Ok(SockDiag { fd, seq: 0 })
+    }
+
+    /// Every TCP socket of the namespace, IPv4 and IPv6, with its `tcp_info`.
+    pub fn dump(&mut self) -> Result<Vec<DiagSocket>> {
+        let mut sockets = Vec::new();
+        for family in [2u8, 10] {
+            self.seq = self.seq.wrapping_add(1);
+            sys::netlink_send(self.fd.as_fd(), &dump_request(family, self.seq))
+                .map_err(Error::io("asking sock_diag for the sockets"))?;
+            let mut buf = vec![0u8; 64 << 10];
+            'answer: loop {
+                let n = sys::netlink_recv(self.fd.as_fd(), &mut buf, Some(Duration::from_secs(5)))
+                    .map_err(Error::io("reading sock_diag's answer"))?;
+                if n == 0 {
+                    return Err(Error::Io {
+                        what: "reading sock_diag's answer",
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    });
+                }
+                for message in parse(&buf[..n]) {
+                    match message {
+                        Message::Socket(s) => sockets.push(s),
+                        Message::Done => break 'answer,
+                        Message::Error(0) | Message::Other => {}
+                        Message::Error(errno) => {
+                            return Err(Error::Io {
+                                what: "dumping sockets through sock_diag",
+                                source: std::io::Error::from_raw_os_error(errno),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        Ok(sockets)
+    }
+}
+
+/// The kernel's notifications of destroyed TCP sockets (IPv4 and IPv6), each
+/// with its last `tcp_info`: how connections that open and close between two
+/// dumps are still seen. Needs CAP_NET_ADMIN.
+#[derive(Debug)]
+pub struct DestroyFeed {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl DestroyFeed {
+    /// Subscribes in the calling thread's network namespace.
+    pub fn open() -> Result<DestroyFeed> {
+        let fd = sys::sock_diag_socket(DESTROY_GROUPS)
+            .map_err(Error::io("subscribing to sock_diag's destroy notifications (needs CAP_NET_ADMIN)"))?;
+        Ok(DestroyFeed { fd, buf: vec![0u8; 256 << 10] })
+    }
+
+    /// The sockets destroyed since the last call, waiting up to `timeout` for
+    /// the first. An overflowing feed (the reader fell behind) is an error
+    /// (ENOBUFS) saying notifications were lost.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<DiagSocket>> {
+        let mut sockets = Vec::new();
+        let mut wait = Some(timeout);
+        loop {
+            let n = sys::netlink_recv(self.fd.as_fd(), &mut self.buf, wait)
+                .map_err(Error::io("reading sock_diag's destroy notifications"))?;
+            if n == 0 {
+                return Ok(sockets);
+            }
+            sockets.extend(parse(&self.buf[..n]).into_iter().filter_map(|m| match m {
+                Message::Socket(s) => Some(s),
+                _ => None,
+            }));
+            // Take what else is queued, without waiting.
+            wait = Some(Duration::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_request_is_the_kernel_layout() {
+        let m = dump_request(2, 7);
+        assert_eq!(m.len(), 72);
+        assert_eq!(u32_ne(&m, 0), Some(72));
+        assert_eq!(u16_ne(&m, 4), Some(20));
+        assert_eq!(u16_ne(&m, 6), Some(0x301));
+        assert_eq!(u32_ne(&m, 8), Some(7));
+        assert_eq!(&m[16..20], &[2, 6, 0b10, 0], "AF_INET, IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1)");
+        assert_eq!(u32_ne(&m, 20), Some(u32::MAX), "every state");
+        assert!(m[24..].iter().all(|b| *b == 0));
+    }
+
+    /// A `SOCK_DIAG_BY_FAMILY` message as the kernel sends it.
+    fn message(family: u8, local: (&[u8], u16), peer: (&[u8], u16), info: Option<&[u8]>) -> Vec<u8> {
+        let mut body = vec![family, 1, 0, 0];
+        let mut id = [0u8; 48];
+        id[0..2].copy_from_slice(&local.1.to_be_bytes());
+        id[2..4].copy_from_slice(&peer.1.to_be_bytes());
+        id[4..4 + local.0.len()].copy_from_slice(local.0);
+        id[20..20 + peer.0.len()].copy_from_slice(peer.0);
+        id[40..44].copy_from_slice(&0x1234u32.to_ne_bytes());
+        id[44..48].copy_from_slice(&0x1u32.to_ne_bytes());
+        body.extend_from_slice(&id);
+        body.extend_from_slice(&[0u8; 12]);
+        body.extend_from_slice(&1000u32.to_ne_bytes());
+        body.extend_from_slice(&4242u32.to_ne_bytes());
+        if let Some(info) = info {
+            body.extend_from_slice(&((4 + info.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
+            body.extend_from_slice(info);
+            body.resize((body.len() + 3) & !3, 0);
+        }
+        let mut m = ((NLMSG_HDR + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn sockets_with_and_without_tcp_info() {
+        let mut info = [0u8; 232];
+        info[0] = 1;
+        info[5] = crate::TCPI_OPT_SYN_DATA;
+        let mut buf = message(2, (&[127, 0, 0, 1], 40000), (&[127, 0, 0, 2], 8000), Some(&info));
+        let v6 = Ipv6Addr::LOCALHOST.octets();
+        buf.extend(message(10, (&v6, 8000), (&v6, 50000), None));
+        let mut done = (NLMSG_HDR as u32 + 4).to_ne_bytes().to_vec();
+        done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        done.extend_from_slice(&[0u8; 14]);
+        buf.extend(done);
+        let messages = parse(&buf);
+        assert_eq!(messages.len(), 3);
+        let Message::Socket(s) = &messages[0] else { panic!("{messages:?}") };
+        assert_eq!((s.local, s.peer), ("127.0.0.1:40000".parse().unwrap(), "127.0.0.2:8000".parse().unwrap()));
+        assert_eq!((s.state, s.uid, s.inode, s.cookie), (1, 1000, 4242, 0x1_0000_1234));
+        assert!(s.info.unwrap().syn_data());
+        let Message::Socket(s) = &messages[1] else { panic!("{messages:?}") };
+        assert_eq!((s.local, s.info), ("[::1]:8000".parse().unwrap(), None));
+        assert_eq!(messages[2], Message::Done);
+    }
+
+    #[test]
+    fn roles_and_outcomes() {
+        let mut info = [0u8; 232];
+        info[0] = 1;
+        let sock = |local: &str, info: Option<&[u8]>| DiagSocket {
+            local: local.parse().unwrap(),
+            peer: "10.0.0.9:5000".parse().unwrap(),
+            state: 1,
+            uid: 0,
+            inode: 0,
+            cookie: 0,
+            info: info.map(|b| TcpInfo::parse(b).unwrap()),
+        };
+        let listeners: Vec<SocketAddr> = vec!["0.0.0.0:80".parse().unwrap(), "10.0.0.1:443".parse().unwrap()];
+        assert_eq!(Role::of(&sock("10.0.0.1:80", None), &listeners), Role::Server);
+        assert_eq!(Role::of(&sock("10.0.0.1:443", None), &listeners), Role::Server);
+        assert_eq!(Role::of(&sock("10.0.0.2:443", None), &listeners), Role::Client);
+        assert_eq!(sock("10.0.0.1:80", None).outcome(Role::Server, true), None);
+        let mut reason = |fail: u8, enabled: bool| {
+            info[7] = fail << 1;
+            sock("10.0.0.2:4000", Some(&info)).outcome(Role::Client, enabled).unwrap().fail_reason
+        };
+        use crate::FailReason::*;
+        assert_eq!(reason(1, true), Some(CookieUnavailable));
+        assert_eq!(reason(2, true), Some(DataNotAcked));
+        assert_eq!(reason(3, true), Some(SynRetransmitted));
+        assert_eq!(reason(0, true), Some(NotRequested));
+        assert_eq!(reason(0, false), Some(ClientDisabled));
+        info[5] = crate::TCPI_OPT_SYN_DATA;
+        let used = sock("10.0.0.1:80", Some(&info)).outcome(Role::Server, true).unwrap();
+        assert_eq!((used.tfo_used, used.fail_reason), (true, None));
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic_nor_invent_sockets() {
+        let good = message(2, (&[10, 0, 0, 1], 1), (&[10, 0, 0, 2], 2), Some(&[1u8; 100]));
+        for cut in 0..good.len() {
+            let messages = parse(&good[..cut]);
+            assert!(messages.iter().all(|m| !matches!(m, Message::Socket(_))), "cut at {cut}: {messages:?}");
+        }
+        let mut bad_family = good.clone();
+        bad_family[16] = 99;
+        assert_eq!(parse(&bad_family), [Message::Other]);
+        let mut zero_len = good.clone();
+        zero_len[0..4].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(parse(&zero_len).is_empty(), "a zero length cannot loop");
+        let mut short_attr = good;
+        short_attr[16 + 72..16 + 74].copy_from_slice(&2u16.to_ne_bytes());
+        let Message::Socket(s) = &parse(&short_attr)[0] else { panic!() };
+        assert_eq!(s.info, None, "an attribute shorter than its header is skipped");
+        let mut err = (NLMSG_HDR as u32 + 4).to_ne_bytes().to_vec();
+        err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err.extend_from_slice(&[0u8; 10]);
+        err.extend_from_slice(&(-13i32).to_ne_bytes());
+        assert_eq!(parse(&err), [Message::Error(13)]);
+    }
+}

@@ -1,0 +1,270 @@
+//! `tfo watch`: the TFO outcome of every TCP connection in this network
+//! namespace, whoever made it, live. The sockets come from the kernel's
+//! sock_diag (`fastopen::sock_diag`); this module keeps track of which were
+//! reported, finds their processes, filters and prints.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fastopen::sock_diag::{DestroyFeed, DiagSocket, Role, SockDiag, TCP_LISTEN};
+use fastopen::{FailReason, FastOpenCounters};
+use serde::Serialize;
+
+use crate::client_opts::parse_timeout;
+
+/// The TFO outcome of every TCP connection in this network namespace, live.
+///
+/// Reads every TCP socket of the namespace through the kernel's sock_diag
+/// (netlink, each socket with its tcp_info) every --interval, and listens to
+/// its notifications of destroyed sockets (needs root), so a connection that
+/// opens and closes between two reads is still seen. Each connection is
+/// reported once, when its handshake is over:
+///   - local and peer addresses;
+///   - role: server (a listener here has its local port) or client;
+///   - tfo_used: the SYN carried data that was acknowledged (client) or
+///     accepted (server);
+///   - fail_reason (clients): cookie_unavailable, data_not_acked,
+///     syn_retransmitted; not_requested when the kernel saw no attempt (the
+///     program did not ask); client_disabled when this namespace has client
+///     TFO off;
+///   - the owning process (pid, name), when the connection's file was still
+///     open at a read (a connection seen only at its end has none).
+///
+/// Text mode also prints the TCPFastOpen* counters' changes at each read.
+/// --once reads once and exits; --json prints one JSON object per connection
+/// per line, flushed as it comes, for pipes and files.
+///
+/// Exit: 0; 2 usage or no permission.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct Args {
+    /// Time between two reads of every socket.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_timeout)]
+    interval: Duration,
+    /// Read once, report the connections there are, and exit.
+    #[arg(long)]
+    once: bool,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    duration: Option<Duration>,
+    /// Only connections with this local or peer port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    port: Vec<u16>,
+    /// Only this role.
+    #[arg(long, value_enum)]
+    role: Option<RoleFilter>,
+    /// Only this outcome: `tfo` (data in the SYN), `no_tfo`, or a fail reason.
+    #[arg(long, value_name = "OUTCOME", value_parser = parse_outcome)]
+    outcome: Option<OutcomeFilter>,
+    /// Only connections of processes with this name.
+    #[arg(long, value_name = "NAME")]
+    process: Option<String>,
+    /// One JSON object per connection per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RoleFilter {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutcomeFilter {
+    Tfo,
+    NoTfo,
+    Reason(FailReason),
+}
+
+fn parse_outcome(text: &str) -> Result<OutcomeFilter, String> {
+    match text {
+        "tfo" => Ok(OutcomeFilter::Tfo),
+        "no_tfo" => Ok(OutcomeFilter::NoTfo),
+        _ => FailReason::ALL.iter().find(|r| r.as_str() == text).map(|r| OutcomeFilter::Reason(*r)).ok_or_else(|| {
+            let names: Vec<&str> = FailReason::ALL.iter().map(|r| r.as_str()).collect();
+            format!("{text:?}: give tfo, no_tfo or a reason ({})", names.join(", "))
+        }),
+    }
+}
+
+/// One connection, as `--json` prints it. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct ConnectionReport {
+    local: SocketAddr,
+    peer: SocketAddr,
+    role: Role,
+    tfo_used: bool,
+    fail_reason: Option<FailReason>,
+    pid: Option<u32>,
+    process: Option<String>,
+    /// `open` (seen by a read while open) or `closed` (seen at its end only).
+    seen: &'static str,
+}
+
+/// `tcpi_state`s whose handshake is not over (the outcome is not final).
+const SYN_SENT: u8 = 2;
+/// A mini socket in TIME_WAIT: no tcp_info, and reported before if seen at all.
+const TIME_WAIT: u8 = 6;
+
+/// What is known across reads.
+struct Watch {
+    args: Args,
+    client_tfo: bool,
+    reported: HashSet<u64>,
+    listeners: Vec<SocketAddr>,
+    processes: HashMap<u32, (u32, String)>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut diag = SockDiag::open()?;
+    let mut feed = if args.once {
+        None
+    } else {
+        Some(
+            DestroyFeed::open()
+                .context("tfo watch needs root (CAP_NET_ADMIN) to see connections that close between reads")?,
+        )
+    };
+    crate::interrupt::install();
+    eprintln!("tfo watch: watching every TCP connection of this network namespace");
+    let started = Instant::now();
+    let mut w =
+        Watch { args, client_tfo: true, reported: HashSet::new(), listeners: Vec::new(), processes: HashMap::new() };
+    let mut counters = FastOpenCounters::read().ok();
+    loop {
+        w.client_tfo = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?.client();
+        let sockets = diag.dump()?;
+        w.listeners = sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
+        w.find_processes(&sockets);
+        for s in &sockets {
+            w.report(s, "open")?;
+        }
+        if w.args.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !w.args.json {
+            let now = FastOpenCounters::read().ok();
+            if let (Some(before), Some(after)) = (&counters, &now) {
+                let delta = after - before;
+                if delta.nonzero().next().is_some() {
+                    println!("counters: {}", crate::report::counter_delta(&delta));
+                }
+            }
+            counters = now;
+        }
+        // Until the next read, report what the kernel says was destroyed.
+        let next = Instant::now() + w.args.interval;
+        while let Some(left) = next.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            if crate::interrupt::requested() || w.args.duration.is_some_and(|d| started.elapsed() >= d) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let destroyed = feed.as_mut().map(|f| f.recv(left.min(Duration::from_millis(100)))).transpose()?;
+            for s in destroyed.unwrap_or_default() {
+                w.report(&s, "closed")?;
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Reports `s` once, when its outcome is final and it passes the filters.
+    fn report(&mut self, s: &DiagSocket, seen: &'static str) -> anyhow::Result<()> {
+        if matches!(s.state, TCP_LISTEN | TIME_WAIT | SYN_SENT) || self.reported.contains(&s.cookie) {
+            return Ok(());
+        }
+        let role = Role::of(s, &self.listeners);
+        let Some(outcome) = s.outcome(role, self.client_tfo) else { return Ok(()) };
+        self.reported.insert(s.cookie);
+        let owner = self.processes.get(&s.inode).filter(|_| s.inode != 0);
+        let report = ConnectionReport {
+            local: s.local,
+            peer: s.peer,
+            role,
+            tfo_used: outcome.tfo_used,
+            fail_reason: outcome.fail_reason,
+            pid: owner.map(|o| o.0),
+            process: owner.map(|o| o.1.clone()),
+            seen,
+        };
+        if !self.wanted(&report) {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        if self.args.json {
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        } else {
+            let what = match (report.tfo_used, report.fail_reason) {
+                (true, _) => "TFO: data in the SYN".to_string(),
+                (false, Some(r)) => format!("no TFO: {}", r.as_str()),
+                (false, None) => "no TFO".to_string(),
+            };
+            let owner = match (&report.pid, &report.process) {
+                (Some(pid), Some(name)) => format!("{name}[{pid}]"),
+                _ => "-".to_string(),
+            };
+            writeln!(out, "{:<6} {:<24} {:<24} {:<28} {owner}", role.as_str(), report.local, report.peer, what)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    fn wanted(&self, r: &ConnectionReport) -> bool {
+        let a = &self.args;
+        let port = a.port.is_empty() || a.port.contains(&r.local.port()) || a.port.contains(&r.peer.port());
+        let role = match a.role {
+            None => true,
+            Some(RoleFilter::Client) => r.role == Role::Client,
+            Some(RoleFilter::Server) => r.role == Role::Server,
+        };
+        let outcome = match a.outcome {
+            None => true,
+            Some(OutcomeFilter::Tfo) => r.tfo_used,
+            Some(OutcomeFilter::NoTfo) => !r.tfo_used,
+            Some(OutcomeFilter::Reason(reason)) => r.fail_reason == Some(reason),
+        };
+        let process = a.process.as_ref().is_none_or(|name| r.process.as_ref() == Some(name));
+        port && role && outcome && process
+    }
+
+    /// Maps the inodes of sockets not yet reported to their processes
+    /// (`/proc/PID/fd/*` links read `socket:[INODE]`).
+    fn find_processes(&mut self, sockets: &[DiagSocket]) {
+        let wanted: HashSet<u32> = sockets
+            .iter()
+            .filter(|s| s.inode != 0 && !self.reported.contains(&s.cookie) && !self.processes.contains_key(&s.inode))
+            .map(|s| s.inode)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for pid in procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            for fd in fds.filter_map(|e| e.ok()) {
+                let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+                let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
+                if let Some(inode) = inode.filter(|i| wanted.contains(i)) {
+                    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    self.processes.insert(inode, (pid, name.trim().to_string()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_filters() {
+        assert_eq!(parse_outcome("tfo"), Ok(OutcomeFilter::Tfo));
+        assert_eq!(parse_outcome("cookie_unavailable"), Ok(OutcomeFilter::Reason(FailReason::CookieUnavailable)));
+        assert!(parse_outcome("sometimes").unwrap_err().contains("cookie_unavailable"));
+    }
+}
