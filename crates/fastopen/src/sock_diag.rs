@@ -29,6 +29,7 @@ const fn group_bit(group: u32) -> u32 {
     1 << (group - 1)
 }
 const NLMSG_HDR: usize = 16;
+const IPPROTO_TCP: u8 = 6;
 /// `struct inet_diag_msg`.
 const DIAG_MSG: usize = 72;
 /// `tcpi_state` / `idiag_state` of a listening socket.
@@ -146,14 +147,10 @@ fn dump_request(family: u8, seq: u32) -> Vec<u8> {
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     // struct inet_diag_req_v2: family, protocol, extensions, pad, states, id.
-    m.extend_from_slice(&[family, libc_ipproto_tcp(), 1 << (INET_DIAG_INFO - 1), 0]);
+    m.extend_from_slice(&[family, IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0]);
     m.extend_from_slice(&u32::MAX.to_ne_bytes());
     m.extend_from_slice(&[0u8; 48]);
     m
-}
-
-const fn libc_ipproto_tcp() -> u8 {
-    6
 }
 
 fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
