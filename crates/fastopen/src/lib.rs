@@ -63,10 +63,12 @@ mod key_schedule;
 pub mod keyfile;
 mod listener;
 mod mode;
+mod netlink;
 mod outcome;
 pub mod sock_diag;
 mod sys;
 mod tcp_info;
+pub mod tcp_metrics;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 

@@ -10,15 +10,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::netlink::{self, u32_ne, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::sys;
 use crate::tcp_info::TcpInfo;
 
 /// `SOCK_DIAG_BY_FAMILY`: the request and answer type.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 /// `INET_DIAG_INFO`: the attribute holding `struct tcp_info`.
 const INET_DIAG_INFO: u16 = 2;
 /// `SKNLGRP_INET_TCP_DESTROY` (1) and `SKNLGRP_INET6_TCP_DESTROY` (3), as a bind mask.
@@ -28,7 +25,6 @@ const DESTROY_GROUPS: u32 = group_bit(1) | group_bit(3);
 const fn group_bit(group: u32) -> u32 {
     1 << (group - 1)
 }
-const NLMSG_HDR: usize = 16;
 const IPPROTO_TCP: u8 = 6;
 /// `struct inet_diag_msg`.
 const DIAG_MSG: usize = 72;
@@ -140,47 +136,23 @@ enum Message {
 /// The request for every TCP socket of `family` (`AF_INET` or `AF_INET6`)
 /// in every state, with `tcp_info`.
 fn dump_request(family: u8, seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(NLMSG_HDR + 56);
-    m.extend_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
     // struct inet_diag_req_v2: family, protocol, extensions, pad, states, id.
-    m.extend_from_slice(&[family, IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0]);
-    m.extend_from_slice(&u32::MAX.to_ne_bytes());
-    m.extend_from_slice(&[0u8; 48]);
-    m
+    let mut req = vec![family, IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0];
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 48]);
+    netlink::request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &req)
 }
 
-fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// The netlink messages in `buf`, in order. A message whose length does not
-/// fit ends the walk (the rest cannot be framed); its socket is not invented.
+/// The netlink messages in `buf`, in order.
 fn parse(buf: &[u8]) -> Vec<Message> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let (Some(len), Some(kind)) = (u32_ne(buf, at), u16_ne(buf, at + 4)) {
-        let len = len as usize;
-        if len < NLMSG_HDR || at + len > buf.len() {
-            break;
-        }
-        let body = &buf[at + NLMSG_HDR..at + len];
-        out.push(match kind {
+    netlink::messages(buf)
+        .map(|(kind, body)| match kind {
             NLMSG_DONE => Message::Done,
-            NLMSG_ERROR => Message::Error(u32_ne(body, 0).map_or(0, |e| -(e as i32))),
+            NLMSG_ERROR => Message::Error(netlink::error_code(body)),
             SOCK_DIAG_BY_FAMILY => diag_socket(body).map_or(Message::Other, Message::Socket),
             _ => Message::Other,
-        });
-        at += (len + 3) & !3;
-    }
-    out
+        })
+        .collect()
 }
 
 /// `struct inet_diag_msg` and its attributes.
@@ -199,18 +171,9 @@ fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
         }
     };
     let cookie = u64::from(u32_ne(id, 40)?) | (u64::from(u32_ne(id, 44)?) << 32);
-    let mut info = None;
-    let mut at = DIAG_MSG;
-    while let (Some(len), Some(kind)) = (u16_ne(body, at), u16_ne(body, at + 2)) {
-        let len = len as usize;
-        if len < 4 || at + len > body.len() {
-            break;
-        }
-        if kind == INET_DIAG_INFO {
-            info = TcpInfo::parse(&body[at + 4..at + len]).ok();
-        }
-        at += (len + 3) & !3;
-    }
+    let info = netlink::attributes(&body[DIAG_MSG..])
+        .filter(|(kind, _)| *kind == INET_DIAG_INFO)
+        .find_map(|(_, value)| TcpInfo::parse(value).ok());
     Some(DiagSocket {
         local: SocketAddr::new(ip(4)?, port(0)),
         peer: SocketAddr::new(ip(20)?, port(2)),
@@ -232,7 +195,8 @@ pub struct SockDiag {
 impl SockDiag {
     /// Opens one in the calling thread's network namespace.
     pub fn open() -> Result<SockDiag> {
-        let fd = sys::sock_diag_socket(0).map_err(Error::io("opening a sock_diag netlink socket"))?;
+        let fd =
+            sys::netlink_socket(sys::NETLINK_SOCK_DIAG, 0).map_err(Error::io("opening a sock_diag netlink socket"))?;
         Ok(SockDiag { fd, seq: 0 })
     }
 
@@ -241,32 +205,16 @@ impl SockDiag {
         let mut sockets = Vec::new();
         for family in [2u8, 10] {
             self.seq = self.seq.wrapping_add(1);
-            sys::netlink_send(self.fd.as_fd(), &dump_request(family, self.seq))
-                .map_err(Error::io("asking sock_diag for the sockets"))?;
-            let mut buf = vec![0u8; 64 << 10];
-            'answer: loop {
-                let n = sys::netlink_recv(self.fd.as_fd(), &mut buf, Some(Duration::from_secs(5)))
-                    .map_err(Error::io("reading sock_diag's answer"))?;
-                if n == 0 {
-                    return Err(Error::Io {
-                        what: "reading sock_diag's answer",
-                        source: std::io::ErrorKind::TimedOut.into(),
-                    });
-                }
-                for message in parse(&buf[..n]) {
-                    match message {
-                        Message::Socket(s) => sockets.push(s),
-                        Message::Done => break 'answer,
-                        Message::Error(0) | Message::Other => {}
-                        Message::Error(errno) => {
-                            return Err(Error::Io {
-                                what: "dumping sockets through sock_diag",
-                                source: std::io::Error::from_raw_os_error(errno),
-                            })
-                        }
+            netlink::exchange(
+                &self.fd,
+                &dump_request(family, self.seq),
+                "dumping sockets through sock_diag",
+                |kind, body| {
+                    if let Some(s) = (kind == SOCK_DIAG_BY_FAMILY).then(|| diag_socket(body)).flatten() {
+                        sockets.push(s);
                     }
-                }
-            }
+                },
+            )?;
         }
         Ok(sockets)
     }
@@ -284,24 +232,30 @@ pub struct DestroyFeed {
 impl DestroyFeed {
     /// Subscribes in the calling thread's network namespace.
     pub fn open() -> Result<DestroyFeed> {
-        let fd = sys::sock_diag_socket(DESTROY_GROUPS)
+        let fd = sys::netlink_socket(sys::NETLINK_SOCK_DIAG, DESTROY_GROUPS)
             .map_err(Error::io("subscribing to sock_diag's destroy notifications (needs CAP_NET_ADMIN)"))?;
         Ok(DestroyFeed { fd, buf: vec![0u8; 256 << 10] })
     }
 
     /// The sockets destroyed since the last call, waiting up to `timeout` for
-    /// the first. An overflowing feed (the reader fell behind) is an error
-    /// (ENOBUFS) saying notifications were lost.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<DiagSocket>> {
-        let mut sockets = Vec::new();
+    /// the first. If the kernel's queue overflowed (the reader fell behind),
+    /// notifications were lost and [`Destroyed::overflowed`] says so.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Destroyed> {
+        let mut out = Destroyed::default();
         let mut wait = Some(timeout);
         loop {
-            let n = sys::netlink_recv(self.fd.as_fd(), &mut self.buf, wait)
-                .map_err(Error::io("reading sock_diag's destroy notifications"))?;
+            let n = match sys::netlink_recv(self.fd.as_fd(), &mut self.buf, wait) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    out.overflowed = true;
+                    continue;
+                }
+                Err(e) => return Err(Error::io("reading sock_diag's destroy notifications")(e)),
+            };
             if n == 0 {
-                return Ok(sockets);
+                return Ok(out);
             }
-            sockets.extend(parse(&self.buf[..n]).into_iter().filter_map(|m| match m {
+            out.sockets.extend(parse(&self.buf[..n]).into_iter().filter_map(|m| match m {
                 Message::Socket(s) => Some(s),
                 _ => None,
             }));
@@ -311,9 +265,21 @@ impl DestroyFeed {
     }
 }
 
+/// What one [`DestroyFeed::recv`] got.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Destroyed {
+    /// The destroyed sockets, each with its last `tcp_info`.
+    pub sockets: Vec<DiagSocket>,
+    /// The kernel dropped notifications before these (ENOBUFS): some
+    /// connections closed unseen.
+    pub overflowed: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{u16_ne, NLMSG_HDR};
 
     #[test]
     fn the_dump_request_is_the_kernel_layout() {

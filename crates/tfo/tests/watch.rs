@@ -1,6 +1,8 @@
-//! `tfo watch` against programs nobody here wrote (curl, Python) and plain
-//! sockets: every connection reported with its role and outcome, short ones
-//! included, agreeing with the kernel's counters.
+//! `tfo watch` against programs nobody here wrote (curl, Python, nginx,
+//! Prometheus) and plain sockets: every connection reported with its role
+//! and outcome, short ones included, agreeing with the kernel's counters;
+//! the cookie cache agreeing with `ip tcp_metrics`; the metrics as a real
+//! Prometheus server scrapes them.
 
 mod common;
 
@@ -27,26 +29,9 @@ fn watch_reports_every_connection_with_its_role_and_outcome() {
         let server = Server::start(&["--http"]);
         let port = server.addr.port().to_string();
         let url = format!("http://{}/", server.addr);
-        let mut watch = Guard(
-            tfo()
-                .args(["watch", "--json", "--interval", "200ms", "--duration", "6s"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut ready = String::new();
-        BufReader::new(watch.0.stderr.take().unwrap()).read_line(&mut ready).unwrap();
-        assert!(ready.contains("watching"), "{ready}");
+        let mut watch = start_watch(&["--json", "--interval", "200ms", "--duration", "6s"]);
         let before = counters();
-        let curl = |tfo: bool| {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "-o", "/dev/null"]);
-            if tfo {
-                c.arg("--tcp-fastopen");
-            }
-            assert!(c.arg(&url).status().unwrap().success());
-        };
+        let curl = |tfo: bool| curl(&url, tfo);
         curl(true); // cold: asks for a cookie
         curl(true); // warm: the request in the SYN
         curl(false); // plain
@@ -105,6 +90,172 @@ fn watch_reports_every_connection_with_its_role_and_outcome() {
         let cookie_asks = reasons.iter().filter(|r| **r == "cookie_unavailable").count() as u64;
         assert_eq!((d.active, d.passive, d.cookie_reqd), (tfo_clients, tfo_servers, cookie_asks), "{d:?}");
         assert_eq!(tfo_clients, 2);
+    });
+}
+
+/// `tfo watch ARGS`, once it says it is watching.
+fn start_watch(args: &[&str]) -> Guard {
+    let mut watch = Guard(tfo().arg("watch").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut ready = String::new();
+    BufReader::new(watch.0.stderr.take().unwrap()).read_line(&mut ready).unwrap();
+    assert!(ready.contains("watching"), "{ready}");
+    watch
+}
+
+/// `curl URL`, with `--tcp-fastopen` if `tfo`; it must succeed.
+fn curl(url: &str, tfo: bool) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-o", "/dev/null", "--max-time", "10"]);
+    if tfo {
+        c.arg("--tcp-fastopen");
+    }
+    assert!(c.arg(url).status().unwrap().success(), "curl {url}");
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn watch_sees_curl_against_nginx_and_the_cookie_cache_agrees_with_ip_tcp_metrics() {
+    if !have_tool("watch_nginx", "curl") {
+        return;
+    }
+    in_netns("watch_nginx", 3, || {
+        let listen = ["127.0.0.1:8090 fastopen=256".to_string()];
+        let Some(_nginx) = fastopen_lab::testing::Nginx::start("watch_nginx", &listen, "", "hello\n") else {
+            return;
+        };
+        let url = "http://127.0.0.1:8090/";
+        let mut watch = start_watch(&["--json", "--interval", "200ms", "--duration", "3s", "--port", "8090"]);
+        let before = counters();
+        curl(url, true); // cold: asks for a cookie
+        curl(url, true); // warm: the request in the SYN
+        curl(url, false); // plain
+        let d = &counters() - &before;
+        let lines = json_lines(&stdout(&watch.0.wait_with_output_bounded()));
+        let outcomes = |role: &str| {
+            let mut o: Vec<String> = lines
+                .iter()
+                .filter(|l| l["role"] == role)
+                .map(|l| match (l["tfo_used"].as_bool().unwrap(), l["fail_reason"].as_str()) {
+                    (true, _) => "tfo".to_string(),
+                    (false, reason) => reason.unwrap_or("no_tfo").to_string(),
+                })
+                .collect();
+            o.sort();
+            o
+        };
+        assert_eq!(outcomes("client"), ["cookie_unavailable", "not_requested", "tfo"], "{lines:#?}");
+        assert_eq!(outcomes("server"), ["no_tfo", "no_tfo", "tfo"], "{lines:#?}");
+        assert_eq!((d.active, d.passive, d.cookie_reqd), (1, 1, 1), "the kernel agrees: {d:?}");
+
+        // The cookie nginx gave is in the cache, as `ip tcp_metrics` shows it too.
+        let cache = json_lines(&stdout(&run_tfo(&["watch", "--cookies", "--json"])));
+        let entry = cache.iter().find(|e| e["peer"] == "127.0.0.1").unwrap_or_else(|| panic!("{cache:#?}"));
+        let cookie = entry["cookie"].as_str().expect("a cookie").to_string();
+        assert_eq!(cookie.len(), 16, "an 8-byte cookie: {entry}");
+        assert_eq!((entry["data_in_syn"].as_bool(), entry["fail_reason"].as_str()), (Some(true), None), "{entry}");
+        let ip = Command::new("ip").args(["tcp_metrics", "show", "127.0.0.1"]).output().unwrap();
+        let ip = String::from_utf8_lossy(&ip.stdout);
+        assert!(ip.contains(&format!("fo_cookie {cookie}")), "ip tcp_metrics: {ip}");
+        let text = stdout(&run_tfo(&["watch", "--cookies"]));
+        assert!(text.lines().any(|l| l.starts_with("127.0.0.1 ") && l.ends_with("data in the SYN")), "{text}");
+
+        // Client TFO off: the cookie stays, but the next connection will not use it.
+        fastopen_lab::netns::set_sysctl("net.ipv4.tcp_fastopen", "2").unwrap();
+        let cache = json_lines(&stdout(&run_tfo(&["watch", "--cookies", "--json"])));
+        let entry = cache.iter().find(|e| e["peer"] == "127.0.0.1").unwrap();
+        assert_eq!(
+            (entry["data_in_syn"].as_bool(), entry["fail_reason"].as_str()),
+            (Some(false), Some("client_disabled"))
+        );
+        // And a destination never given a cookie.
+        Command::new("ip").args(["tcp_metrics", "flush", "all"]).status().unwrap();
+        fastopen_lab::netns::set_sysctl("net.ipv4.tcp_fastopen", "3").unwrap();
+        curl(url, false);
+        let cache = json_lines(&stdout(&run_tfo(&["watch", "--cookies", "--json"])));
+        let entry = cache.iter().find(|e| e["peer"] == "127.0.0.1").unwrap_or_else(|| panic!("{cache:#?}"));
+        assert_eq!((entry["cookie"].as_str(), entry["fail_reason"].as_str()), (None, Some("cookie_unavailable")));
+    });
+}
+
+/// The exporter as a real Prometheus server sees it: the test starts
+/// Debian's `prometheus` in the namespace, scraping `tfo watch --prometheus`
+/// every 500 ms, and asks its HTTP API for the series.
+#[test]
+fn a_real_prometheus_scrapes_the_watch() {
+    if !have_tool("watch_prometheus", "prometheus") || !have_tool("watch_prometheus", "curl") {
+        return;
+    }
+    in_netns("watch_prometheus", 3, || {
+        let server = Server::start(&["--http"]);
+        let url = format!("http://{}/", server.addr);
+        // Only the server's port: Prometheus's own connections are not counted.
+        let port = server.addr.port().to_string();
+        let _watch = start_watch(&[
+            "--prometheus",
+            "127.0.0.1:9477",
+            "--port",
+            &port,
+            "--interval",
+            "200ms",
+            "--duration",
+            "60s",
+        ]);
+        curl(&url, true); // cold
+        curl(&url, true); // warm
+        curl(&url, false); // plain
+        let dir = tempdir("watch_prometheus");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n  - job_name: tfo\n    static_configs:\n      - targets: ['127.0.0.1:9477']\n",
+        )
+        .unwrap();
+        let _prometheus = Guard(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                .args(["--web.listen-address=127.0.0.1:9090", "--log.level=warn"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let query = |q: &str| -> Vec<serde_json::Value> {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "2", "http://127.0.0.1:9090/api/v1/query", "--data-urlencode"])
+                .arg(format!("query={q}"))
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["data"]["result"].as_array().cloned().unwrap_or_default()
+        };
+        let value = |r: &serde_json::Value| r["value"][1].as_str().unwrap_or("").parse::<f64>().unwrap_or(-1.0);
+        // Two scrapes of the series, then their values.
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
+        loop {
+            let scrapes = query("count_over_time(tfo_kernel_passive_total[1m])");
+            if scrapes.first().map(value).is_some_and(|n| n >= 2.0) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "Prometheus never scraped the watch twice: {scrapes:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let one = |q: &str| query(q).first().map(value);
+        assert_eq!(one("tfo_kernel_passive_total"), Some(1.0));
+        assert_eq!(one("tfo_kernel_active_total"), Some(1.0));
+        assert_eq!(one("tfo_kernel_cookie_reqd_total"), Some(1.0));
+        assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"tfo\"}"), Some(1.0));
+        assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"cookie_unavailable\"}"), Some(1.0));
+        assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"not_requested\"}"), Some(1.0));
+        assert_eq!(one("tfo_connections_total{role=\"server\",outcome=\"tfo\"}"), Some(1.0));
+        assert_eq!(one("tfo_connections_total{role=\"server\",outcome=\"no_tfo\"}"), Some(2.0));
+        assert_eq!(one("tfo_cookie_cache_destinations"), Some(1.0));
+        assert_eq!(one("up{job=\"tfo\"}"), Some(1.0));
+        let _ = std::fs::remove_dir_all(&dir);
     });
 }
 

@@ -252,13 +252,17 @@ pub(crate) fn kernel_release() -> io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A `NETLINK_SOCK_DIAG` socket, bound to the multicast `groups` (a bit
-/// mask; 0 for none). Reading every socket of the namespace needs no
-/// privilege; the destroy groups need CAP_NET_ADMIN.
-pub(crate) fn sock_diag_socket(groups: u32) -> io::Result<std::os::fd::OwnedFd> {
+/// The netlink protocol of sock_diag (inet_diag).
+pub(crate) const NETLINK_SOCK_DIAG: libc::c_int = 4;
+/// The netlink protocol of generic netlink (tcp_metrics).
+pub(crate) const NETLINK_GENERIC: libc::c_int = 16;
+
+/// A netlink socket of `protocol`, bound to the multicast `groups` (a bit
+/// mask; 0 for none). Reading every socket of the namespace, or its TCP
+/// metrics, needs no privilege; sock_diag's destroy groups need CAP_NET_ADMIN.
+pub(crate) fn netlink_socket(protocol: libc::c_int, groups: u32) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    const NETLINK_SOCK_DIAG: libc::c_int = 4;
-    let fd = syscall!(socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG))?;
+    let fd = syscall!(socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol))?;
     // SAFETY: socket() just returned this descriptor, which nothing else owns.
     let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     // SAFETY: sockaddr_nl is plain data, valid when zeroed.

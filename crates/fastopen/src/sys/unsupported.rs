@@ -99,7 +99,9 @@ impl AsyncStateWatch {
     }
 }
 
-pub(crate) fn sock_diag_socket(_: u32) -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) const NETLINK_SOCK_DIAG: i32 = 4;
+pub(crate) const NETLINK_GENERIC: i32 = 16;
+pub(crate) fn netlink_socket(_: i32, _: u32) -> io::Result<std::os::fd::OwnedFd> {
     unsupported()
 }
 pub(crate) fn netlink_send(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {

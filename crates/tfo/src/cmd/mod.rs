@@ -14,3 +14,4 @@ pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;
 pub(crate) mod watch;
+mod watch_metrics;

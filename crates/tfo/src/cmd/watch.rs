@@ -1,19 +1,23 @@
 //! `tfo watch`: the TFO outcome of every TCP connection in this network
-//! namespace, whoever made it, live. The sockets come from the kernel's
-//! sock_diag (`fastopen::sock_diag`); this module keeps track of which were
-//! reported, finds their processes, filters and prints.
+//! namespace, whoever made it, live, and the client's cookie cache. The
+//! sockets come from the kernel's sock_diag (`fastopen::sock_diag`), the
+//! cache from tcp_metrics (`fastopen::tcp_metrics`); this module keeps track
+//! of which were reported, finds their processes, filters, prints, and feeds
+//! the Prometheus exporter (`watch_metrics`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fastopen::sock_diag::{DestroyFeed, DiagSocket, Role, SockDiag, TCP_LISTEN};
-use fastopen::{FailReason, FastOpenCounters};
+use fastopen::tcp_metrics::TcpMetrics;
+use fastopen::{FailReason, FastOpenCounters, FastOpenMode};
 use serde::Serialize;
 
+use super::watch_metrics::Exporter;
 use crate::client_opts::parse_timeout;
 
 /// The TFO outcome of every TCP connection in this network namespace, live.
@@ -34,11 +38,20 @@ use crate::client_opts::parse_timeout;
 ///   - the owning process (pid, name), when the connection's file was still
 ///     open at a read (a connection seen only at its end has none).
 ///
-/// Text mode also prints the TCPFastOpen* counters' changes at each read.
-/// --once reads once and exits; --json prints one JSON object per connection
-/// per line, flushed as it comes, for pipes and files.
+/// Text mode also prints the TCPFastOpen* counters' changes at each read,
+/// with their rates per second. --once reads once and exits; --json prints
+/// one JSON object per connection per line, flushed as it comes, for pipes
+/// and files. The filters choose what is printed and counted.
 ///
-/// Exit: 0; 2 usage or no permission.
+/// --cookies prints the client's cookie cache instead (tcp_metrics, as
+/// `ip tcp_metrics` shows it): per destination the cookie, the MSS, the SYN
+/// drops, and whether the next TFO connection there carries data in its SYN.
+///
+/// --prometheus ADDR serves /metrics for Prometheus: tfo_kernel_*_total (the
+/// TCPFastOpen* counters), tfo_connections_total{role,outcome},
+/// tfo_cookie_cache_destinations.
+///
+/// Exit: 0; 1 the kernel refused a read; 2 usage or no permission.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -63,9 +76,15 @@ pub(crate) struct Args {
     /// Only connections of processes with this name.
     #[arg(long, value_name = "NAME")]
     process: Option<String>,
-    /// One JSON object per connection per line.
+    /// One JSON object per connection (or destination) per line.
     #[arg(long)]
     json: bool,
+    /// Print the client's cookie cache, one line per destination, and exit.
+    #[arg(long, conflicts_with_all = ["once", "duration", "prometheus"])]
+    cookies: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR")]
+    prometheus: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +125,22 @@ struct ConnectionReport {
     seen: &'static str,
 }
 
+/// One destination of the cookie cache, as `--cookies --json` prints it.
+#[derive(Debug, Serialize)]
+struct CachedDestinationReport {
+    peer: IpAddr,
+    source: Option<IpAddr>,
+    /// The cookie in hex (it only lets this host's address skip a round trip).
+    cookie: Option<String>,
+    mss: Option<u16>,
+    syn_drops: u16,
+    age_ms: u128,
+    /// The next TFO connection there carries data in its SYN.
+    data_in_syn: bool,
+    /// Why not: `client_disabled` or `cookie_unavailable`.
+    fail_reason: Option<FailReason>,
+}
+
 /// `tcpi_state`s whose handshake is not over (the outcome is not final).
 const SYN_SENT: u8 = 2;
 /// A mini socket in TIME_WAIT: no tcp_info, and reported before if seen at all.
@@ -118,9 +153,13 @@ struct Watch {
     reported: HashSet<u64>,
     listeners: Vec<SocketAddr>,
     processes: HashMap<u32, (u32, String)>,
+    exporter: Option<Exporter>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.cookies {
+        return print_cookie_cache(args.json);
+    }
     let mut diag = SockDiag::open()?;
     let mut feed = if args.once {
         None
@@ -130,12 +169,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("tfo watch needs root (CAP_NET_ADMIN) to see connections that close between reads")?,
         )
     };
+    let mut cache = TcpMetrics::open()?;
+    let exporter = args.prometheus.map(Exporter::start).transpose()?;
     crate::interrupt::install();
-    eprintln!("tfo watch: watching every TCP connection of this network namespace");
+    match &exporter {
+        Some(e) => eprintln!(
+            "tfo watch: watching every TCP connection of this network namespace; metrics on http://{}/metrics",
+            e.addr
+        ),
+        None => eprintln!("tfo watch: watching every TCP connection of this network namespace"),
+    }
     let started = Instant::now();
-    let mut w =
-        Watch { args, client_tfo: true, reported: HashSet::new(), listeners: Vec::new(), processes: HashMap::new() };
-    let mut counters = FastOpenCounters::read().ok();
+    let mut w = Watch {
+        args,
+        client_tfo: true,
+        reported: HashSet::new(),
+        listeners: Vec::new(),
+        processes: HashMap::new(),
+        exporter,
+    };
+    let mut counters = FastOpenCounters::read().ok().map(|c| (c, Instant::now()));
+    let mut lost_warned = false;
     loop {
         w.client_tfo = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?.client();
         let sockets = diag.dump()?;
@@ -147,15 +201,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if w.args.once {
             return Ok(ExitCode::SUCCESS);
         }
-        if !w.args.json {
-            let now = FastOpenCounters::read().ok();
-            if let (Some(before), Some(after)) = (&counters, &now) {
-                let delta = after - before;
+        if let Some(exporter) = &w.exporter {
+            exporter.cookie_cache(cache.dump()?.iter().filter(|d| d.cookie.is_some()).count());
+        }
+        if let Ok(now) = FastOpenCounters::read() {
+            if let Some(exporter) = &mut w.exporter {
+                exporter.kernel_counters(&now);
+            }
+            if let Some((before, at)) = counters.as_ref().filter(|_| !w.args.json) {
+                let delta = &now - before;
                 if delta.nonzero().next().is_some() {
-                    println!("counters: {}", crate::report::counter_delta(&delta));
+                    println!("counters: {}", counter_rates(&delta, at.elapsed()));
                 }
             }
-            counters = now;
+            counters = Some((now, Instant::now()));
         }
         // Until the next read, report what the kernel says was destroyed.
         let next = Instant::now() + w.args.interval;
@@ -163,11 +222,85 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if crate::interrupt::requested() || w.args.duration.is_some_and(|d| started.elapsed() >= d) {
                 return Ok(ExitCode::SUCCESS);
             }
-            let destroyed = feed.as_mut().map(|f| f.recv(left.min(Duration::from_millis(100)))).transpose()?;
-            for s in destroyed.unwrap_or_default() {
-                w.report(&s, "closed")?;
+            let Some(feed) = feed.as_mut() else { break };
+            let destroyed = feed.recv(left.min(Duration::from_millis(100)))?;
+            if destroyed.overflowed {
+                if let Some(exporter) = &w.exporter {
+                    exporter.lost_notifications();
+                }
+                if !std::mem::replace(&mut lost_warned, true) {
+                    eprintln!("tfo watch: the kernel's queue of closed connections overflowed; some short connections were not seen (said once; tfo_watch_lost_notifications_total counts each time)");
+                }
+            }
+            for s in &destroyed.sockets {
+                w.report(s, "closed")?;
             }
         }
+    }
+}
+
+/// A counter delta over `elapsed` as `NAME +N (R/s)`.
+fn counter_rates(delta: &FastOpenCounters, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let parts: Vec<String> =
+        delta.nonzero().map(|(name, v)| format!("{name} +{v} ({:.1}/s)", v as f64 / secs)).collect();
+    parts.join(", ")
+}
+
+/// `--cookies`: the cookie cache, a line (or JSON line) per destination.
+fn print_cookie_cache(json: bool) -> anyhow::Result<ExitCode> {
+    let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
+    let mut destinations = TcpMetrics::open()?.dump()?;
+    destinations.sort_by_key(|d| (d.peer, d.source));
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:<28} {:<28} {:<34} {:>5} {:>5}  next TFO connection",
+            "destination", "source", "cookie", "mss", "drops"
+        )?;
+    }
+    for d in &destinations {
+        let report = cached_destination_report(d, mode);
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            continue;
+        }
+        let verdict = match report.fail_reason {
+            None => "data in the SYN".to_string(),
+            Some(reason) => format!("no data in the SYN: {}", reason.as_str()),
+        };
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<28} {:<28} {:<34} {:>5} {:>5}  {verdict}",
+            report.peer.to_string(),
+            or_dash(report.source.map(|s| s.to_string())),
+            or_dash(report.cookie.clone()),
+            or_dash(report.mss.map(|m| m.to_string())),
+            report.syn_drops,
+        )?;
+    }
+    if !json && destinations.is_empty() {
+        writeln!(out, "(no destinations: this namespace has made no TCP connections the kernel remembers)")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cached_destination_report(
+    d: &fastopen::tcp_metrics::CachedDestination,
+    mode: FastOpenMode,
+) -> CachedDestinationReport {
+    let fail_reason = d.syn_data_verdict(mode);
+    CachedDestinationReport {
+        peer: d.peer,
+        source: d.source,
+        cookie: d.cookie.as_ref().map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
+        mss: d.mss,
+        syn_drops: d.syn_drops,
+        age_ms: d.age.as_millis(),
+        data_in_syn: fail_reason.is_none(),
+        fail_reason,
     }
 }
 
@@ -193,6 +326,14 @@ impl Watch {
         };
         if !self.wanted(&report) {
             return Ok(());
+        }
+        if let Some(exporter) = &self.exporter {
+            let outcome = match (report.tfo_used, report.fail_reason) {
+                (true, _) => "tfo",
+                (false, Some(reason)) => reason.as_str(),
+                (false, None) => "no_tfo",
+            };
+            exporter.connection(role.as_str(), outcome);
         }
         let mut out = std::io::stdout().lock();
         if self.args.json {

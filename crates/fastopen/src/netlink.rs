@@ -1,0 +1,167 @@
+//! Netlink framing shared by `sock_diag` and `tcp_metrics`: message headers
+//! and attributes (`include/uapi/linux/netlink.h`), built and walked by hand,
+//! and one request/answer exchange. A length that does not fit ends a walk:
+//! hostile or cut bytes never panic and never invent a message.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+pub(crate) const NLMSG_HDR: usize = 16;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+/// An attribute type's flag bits (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub(crate) fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+pub(crate) fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+pub(crate) fn u64_ne(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// One request message: the header, then `payload`.
+pub(crate) fn request(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDR + payload.len());
+    m.extend_from_slice(&((NLMSG_HDR + payload.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&kind.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// One attribute, padded to 4 bytes.
+pub(crate) fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(value);
+    a.resize(align4(a.len()), 0);
+    a
+}
+
+/// The messages in `buf`: (type, body after the header), in order.
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u32_ne(buf, at)? as usize;
+        let kind = u16_ne(buf, at + 4)?;
+        if len < NLMSG_HDR || at + len > buf.len() {
+            return None;
+        }
+        let body = &buf[at + NLMSG_HDR..at + len];
+        at += align4(len);
+        Some((kind, body))
+    })
+}
+
+/// The attributes in `buf`: (type without its flag bits, value).
+pub(crate) fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u16_ne(buf, at)? as usize;
+        let kind = u16_ne(buf, at + 2)?;
+        if len < 4 || at + len > buf.len() {
+            return None;
+        }
+        let value = &buf[at + 4..at + len];
+        at += align4(len);
+        Some((kind & NLA_TYPE_MASK, value))
+    })
+}
+
+/// The errno of an `NLMSG_ERROR` body (0: an acknowledgement).
+pub(crate) fn error_code(body: &[u8]) -> i32 {
+    u32_ne(body, 0).map_or(0, |e| (e as i32).saturating_neg())
+}
+
+/// Sends `request` on `fd` and hands each answer message (type, body) to
+/// `on_message` until `NLMSG_DONE` or an acknowledgement; an error answer is
+/// returned as one, and an answer that stalls for 5 s as a timeout.
+pub(crate) fn exchange(
+    fd: &OwnedFd,
+    request: &[u8],
+    what: &'static str,
+    mut on_message: impl FnMut(u16, &[u8]),
+) -> Result<()> {
+    sys::netlink_send(fd.as_fd(), request).map_err(Error::io(what))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = sys::netlink_recv(fd.as_fd(), &mut buf, Some(Duration::from_secs(5))).map_err(Error::io(what))?;
+        if n == 0 {
+            return Err(Error::Io { what, source: std::io::ErrorKind::TimedOut.into() });
+        }
+        for (kind, body) in messages(&buf[..n]) {
+            match kind {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => match error_code(body) {
+                    0 => return Ok(()),
+                    errno => return Err(Error::Io { what, source: std::io::Error::from_raw_os_error(errno) }),
+                },
+                _ => on_message(kind, body),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_its_header_and_payload() {
+        let m = request(20, NLM_F_REQUEST | NLM_F_DUMP, 7, &[1, 2, 3, 4]);
+        assert_eq!(m.len(), 20);
+        assert_eq!(u32_ne(&m, 0), Some(20));
+        assert_eq!(u16_ne(&m, 4), Some(20));
+        assert_eq!(u16_ne(&m, 6), Some(0x301));
+        assert_eq!(u32_ne(&m, 8), Some(7));
+        assert_eq!(u32_ne(&m, 12), Some(0), "port id 0: the kernel");
+        assert_eq!(&m[16..], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn attributes_are_padded_and_walked_back() {
+        let mut buf = attribute(2, b"tcp_metrics\0");
+        assert_eq!(buf.len(), 16);
+        assert_eq!((u16_ne(&buf, 0), u16_ne(&buf, 2)), (Some(16), Some(2)));
+        buf.extend(attribute(0x8000 | 6, &[9; 5]));
+        let found: Vec<(u16, Vec<u8>)> = attributes(&buf).map(|(k, v)| (k, v.to_vec())).collect();
+        assert_eq!(found, vec![(2, b"tcp_metrics\0".to_vec()), (6, vec![9; 5])], "the nested flag is dropped");
+    }
+
+    #[test]
+    fn hostile_lengths_end_the_walk() {
+        let mut two = request(16, 0, 1, &[0; 4]);
+        two.extend(request(3, 0, 1, &[]));
+        assert_eq!(messages(&two).map(|(k, _)| k).collect::<Vec<_>>(), [16, 3]);
+        for cut in 0..two.len() {
+            assert!(messages(&two[..cut]).count() <= 1, "cut at {cut}");
+        }
+        let mut zero = two.clone();
+        zero[0..4].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(messages(&zero).count(), 0, "a zero length cannot loop");
+        let mut huge = attribute(1, &[1, 2]);
+        huge[0..2].copy_from_slice(&200u16.to_ne_bytes());
+        assert_eq!(attributes(&huge).count(), 0);
+        assert_eq!(attributes(&[3, 0, 1, 0]).count(), 0, "shorter than its header");
+        assert_eq!(error_code(&(-13i32).to_ne_bytes()), 13);
+        assert_eq!(error_code(&[]), 0);
+        assert_eq!(error_code(&i32::MIN.to_ne_bytes()), i32::MAX, "no overflow");
+    }
+}

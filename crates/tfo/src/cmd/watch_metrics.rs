@@ -1,0 +1,228 @@
+//! `tfo watch --prometheus ADDR`: what the watch sees, as Prometheus metrics
+//! on `/metrics` (the text format, by `prometheus-client`, served by hyper on
+//! a thread of its own): the namespace's TCPFastOpen* counters, the
+//! connections reported by role and outcome, and the client's cookie cache.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fastopen::FastOpenCounters;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The kernel counters, each as `tfo_kernel_<name>_total`, in
+/// `fastopen::COUNTER_NAMES` order.
+const KERNEL_COUNTERS: [(&str, &str, &str); 8] = [
+    ("TCPFastOpenActive", "active", "Client SYNs whose data the server acknowledged (TcpExt TCPFastOpenActive)"),
+    (
+        "TCPFastOpenActiveFail",
+        "active_fail",
+        "Client SYN data not acknowledged, or a TFO connection's third timeout (TcpExt TCPFastOpenActiveFail)",
+    ),
+    (
+        "TCPFastOpenPassive",
+        "passive",
+        "Server connections created from a SYN with a valid cookie (TcpExt TCPFastOpenPassive)",
+    ),
+    (
+        "TCPFastOpenPassiveFail",
+        "passive_fail",
+        "Server SYNs whose cookie matched no key, or whose child failed (TcpExt TCPFastOpenPassiveFail)",
+    ),
+    (
+        "TCPFastOpenListenOverflow",
+        "listen_overflow",
+        "Server SYNs with data handled as plain SYNs: the TFO queue was full (TcpExt TCPFastOpenListenOverflow)",
+    ),
+    ("TCPFastOpenCookieReqd", "cookie_reqd", "Server SYNs asking for a cookie (TcpExt TCPFastOpenCookieReqd)"),
+    (
+        "TCPFastOpenBlackhole",
+        "blackhole",
+        "Times client TFO was turned off by blackhole detection (TcpExt TCPFastOpenBlackhole)",
+    ),
+    (
+        "TCPFastOpenPassiveAltKey",
+        "passive_alt_key",
+        "Server cookies that matched the backup key (TcpExt TCPFastOpenPassiveAltKey)",
+    ),
+];
+
+/// A connection's labels: `role` (client, server) and `outcome` (`tfo`, a
+/// client's fail reason, or `no_tfo` for a server's connection without SYN data).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    role: &'static str,
+    outcome: &'static str,
+}
+
+/// The metrics, updated by the watch loop, encoded on each scrape.
+#[derive(Debug)]
+pub(crate) struct Exporter {
+    /// Where `/metrics` is served.
+    pub(crate) addr: SocketAddr,
+    kernel: Vec<Counter>,
+    kernel_seen: Option<FastOpenCounters>,
+    connections: Family<ConnectionLabels, Counter>,
+    cookies: Gauge<i64, std::sync::atomic::AtomicI64>,
+    lost: Counter<u64, AtomicU64>,
+}
+
+impl Exporter {
+    /// Binds `addr` (now, so a taken port is an error at once) and serves
+    /// `/metrics` from a thread until the process ends.
+    pub(crate) fn start(addr: SocketAddr) -> anyhow::Result<Exporter> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--prometheus {addr}: cannot listen there (in use? give another port)"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let mut registry = Registry::with_prefix("tfo");
+        let kernel: Vec<Counter> = KERNEL_COUNTERS
+            .iter()
+            .map(|(_, name, help)| {
+                let c = Counter::default();
+                registry.register(format!("kernel_{name}"), *help, c.clone());
+                c
+            })
+            .collect();
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Connections tfo watch reported, by role and TFO outcome (tfo, a client's fail reason, or no_tfo)",
+            connections.clone(),
+        );
+        let cookies = Gauge::default();
+        registry.register(
+            "cookie_cache_destinations",
+            "Destinations with a TFO cookie in this namespace's client cache (tcp_metrics)",
+            cookies.clone(),
+        );
+        let lost = Counter::default();
+        registry.register(
+            "watch_lost_notifications",
+            "Times the kernel's queue of destroyed-socket notifications overflowed (connections may be missing)",
+            lost.clone(),
+        );
+        let registry = Arc::new(registry);
+        std::thread::Builder::new().name("metrics".into()).spawn(move || serve(listener, registry))?;
+        Ok(Exporter { addr, kernel, kernel_seen: None, connections, cookies, lost })
+    }
+
+    /// Brings the kernel counters to `now` (their first value is their total since the namespace began).
+    pub(crate) fn kernel_counters(&mut self, now: &FastOpenCounters) {
+        let before = self.kernel_seen.take().unwrap_or_default();
+        let delta = now - &before;
+        for ((_, value), counter) in delta.iter().zip(&self.kernel) {
+            counter.inc_by(value);
+        }
+        self.kernel_seen = Some(now.clone());
+    }
+
+    pub(crate) fn connection(&self, role: &'static str, outcome: &'static str) {
+        self.connections.get_or_create(&ConnectionLabels { role, outcome }).inc();
+    }
+
+    pub(crate) fn cookie_cache(&self, destinations_with_cookie: usize) {
+        self.cookies.set(destinations_with_cookie as i64);
+    }
+
+    pub(crate) fn lost_notifications(&self) {
+        self.lost.inc();
+    }
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+/// Answers `GET /metrics` (anything else: 404) over HTTP/1.1.
+fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+        Ok(r) => r,
+        Err(e) => return eprintln!("tfo watch: the metrics server cannot start: {e}"),
+    };
+    runtime.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let registry = registry.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let response = if req.uri().path() == "/metrics" {
+                    Response::builder()
+                        .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                        .body(Full::new(Bytes::from(encode(&registry))))
+                } else {
+                    Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
+                };
+                async move { response }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(io, service);
+                let _ = conn.await;
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_and_values() {
+        let mut exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut counters = FastOpenCounters::default();
+        (counters.active, counters.cookie_reqd) = (5, 2);
+        exporter.kernel_counters(&counters);
+        counters.active = 7;
+        exporter.kernel_counters(&counters);
+        exporter.connection("client", "cookie_unavailable");
+        exporter.connection("client", "cookie_unavailable");
+        exporter.connection("server", "tfo");
+        exporter.cookie_cache(3);
+        let text = get(exporter.addr, "/metrics");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-type: application/openmetrics-text"), "{text}");
+        for line in [
+            "# HELP tfo_kernel_active Client SYNs whose data the server acknowledged (TcpExt TCPFastOpenActive).",
+            "# TYPE tfo_kernel_active counter",
+            "tfo_kernel_active_total 7",
+            "tfo_kernel_cookie_reqd_total 2",
+            "tfo_kernel_passive_total 0",
+            "tfo_connections_total{role=\"client\",outcome=\"cookie_unavailable\"} 2",
+            "tfo_connections_total{role=\"server\",outcome=\"tfo\"} 1",
+            "tfo_cookie_cache_destinations 3",
+            "tfo_watch_lost_notifications_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        }
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        assert!(get(exporter.addr, "/").starts_with("HTTP/1.1 404"));
+    }
+
+    /// One HTTP/1.0-style GET over a plain socket (the exporter is the server under test).
+    fn get(addr: SocketAddr, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    }
+}
