@@ -150,7 +150,12 @@ const TIME_WAIT: u8 = 6;
 struct Watch {
     args: Args,
     client_tfo: bool,
+    /// Cookies of the sockets reported that may still show up: in the last
+    /// two reads (a socket gone at one read has its notification read before
+    /// the next), and not yet destroyed. Bounded by the sockets alive.
     reported: HashSet<u64>,
+    /// Cookies in the previous read.
+    previous_read: HashSet<u64>,
     listeners: Vec<SocketAddr>,
     processes: HashMap<u32, (u32, String)>,
     exporter: Option<Exporter>,
@@ -184,6 +189,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         args,
         client_tfo: true,
         reported: HashSet::new(),
+        previous_read: HashSet::new(),
         listeners: Vec::new(),
         processes: HashMap::new(),
         exporter,
@@ -194,6 +200,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         w.client_tfo = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?.client();
         let sockets = diag.dump()?;
         w.listeners = sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
+        w.forget_gone(&sockets);
         w.find_processes(&sockets);
         for s in &sockets {
             w.report(s, "open")?;
@@ -233,7 +240,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             for s in &destroyed.sockets {
-                w.report(s, "closed")?;
+                // Its last word: reported now, or before and never again.
+                if !w.reported.remove(&s.cookie) {
+                    w.report(s, "closed")?;
+                    w.reported.remove(&s.cookie);
+                }
             }
         }
     }
@@ -370,6 +381,16 @@ impl Watch {
         };
         let process = a.process.as_ref().is_none_or(|name| r.process.as_ref() == Some(name));
         port && role && outcome && process
+    }
+
+    /// Keeps what is known only for sockets that may still be seen, so a
+    /// long watch of a busy host holds memory for its live sockets only.
+    fn forget_gone(&mut self, sockets: &[DiagSocket]) {
+        let now: HashSet<u64> = sockets.iter().map(|s| s.cookie).collect();
+        let previous = std::mem::replace(&mut self.previous_read, now);
+        self.reported.retain(|c| self.previous_read.contains(c) || previous.contains(c));
+        let inodes: HashSet<u32> = sockets.iter().map(|s| s.inode).collect();
+        self.processes.retain(|inode, _| inodes.contains(inode));
     }
 
     /// Maps the inodes of sockets not yet reported to their processes
