@@ -285,6 +285,50 @@ fn serve_send_probe_doctor_and_trace() {
 }
 
 #[test]
+fn watch_connections_and_cookie_cache() {
+    in_netns("json_contract_watch", 3, || {
+        let server = Server::start(&[]);
+        let a = server.addr.to_string();
+        assert!(run_tfo(&["send", &a, "--data", "hi"]).status.success(), "a cookie for the cache");
+        let held = std::net::TcpStream::connect(server.addr).unwrap();
+        let o = run_tfo(&["watch", "--once", "--json", "--role", "client"]);
+        let line: Value =
+            serde_json::from_str(stdout(&o).lines().next().unwrap_or_else(|| panic!("{}", stderr(&o)))).unwrap();
+        schema(
+            &line,
+            "watch",
+            &[
+                ("local", T::Str),
+                ("peer", T::Str),
+                ("role", T::Str),
+                ("tfo_used", T::Bool),
+                ("fail_reason", STR_OR_NULL),
+                ("pid", NUM_OR_NULL),
+                ("process", STR_OR_NULL),
+                ("seen", T::Str),
+            ],
+        );
+        assert_eq!(line["local"], held.local_addr().unwrap().to_string());
+        let o = run_tfo(&["watch", "--cookies", "--json"]);
+        let entry: Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+        schema(
+            &entry,
+            "watch --cookies",
+            &[
+                ("peer", T::Str),
+                ("source", STR_OR_NULL),
+                ("cookie", STR_OR_NULL),
+                ("mss", NUM_OR_NULL),
+                ("syn_drops", T::Num),
+                ("age_ms", T::Num),
+                ("data_in_syn", T::Bool),
+                ("fail_reason", STR_OR_NULL),
+            ],
+        );
+    });
+}
+
+#[test]
 fn bench_lab_and_demo() {
     if !fastopen_lab::testing::root_or_skip("json_contract_lab") {
         return;

@@ -215,6 +215,29 @@ mod tests {
         assert!(get(exporter.addr, "/").starts_with("HTTP/1.1 404"));
     }
 
+    /// Every metric the Grafana dashboard in `contrib/grafana` queries is one the exporter serves.
+    #[test]
+    fn the_grafana_dashboard_queries_only_served_metrics() {
+        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        exporter.connection("client", "tfo");
+        let served = get(exporter.addr, "/metrics");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../contrib/grafana/tfo-watch.json")).unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in
+                    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("tfo_"))
+                {
+                    assert!(served.lines().any(|l| l.starts_with(name)), "{name} in {expr:?} is not served");
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 10, "{queried}");
+    }
+
     /// One HTTP/1.0-style GET over a plain socket (the exporter is the server under test).
     fn get(addr: SocketAddr, path: &str) -> String {
         use std::io::{Read, Write};
