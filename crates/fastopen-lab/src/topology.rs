@@ -29,6 +29,15 @@ pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfdf0, 0x7466, 0x6f00, 0, 0, 0, 0, 1);
 /// The server's IPv6 address.
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfdf0, 0x7466, 0x6f00, 0, 0, 0, 0, 2);
+/// Whether `ip` is in the lab's ranges (198.18.0.0/15, fdf0:7466:6f00::/48):
+/// addresses that exist only inside namespaces the lab creates.
+pub fn is_lab_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18,
+        IpAddr::V6(v6) => v6.segments()[..3] == CLIENT_V6.segments()[..3],
+    }
+}
+
 /// The link device's name in both namespaces.
 pub const LINK_DEVICE: &str = "tfo0";
 

@@ -15,6 +15,7 @@ mod impairments;
 mod interrupt;
 mod keywatch;
 mod labrun;
+mod load;
 mod measure;
 mod plot;
 mod report;
@@ -49,6 +50,7 @@ enum Command {
     Probe(cmd::probe::Args),
     Key(cmd::key::Args),
     Watch(cmd::watch::Args),
+    Load(cmd::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Key(args) => cmd::key::run(args),
         Command::Probe(args) => cmd::probe::run(args),
         Command::Watch(args) => cmd::watch::run(args),
+        Command::Load(args) => cmd::load::run(args),
     };
     exit::code(result)
 }

@@ -55,7 +55,7 @@ impl TlsClient {
                     // Still probe: TFO's verdict stands, and each certificate
                     // check fails with a reason that says what to do.
                     eprintln!(
-                        "tfo probe: no CA certificates found on this system (install ca-certificates), so no certificate will be trusted; give --ca FILE or --insecure"
+                        "tfo: no CA certificates found on this system (install ca-certificates), so no certificate will be trusted; give --ca FILE or --insecure"
                     );
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
@@ -84,6 +84,11 @@ impl TlsClient {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
         Ok(TlsClient { config: Arc::new(config) })
+    }
+
+    /// The rustls configuration (for `tfo load`'s async connections).
+    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
     }
 
     /// One connection to `addr`: the ClientHello in the SYN when TFO can carry

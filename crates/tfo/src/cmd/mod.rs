@@ -7,6 +7,7 @@ mod demo_replay;
 pub(crate) mod doctor;
 pub(crate) mod key;
 pub(crate) mod lab;
+pub(crate) mod load;
 pub(crate) mod probe;
 mod probe_fleet;
 mod probe_many;

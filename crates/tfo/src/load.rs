@@ -1,0 +1,405 @@
+//! The engine of `tfo load`: a new connection per request, with TFO, plain or
+//! both interleaved, closed-loop (C clients, each sending its next request
+//! when the last is answered) or open-loop (a target rate; latency counted
+//! from each request's intended start, so a stalled server cannot hide its
+//! queue: no coordinated omission). Each reply is checked, each TFO outcome
+//! counted by reason. Connections come from the library (`TfoStream`); TLS
+//! is rustls through tokio-rustls, its ClientHello the first write, so in the SYN.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastopen::{Connector, TfoStream};
+use hdrhistogram::Histogram;
+use nix::errno::Errno;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What each request is.
+#[derive(Debug, Clone)]
+pub(crate) enum Protocol {
+    /// A line to an echo server (`tfo serve`), which must come back unchanged.
+    Raw,
+    /// `GET` with `Connection: close`; a 2xx with its whole body is correct.
+    Http { host: String, path: String },
+    /// The same over TLS.
+    Https { host: String, path: String, tls: Arc<rustls::ClientConfig>, server_name: ServerName<'static> },
+}
+
+/// Plain TCP or TFO, for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    Tfo,
+    Plain,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tfo => "tfo",
+            Kind::Plain => "plain",
+        }
+    }
+}
+
+/// A run: where, how much, how.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) addr: SocketAddr,
+    pub(crate) protocol: Protocol,
+    /// Clients at once (closed loop), or the most requests in flight (open loop).
+    pub(crate) connections: usize,
+    /// Requests in all (the run stops at this count or at `duration`).
+    pub(crate) requests: u64,
+    pub(crate) duration: Duration,
+    /// Open loop: requests started per second.
+    pub(crate) rate: Option<f64>,
+    /// Request `i` is `kinds[i % kinds.len()]`.
+    pub(crate) kinds: Vec<Kind>,
+    /// Each request's deadline, connect to last reply byte.
+    pub(crate) timeout: Duration,
+    /// Worker threads (the machine's cores by default).
+    pub(crate) threads: usize,
+}
+
+/// Why a request got no correct reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Failure {
+    Refused,
+    ConnectTimeout,
+    Reset,
+    /// The whole request took longer than its deadline.
+    Timeout,
+    /// The reply was not this request's (echo) or not whole.
+    WrongReply,
+    /// An HTTP status other than 2xx.
+    HttpStatus,
+    Tls,
+    /// Out of file descriptors or ports.
+    Resources,
+    Other,
+}
+
+impl Failure {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::Reset => "reset",
+            Failure::Timeout => "timeout",
+            Failure::WrongReply => "wrong_reply",
+            Failure::HttpStatus => "http_status",
+            Failure::Tls => "tls",
+            Failure::Resources => "resources",
+            Failure::Other => "other",
+        }
+    }
+
+    fn of(e: &std::io::Error) -> Failure {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => Failure::Refused,
+            TimedOut => Failure::ConnectTimeout,
+            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::Reset,
+            InvalidData => Failure::Tls,
+            UnexpectedEof => Failure::WrongReply,
+            _ if matches!(os_errno(e), Some(Errno::EMFILE | Errno::ENFILE | Errno::EADDRNOTAVAIL)) => {
+                Failure::Resources
+            }
+            _ => Failure::Other,
+        }
+    }
+}
+
+/// The OS error of `e`, or of the library error it wraps.
+fn os_errno(e: &std::io::Error) -> Option<Errno> {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<fastopen::Error>());
+    let raw = e.raw_os_error().or_else(|| match inner? {
+        fastopen::Error::Io { source, .. } | fastopen::Error::Connect { source, .. } => source.raw_os_error(),
+        _ => None,
+    });
+    raw.map(Errno::from_raw)
+}
+
+/// What requests of one kind got.
+#[derive(Debug, Clone)]
+pub(crate) struct KindStats {
+    pub(crate) sent: u64,
+    pub(crate) ok: u64,
+    pub(crate) failures: BTreeMap<Failure, u64>,
+    /// Requests whose data rode in the SYN (and was acknowledged).
+    pub(crate) tfo_used: u64,
+    /// Why the others' did not (the library's reasons).
+    pub(crate) not_in_syn: BTreeMap<&'static str, u64>,
+    /// Microseconds, correct replies only.
+    pub(crate) latency_us: Histogram<u64>,
+}
+
+impl KindStats {
+    fn new() -> KindStats {
+        KindStats {
+            sent: 0,
+            ok: 0,
+            failures: BTreeMap::new(),
+            tfo_used: 0,
+            not_in_syn: BTreeMap::new(),
+            // 1 µs to 10 min, 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+        }
+    }
+
+    fn merge(&mut self, other: &KindStats) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        for (k, v) in &other.failures {
+            *self.failures.entry(*k).or_default() += v;
+        }
+        self.tfo_used += other.tfo_used;
+        for (k, v) in &other.not_in_syn {
+            *self.not_in_syn.entry(k).or_default() += v;
+        }
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) by_kind: BTreeMap<Kind, KindStats>,
+    pub(crate) elapsed: Duration,
+    /// The run ended early (Ctrl-C).
+    pub(crate) interrupted: bool,
+}
+
+impl Outcome {
+    /// Every kind together.
+    pub(crate) fn total(&self) -> KindStats {
+        let mut all = KindStats::new();
+        self.by_kind.values().for_each(|s| all.merge(s));
+        all
+    }
+}
+
+/// Live counts, for the progress line.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) done: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+/// Runs `plan` to its end (count, duration, or `stop`).
+pub(crate) fn run(plan: Plan, progress: Arc<Progress>, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(plan.threads.max(1)).enable_all().build()?;
+    let plan = Arc::new(plan);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..plan.connections.max(1))
+        .map(|_| runtime.spawn(client(plan.clone(), next.clone(), started, progress.clone(), stop.clone())))
+        .collect();
+    let mut by_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
+    for task in tasks {
+        for (kind, stats) in runtime.block_on(task)? {
+            by_kind.entry(kind).or_insert_with(KindStats::new).merge(&stats);
+        }
+    }
+    let elapsed = started.elapsed();
+    Ok(Outcome { by_kind, elapsed, interrupted: stop.load(Ordering::Relaxed) })
+}
+
+/// One client: takes the next request number until the run ends.
+async fn client(
+    plan: Arc<Plan>,
+    next: Arc<AtomicU64>,
+    started: Instant,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> BTreeMap<Kind, KindStats> {
+    let mut stats: BTreeMap<Kind, KindStats> = BTreeMap::new();
+    let end = started + plan.duration;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.requests || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let start = match plan.rate {
+            Some(rate) => {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        if start >= end {
+            break;
+        }
+        let kind = plan.kinds[(i % plan.kinds.len() as u64) as usize];
+        let s = stats.entry(kind).or_insert_with(KindStats::new);
+        s.sent += 1;
+        let result = tokio::time::timeout(plan.timeout, request(&plan, kind, i)).await;
+        match result {
+            Ok(Ok(in_syn)) => {
+                s.ok += 1;
+                match in_syn {
+                    Ok(()) => s.tfo_used += 1,
+                    Err(reason) => *s.not_in_syn.entry(reason).or_default() += 1,
+                }
+                let micros = start.elapsed().as_micros().clamp(1, 600_000_000) as u64;
+                let _ = s.latency_us.record(micros);
+            }
+            Ok(Err(failure)) => {
+                *s.failures.entry(failure).or_default() += 1;
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                *s.failures.entry(Failure::Timeout).or_default() += 1;
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+    stats
+}
+
+/// One request on a new connection: `Ok(Ok(()))` when its first data rode
+/// in the SYN, `Ok(Err(reason))` when answered correctly without.
+async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static str>, Failure> {
+    let connector = Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout));
+    let stream = TfoStream::to_addrs(connector, vec![plan.addr]).map_err(|e| Failure::of(&e))?;
+    let outcome_of = |s: &TfoStream| match s.outcome() {
+        Some(o) if o.tfo_used() => Ok(()),
+        Some(o) => Err(o.fail_reason.map_or("unknown", |r| r.as_str())),
+        None => Err("unknown"),
+    };
+    match &plan.protocol {
+        Protocol::Raw => {
+            let line = format!("tfo load {i}\n");
+            let mut stream = stream;
+            let reply = exchange(&mut stream, line.as_bytes(), true).await?;
+            if reply != line.as_bytes() {
+                return Err(Failure::WrongReply);
+            }
+            Ok(outcome_of(&stream))
+        }
+        Protocol::Http { host, path } => {
+            let req = http_request(host, path, i);
+            let mut stream = stream;
+            let reply = exchange(&mut stream, req.as_bytes(), false).await?;
+            check_http(&reply, req.as_bytes())?;
+            Ok(outcome_of(&stream))
+        }
+        Protocol::Https { host, path, tls, server_name } => {
+            let req = http_request(host, path, i);
+            let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            let mut tls_stream =
+                connector.connect(server_name.clone(), stream).await.map_err(|e| match Failure::of(&e) {
+                    Failure::Other => Failure::Tls,
+                    f => f,
+                })?;
+            let reply = exchange(&mut tls_stream, req.as_bytes(), false).await?;
+            check_http(&reply, req.as_bytes())?;
+            Ok(outcome_of(tls_stream.get_ref().0))
+        }
+    }
+}
+
+/// Writes `data`, ends the writing side if `half_close`, reads to the end.
+/// A TLS peer that closes without close_notify after a whole reply is not an error.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    data: &[u8],
+    half_close: bool,
+) -> Result<Vec<u8>, Failure> {
+    s.write_all(data).await.map_err(|e| Failure::of(&e))?;
+    if half_close {
+        s.shutdown().await.map_err(|e| Failure::of(&e))?;
+    }
+    let mut reply = Vec::with_capacity(512);
+    match s.read_to_end(&mut reply).await {
+        Ok(_) => Ok(reply),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(reply),
+        Err(e) => Err(Failure::of(&e)),
+    }
+}
+
+/// A `GET` that names its request number, so an echoing server's reply is
+/// this request's and no other's.
+fn http_request(host: &str, path: &str, i: u64) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-load\r\nX-Tfo-Load: {i}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// A correct reply: 2xx, the whole body (Content-Length), and, from a server
+/// that echoes requests (`tfo serve --http`), this very request.
+fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(reply) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(Failure::WrongReply),
+    };
+    if !(200..300).contains(&response.code.unwrap_or(0)) {
+        return Err(Failure::HttpStatus);
+    }
+    let body = &reply[head_len..];
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+    if length.is_some_and(|n| n != body.len()) {
+        return Err(Failure::WrongReply);
+    }
+    if body.starts_with(b"GET ") && body != request {
+        return Err(Failure::WrongReply);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_replies_are_checked() {
+        let req = http_request("h", "/", 7);
+        let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{req}", req.len());
+        assert_eq!(check_http(ok.as_bytes(), req.as_bytes()), Ok(()));
+        let other = http_request("h", "/", 8);
+        let wrong = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{other}", other.len());
+        assert_eq!(check_http(wrong.as_bytes(), req.as_bytes()), Err(Failure::WrongReply), "another request's echo");
+        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi", b""), Err(Failure::WrongReply));
+        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", b""), Ok(()));
+        assert_eq!(check_http(b"HTTP/1.1 503 Busy\r\n\r\n", b""), Err(Failure::HttpStatus));
+        assert_eq!(check_http(b"HTTP/1.1 200", b""), Err(Failure::WrongReply), "cut head");
+        assert_eq!(check_http(b"\xff\x00garbage\r\n\r\n", b""), Err(Failure::WrongReply));
+    }
+
+    #[test]
+    fn stats_merge() {
+        let mut a = KindStats::new();
+        let mut b = KindStats::new();
+        (a.sent, a.ok, a.tfo_used) = (3, 2, 1);
+        a.failures.insert(Failure::Reset, 1);
+        b.not_in_syn.insert("cookie_unavailable", 1);
+        b.failures.insert(Failure::Reset, 2);
+        b.latency_us.record(100).unwrap();
+        a.merge(&b);
+        assert_eq!((a.sent, a.ok, a.tfo_used, a.errors()), (3, 2, 1, 3));
+        assert_eq!(a.not_in_syn["cookie_unavailable"], 1);
+        assert_eq!(a.latency_us.len(), 1);
+    }
+}

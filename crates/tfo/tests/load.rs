@@ -1,0 +1,142 @@
+//! `tfo load` against `tfo serve` (raw and HTTP) and nginx (HTTP and HTTPS):
+//! every request answered and checked, the requests that rode in the SYN
+//! counted as the kernel counts them, open and closed loops bounded, and
+//! failures reported by kind.
+
+mod common;
+
+use serde_json::Value;
+
+use common::*;
+
+fn load(args: &[&str]) -> (Option<i32>, Value) {
+    let o = tfo().arg("load").args(args).arg("--json").output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
+    (o.status.code(), v)
+}
+
+/// `kind`'s entry of `by_kind`.
+fn kind<'a>(report: &'a Value, kind: &str) -> &'a Value {
+    report["by_kind"].as_array().unwrap().iter().find(|k| k["kind"] == kind).unwrap_or_else(|| panic!("{report:#}"))
+}
+
+/// TFO requests of a run that starts without a cookie: at least one (at most
+/// one per client) asks for the cookie, every other rides in the SYN.
+/// Returns (in the SYN, cookie requests).
+fn cold_start(report: &Value, requests: u64) -> (u64, u64) {
+    let used = report["tfo_used"].as_u64().unwrap();
+    let cold = report["not_in_syn"]["cookie_unavailable"].as_u64().unwrap_or(0);
+    assert!((1..=16).contains(&cold), "{report:#}");
+    assert_eq!(used + cold, requests, "{report:#}");
+    (used, cold)
+}
+
+#[test]
+fn load_tfo_serve_both_ways_and_the_kernel_agrees() {
+    in_netns("load_serve", 3, || {
+        let http = Server::start(&["--http"]);
+        let echo = Server::start(&[]);
+        let url = format!("http://{}/", http.addr);
+
+        // HTTP, TFO and plain interleaved: the first TFO requests (those that start
+        // before a cookie is cached) ask for the cookie, the rest ride in the SYN.
+        let before = counters();
+        let (code, r) = load(&[&url, "-n", "600", "-c", "8", "--both"]);
+        let d = &counters() - &before;
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(600), Some(0)), "{r:#}");
+        let (tfo, plain) = (kind(&r, "tfo"), kind(&r, "plain"));
+        assert_eq!((tfo["requests"].as_u64(), plain["requests"].as_u64()), (Some(300), Some(300)));
+        let (used, cold) = cold_start(tfo, 300);
+        assert_eq!(plain["tfo_used"].as_u64(), Some(0));
+        assert_eq!(plain["not_in_syn"]["not_requested"].as_u64(), Some(300), "{plain:#}");
+        assert_eq!((d.active, d.passive, d.cookie_reqd), (used, used, cold), "{d:?}");
+        assert_eq!(r["kernel"]["active"].as_u64(), Some(used));
+        assert_eq!(r["kernel"]["agrees"], true);
+        assert!(r["requests_per_second"].as_f64().unwrap() > 0.0);
+        let lat = &r["latency_ms"];
+        assert!(lat["p50"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["p99"].as_f64(), "{lat}");
+
+        // Raw echo: each line must come back; all in the SYN (the cookie is cached now).
+        let (code, r) = load(&[&echo.addr.to_string(), "-n", "300", "-c", "4"]);
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!(
+            (r["requests"].as_u64(), r["errors"].as_u64(), r["tfo_used"].as_u64()),
+            (Some(300), Some(0), Some(300))
+        );
+
+        // Open loop: 100 requests at 200/s take half a second and report as such.
+        let (code, r) = load(&[&url, "-n", "100", "--rate", "200"]);
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!((r["loop"].as_str(), r["requests"].as_u64()), (Some("open"), Some(100)));
+        let ms = r["duration_ms"].as_f64().unwrap();
+        assert!(ms >= 490.0, "100 requests at 200/s cannot end before 495 ms: {ms}");
+
+        // The duration bounds a run whose count is far off.
+        let (code, r) = load(&[&url, "-n", "100000000", "--rate", "100", "--duration", "300ms"]);
+        assert_eq!(code, Some(0), "{r:#}");
+        assert!(r["requests"].as_u64().unwrap() <= 31, "{r:#}");
+    });
+}
+
+#[test]
+fn load_reports_failures_by_kind_and_refuses_foreign_targets() {
+    in_netns("load_failures", 3, || {
+        // Nothing listens: every request refused, exit 1.
+        let (code, r) = load(&["http://127.0.0.1:9/", "-n", "50", "-c", "4"]);
+        assert_eq!(code, Some(1), "{r:#}");
+        assert_eq!((r["errors"].as_u64(), r["errors_by_kind"]["refused"].as_u64()), (Some(50), Some(50)), "{r:#}");
+        // An HTTP server that is not an echo of the request's line: a raw load sees a wrong reply.
+        let http = Server::start(&["--http"]);
+        let o = tfo().args(["load", &http.addr.to_string(), "-n", "5", "--timeout", "2s", "--json"]).output().unwrap();
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(r["errors"].as_u64(), Some(5), "{r:#}");
+    });
+    for foreign in ["http://10.1.2.3/", "192.0.2.1:80", "https://[2001:db8::1]/"] {
+        let o = tfo().args(["load", foreign, "-n", "1"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{foreign}");
+        assert!(stderr(&o).contains("only loads loopback and the lab"), "{}", stderr(&o));
+    }
+    let o = tfo().args(["load", "ftp://127.0.0.1/"]).output().unwrap();
+    assert!(stderr(&o).contains("http:// or https://"), "{}", stderr(&o));
+}
+
+#[test]
+fn load_nginx_over_http_and_https_with_the_request_or_client_hello_in_the_syn() {
+    in_netns("load_nginx", 3, || {
+        let dir = tempdir("load_nginx");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let listen = ["127.0.0.1:8092 fastopen=256".to_string(), "127.0.0.1:8493 ssl fastopen=256".to_string()];
+        let tls = format!("ssl_certificate {};\n    ssl_certificate_key {};", crt.display(), key.display());
+        let Some(_nginx) = fastopen_lab::testing::Nginx::start("load_nginx", &listen, &tls, "hello\n") else {
+            return;
+        };
+        let before = counters();
+        let (code, r) = load(&["http://127.0.0.1:8092/", "-n", "400", "-c", "16"]);
+        let d = &counters() - &before;
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(400), Some(0)), "{r:#}");
+        let (used, cold) = cold_start(&r, 400);
+        assert_eq!((d.passive, d.cookie_reqd), (used, cold), "nginx's kernel took each SYN with data: {d:?}");
+
+        // HTTPS: the ClientHello is the first write, so it rides in the SYN (same cookie: same IP).
+        let before = counters();
+        let (code, r) = load(&["https://127.0.0.1:8493/", "-n", "200", "-c", "8", "--insecure"]);
+        let d = &counters() - &before;
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!(
+            (r["requests"].as_u64(), r["errors"].as_u64(), r["tfo_used"].as_u64()),
+            (Some(200), Some(0), Some(200))
+        );
+        assert_eq!(d.passive, 200, "{d:?}");
+        // Without --insecure the self-signed certificate fails each request, by kind.
+        let (code, r) = load(&["https://127.0.0.1:8493/", "-n", "5", "-c", "1"]);
+        assert_eq!(code, Some(1));
+        assert_eq!(r["errors_by_kind"]["tls"].as_u64(), Some(5), "{r:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
