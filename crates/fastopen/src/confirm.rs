@@ -100,7 +100,11 @@ fn settled(socket: &impl AsFd, start: Instant) -> Result<Option<Confirmation>> {
 /// Waits (blocking) until the handshake is confirmed, fails, or `timeout` passes.
 pub fn wait_confirmed(socket: &impl AsFd, timeout: Duration) -> Result<Confirmation> {
     let start = Instant::now();
-    // Watch first, then look: a state change after the look still wakes the wait.
+    // Most handshakes are over by now: no watch for those.
+    if let Some(end) = settled(socket, start)? {
+        return Ok(end);
+    }
+    // Watch first, then look again: a state change after the look still wakes the wait.
     let watch = sys::StateWatch::new(socket.as_fd()).map_err(Error::io("watching the socket"))?;
     loop {
         if let Some(end) = settled(socket, start)? {
@@ -118,6 +122,11 @@ pub fn wait_confirmed(socket: &impl AsFd, timeout: Duration) -> Result<Confirmat
 #[cfg(feature = "tokio")]
 pub async fn wait_confirmed_async(socket: &impl AsFd, timeout: Duration) -> Result<Confirmation> {
     let start = Instant::now();
+    // Most handshakes are over by now: no watch (an epoll and two registrations) for those.
+    if let Some(end) = settled(socket, start)? {
+        return Ok(end);
+    }
+    // Watch first, then look again: a state change after the look still wakes the wait.
     let watch = sys::StateWatch::new(socket.as_fd()).map_err(Error::io("watching the socket"))?;
     let watch = sys::AsyncStateWatch::new(watch).map_err(Error::io("registering the watch with tokio"))?;
     loop {

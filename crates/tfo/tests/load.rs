@@ -140,3 +140,79 @@ fn load_nginx_over_http_and_https_with_the_request_or_client_hello_in_the_syn() 
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// `tfo load` across `tfo lab` (LAB_ARGS: --rtt, --loss, ...) against
+/// `tfo serve --http SERVE_ARGS`, after one `tfo send` that caches the
+/// cookie: the load's report and the server's summary line.
+fn across_lab(test: &str, lab_args: &[&str], serve_args: &str, load_args: &str) -> Option<(Value, String)> {
+    if !fastopen_lab::testing::root_or_skip(test) {
+        return None;
+    }
+    let dir = tempdir(test);
+    let bin = env!("CARGO_BIN_EXE_tfo");
+    let (report, summary) = (dir.join("load.json"), dir.join("serve.err"));
+    let o = tfo()
+        .arg("lab")
+        .args(lab_args)
+        .arg("--server")
+        .arg(format!("exec '{bin}' serve $TFOKIT_SERVER_IP:8000 --http {serve_args} > /dev/null 2> '{}'", summary.display()))
+        .arg("--client")
+        .arg(format!(
+            "'{bin}' send $TFOKIT_SERVER_IP:8000 --data hi > /dev/null && '{bin}' load http://$TFOKIT_SERVER_IP:8000/ {load_args} --json > '{}'",
+            report.display()
+        ))
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", stderr(&o)));
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Some((report, summary))
+}
+
+/// The number after `NAME +` in the server's summary.
+fn summary_count(summary: &str, name: &str) -> u64 {
+    let at = summary.find(&format!("{name} +")).unwrap_or_else(|| panic!("no {name} in {summary}"));
+    summary[at + name.len() + 2..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_full_tfo_queue_falls_back_to_plain_handshakes_and_loses_nothing() {
+    // Over 20 ms, each TFO child waits 20 ms for its ACK: 256 clients overflow a queue of 4.
+    let Some((r, summary)) =
+        across_lab("load_overflow", &["--rtt", "20ms"], "--queue 4", "-n 10000 -c 256 --timeout 10s")
+    else {
+        return;
+    };
+    assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(10000), Some(0)), "0 lost, 0 wrong: {r:#}");
+    let fell_back = r["not_in_syn"]["data_not_acked"].as_u64().unwrap_or(0);
+    let used = r["tfo_used"].as_u64().unwrap();
+    assert!(fell_back > 1000, "the queue of 4 overflowed: {r:#}");
+    assert_eq!(used + fell_back, 10000, "{r:#}");
+    // The server's kernel counted each fallback as an overflow, and its summary says so.
+    assert_eq!(summary_count(&summary, "ListenOverflow"), fell_back, "{summary}");
+    assert_eq!(summary_count(&summary, "TCPFastOpenPassive"), used, "{summary}");
+    assert!(summary.contains("the TFO queue of 4 was full"), "{summary}");
+    assert!(summary.starts_with("tfo serve: 10001 connections"), "{summary}");
+    assert_eq!((r["kernel"]["active"].as_u64(), r["kernel"]["active_fail"].as_u64()), (Some(used), Some(fell_back)));
+}
+
+#[test]
+fn two_percent_loss_at_50_ms_every_request_answered_and_the_counters_agree() {
+    let Some((r, summary)) =
+        across_lab("load_loss", &["--rtt", "50ms", "--loss", "2%", "--seed", "7"], "", "-n 1000 -c 64 --timeout 30s")
+    else {
+        return;
+    };
+    assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(1000), Some(0)), "{r:#}");
+    let used = r["tfo_used"].as_u64().unwrap();
+    let retransmitted = r["not_in_syn"]["syn_retransmitted"].as_u64().unwrap_or(0);
+    assert!(retransmitted > 0, "2% loss must cost some SYN data: {r:#}");
+    let others: u64 = r["not_in_syn"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(used + others, 1000, "{r:#}");
+    // ActiveFail counts each of those, and also any TFO connection's second
+    // timeout (tcp_fastopen_active_detect_blackhole), data acknowledged or not.
+    assert_eq!(r["kernel"]["active"].as_u64(), Some(used), "{r:#}");
+    assert!(r["kernel"]["active_fail"].as_u64().unwrap() >= others, "{r:#}");
+    assert_eq!(summary_count(&summary, "TCPFastOpenPassive"), used, "{summary}");
+}

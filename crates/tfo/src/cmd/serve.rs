@@ -189,10 +189,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let json = args.json;
         let printer = tokio::spawn(async move {
+            let render = |log: &echo::ConnectionLog| {
+                if json {
+                    serde_json::to_string(log).unwrap_or_default()
+                } else {
+                    report::connection_line(log)
+                }
+            };
+            // Under load, the lines waiting are written together: one write, not one per connection.
             while let Some(log) = rx.recv().await {
-                let line =
-                    if json { serde_json::to_string(&log).unwrap_or_default() } else { report::connection_line(&log) };
-                if print_line(line).is_err() {
+                let mut lines = render(&log);
+                while lines.len() < 64 << 10 {
+                    let Ok(more) = rx.try_recv() else { break };
+                    lines.push('\n');
+                    lines.push_str(&render(&more));
+                }
+                if print_line(lines).is_err() {
                     break;
                 }
             }
@@ -204,13 +216,61 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => {}
             }
         };
+        let counters_at_start = fastopen::FastOpenCounters::read().ok();
+        let tally = std::sync::Arc::new(Tally::default());
+        let counted = tally.clone();
         echo::serve(listener, protocol, limits, args.count, shutdown, move |log| {
+            counted.count(&log);
             let _ = tx.send(log);
         })
         .await?;
         printer.await?;
+        eprintln!("tfo serve: {}", tally.summary(counters_at_start.as_ref(), tfo.queue_len));
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What the connections got, for the summary at shutdown.
+#[derive(Debug, Default)]
+struct Tally {
+    connections: std::sync::atomic::AtomicU64,
+    in_syn: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, log: &echo::ConnectionLog) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connections.fetch_add(1, Relaxed);
+        self.in_syn.fetch_add(u64::from(log.outcome.data_in_syn), Relaxed);
+        self.errors.fetch_add(u64::from(log.error.is_some()), Relaxed);
+    }
+
+    /// One line: how many connections, how many had data in the SYN, and
+    /// why the others did not, from the namespace's counters over the run.
+    fn summary(&self, at_start: Option<&fastopen::FastOpenCounters>, queue: u32) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (n, in_syn, errors) =
+            (self.connections.load(Relaxed), self.in_syn.load(Relaxed), self.errors.load(Relaxed));
+        let mut line = format!("{n} connections, {in_syn} with data in the SYN, {errors} with errors");
+        let delta = at_start.zip(fastopen::FastOpenCounters::read().ok()).map(|(before, now)| &now - before);
+        if let Some(d) = delta {
+            line += &format!(
+                "; in this namespace meanwhile: TCPFastOpenPassive +{}, CookieReqd +{} (SYNs asking for a cookie)",
+                d.passive, d.cookie_reqd
+            );
+            if d.listen_overflow > 0 {
+                line += &format!(
+                    ", ListenOverflow +{} (SYNs with data handled as plain SYNs: the TFO queue of {queue} was full; raise --queue)",
+                    d.listen_overflow
+                );
+            }
+            if d.passive_fail > 0 {
+                line += &format!(", PassiveFail +{} (cookies that matched no key)", d.passive_fail);
+            }
+        }
+        line
+    }
 }
 
 /// Adds what to do when binding a low port was refused.
