@@ -30,7 +30,13 @@ pub(crate) fn connection_line(log: &ConnectionLog) -> String {
 
 /// "TCPFastOpenActive +1, TCPFastOpenPassive +1", or "no change".
 pub(crate) fn counter_delta(delta: &FastOpenCounters) -> String {
-    let parts: Vec<String> = delta.nonzero().map(|(name, v)| format!("{name} +{v}")).collect();
+    counter_delta_over(delta, None)
+}
+
+/// [`counter_delta`], each change with its rate over `elapsed` when given: `NAME +N (R/s)`.
+pub(crate) fn counter_delta_over(delta: &FastOpenCounters, elapsed: Option<std::time::Duration>) -> String {
+    let rate = |v: u64| elapsed.map_or(String::new(), |e| format!(" ({:.1}/s)", v as f64 / e.as_secs_f64().max(1e-3)));
+    let parts: Vec<String> = delta.nonzero().map(|(name, v)| format!("{name} +{v}{}", rate(v))).collect();
     if parts.is_empty() {
         "no change".to_string()
     } else {

@@ -36,6 +36,18 @@ pub(crate) enum Trust<'a> {
     Anything,
 }
 
+impl<'a> Trust<'a> {
+    /// From `--ca FILE` and `--insecure` (clap keeps them apart): the file
+    /// if given, else anything if insecure, else the system's store.
+    pub(crate) fn from_flags(ca: Option<&'a Path>, insecure: bool) -> Trust<'a> {
+        match (ca, insecure) {
+            (Some(path), _) => Trust::CaFile(path),
+            (None, true) => Trust::Anything,
+            (None, false) => Trust::System,
+        }
+    }
+}
+
 impl TlsClient {
     /// A client trusting `trust`. Each connection makes a full handshake (no
     /// resumption), so the three connections of a probe compare like with like.

@@ -278,11 +278,7 @@ fn target(args: &Args) -> anyhow::Result<(SocketAddr, Protocol)> {
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let host_header = uri.authority().map_or(host.to_string(), |a| a.as_str().to_string());
         let protocol = if https {
-            let trust = match (&args.ca, args.insecure) {
-                (Some(path), _) => Trust::CaFile(path),
-                (None, true) => Trust::Anything,
-                (None, false) => Trust::System,
-            };
+            let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
             let server_name = crate::tls::server_name(Some(host), addr).map_err(anyhow::Error::msg)?;
             Protocol::Https { host: host_header, path, tls: TlsClient::new(trust, true)?.config(), server_name }
         } else {

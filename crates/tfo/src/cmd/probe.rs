@@ -377,11 +377,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return fleet(&args, &targets, default_port, family, rounds, method);
     }
     let tls = if args.tls {
-        let trust = match (&args.ca, args.insecure) {
-            (Some(path), _) => Trust::CaFile(path),
-            (None, true) => Trust::Anything,
-            (None, false) => Trust::System,
-        };
+        let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
         Some((TlsClient::new(trust, args.http)?, args.sni.clone()))
     } else {
         None

@@ -218,7 +218,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some((before, at)) = counters.as_ref().filter(|_| !w.args.json) {
                 let delta = &now - before;
                 if delta.nonzero().next().is_some() {
-                    println!("counters: {}", counter_rates(&delta, at.elapsed()));
+                    println!("counters: {}", crate::report::counter_delta_over(&delta, Some(at.elapsed())));
                 }
             }
             counters = Some((now, Instant::now()));
@@ -248,14 +248,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// A counter delta over `elapsed` as `NAME +N (R/s)`.
-fn counter_rates(delta: &FastOpenCounters, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    let parts: Vec<String> =
-        delta.nonzero().map(|(name, v)| format!("{name} +{v} ({:.1}/s)", v as f64 / secs)).collect();
-    parts.join(", ")
 }
 
 /// `--cookies`: the cookie cache, a line (or JSON line) per destination.
