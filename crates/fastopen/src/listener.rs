@@ -154,6 +154,41 @@ impl ListenerBuilder {
         Ok(BlockingListener { inner: self.listen_socket()?.into() })
     }
 
+    /// `n` listeners on one address in an SO_REUSEPORT group, each with this
+    /// builder's TFO settings (so `queue_len` is per listener): one per
+    /// worker thread, and the kernel spreads new connections over them, as
+    /// nginx's `listen ... reuseport` does. An address where something
+    /// already listens is refused ([`Error::AddressInUse`]) as a single
+    /// listener's would be: SO_REUSEPORT alone would silently join another
+    /// server's group (same user) and split its traffic. With port 0 they
+    /// share a free port (a port 0 bind with SO_REUSEPORT set may be given
+    /// a port another group of the same user holds, so it is not used).
+    pub fn bind_group(self, n: usize) -> Result<Vec<BlockingListener>> {
+        if n <= 1 {
+            return Ok(vec![self.bind()?]);
+        }
+        let addr = self.check_address_free()?;
+        (0..n).map(|_| ListenerBuilder { addr, ..self.clone() }.reuse_port(true).bind()).collect()
+    }
+
+    /// Binds (without listening or SO_REUSEPORT) a throwaway socket, and
+    /// returns the address it got (port 0: a free port): that fails wherever
+    /// anything listens, and succeeds over TIME_WAIT leftovers.
+    fn check_address_free(&self) -> Result<SocketAddr> {
+        let probe = Socket::new(Domain::for_address(self.addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(Error::io("creating a socket to check the address"))?;
+        probe.set_reuse_address(true).map_err(Error::io("setting SO_REUSEADDR"))?;
+        if self.addr.is_ipv6() {
+            probe.set_only_v6(self.only_v6).map_err(Error::io("setting IPV6_V6ONLY"))?;
+        }
+        probe.bind(&self.addr.into()).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => Error::AddressInUse { addr: self.addr },
+            _ => Error::Io { what: "checking the address", source: e },
+        })?;
+        let bound = probe.local_addr().map_err(Error::io("reading the address"))?;
+        bound.as_socket().ok_or(Error::Io { what: "reading the address", source: io::ErrorKind::InvalidData.into() })
+    }
+
     /// Turns an existing listening socket (systemd socket activation, a
     /// socket inherited from a parent) into a blocking TFO listener: sets the
     /// TFO queue, no-cookie mode and keys of this builder on it. Its address,
@@ -228,7 +263,8 @@ pub(crate) fn set_keys(socket: &impl AsFd, primary: &FastOpenKey, backup: Option
 /// Reads what `tcp_info` says about an accepted connection (call it right after accept).
 pub fn accept_outcome(stream: &impl AsFd) -> Result<AcceptOutcome> {
     let first = read_tcp_info(stream)?;
-    let later = read_tcp_info(stream)?;
+    // The second read only settles the SYN's byte count (see `derive`): one read for the rest.
+    let later = if first.syn_data() && first.data_segs_in == Some(1) { read_tcp_info(stream)? } else { first };
     Ok(AcceptOutcome::derive(&first, &later, KernelFeatures::current()))
 }
 

@@ -237,11 +237,17 @@ pub struct AcceptOutcome {
     /// arrived since (state CLOSE_WAIT: a FIN takes one sequence number).
     /// `None` when more data already arrived, or on kernels without the fields.
     pub bytes_in_syn: Option<u64>,
+    /// Where the handshake stood at accept. A regular handshake is always
+    /// `Confirmed` (the kernel makes the connection when the final ACK
+    /// arrives); a TFO child is `Pending` until that ACK. A server that needs
+    /// to know (the early-data wait, a log) reads no more when it is `Confirmed`.
+    pub handshake_at_accept: crate::HandshakeState,
 }
 
 impl AcceptOutcome {
     /// Derives the outcome from two `tcp_info` reads made one after the other
-    /// at accept time.
+    /// at accept time (or the same read twice, when no data came in the SYN or
+    /// more than one segment came: then the second read tells nothing more).
     ///
     /// Why two: the kernel loads `tcpi_state` before it locks the socket to read
     /// the counters, so one read can show ESTABLISHED with a FIN already counted
@@ -266,7 +272,17 @@ impl AcceptOutcome {
                 _ => None,
             }
         };
-        AcceptOutcome { data_in_syn, tfo_child: features.tfo_child_flag.then(|| first.tfo_child()), bytes_in_syn }
+        let tfo_child = features.tfo_child_flag.then(|| first.tfo_child());
+        AcceptOutcome {
+            data_in_syn,
+            tfo_child,
+            bytes_in_syn,
+            handshake_at_accept: if !data_in_syn && tfo_child != Some(true) {
+                crate::HandshakeState::Confirmed // no TFO child: made by the final ACK
+            } else {
+                crate::HandshakeState::from_tcp_info(later)
+            },
+        }
     }
 }
 
@@ -368,6 +384,10 @@ mod tests {
         let plain = AcceptOutcome::derive(&p, &p, &k);
         assert_eq!(plain.to_string(), "regular handshake");
         assert_eq!(plain.bytes_in_syn, Some(0));
+        assert_eq!(plain.handshake_at_accept, crate::HandshakeState::Confirmed, "a regular handshake is complete");
+        let mut pending = i;
+        pending.state = 3; // SYN_RECV: the final ACK has not come
+        assert_eq!(AcceptOutcome::derive(&pending, &pending, &k).handshake_at_accept, crate::HandshakeState::Pending);
         let o = info(0x27, 0);
         assert_eq!(AcceptOutcome::derive(&o, &o, &KernelFeatures::from_release("6.1.0")).tfo_child, None);
     }

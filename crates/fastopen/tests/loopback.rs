@@ -393,3 +393,59 @@ fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
         assert_eq!((d.active, d.passive, d.cookie_reqd), (1, 1, 0), "{d:?}");
     });
 }
+
+#[test]
+fn a_listener_group_shares_one_port_and_refuses_a_taken_one() {
+    in_netns("group", 3, || {
+        let group = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).queue_len(8).bind_group(2).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), addr, "port 0: the others take the first one's port");
+        assert!(group.iter().all(|l| l.tfo().unwrap().queue_len == 8), "each has the builder's TFO settings");
+        // Another group, or a lone listener, on the taken port: refused, not joined.
+        let again = ListenerBuilder::new(addr).bind_group(2).unwrap_err();
+        assert!(matches!(again, Error::AddressInUse { .. }), "{again}");
+        assert!(matches!(ListenerBuilder::new(addr).bind().unwrap_err(), Error::AddressInUse { .. }));
+        // More groups on port 0 never land on a port a group holds (with SO_REUSEPORT, bind(0) may).
+        let others: Vec<_> =
+            (0..20).map(|_| ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_group(2).unwrap()).collect();
+        let mut ports: Vec<u16> = others.iter().map(|g| g[0].local_addr().unwrap().port()).collect();
+        ports.push(addr.port());
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 21, "each group has a port of its own");
+        drop(others);
+        // The kernel spreads connections over both; each reports its outcome, TFO included.
+        let servers: Vec<_> = group.into_iter().map(|l| l.into_std()).collect();
+        for s in &servers {
+            s.set_nonblocking(true).unwrap();
+        }
+        let before = counters();
+        let mut accepted = [0usize; 2];
+        for i in 0..64 {
+            let (_client, _) = Connector::new().connect(addr, b"hi").unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            'found: loop {
+                for (n, s) in servers.iter().enumerate() {
+                    if let Ok((stream, _)) = s.accept() {
+                        let outcome = fastopen::accept_outcome(&stream).unwrap();
+                        assert_eq!(outcome.data_in_syn, i > 0, "connection {i}");
+                        accepted[n] += 1;
+                        break 'found;
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "connection {i} reached no listener");
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(accepted.iter().all(|&n| n > 0), "both listeners got connections: {accepted:?}");
+        assert_eq!((&counters() - &before).passive, 63, "one cookie, honoured by both listeners");
+        // Once the group is gone the address is free again (after a moment: a
+        // fork in another test's thread may hold a copy of the fds until its exec).
+        drop(servers);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while let Err(e) = ListenerBuilder::new(addr).bind() {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+}

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastopen::AcceptOutcome;
@@ -138,14 +139,43 @@ async fn final_confirmation(stream: &tokio::net::TcpStream) -> Option<bool> {
     Some(confirmation.is_confirmed())
 }
 
-/// Accepts connections until `shutdown` completes or `count` connections were
-/// served, handling each on its own task; calls `on_connection` with one log
-/// per connection. Connections in progress get 5 s to finish before returning.
+/// The connections a server may still accept (`tfo serve --count`), shared
+/// by its workers: when one takes the last, all stop accepting.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    remaining: Option<AtomicU64>,
+    spent: tokio::sync::watch::Sender<bool>,
+}
+
+impl Budget {
+    /// `None`: no limit.
+    pub(crate) fn new(count: Option<u64>) -> Budget {
+        Budget { remaining: count.map(AtomicU64::new), spent: tokio::sync::watch::Sender::new(count == Some(0)) }
+    }
+
+    /// Counts one accepted connection.
+    fn take(&self) {
+        let Some(remaining) = &self.remaining else { return };
+        let before = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if before.is_ok_and(|n| n <= 1) {
+            self.spent.send_replace(true);
+        }
+    }
+
+    /// Completes when none is left.
+    async fn spent(&self) {
+        let _ = self.spent.subscribe().wait_for(|spent| *spent).await;
+    }
+}
+
+/// Accepts connections until `shutdown` completes or the `budget` is spent,
+/// handling each on its own task; calls `on_connection` with one log per
+/// connection. Connections in progress get 5 s to finish before returning.
 pub(crate) async fn serve(
     listener: std::sync::Arc<fastopen::TokioListener>,
     protocol: Protocol,
     limits: Limits,
-    count: Option<u64>,
+    budget: &Budget,
     shutdown: impl Future<Output = ()>,
     on_connection: impl Fn(ConnectionLog) + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
@@ -153,12 +183,14 @@ pub(crate) async fn serve(
     let mut tasks = JoinSet::new();
     // Set when the drain time is over: connections still open stop, and log.
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let mut accepted = 0u64;
     let mut accept_errors = AcceptErrors::default();
-    tokio::pin!(shutdown);
-    while count.is_none_or(|n| accepted < n) {
+    let spent = budget.spent();
+    tokio::pin!(shutdown, spent);
+    loop {
         tokio::select! {
+            biased; // a stop wins over the next connection
             _ = &mut shutdown => break,
+            _ = &mut spent => break,
             res = listener.accept() => {
                 let (stream, peer, outcome) = match res {
                     Ok(conn) => conn,
@@ -172,7 +204,7 @@ pub(crate) async fn serve(
                         continue;
                     }
                 };
-                accepted += 1;
+                budget.take();
                 let on_connection = on_connection.clone();
                 let closing = closing.clone();
                 tasks.spawn(async move {
@@ -296,7 +328,11 @@ async fn handle(
         None => log.error = Some("closed unfinished: the server is shutting down".into()),
     }
     if log.confirmed.is_none() {
-        log.confirmed = if finished {
+        log.confirmed = if outcome.handshake_at_accept == fastopen::HandshakeState::Confirmed {
+            Some(true) // nothing to wait for, nothing to read: the close sends the FIN
+        } else if finished {
+            // The FIN goes now, not after the wait (the client may be waiting for it).
+            let _ = stream.shutdown().await;
             final_confirmation(&stream).await
         } else {
             fastopen::handshake_state(&stream).ok().map(|s| s == fastopen::HandshakeState::Confirmed)
@@ -343,7 +379,7 @@ async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, l
     loop {
         let n = read_idle(stream, &mut buf, limits.idle).await?;
         if n == 0 {
-            return stream.shutdown().await;
+            return Ok(()); // the client is done: the close (or `handle`) sends our FIN
         }
         log.bytes_in += n as u64;
         if !admitted {
@@ -477,8 +513,8 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
         buf.extend_from_slice(&chunk[..n]);
     };
     log.http_status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok());
-    write_counted(stream, &response, &mut log.bytes_out, limits.idle).await?;
-    stream.shutdown().await
+    // The close (or `handle`, before it waits for the ACK) sends the FIN.
+    write_counted(stream, &response, &mut log.bytes_out, limits.idle).await
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                echo::serve(Arc::new(listener), protocol, limits, None, shutdown, move |log| {
+                echo::serve(Arc::new(listener), protocol, limits, &echo::Budget::new(None), shutdown, move |log| {
                     let _ = log_tx.send(log);
                 })
                 .await

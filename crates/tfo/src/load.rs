@@ -287,7 +287,7 @@ async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static 
         Protocol::Raw => {
             let line = format!("tfo load {i}\n");
             let mut stream = stream;
-            let reply = exchange(&mut stream, line.as_bytes(), true).await?;
+            let reply = exchange(&mut stream, line.as_bytes(), true, ReplyEnd::Echo(line.len())).await?;
             if reply != line.as_bytes() {
                 return Err(Failure::WrongReply);
             }
@@ -296,7 +296,7 @@ async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static 
         Protocol::Http { host, path } => {
             let req = http_request(host, path, i);
             let mut stream = stream;
-            let reply = exchange(&mut stream, req.as_bytes(), false).await?;
+            let reply = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
             check_http(&reply, req.as_bytes())?;
             Ok(outcome_of(&stream))
         }
@@ -308,30 +308,64 @@ async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static 
                     Failure::Other => Failure::Tls,
                     f => f,
                 })?;
-            let reply = exchange(&mut tls_stream, req.as_bytes(), false).await?;
+            let reply = exchange(&mut tls_stream, req.as_bytes(), false, ReplyEnd::Http).await?;
             check_http(&reply, req.as_bytes())?;
             Ok(outcome_of(tls_stream.get_ref().0))
         }
     }
 }
 
-/// Writes `data`, ends the writing side if `half_close`, reads to the end.
-/// A TLS peer that closes without close_notify after a whole reply is not an error.
+/// When a reply is whole, so the request is timed to its last byte and not
+/// to the server's FIN (a TFO server's FIN waits for the client's ACK, one
+/// round trip after the reply).
+#[derive(Debug, Clone, Copy)]
+enum ReplyEnd {
+    /// An echo: as many bytes as were sent.
+    Echo(usize),
+    /// HTTP: the head and `Content-Length` bytes of body (or the close, without one).
+    Http,
+}
+
+/// A reply longer than this is wrong (a hostile or broken server).
+const MAX_REPLY: usize = 16 << 20;
+
+impl ReplyEnd {
+    fn is_whole(self, reply: &[u8]) -> bool {
+        match self {
+            ReplyEnd::Echo(len) => reply.len() >= len,
+            ReplyEnd::Http => match parse_http_head(reply) {
+                Some(HttpHead { head_len, content_length: Some(n), .. }) => reply.len() >= head_len + n,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Writes `data`, ends the writing side if `half_close`, and reads until the
+/// reply is whole or the server closes.
+/// A TLS peer that closes without close_notify after a reply is not an error.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     data: &[u8],
     half_close: bool,
+    end: ReplyEnd,
 ) -> Result<Vec<u8>, Failure> {
     s.write_all(data).await.map_err(|e| Failure::of(&e))?;
     if half_close {
         s.shutdown().await.map_err(|e| Failure::of(&e))?;
     }
     let mut reply = Vec::with_capacity(512);
-    match s.read_to_end(&mut reply).await {
-        Ok(_) => Ok(reply),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(reply),
-        Err(e) => Err(Failure::of(&e)),
+    let mut chunk = [0u8; 4096];
+    while !end.is_whole(&reply) {
+        match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) if reply.len() + n > MAX_REPLY => return Err(Failure::WrongReply),
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => break,
+            Err(e) => return Err(Failure::of(&e)),
+        }
     }
+    Ok(reply)
 }
 
 /// A `GET` that names its request number, so an echoing server's reply is
@@ -342,25 +376,38 @@ fn http_request(host: &str, path: &str, i: u64) -> String {
     )
 }
 
-/// A correct reply: 2xx, the whole body (Content-Length), and, from a server
-/// that echoes requests (`tfo serve --http`), this very request.
-fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
+/// A response head: its status, length, and `Content-Length` if any.
+struct HttpHead {
+    code: u16,
+    head_len: usize,
+    content_length: Option<usize>,
+}
+
+/// `None` until the head is complete, or if it is not HTTP.
+fn parse_http_head(reply: &[u8]) -> Option<HttpHead> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(reply) {
         Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(Failure::WrongReply),
+        _ => return None,
     };
-    if !(200..300).contains(&response.code.unwrap_or(0)) {
-        return Err(Failure::HttpStatus);
-    }
-    let body = &reply[head_len..];
-    let length = response
+    let content_length = response
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
-    if length.is_some_and(|n| n != body.len()) {
+    Some(HttpHead { code: response.code.unwrap_or(0), head_len, content_length })
+}
+
+/// A correct reply: 2xx, the whole body (Content-Length), and, from a server
+/// that echoes requests (`tfo serve --http`), this very request.
+fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
+    let head = parse_http_head(reply).ok_or(Failure::WrongReply)?;
+    if !(200..300).contains(&head.code) {
+        return Err(Failure::HttpStatus);
+    }
+    let body = &reply[head.head_len..];
+    if head.content_length.is_some_and(|n| n != body.len()) {
         return Err(Failure::WrongReply);
     }
     if body.starts_with(b"GET ") && body != request {
@@ -386,6 +433,17 @@ mod tests {
         assert_eq!(check_http(b"HTTP/1.1 503 Busy\r\n\r\n", b""), Err(Failure::HttpStatus));
         assert_eq!(check_http(b"HTTP/1.1 200", b""), Err(Failure::WrongReply), "cut head");
         assert_eq!(check_http(b"\xff\x00garbage\r\n\r\n", b""), Err(Failure::WrongReply));
+    }
+
+    #[test]
+    fn a_reply_is_whole_at_its_last_byte_not_at_the_close() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        assert!(ReplyEnd::Http.is_whole(ok));
+        assert!(!ReplyEnd::Http.is_whole(&ok[..ok.len() - 1]), "a byte of the body missing");
+        assert!(!ReplyEnd::Http.is_whole(&ok[..10]), "a cut head");
+        assert!(!ReplyEnd::Http.is_whole(b"HTTP/1.1 200 OK\r\n\r\nhi"), "no length: only the close ends it");
+        assert!(!ReplyEnd::Http.is_whole(b"\xff\x00garbage\r\n\r\n"));
+        assert!(ReplyEnd::Echo(3).is_whole(b"abc") && !ReplyEnd::Echo(3).is_whole(b"ab"));
     }
 
     #[test]

@@ -15,12 +15,14 @@ mod impairments;
 mod interrupt;
 mod keywatch;
 mod labrun;
+mod linelog;
 mod load;
 mod measure;
 mod plot;
 mod report;
 mod target;
 mod tls;
+mod workers;
 
 use std::process::ExitCode;
 

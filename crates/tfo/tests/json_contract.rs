@@ -53,12 +53,13 @@ const OUTCOME: [(&str, T); 8] = [
     ("connect_ms", T::Num),
 ];
 
-const CONNECTION_LOG: [(&str, T); 9] = [
+const CONNECTION_LOG: [(&str, T); 10] = [
     ("event", T::Str),
     ("peer", T::Str),
     ("data_in_syn", T::Bool),
     ("tfo_child", BOOL_OR_NULL),
     ("bytes_in_syn", NUM_OR_NULL),
+    ("handshake_at_accept", T::Str),
     ("bytes_in", T::Num),
     ("in_syn", T::Bool),
     ("confirmed", BOOL_OR_NULL),
@@ -106,6 +107,7 @@ fn serve_send_probe_doctor_and_trace() {
                 ("addr", T::Str),
                 ("http", T::Bool),
                 ("tfo_queue", T::Num),
+                ("workers", T::Num),
                 ("own_keys", T::Num),
                 ("tcp_fastopen", T::Num),
                 ("server_tfo", T::Bool),

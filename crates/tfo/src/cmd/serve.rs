@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use fastopen::keyfile::KeyFile;
 use fastopen::{FastOpenKey, ListenerBuilder};
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 use crate::addr;
 use crate::client_opts::parse_timeout;
 use crate::echo::{self, Protocol};
+use crate::linelog::LineLog;
 use crate::report;
+use crate::workers::{self, Listeners, Workers};
 
 /// Echo server with TCP Fast Open (the walkthrough's server, done properly).
 ///
@@ -32,6 +34,12 @@ use crate::report;
 /// at most --max-body bytes (else 413); `Expect: 100-continue` is answered. At
 /// the file descriptor limit the server backs off 100 ms between accepts and
 /// logs the problem once every 5 s.
+///
+/// Workers: one per core (--workers N), each a thread with its own listener
+/// on the address (one SO_REUSEPORT group, as nginx's `reuseport`; an address
+/// already in use is still refused). --queue is per worker. Log lines are
+/// written in batches by a thread of their own; if stdout is not read, lines
+/// are dropped and counted, and serving goes on.
 ///
 /// Keys: --key-file names a file holding a key (32 hex digits, or the sysctl
 /// form w-w-w-w) or "primary,backup". Send SIGHUP to re-read it: a new single
@@ -98,6 +106,10 @@ pub(crate) struct Args {
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Worker threads, each with its own listener on the address (one
+    /// SO_REUSEPORT group; --queue is per worker). Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 /// `tfo serve --json`'s first line (then one [`echo::ConnectionLog`] per connection).
@@ -107,6 +119,7 @@ struct Listening {
     addr: SocketAddr,
     http: bool,
     tfo_queue: u32,
+    workers: usize,
     own_keys: usize,
     tcp_fastopen: u32,
     server_tfo: bool,
@@ -144,33 +157,40 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             mode.0
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut builder = ListenerBuilder::new(args.addr).queue_len(args.queue).no_cookie(args.no_cookie);
+    if let Some((primary, backup)) = keys {
+        builder = builder.keys(primary, backup);
+    }
+    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let group = builder.bind_group(workers).map_err(|e| bind_hint(e, args.addr))?;
+    let log = LineLog::start(std::io::stdout())?;
+    let sink = log.sink();
+    let group = Workers::new(group, Arc::new(move || sink.flush()))?;
+    let listeners = group.listeners();
+    // Signals, key changes and the end: on a small runtime of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let mut builder = ListenerBuilder::new(args.addr).queue_len(args.queue).no_cookie(args.no_cookie);
-        if let Some((primary, backup)) = keys {
-            builder = builder.keys(primary, backup);
-        }
-        let listener = builder.bind_tokio().map_err(|e| bind_hint(e, args.addr))?;
-        let local = listener.local_addr()?;
-        let tfo = listener.tfo()?;
+        let local = listeners.first().local_addr()?;
+        let tfo = listeners.first().tfo()?;
         print_line(if args.json {
             serde_json::to_string(&Listening {
                 event: "listening",
                 addr: local,
                 http: args.http,
                 tfo_queue: tfo.queue_len,
+                workers,
                 own_keys: tfo.own_keys,
                 tcp_fastopen: mode.0,
                 server_tfo: mode.server(),
             })?
         } else {
             format!(
-                "listening on {local} ({}, TFO queue {}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",
+                "listening on {local} ({}, TFO queue {} per worker, {workers} worker{}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",
                 if args.http { "HTTP" } else { "raw echo" },
-                tfo.queue_len
+                tfo.queue_len,
+                if workers == 1 { "" } else { "s" },
             )
         })?;
-        let listener = std::sync::Arc::new(listener);
         if let Some(path) = args.key_file.clone() {
             // Without the handler a SIGHUP would kill the server: fail now, not then.
             let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -181,50 +201,43 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     eprintln!("tfo serve: not following {} for changes ({e}); SIGHUP reloads it", path.display())
                 })
                 .ok();
-            tokio::spawn(follow_key_file(hup, watch, listener.clone(), path, keys));
+            tokio::spawn(follow_key_file(hup, watch, listeners.clone(), path, keys));
         }
         if let Some(schedule) = schedule {
-            tokio::spawn(follow_schedule(listener.clone(), schedule));
+            tokio::spawn(follow_schedule(listeners.clone(), schedule));
         }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let json = args.json;
-        let printer = tokio::spawn(async move {
-            let render = |log: &echo::ConnectionLog| {
-                if json {
-                    serde_json::to_string(log).unwrap_or_default()
-                } else {
-                    report::connection_line(log)
-                }
-            };
-            // Under load, the lines waiting are written together: one write, not one per connection.
-            while let Some(log) = rx.recv().await {
-                let mut lines = render(&log);
-                while lines.len() < 64 << 10 {
-                    let Ok(more) = rx.try_recv() else { break };
-                    lines.push('\n');
-                    lines.push_str(&render(&more));
-                }
-                if print_line(lines).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
         let counters_at_start = fastopen::FastOpenCounters::read().ok();
-        let tally = std::sync::Arc::new(Tally::default());
+        let tally = Arc::new(Tally::default());
         let counted = tally.clone();
-        echo::serve(listener, protocol, limits, args.count, shutdown, move |log| {
-            counted.count(&log);
-            let _ = tx.send(log);
-        })
-        .await?;
-        printer.await?;
+        let json = args.json;
+        let sink = log.sink();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = workers::Serving {
+            protocol,
+            limits,
+            budget: Arc::new(echo::Budget::new(args.count)),
+            stop: stopped,
+            on_connection: Arc::new(move |log: echo::ConnectionLog| {
+                counted.count(&log);
+                sink.queue(&if json { serde_json::to_string(&log).unwrap_or_default() } else { report::connection_line(&log) });
+            }),
+        };
+        let threads = group.spawn(serving)?;
+        let mut joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>());
+        let results = tokio::select! {
+            results = &mut joined => results?,
+            _ = int.recv() => { let _ = stop.send(true); joined.await? }
+            _ = term.recv() => { let _ = stop.send(true); joined.await? }
+        };
+        for result in results {
+            result.map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+        }
+        let dropped = log.finish();
+        if dropped > 0 {
+            eprintln!("tfo serve: {dropped} log lines dropped: stdout was not read fast enough (or not at all)");
+        }
         eprintln!("tfo serve: {}", tally.summary(counters_at_start.as_ref(), tfo.queue_len));
         Ok(ExitCode::SUCCESS)
     })
@@ -300,7 +313,7 @@ const SCHEDULE_RECHECK: Duration = Duration::from_secs(60);
 
 /// Keeps `--key-secret`'s keys current: at each half-period the backup
 /// changes, at each period the primary. The keys are never printed.
-async fn follow_schedule(listener: std::sync::Arc<fastopen::TokioListener>, schedule: fastopen::KeySchedule) {
+async fn follow_schedule(listener: Listeners, schedule: fastopen::KeySchedule) {
     let mut current = schedule.now();
     loop {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -331,7 +344,7 @@ async fn follow_schedule(listener: std::sync::Arc<fastopen::TokioListener>, sche
 async fn follow_key_file(
     mut hup: tokio::signal::unix::Signal,
     mut watch: Option<crate::keywatch::KeyFileWatch>,
-    listener: std::sync::Arc<fastopen::TokioListener>,
+    listener: Listeners,
     path: PathBuf,
     mut loaded: Option<(FastOpenKey, Option<FastOpenKey>)>,
 ) {

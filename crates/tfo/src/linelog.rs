@@ -1,0 +1,188 @@
+//! Connection log lines, off the workers' threads. Each worker collects its
+//! lines and hands them over together when it runs out of work (or at 64 KiB)
+//! to one writer thread: under load one hand-over covers many connections,
+//! and no worker ever blocks on stdout. A reader that stalls (a full pipe)
+//! costs log lines, counted and reported at the end, never service or memory.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+/// A worker hands its lines over at this size even while it has work.
+const BATCH: usize = 64 << 10;
+/// Lines waiting for the writer beyond this are dropped (and counted).
+const MAX_BACKLOG: usize = 16 << 20;
+
+enum Message {
+    Lines(String),
+    Close,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes handed over and not written yet.
+    backlog: AtomicUsize,
+    dropped_lines: AtomicU64,
+}
+
+/// The writer thread; [`LineLog::sink`] gives the workers' side.
+#[derive(Debug)]
+pub(crate) struct LineLog {
+    sink: LineSink,
+    thread: JoinHandle<()>,
+}
+
+/// Where a worker queues its lines (cheap to clone, one per worker).
+#[derive(Debug, Clone)]
+pub(crate) struct LineSink {
+    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Lines(_) => "Lines",
+            Message::Close => "Close",
+        })
+    }
+}
+
+thread_local! {
+    /// This thread's lines not handed over yet.
+    static PENDING: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl LineLog {
+    /// Starts the writer, writing to `out`.
+    pub(crate) fn start(mut out: impl Write + Send + 'static) -> std::io::Result<LineLog> {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let writer_shared = shared.clone();
+        let thread = std::thread::Builder::new().name("log".into()).spawn(move || {
+            let mut broken = false;
+            while let Ok(Message::Lines(lines)) = rx.recv() {
+                // After a write error (the reader is gone) lines are only counted.
+                broken = broken || out.write_all(lines.as_bytes()).and_then(|()| out.flush()).is_err();
+                if broken {
+                    let n = lines.matches('\n').count() as u64;
+                    writer_shared.dropped_lines.fetch_add(n, Ordering::Relaxed);
+                }
+                writer_shared.backlog.fetch_sub(lines.len(), Ordering::Relaxed);
+            }
+        })?;
+        Ok(LineLog { sink: LineSink { tx, shared }, thread })
+    }
+
+    pub(crate) fn sink(&self) -> LineSink {
+        self.sink.clone()
+    }
+
+    /// Writes what was handed over and stops the writer; returns how many
+    /// lines were dropped (the reader was too slow, or gone).
+    pub(crate) fn finish(self) -> u64 {
+        let _ = self.sink.tx.send(Message::Close);
+        let _ = self.thread.join();
+        self.sink.shared.dropped_lines.load(Ordering::Relaxed)
+    }
+}
+
+impl LineSink {
+    /// Queues one line on this thread; handed over at [`BATCH`] bytes.
+    pub(crate) fn queue(&self, line: &str) {
+        PENDING.with_borrow_mut(|pending| {
+            pending.push_str(line);
+            pending.push('\n');
+            if pending.len() >= BATCH {
+                self.hand_over(std::mem::take(pending));
+            }
+        });
+    }
+
+    /// Hands this thread's queued lines to the writer (a worker's idle hook).
+    pub(crate) fn flush(&self) {
+        let lines = PENDING.with_borrow_mut(std::mem::take);
+        if !lines.is_empty() {
+            self.hand_over(lines);
+        }
+    }
+
+    fn hand_over(&self, lines: String) {
+        let backlog = self.shared.backlog.fetch_add(lines.len(), Ordering::Relaxed);
+        if backlog + lines.len() > MAX_BACKLOG {
+            self.shared.backlog.fetch_sub(lines.len(), Ordering::Relaxed);
+            self.shared.dropped_lines.fetch_add(lines.matches('\n').count() as u64, Ordering::Relaxed);
+            return;
+        }
+        let len = lines.len();
+        if self.tx.send(Message::Lines(lines)).is_err() {
+            self.shared.backlog.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose first write waits until released: a reader that stalls.
+    struct Stalled(Option<mpsc::Receiver<()>>, Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(gate) = self.0.take() {
+                let _ = gate.recv();
+            }
+            self.1.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_are_written_in_order_and_a_stalled_reader_costs_lines_not_memory() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = LineLog::start(SharedVec(written.clone())).unwrap();
+        let sink = log.sink();
+        sink.queue("one");
+        sink.queue("two");
+        sink.flush();
+        assert_eq!(log.finish(), 0);
+        assert_eq!(&*written.lock().unwrap(), b"one\ntwo\n");
+
+        // The writer is stuck in its first write: everything past the backlog cap is dropped.
+        let (release, gate) = mpsc::channel();
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = LineLog::start(Stalled(Some(gate), written.clone())).unwrap();
+        let sink = log.sink();
+        let line = "x".repeat(1023);
+        let lines = 2 * MAX_BACKLOG / 1024;
+        for _ in 0..lines {
+            sink.queue(&line);
+        }
+        sink.flush();
+        assert!(sink.shared.backlog.load(Ordering::Relaxed) <= MAX_BACKLOG);
+        release.send(()).unwrap();
+        let dropped = log.finish();
+        let kept = written.lock().unwrap().len() / 1024;
+        assert!(dropped > 0 && kept > 0, "dropped {dropped}, kept {kept}");
+        assert_eq!(dropped as usize + kept, lines, "every line written or counted");
+    }
+
+    /// A writer into a shared buffer.
+    struct SharedVec(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for SharedVec {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
