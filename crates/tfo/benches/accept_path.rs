@@ -88,8 +88,8 @@ fn measure(addr: SocketAddr, requests: u64) -> (f64, f64) {
         .output()
         .expect("run tfo load");
     let cpu = own_cpu() - before;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["errors"], 0, "{report:#}");
     let rps = report["requests_per_second"].as_f64().unwrap();
     (rps, cpu.as_secs_f64() * 1e6 / requests as f64)

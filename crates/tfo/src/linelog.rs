@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A worker hands its lines over at this size even while it has work.
 const BATCH: usize = 64 << 10;
@@ -25,6 +26,27 @@ struct Shared {
     /// Bytes handed over and not written yet.
     backlog: AtomicUsize,
     dropped_lines: AtomicU64,
+}
+
+/// What the log lost: lines dropped while serving, and bytes still
+/// unwritten when the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogEnd {
+    pub(crate) dropped_lines: u64,
+    pub(crate) unwritten_bytes: usize,
+}
+
+impl std::fmt::Display for LogEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.dropped_lines, self.unwritten_bytes) {
+            (0, 0) => f.write_str("every log line written"),
+            (lines, 0) => write!(f, "{lines} log lines dropped: stdout was not read fast enough (or not at all)"),
+            (lines, bytes) => write!(
+                f,
+                "{lines} log lines dropped and {bytes} bytes of lines unwritten at the end: stdout is not being read"
+            ),
+        }
+    }
 }
 
 /// The writer thread; [`LineLog::sink`] gives the workers' side.
@@ -80,12 +102,23 @@ impl LineLog {
         self.sink.clone()
     }
 
-    /// Writes what was handed over and stops the writer; returns how many
-    /// lines were dropped (the reader was too slow, or gone).
-    pub(crate) fn finish(self) -> u64 {
+    /// Writes what was handed over, for `patience` at most (stdout may be a
+    /// pipe nobody reads: a server must still stop), and says what was lost.
+    pub(crate) fn finish(self, patience: Duration) -> LogEnd {
         let _ = self.sink.tx.send(Message::Close);
-        let _ = self.thread.join();
-        self.sink.shared.dropped_lines.load(Ordering::Relaxed)
+        let deadline = Instant::now() + patience;
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = self.thread.is_finished();
+        if finished {
+            let _ = self.thread.join();
+        }
+        LogEnd {
+            dropped_lines: self.sink.shared.dropped_lines.load(Ordering::Relaxed),
+            // A writer stuck in a write: what it holds and what waits behind it.
+            unwritten_bytes: if finished { 0 } else { self.sink.shared.backlog.load(Ordering::Relaxed) },
+        }
     }
 }
 
@@ -151,7 +184,7 @@ mod tests {
         sink.queue("one");
         sink.queue("two");
         sink.flush();
-        assert_eq!(log.finish(), 0);
+        assert_eq!(log.finish(Duration::from_secs(5)), LogEnd { dropped_lines: 0, unwritten_bytes: 0 });
         assert_eq!(&*written.lock().unwrap(), b"one\ntwo\n");
 
         // The writer is stuck in its first write: everything past the backlog cap is dropped.
@@ -167,10 +200,23 @@ mod tests {
         sink.flush();
         assert!(sink.shared.backlog.load(Ordering::Relaxed) <= MAX_BACKLOG);
         release.send(()).unwrap();
-        let dropped = log.finish();
+        let dropped = log.finish(Duration::from_secs(60)).dropped_lines;
         let kept = written.lock().unwrap().len() / 1024;
         assert!(dropped > 0 && kept > 0, "dropped {dropped}, kept {kept}");
         assert_eq!(dropped as usize + kept, lines, "every line written or counted");
+    }
+
+    #[test]
+    fn a_reader_that_never_reads_does_not_stop_the_end() {
+        let (_never, gate) = mpsc::channel();
+        let log = LineLog::start(Stalled(Some(gate), Arc::default())).unwrap();
+        log.sink().queue("stuck");
+        log.sink().flush();
+        let started = Instant::now();
+        let end = log.finish(Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(end, LogEnd { dropped_lines: 0, unwritten_bytes: 6 });
+        assert!(end.to_string().contains("stdout is not being read"), "{end}");
     }
 
     /// A writer into a shared buffer.

@@ -234,9 +234,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         for result in results {
             result.map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
         }
-        let dropped = log.finish();
-        if dropped > 0 {
-            eprintln!("tfo serve: {dropped} log lines dropped: stdout was not read fast enough (or not at all)");
+        let log_end = log.finish(Duration::from_secs(2));
+        if log_end.dropped_lines > 0 || log_end.unwritten_bytes > 0 {
+            eprintln!("tfo serve: {log_end}");
         }
         eprintln!("tfo serve: {}", tally.summary(counters_at_start.as_ref(), tfo.queue_len));
         Ok(ExitCode::SUCCESS)
