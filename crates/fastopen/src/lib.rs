@@ -76,7 +76,7 @@ mod tokio_io;
 pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};
 pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
 #[cfg(feature = "tokio")]
-pub use confirm::wait_confirmed_async;
+pub use confirm::{confirmation_at_close, wait_confirmed_async};
 pub use confirm::{handshake_state, wait_confirmed, Confirmation, HandshakeState};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
 pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};

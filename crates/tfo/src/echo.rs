@@ -134,8 +134,9 @@ const SETTLE_FOR_LOG: Duration = Duration::from_secs(1);
 
 /// Whether the handshake was confirmed, for the log: `false` if it was reset,
 /// or not confirmed within [`SETTLE_FOR_LOG`] after the connection ended.
-async fn final_confirmation(stream: &tokio::net::TcpStream) -> Option<bool> {
-    let confirmation = fastopen::wait_confirmed_async(stream, SETTLE_FOR_LOG).await.ok()?;
+/// The stream is closed after.
+async fn final_confirmation(stream: tokio::net::TcpStream) -> Option<bool> {
+    let confirmation = fastopen::confirmation_at_close(stream, SETTLE_FOR_LOG).await.ok()?;
     Some(confirmation.is_confirmed())
 }
 
@@ -333,7 +334,7 @@ async fn handle(
         } else if finished {
             // The FIN goes now, not after the wait (the client may be waiting for it).
             let _ = stream.shutdown().await;
-            final_confirmation(&stream).await
+            final_confirmation(stream).await
         } else {
             fastopen::handshake_state(&stream).ok().map(|s| s == fastopen::HandshakeState::Confirmed)
         };

@@ -383,8 +383,8 @@ fn tfo_trace_captures_a_lab_side_live_on_its_tun_device() {
 
 /// With the replay middlebox: the real connection's handshake is confirmed
 /// (waiting about one round trip for the client's ACK), the replayed one's
-/// never is (the real client answers its SYN-ACK with a reset). Blocking and
-/// async waits agree.
+/// never is (the real client answers its SYN-ACK with a reset). The blocking,
+/// async and at-close waits agree.
 #[test]
 fn waiting_for_confirmation_filters_the_replayed_syn() {
     let Some(lab) = lab(20, vec![Middlebox::ReplaySynData(Duration::from_millis(100))]) else { return };
@@ -396,11 +396,22 @@ fn waiting_for_confirmation_filters_the_replayed_syn() {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for i in 0.. {
                 let Ok((s, _, outcome)) = listener.accept() else { break };
-                // Odd connections wait blocking, even ones async: both must agree.
-                let confirmation = if i % 2 == 0 {
-                    fastopen::wait_confirmed(&s, Duration::from_secs(5)).unwrap()
-                } else {
-                    rt.block_on(fastopen::wait_confirmed_async(&s, Duration::from_secs(5))).unwrap()
+                // In turn: the blocking wait, the async one, and the one for a
+                // finished connection (on a copy of the socket, which it closes):
+                // all must agree, real and replayed connections alike.
+                let confirmation = match i % 3 {
+                    0 => fastopen::wait_confirmed(&s, Duration::from_secs(5)).unwrap(),
+                    1 => rt.block_on(fastopen::wait_confirmed_async(&s, Duration::from_secs(5))).unwrap(),
+                    _ => {
+                        let copy = s.try_clone().unwrap();
+                        copy.set_nonblocking(true).unwrap();
+                        let confirmation = rt.block_on(async {
+                            let copy = tokio::net::TcpStream::from_std(copy).unwrap();
+                            fastopen::confirmation_at_close(copy, Duration::from_secs(5)).await
+                        });
+                        s.set_nonblocking(false).unwrap(); // the copy shares the flag
+                        confirmation.unwrap()
+                    }
                 };
                 if tx.send((outcome, confirmation)).is_err() {
                     break;
