@@ -16,24 +16,17 @@
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fastopen::ListenerBuilder;
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod support;
+
+use support::env;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if !fastopen_lab::netns::is_root() {
-        eprintln!("accept_path bench: needs root (a private namespace); run it with sudo");
-        std::process::exit(2);
-    }
+    support::root_or_exit("accept_path");
     let (rounds, requests) = (env("ROUNDS", 5), env("REQUESTS", 20_000));
     fastopen_lab::netns::run_in_private(3, move || bench(rounds, requests)).expect("namespace");
 }
@@ -82,24 +75,17 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Requests per second and the servers' CPU µs per request over one `tfo load` run.
 fn measure(addr: SocketAddr, requests: u64) -> (f64, f64) {
-    let before = own_cpu();
+    let before = support::cpu(UsageWho::RUSAGE_SELF);
     let out = Command::new(env!("CARGO_BIN_EXE_tfo"))
         .args(["load", &format!("http://{addr}/"), "-c", "32", "-n", &requests.to_string(), "--json"])
         .output()
         .expect("run tfo load");
-    let cpu = own_cpu() - before;
+    let cpu = support::cpu(UsageWho::RUSAGE_SELF) - before;
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["errors"], 0, "{report:#}");
     let rps = report["requests_per_second"].as_f64().unwrap();
     (rps, cpu.as_secs_f64() * 1e6 / requests as f64)
-}
-
-/// CPU time (user + system) of this process: the servers' threads.
-fn own_cpu() -> Duration {
-    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
-    let t = |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
-    t(u.user_time()) + t(u.system_time())
 }
 
 /// Starts a server of `workers` workers; returns its address.

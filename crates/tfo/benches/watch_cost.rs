@@ -15,20 +15,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
+use nix::sys::resource::{getrlimit, setrlimit, Resource, UsageWho};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod support;
+
+use support::env;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if !fastopen_lab::netns::is_root() {
-        eprintln!("watch_cost bench: needs root (a private namespace); run it with sudo");
-        std::process::exit(2);
-    }
+    support::root_or_exit("watch_cost");
     let (held, rate, seconds) = (env("HELD", 5_000), env("RATE", 2_000), env("SECONDS", 10));
     // Both ends of each held connection are in this process.
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("fd limit");
@@ -54,7 +48,7 @@ fn bench(held: usize, rate: u64, seconds: u64) {
         }
     });
     let open: Vec<TcpStream> = (0..held).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    let cpu_before = child_cpu();
+    let cpu_before = support::cpu(UsageWho::RUSAGE_CHILDREN);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_tfo"))
         .args(["watch", "--json", "--interval", "1s", "--duration"])
         .arg(format!("{}s", seconds + 3))
@@ -81,7 +75,7 @@ fn bench(held: usize, rate: u64, seconds: u64) {
     let elapsed = started.elapsed();
     let status = watch.wait().unwrap();
     let reported = reader.join().unwrap();
-    let cpu = child_cpu() - cpu_before;
+    let cpu = support::cpu(UsageWho::RUSAGE_CHILDREN) - cpu_before;
     let missed = total.saturating_sub(reported);
     println!(
         "watch_cost: {held} held connections ({} sockets), {total} new connections in {:.2} s ({:.0}/s)",
@@ -110,11 +104,4 @@ fn reported_new_clients(lines: std::process::ChildStdout, server: SocketAddr, he
         }
     }
     count
-}
-
-/// CPU time (user + system) of reaped children so far.
-fn child_cpu() -> Duration {
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    let t = |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
-    t(u.user_time()) + t(u.system_time())
 }

@@ -66,9 +66,12 @@ impl Workers {
                 })
                 .build()
                 .context("starting a worker's runtime")?;
-            let _in_runtime = runtime.enter();
-            listeners.push(Arc::new(TokioListener::from_std(std_listener.into_std())?));
-            drop(_in_runtime);
+            // Registered with the reactor of the runtime that will serve it.
+            let listener = {
+                let _entered = runtime.enter();
+                TokioListener::from_std(std_listener.into_std())?
+            };
+            listeners.push(Arc::new(listener));
             runtimes.push(runtime);
         }
         Ok(Workers { runtimes, listeners: Listeners(Arc::new(listeners)), on_idle })
