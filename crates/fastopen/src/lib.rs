@@ -71,6 +71,7 @@ mod tcp_info;
 pub mod tcp_metrics;
 #[cfg(feature = "tokio")]
 mod tokio_io;
+pub mod wrap;
 
 #[cfg(feature = "axum")]
 pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};

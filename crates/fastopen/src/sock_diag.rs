@@ -105,8 +105,15 @@ impl DiagSocket {
     /// The TFO outcome, `None` without `tcp_info`. `client_tfo_enabled`: the
     /// namespace's `net.ipv4.tcp_fastopen` has the client bit.
     pub fn outcome(&self, role: Role, client_tfo_enabled: bool) -> Option<SeenOutcome> {
+        Some(SeenOutcome::from_tcp_info(role, self.info.as_ref()?, client_tfo_enabled))
+    }
+}
+
+impl SeenOutcome {
+    /// The outcome of a connection whose `tcp_info` is `info`, read at any
+    /// time after its handshake (sock_diag's dump, its close).
+    pub fn from_tcp_info(role: Role, info: &TcpInfo, client_tfo_enabled: bool) -> SeenOutcome {
         use crate::FailReason;
-        let info = self.info.as_ref()?;
         let tfo_used = info.syn_data();
         let fail_reason = match role {
             Role::Server => None,
@@ -119,7 +126,7 @@ impl DiagSocket {
                 _ => FailReason::NotRequested,
             }),
         };
-        Some(SeenOutcome { role, tfo_used, fail_reason })
+        SeenOutcome { role, tfo_used, fail_reason }
     }
 }
 

@@ -19,10 +19,12 @@ mod linelog;
 mod load;
 mod measure;
 mod plot;
+mod preload_reach;
 mod report;
 mod target;
 mod tls;
 mod workers;
+mod wrap_shim;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,7 @@ enum Command {
     Key(cmd::key::Args),
     Watch(cmd::watch::Args),
     Load(cmd::load::Args),
+    Wrap(cmd::wrap::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => cmd::probe::run(args),
         Command::Watch(args) => cmd::watch::run(args),
         Command::Load(args) => cmd::load::run(args),
+        Command::Wrap(args) => cmd::wrap::run(args),
     };
     exit::code(result)
 }

@@ -16,3 +16,4 @@ pub(crate) mod serve;
 pub(crate) mod trace;
 pub(crate) mod watch;
 mod watch_metrics;
+pub(crate) mod wrap;
