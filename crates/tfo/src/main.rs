@@ -20,6 +20,7 @@ mod load;
 mod measure;
 mod plot;
 mod preload_reach;
+mod proxy;
 mod report;
 mod target;
 mod tls;
@@ -56,6 +57,7 @@ enum Command {
     Watch(cmd::watch::Args),
     Load(cmd::load::Args),
     Wrap(cmd::wrap::Args),
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cmd::watch::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Wrap(args) => cmd::wrap::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     exit::code(result)
 }

@@ -11,6 +11,7 @@ pub(crate) mod load;
 pub(crate) mod probe;
 mod probe_fleet;
 mod probe_many;
+pub(crate) mod proxy;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod trace;
