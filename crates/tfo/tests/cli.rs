@@ -295,7 +295,9 @@ fn demo_without_root_runs_the_loopback_part() {
 #[test]
 fn help_teaches() {
     let o = run_tfo(&["--help"]);
-    for cmd in ["serve", "send", "doctor", "trace", "bench", "lab", "demo", "probe", "key", "watch", "load"] {
+    for cmd in
+        ["serve", "send", "doctor", "trace", "bench", "lab", "demo", "probe", "key", "watch", "load", "wrap", "proxy"]
+    {
         assert!(stdout(&o).contains(cmd), "{cmd} missing from --help");
         let sub = run_tfo(&[cmd, "--help"]);
         assert!(sub.status.success() && stdout(&sub).len() > 300, "`tfo {cmd} --help` should teach");

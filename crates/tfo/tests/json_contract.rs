@@ -331,6 +331,112 @@ fn watch_connections_and_cookie_cache() {
 }
 
 #[test]
+fn wrap_report_and_summary_and_proxy_lines() {
+    if !have_tool("json_contract_wrap", "python3") {
+        return;
+    }
+    in_netns("json_contract_wrap", 3, || {
+        let server = Server::start(&[]);
+        let dir = std::env::temp_dir().join(format!("tfokit-json-wrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("report.jsonl");
+        let client = format!(
+            "import socket; s = socket.create_connection(('127.0.0.1', {})); s.sendall(b'hi'); s.recv(10); s.close()",
+            server.addr.port()
+        );
+        let o = tfo()
+            .args(["wrap", "--json", "--report"])
+            .arg(&report)
+            .args(["--", "python3", "-c", &client])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let summary: Value = serde_json::from_slice(&o.stderr).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        schema(
+            &summary,
+            "wrap --json",
+            &[
+                ("processes", T::Num),
+                ("connections", T::Num),
+                ("data_in_syn", T::Num),
+                ("cookie_only_syn", T::Num),
+                ("not", T::Obj),
+                ("lost_records", T::Num),
+                ("exit_status", T::Num),
+                ("shim_loaded", T::Bool),
+            ],
+        );
+        let text = std::fs::read_to_string(&report).unwrap();
+        let line: Value = serde_json::from_str(text.lines().next().unwrap_or_else(|| panic!("empty report"))).unwrap();
+        schema(
+            &line,
+            "wrap --report",
+            &[
+                ("role", T::Str),
+                ("local", STR_OR_NULL),
+                ("peer", STR_OR_NULL),
+                ("tfo_used", T::Bool),
+                ("fail_reason", STR_OR_NULL),
+                ("bytes_in_syn", NUM_OR_NULL),
+                ("cookie_only_syn", T::Bool),
+                ("pid", T::Num),
+                ("process", T::Str),
+                ("seen", T::Str),
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut proxy = tfo()
+            .args(["proxy", "127.0.0.1:0", &server.addr.to_string(), "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(proxy.stdout.take().unwrap());
+        let _guard = Guard(proxy);
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut first).unwrap();
+        let listening: Value = serde_json::from_str(&first).unwrap();
+        schema(
+            &listening,
+            "proxy listening",
+            &[
+                ("event", T::Str),
+                ("addr", T::Str),
+                ("upstream", T::Str),
+                ("tfo_queue", T::Num),
+                ("server_tfo", T::Bool),
+            ],
+        );
+        let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut c, b"hello").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        std::io::Read::read_to_end(&mut c, &mut Vec::new()).unwrap();
+        let mut conn = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut conn).unwrap();
+        let conn: Value = serde_json::from_str(&conn).unwrap();
+        schema(
+            &conn,
+            "proxy connection",
+            &[
+                ("event", T::Str),
+                ("client", T::Str),
+                ("upstream", T::Str),
+                ("client_tfo_used", T::Bool),
+                ("client_bytes_in_syn", NUM_OR_NULL),
+                ("upstream_tfo_used", BOOL_OR_NULL),
+                ("upstream_fail_reason", STR_OR_NULL),
+                ("first_data", T::Num),
+                ("bytes_to_upstream", T::Num),
+                ("bytes_to_client", T::Num),
+                ("duration_ms", T::Num),
+                ("end", T::Str),
+            ],
+        );
+    });
+}
+
+#[test]
 fn bench_lab_and_demo() {
     if !fastopen_lab::testing::root_or_skip("json_contract_lab") {
         return;
