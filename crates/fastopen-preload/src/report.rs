@@ -6,7 +6,7 @@
 //! closed it behind the shim's back (a raw syscall) and the number now names
 //! one of its own files, nothing is written there.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use fastopen::sock_diag::Role;
 use fastopen::wrap::{encode, RecordFlags, RecordHead, RecordKind, RECORD_LEN};
@@ -17,9 +17,22 @@ use crate::sys::{self, KeepErrno};
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 static REPORT_INODE: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU32 = AtomicU32::new(0);
+/// The process name, read at load (exec gives a new one; fork keeps it).
+static COMM: [AtomicU8; 16] = [const { AtomicU8::new(0) }; 16];
+
+fn comm() -> [u8; 16] {
+    let mut name = [0u8; 16];
+    for (out, c) in name.iter_mut().zip(&COMM) {
+        *out = c.load(Ordering::Relaxed);
+    }
+    name
+}
 
 /// Takes the report descriptor of the settings, if it is open.
 pub(crate) fn open(fd: Option<i32>) {
+    for (c, b) in COMM.iter().zip(sys::process_name()) {
+        c.store(b, Ordering::Relaxed);
+    }
     let Some(fd) = fd else { return };
     let inode = sys::inode(fd);
     if inode != 0 {
@@ -57,7 +70,7 @@ fn head(kind: RecordKind, role: Role, flags: u8, inode: u64) -> RecordHead {
         pid: sys::pid(),
         dropped: DROPPED.swap(0, Ordering::Relaxed),
         inode,
-        comm: sys::process_name(),
+        comm: comm(),
     }
 }
 
@@ -106,7 +119,8 @@ pub(crate) fn connection(fd: libc::c_int, bits: u32, extra: u8) {
         _ => 0,
     };
     let local = sys::local_addr(fd);
-    let peer = sys::peer_addr(fd).or_else(|| fds::peer(fd));
+    // The peer was kept at connect or accept (a closed peer has no address any more).
+    let peer = fds::peer(fd).or_else(|| sys::peer_addr(fd));
     let mut buf = [0u8; RECORD_LEN];
     let head = head(RecordKind::Connection, role, flags, sys::inode(fd));
     encode(&mut buf, &head, local, peer, &info[..len], &at_accept[..at_accept_len]);
