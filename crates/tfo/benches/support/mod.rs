@@ -23,6 +23,7 @@ pub(crate) fn root_or_exit(bench: &str) {
 }
 
 /// CPU time (user + system) of `who` so far.
+#[allow(dead_code)] // not every bench measures CPU
 pub(crate) fn cpu(who: UsageWho) -> Duration {
     let u = getrusage(who).expect("getrusage");
     let t = |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
