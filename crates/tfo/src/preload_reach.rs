@@ -112,6 +112,22 @@ mod tests {
     }
 
     #[test]
+    fn a_binary_without_an_interpreter_is_static() {
+        let mut me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // Turn every PT_INTERP (3) program header into PT_NULL (0).
+        let phoff = u64::from_le_bytes(me[0x20..0x28].try_into().unwrap()) as usize;
+        let (size, count) =
+            (u16::from_le_bytes([me[0x36], me[0x37]]) as usize, u16::from_le_bytes([me[0x38], me[0x39]]));
+        for i in 0..count as usize {
+            let at = phoff + i * size;
+            if me[at..at + 4] == 3u32.to_le_bytes() {
+                me[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        assert_eq!(linkage(&me), Linkage::Static);
+    }
+
+    #[test]
     fn hostile_headers_never_panic() {
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let head = &me[..4096.min(me.len())];

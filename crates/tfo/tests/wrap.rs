@@ -127,7 +127,7 @@ fn curl_without_its_tfo_flag_gets_tfo_and_its_peer_address() {
         return;
     }
     in_netns("wrap_curl", 3, || {
-        let listen = ["127.0.0.1:8124 fastopen=256".to_string()];
+        let listen = ["127.0.0.1:8124 fastopen=256".to_string(), "[::1]:8124 fastopen=256".to_string()];
         let Some(_nginx) = fastopen_lab::testing::Nginx::start("wrap_curl", &listen, "", "hello from nginx\n") else {
             return;
         };
@@ -146,6 +146,18 @@ fn curl_without_its_tfo_flag_gets_tfo_and_its_peer_address() {
         }
         let d = &counters() - &before;
         assert_eq!((d.cookie_reqd, d.active, d.passive), (1, 2, 2), "{d:?}");
+        // IPv6 alike: the cookie for ::1, then the request in the SYN.
+        let curl6 = ["curl", "-sS", "-g", "-w", " %{remote_ip}", "http://[::1]:8124/"];
+        for (i, want) in [(4, false), (5, true)] {
+            let (out, lines) = wrap(&dir.join(format!("{i}.jsonl")), &[], &curl6);
+            assert_eq!(stdout(&out), "hello from nginx\n ::1", "{}", stderr(&out));
+            assert_eq!(
+                (lines[0]["tfo_used"].as_bool(), lines[0]["peer"].as_str()),
+                (Some(want), Some("[::1]:8124")),
+                "{}",
+                lines[0]
+            );
+        }
         // --exclude-ports leaves it alone: no TFO attempt at all.
         let before = counters();
         let (out, lines) = wrap(&dir.join("x.jsonl"), &["--exclude-ports", "8124"], &curl);
@@ -190,6 +202,24 @@ fn read_first_clients_get_the_banner_with_a_cookie_cached() {
 }
 
 #[test]
+fn a_setuid_program_of_another_user_is_named_not_silently_unwrapped() {
+    if !fastopen_lab::testing::root_or_skip("wrap_setuid") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("setuid");
+    let program = dir.join("true");
+    std::fs::copy("/bin/true", &program).unwrap();
+    std::os::unix::fs::chown(&program, Some(65534), None).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = tfo().arg("wrap").arg("--").arg(&program).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "it still runs: {}", stderr(&out));
+    assert!(stderr(&out).contains("is setuid or setgid: the loader ignores LD_PRELOAD"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tfo proxy"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn usage_errors_and_exit_statuses() {
     let out = tfo().args(["wrap", "--", "no-such-command-tfokit"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -216,9 +246,10 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(listen: &str, upstream: &str) -> Proxy {
+    fn start(listen: &str, upstream: &str, extra: &[&str]) -> Proxy {
         let mut child = tfo()
             .args(["proxy", listen, upstream, "--json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -251,7 +282,8 @@ fn plain_curl_through_the_proxy_to_nginx_fastopen() {
         let Some(_nginx) = fastopen_lab::testing::Nginx::start("proxy_nginx", &listen, "", "hello from nginx\n") else {
             return;
         };
-        let mut proxy = Proxy::start("127.0.0.1:8080", "127.0.0.1:8125");
+        let mut proxy = Proxy::start("127.0.0.1:8080", "127.0.0.1:8125", &["--first-data-wait", "2s"]);
+        // (A long wait: curl's request follows its handshake, however loaded the machine.)
         let curl = || Command::new("curl").args(["-sS", "http://127.0.0.1:8080/"]).output().unwrap();
         let first = curl();
         assert_eq!(stdout(&first), "hello from nginx\n", "{}", stderr(&first));
@@ -284,7 +316,7 @@ fn a_banner_upstream_speaks_first_through_the_proxy() {
         let mut server = Command::new("python3");
         server.args([BANNER, "server", "2526", "10"]);
         let _server = start(server, 2526);
-        let mut proxy = Proxy::start("127.0.0.1:2527", "127.0.0.1:2526");
+        let mut proxy = Proxy::start("127.0.0.1:2527", "127.0.0.1:2526", &[]);
         for _ in 0..2 {
             let out = Command::new("timeout").args(["10", "python3", BANNER, "blocking", "2527"]).output().unwrap();
             assert_eq!(stdout(&out).trim(), "220 banner", "{}", stderr(&out));
