@@ -75,6 +75,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // SAFETY: the program's address of `len` bytes.
     let peer = wanted.and_then(|_| unsafe { sys::from_c(addr, len) });
     let Some(peer) = peer.filter(|p| wanted.is_some_and(|c| c.wants_port(p.port()))) else {
+        if bits & SELF_MANAGED != 0 && bits & CLIENT != 0 {
+            // SAFETY: the program's address of `len` bytes.
+            if let Some(peer) = unsafe { sys::from_c(addr, len) } {
+                fds::set_peer(fd, peer); // for its record
+            }
+        }
         // SAFETY: see the module's note.
         return unsafe { real(fd, addr, len) };
     };
@@ -174,6 +180,9 @@ pub unsafe extern "C" fn setsockopt(
         match name {
             sys::TCP_FASTOPEN => {
                 fds::set(fd, SELF_MANAGED | LISTENER);
+            }
+            sys::TCP_FASTOPEN_CONNECT if fds::state(fd) & TCP != 0 => {
+                fds::set(fd, SELF_MANAGED | CLIENT); // the program's own TFO: reported, not touched
             }
             sys::TCP_FASTOPEN_CONNECT | sys::TCP_FASTOPEN_NO_COOKIE => {
                 fds::set(fd, SELF_MANAGED);

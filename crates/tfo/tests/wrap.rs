@@ -158,6 +158,13 @@ fn curl_without_its_tfo_flag_gets_tfo_and_its_peer_address() {
                 lines[0]
             );
         }
+        // curl's own TFO (--tcp-fastopen) is left alone, and reported.
+        let before = counters();
+        let own = ["curl", "-sS", "--tcp-fastopen", "http://127.0.0.1:8124/"];
+        let (out, lines) = wrap(&dir.join("own.jsonl"), &[], &own);
+        assert_eq!(stdout(&out), "hello from nginx\n", "{}", stderr(&out));
+        assert_eq!((lines.len(), lines[0]["tfo_used"].as_bool()), (1, Some(true)), "{lines:?}");
+        assert_eq!((&counters() - &before).active, 1);
         // --exclude-ports leaves it alone: no TFO attempt at all.
         let before = counters();
         let (out, lines) = wrap(&dir.join("x.jsonl"), &["--exclude-ports", "8124"], &curl);
