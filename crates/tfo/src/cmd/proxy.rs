@@ -182,13 +182,31 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         connect_timeout: args.connect_timeout,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections as usize));
-    // Lines are written by a thread of their own: a slow reader of stdout never stalls a relay.
+    // Lines are written by a thread of their own: a slow reader of stdout never
+    // stalls a relay. It takes them in batches every 10 ms, so sending a line
+    // never has to wake it (a wake-up per connection costs the relay more than the line).
     let (lines, receive) = std::sync::mpsc::channel::<String>();
     let printer = std::thread::spawn(move || {
         let mut out = std::io::stdout();
-        while let Ok(line) = receive.recv() {
-            if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
-                break; // stdout is gone (a closed pipe): relaying goes on
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let mut gone = false;
+            loop {
+                match receive.try_recv() {
+                    Ok(line) => {
+                        if out.write_all(line.as_bytes()).is_err() {
+                            return; // stdout is gone (a closed pipe): relaying goes on
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            if out.flush().is_err() || gone {
+                return;
             }
         }
     });
