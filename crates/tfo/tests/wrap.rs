@@ -333,3 +333,28 @@ fn a_banner_upstream_speaks_first_through_the_proxy() {
         }
     });
 }
+
+#[test]
+fn past_max_connections_the_proxy_holds_new_ones_until_one_ends() {
+    use std::io::{Read, Write};
+    in_netns("proxy_limit", 3, || {
+        let server = common::Server::start(&[]);
+        let _proxy = Proxy::start("127.0.0.1:2528", &server.addr.to_string(), &["--max-connections", "1"]);
+        let echo = |c: &mut std::net::TcpStream, what: &[u8]| {
+            c.write_all(what).unwrap();
+            let mut got = vec![0u8; what.len()];
+            c.read_exact(&mut got).map(|()| got)
+        };
+        let mut first = std::net::TcpStream::connect("127.0.0.1:2528").unwrap();
+        assert_eq!(echo(&mut first, b"one\n").unwrap(), b"one\n");
+        let mut second = std::net::TcpStream::connect("127.0.0.1:2528").unwrap();
+        second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let held = echo(&mut second, b"two\n");
+        assert!(held.is_err(), "the second connection waits while the first is open: {held:?}");
+        drop(first);
+        second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 4];
+        second.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"two\n", "served once the first ended");
+    });
+}
