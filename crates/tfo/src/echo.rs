@@ -197,7 +197,7 @@ pub(crate) async fn serve(
                     Ok(conn) => conn,
                     Err(e) => {
                         if let Some(line) = accept_errors.record(&e, Instant::now()) {
-                            eprintln!("tfo serve: {line}");
+                            errln!("tfo serve: {line}");
                         }
                         if is_resource_exhaustion(&e) {
                             tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -217,11 +217,7 @@ pub(crate) async fn serve(
     }
     // Let connections in progress finish, for a while.
     if tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut tasks)).await.is_err() {
-        eprintln!(
-            "tfo serve: {} connection(s) still open after {} s; closing them",
-            tasks.len(),
-            DRAIN_TIMEOUT.as_secs()
-        );
+        errln!("tfo serve: {} connection(s) still open after {} s; closing them", tasks.len(), DRAIN_TIMEOUT.as_secs());
         // Each one stops and writes its log line; none is dropped silently.
         let _ = closing_tx.send(true);
         if tokio::time::timeout(Duration::from_secs(1), drain(&mut tasks)).await.is_err() {

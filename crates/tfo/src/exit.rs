@@ -27,18 +27,19 @@ pub(crate) fn code(result: anyhow::Result<ExitCode>) -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("tfo: error: {err:#}");
+            errln!("tfo: error: {err:#}");
             ExitCode::from(status_of(&err, crate::interrupt::requested()))
         }
     }
 }
 
 /// The exit status of a failed command: 130 interrupted (Ctrl-C, SIGTERM),
-/// 1 the thing checked failed (or a connection did), 2 usage or environment.
+/// 1 the thing checked failed (or a connection did, or stdout), 2 usage or environment.
 fn status_of(err: &anyhow::Error, interrupted: bool) -> u8 {
     if interrupted || err.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) {
         130
-    } else if err.chain().any(|c| c.is::<CheckFailed>() || is_network_failure(c)) {
+    } else if err.chain().any(|c| c.is::<CheckFailed>() || c.is::<crate::out::StdoutFailed>() || is_network_failure(c))
+    {
         1
     } else {
         2

@@ -3,7 +3,10 @@
 //! Exit codes: 0 ok; 1 the thing checked failed (TFO not used with `--strict`,
 //! TFO not enabled for `doctor`, a connection that failed); 2 usage or
 //! environment error (bad arguments, missing privileges, port in use).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[macro_use]
+mod out;
 mod addr;
 mod child;
 mod client_opts;

@@ -66,7 +66,7 @@ impl TlsClient {
                 if added == 0 {
                     // Still probe: TFO's verdict stands, and each certificate
                     // check fails with a reason that says what to do.
-                    eprintln!(
+                    errln!(
                         "tfo: no CA certificates found on this system (install ca-certificates), so no certificate will be trusted; give --ca FILE or --insecure"
                     );
                 }

@@ -589,3 +589,41 @@ fn serve_key_secret_and_key_apply_give_the_derived_cookie() {
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+/// A full stdout is exit 1 with a message, a closed one a quiet exit 0: never
+/// a panic (one output path: `out::outln!`, `println!` denied in the CLI).
+#[test]
+fn a_full_or_closed_stdout_is_an_error_or_quiet_never_a_panic() {
+    let commands: [&[&str]; 5] = [
+        &["key", "generate"],
+        &[
+            "key",
+            "cookie",
+            "--key",
+            "0123456789abcdef0123456789abcdef",
+            "--client",
+            "127.0.0.1",
+            "--server",
+            "127.0.0.1",
+        ],
+        &["doctor"],
+        &["doctor", "--json"],
+        &["wrap", "--", "true"],
+    ];
+    for args in commands {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let o = tfo().args(args).stdout(full).output().unwrap();
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args[0] != "wrap" {
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("writing to stdout"), "{args:?}: {err}");
+        }
+        let mut child =
+            tfo().args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take()); // closed before tfo writes
+        let o = child.wait_with_output().unwrap();
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: a closed pipe ends quietly: {}", stderr(&o));
+    }
+}

@@ -222,21 +222,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             throughput,
             interrupted,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_table(&rows);
+        print_table(&rows)?;
         if let Some(t) = throughput {
-            println!(
+            outln!(
                 "link throughput at zero delay: {:.2} Gbit/s ({} MB in {:.2} s, one TCP connection, MTU {})",
-                t.gbit_per_s, t.megabytes, t.seconds, t.mtu
-            );
+                t.gbit_per_s,
+                t.megabytes,
+                t.seconds,
+                t.mtu
+            )?;
         }
         if let Some(p) = &args.plot {
-            println!("plot: {}", p.display());
+            outln!("plot: {}", p.display())?;
         }
     }
     if interrupted {
-        eprintln!("tfo bench: interrupted; the results above are those gathered so far, and the lab was torn down");
+        errln!("tfo bench: interrupted; the results above are those gathered so far, and the lab was torn down");
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
@@ -427,12 +430,20 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn print_table(rows: &[Row]) {
-    println!("time to the full reply, ms");
-    println!(
+fn print_table(rows: &[Row]) -> Result<(), crate::out::StdoutFailed> {
+    outln!("time to the full reply, ms")?;
+    outln!(
         "{:>8} {:>7}  {:<9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "RTT", "size", "mode", "n", "min", "p50", "p90", "p99", "max"
-    );
+        "RTT",
+        "size",
+        "mode",
+        "n",
+        "min",
+        "p50",
+        "p90",
+        "p99",
+        "max"
+    )?;
     for r in rows {
         for (i, (name, s)) in [("plain", r.plain), ("tfo cold", r.tfo_cold), ("tfo", r.tfo)].into_iter().enumerate() {
             let (rtt, size) = if i == 0 {
@@ -441,15 +452,20 @@ fn print_table(rows: &[Row]) {
                 (String::new(), String::new())
             };
             match s {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "{rtt:>8} {size:>7}  {name:<9} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-                    s.n, s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+                    s.n,
+                    s.min_ms,
+                    s.p50_ms,
+                    s.p90_ms,
+                    s.p99_ms,
+                    s.max_ms
                 ),
-                None => println!("{rtt:>8} {size:>7}  {name:<9} {:>5}", 0),
-            }
+                None => outln!("{rtt:>8} {size:>7}  {name:<9} {:>5}", 0),
+            }?;
         }
         let reasons: Vec<String> = r.tfo_fail_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
+        outln!(
             "{:>18} TFO/plain p50 {}, saved {} ms; data in SYN {}/{}{}; cold: {}/{} asked for a cookie",
             "",
             r.ratio_p50.map_or("-".into(), |x| format!("{x:.3}")),
@@ -459,24 +475,25 @@ fn print_table(rows: &[Row]) {
             if reasons.is_empty() { String::new() } else { format!(" (not: {})", reasons.join(", ")) },
             r.cold_cookie_requests,
             r.series[COLD].len(),
-        );
+        )?;
         if let Some(c) = r.connect {
-            println!(
+            outln!(
                 "{:>18} link: plain connect p50 {:.3} ms ({:+.3}), p99 {:.3} ms ({:+.3}) against RTT {} ms; packets left p50 {} us, p99 {} us after their due time",
                 "", c.p50_ms, c.error_p50_ms, c.p99_ms, c.error_p99_ms, r.rtt_ms,
                 r.link.late_p50_us.map_or("-".into(), |v| format!("<{v}")),
                 r.link.late_p99_us.map_or("-".into(), |v| format!("<{v}")),
-            );
+            )?;
         }
         if r.failed > 0 {
             let kinds: Vec<String> = r.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!("{:>18} failed requests (no complete reply): {} ({})", "", r.failed, kinds.join(", "));
+            outln!("{:>18} failed requests (no complete reply): {} ({})", "", r.failed, kinds.join(", "))?;
         }
         let l = &r.link;
         if l.lost + l.queue_drops > 0 || l.middleboxes.any() {
-            println!("{:>18} path: lost {}, queue drops {}, {}", "", l.lost, l.queue_drops, l.middleboxes.describe());
+            outln!("{:>18} path: lost {}, queue drops {}, {}", "", l.lost, l.queue_drops, l.middleboxes.describe())?;
         }
     }
+    Ok(())
 }
 
 /// Bulk throughput through the link.

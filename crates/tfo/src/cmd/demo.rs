@@ -131,7 +131,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http, Default::default())?;
     let addr = server.addr;
     if !args.json {
-        introduce(&setting, addr, args.rtt, note);
+        introduce(&setting, addr, args.rtt, note)?;
     }
     if let Setting::Lab(lab) = &setting {
         lab.stats().set_capture(true);
@@ -153,11 +153,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&results, rtt, addr, replay.as_ref())?;
     } else {
-        print_text(&results, rtt);
+        print_text(&results, rtt)?;
         match &replay {
             Some(step) => demo_replay::print_text(step),
-            None => println!("\n4. (a replayed SYN needs the lab's replaying path: run as root, without --loopback)"),
-        }
+            None => outln!("\n4. (a replayed SYN needs the lab's replaying path: run as root, without --loopback)"),
+        }?;
     }
     if !results[2].outcome.tfo_used() {
         return Err(CheckFailed("the second TFO request did not carry its data in the SYN".into()).into());
@@ -192,20 +192,26 @@ impl Setting {
     }
 }
 
-fn introduce(setting: &Setting, addr: SocketAddr, rtt: Duration, note: Option<&str>) {
+fn introduce(
+    setting: &Setting,
+    addr: SocketAddr,
+    rtt: Duration,
+    note: Option<&str>,
+) -> Result<(), crate::out::StdoutFailed> {
     match setting {
-        Setting::Lab(_) => println!(
+        Setting::Lab(_) => outln!(
             "tfo demo: client 198.18.0.1 -> server {addr} over an emulated path, RTT {} ms; \
              net.ipv4.tcp_fastopen=3 in both namespaces; `tfo serve --http` on the server\n",
             ms(rtt)
         ),
-        Setting::Loopback(_) => println!(
+        Setting::Loopback(_) => outln!(
             "tfo demo: loopback in a private network namespace, net.ipv4.tcp_fastopen=3; `tfo serve --http` on {addr}\n"
         ),
-    }
+    }?;
     if let Some(n) = note {
-        println!("note: {n}\n");
+        outln!("note: {n}\n")?;
     }
+    Ok(())
 }
 
 /// One request of the walkthrough, with the four views of it.
@@ -269,22 +275,22 @@ fn merged_delta(r: &StepResult) -> String {
     }
 }
 
-fn print_text(results: &[StepResult], rtt: Option<Duration>) {
+fn print_text(results: &[StepResult], rtt: Option<Duration>) -> Result<(), crate::out::StdoutFailed> {
     for (i, (step, r)) in STEPS.iter().zip(results).enumerate() {
-        println!("{}. {}", i + 1, step.title);
-        println!("   client:  {}", r.outcome);
+        outln!("{}. {}", i + 1, step.title)?;
+        outln!("   client:  {}", r.outcome)?;
         match &r.server {
-            Some(log) => println!("   server:  {}", log.outcome),
-            None => println!("   server:  (no log line)"),
-        }
-        println!("   kernel:  {}", merged_delta(r));
+            Some(log) => outln!("   server:  {}", log.outcome),
+            None => outln!("   server:  (no log line)"),
+        }?;
+        outln!("   kernel:  {}", merged_delta(r))?;
         if let Some(c) = &r.wire {
-            println!("   on the wire: {}", c.verdict());
+            outln!("   on the wire: {}", c.verdict())?;
             let _ = report::print_events(&mut std::io::stdout().lock(), c, "     ");
         }
-        println!("   reply:   {} ({} bytes) after {:.1} ms\n", status_line(&r.reply), r.reply.len(), ms(r.total));
+        outln!("   reply:   {} ({} bytes) after {:.1} ms\n", status_line(&r.reply), r.reply.len(), ms(r.total))?;
     }
-    println!("{:<44} {:>10} {:>12}  data in SYN", "side by side", "time", "round trips");
+    outln!("{:<44} {:>10} {:>12}  data in SYN", "side by side", "time", "round trips")?;
     for (step, r) in STEPS.iter().zip(results) {
         let trips = rtt.map_or("-".to_string(), |rtt| format!("{:.2}", r.total.as_secs_f64() / rtt.as_secs_f64()));
         let in_syn = if r.outcome.tfo_used() {
@@ -292,21 +298,22 @@ fn print_text(results: &[StepResult], rtt: Option<Duration>) {
         } else {
             r.outcome.fail_reason.map_or("-".into(), |f| format!("no ({})", f.as_str()))
         };
-        println!("{:<44} {:>7.1} ms {:>12}  {in_syn}", step.title, ms(r.total), trips);
+        outln!("{:<44} {:>7.1} ms {:>12}  {in_syn}", step.title, ms(r.total), trips)?;
     }
     let (plain, warm) = (results[0].total.as_secs_f64(), results[2].total.as_secs_f64());
     match rtt {
-        Some(_) => println!(
+        Some(_) => outln!(
             "\nTFO saved {:.1} ms of {:.1} ms ({:.0}%): the request rode in the SYN, so the reply came one round trip sooner.",
             (plain - warm) * 1000.0,
             plain * 1000.0,
             (plain - warm) / plain * 100.0
         ),
-        None => println!(
+        None => outln!(
             "\nOn loopback a round trip takes microseconds, so these times say little; \
              `sudo tfo demo` shows the saved round trip over an emulated 100 ms path."
         ),
-    }
+    }?;
+    Ok(())
 }
 
 /// One step in `tfo demo --json`.
@@ -367,6 +374,6 @@ fn print_json(
         saved_ms: ms(results[0].total.saturating_sub(results[2].total)),
         replay: replay.map(demo_replay::ReplayReport::from),
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }

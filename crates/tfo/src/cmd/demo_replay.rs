@@ -127,25 +127,25 @@ fn describe(log: &ConnectionLog) -> String {
 }
 
 /// The step as text, after the first three.
-pub(super) fn print_text(step: &ReplayStep) {
-    println!(
+pub(super) fn print_text(step: &ReplayStep) -> Result<(), crate::out::StdoutFailed> {
+    outln!(
         "\n4. The limit: a replayed SYN (\"requests may get duplicated\")\n   \
          A second path replays each SYN with data {:.0} ms later, as a duplicating network\n   \
          or an attacker would. The client sends {:?} in the SYN, once.",
         ms(step.delay),
         String::from_utf8_lossy(REQUEST)
-    );
+    )?;
     for run in &step.runs {
-        println!("\n   tfo serve --early-data {}", fastopen::EarlyDataPolicy::from(run.policy));
-        println!("   client:  {}", run.outcome);
+        outln!("\n   tfo serve --early-data {}", fastopen::EarlyDataPolicy::from(run.policy))?;
+        outln!("   client:  {}", run.outcome)?;
         for (i, log) in run.logs.iter().enumerate() {
             let which = if i == 0 { "connection" } else { "replay    " };
-            println!("   server:  {which} from {}: {}", log.peer, describe(log));
+            outln!("   server:  {which} from {}: {}", log.peer, describe(log))?;
         }
-        println!("   kernel:  server {}", report::counter_delta(&run.server_delta));
-        println!("   on the wire (as delivered to the server):");
+        outln!("   kernel:  server {}", report::counter_delta(&run.server_delta))?;
+        outln!("   on the wire (as delivered to the server):")?;
         for c in &run.wire {
-            println!("     {}", c.verdict());
+            outln!("     {}", c.verdict())?;
             let _ = report::print_events(&mut std::io::stdout().lock(), c, "       ");
         }
         let times = match run.handled() {
@@ -153,16 +153,17 @@ pub(super) fn print_text(step: &ReplayStep) {
             2 => "TWICE".to_string(),
             n => format!("{n} times"),
         };
-        println!("   => the request was handled {times}");
+        outln!("   => the request was handled {times}")?;
         if run.handled() > 1 {
-            println!("      (the client had its answer already; a payment would have run twice)");
+            outln!("      (the client had its answer already; a payment would have run twice)")?;
         }
     }
-    println!(
+    outln!(
         "\n   `wait` holds data that came in the SYN until the client's final ACK, which a\n   \
          replay never gets: it costs the round trip TFO saved, for unsafe requests only\n   \
          (with --http, GET/HEAD/OPTIONS still run at once). See README, \"What is safe to send in a SYN\"."
-    );
+    )?;
+    Ok(())
 }
 
 /// One policy in `tfo demo --json`'s `replay`.

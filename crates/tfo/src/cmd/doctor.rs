@@ -154,68 +154,67 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-fn print_text(r: &Report) {
+fn print_text(r: &Report) -> Result<(), crate::out::StdoutFailed> {
     let mode = FastOpenMode(r.tcp_fastopen);
-    println!("TCP Fast Open in this network namespace\n");
+    outln!("TCP Fast Open in this network namespace\n")?;
     if let Some(old) = r.fixed_from {
-        println!("fixed: net.ipv4.tcp_fastopen {old} -> {} for this boot", r.tcp_fastopen);
-        println!("       to keep it after reboot: {}\n", Permanence::of(r.initial_namespace).how_to_keep(mode));
+        outln!("fixed: net.ipv4.tcp_fastopen {old} -> {} for this boot", r.tcp_fastopen)?;
+        outln!("       to keep it after reboot: {}\n", Permanence::of(r.initial_namespace).how_to_keep(mode))?;
     }
-    print_bits(r, mode);
-    print_switches(r);
-    println!("\ncounters (TcpExt, this namespace, since it was created):");
+    print_bits(r, mode)?;
+    print_switches(r)?;
+    outln!("\ncounters (TcpExt, this namespace, since it was created):")?;
     for (name, value) in r.counters.iter() {
-        println!("  {name:<26} {value}");
+        outln!("  {name:<26} {value}")?;
     }
-    println!();
+    outln!()?;
     if r.advice.is_empty() {
-        println!("verdict: TFO is on for clients and servers here.");
+        outln!("verdict: TFO is on for clients and servers here.")?;
     }
     for a in &r.advice {
-        println!("- {a}");
+        outln!("- {a}")?;
     }
+    Ok(())
 }
 
 /// The mode, bit by bit.
-fn print_bits(r: &Report, mode: FastOpenMode) {
-    println!("net.ipv4.tcp_fastopen = {mode}");
+fn print_bits(r: &Report, mode: FastOpenMode) -> Result<(), crate::out::StdoutFailed> {
+    outln!("net.ipv4.tcp_fastopen = {mode}")?;
     for b in &r.bits {
-        println!("  [{}] {:#06x} {:<21} {}", if b.set { "x" } else { " " }, b.value, b.name, b.meaning);
+        outln!("  [{}] {:#06x} {:<21} {}", if b.set { "x" } else { " " }, b.value, b.name, b.meaning)?;
     }
     if r.unknown_bits != 0 {
-        println!("  [x] {:#06x} (unknown to tfo; current kernels ignore 0x100, 0x800, 0x1000)", r.unknown_bits);
+        outln!("  [x] {:#06x} (unknown to tfo; current kernels ignore 0x100, 0x800, 0x1000)", r.unknown_bits)?;
     }
-    println!();
+    outln!()?;
+    Ok(())
 }
 
 /// Client and server TFO, blackhole detection, the key, the kernel.
-fn print_switches(r: &Report) {
+fn print_switches(r: &Report) -> Result<(), crate::out::StdoutFailed> {
     let (client, server) = (
         "on   connections from here can carry data in the SYN",
         "on   listeners that set TCP_FASTOPEN accept data in the SYN",
     );
-    println!(
+    outln!(
         "client TFO: {}",
         if r.client_tfo {
             client
         } else {
             "OFF  MSG_FASTOPEN and TCP_FASTOPEN_CONNECT fail; clients fall back to plain TCP"
         }
-    );
-    println!(
-        "server TFO: {}",
-        if r.server_tfo { server } else { "OFF  listeners ignore SYN data and give no cookies" }
-    );
+    )?;
+    outln!("server TFO: {}", if r.server_tfo { server } else { "OFF  listeners ignore SYN data and give no cookies" })?;
     match r.blackhole_timeout_sec {
-        Some(0) => println!("blackhole detection: off (tcp_fastopen_blackhole_timeout_sec = 0)"),
-        Some(s) => println!(
-            "blackhole detection: on, {s} s base timeout (client TFO pauses after SYNs with TFO go unanswered)"
-        ),
-        None => println!("blackhole detection: not in this kernel"),
-    }
-    println!("cookie key: {}", r.key.explain());
+        Some(0) => outln!("blackhole detection: off (tcp_fastopen_blackhole_timeout_sec = 0)"),
+        Some(s) => {
+            outln!("blackhole detection: on, {s} s base timeout (client TFO pauses after SYNs with TFO go unanswered)")
+        }
+        None => outln!("blackhole detection: not in this kernel"),
+    }?;
+    outln!("cookie key: {}", r.key.explain())?;
     let k = &r.kernel;
-    println!(
+    outln!(
         "kernel {}: TCP_FASTOPEN_CONNECT {}, per-listener keys {}, backup key {}, failure reasons {}, TFO-child flag {}",
         k.release,
         yes_no(k.fastopen_connect),
@@ -223,16 +222,17 @@ fn print_switches(r: &Report) {
         yes_no(k.backup_key),
         yes_no(k.client_fail_reason),
         yes_no(k.tfo_child_flag)
-    );
+    )?;
+    Ok(())
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let fixed_from = if args.fix { fix()? } else { None };
     let report = examine(fixed_from)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_text(&report);
+        print_text(&report)?;
     }
     Ok(if report.client_tfo && report.server_tfo { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

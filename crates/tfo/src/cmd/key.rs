@@ -131,7 +131,7 @@ pub(crate) struct OptionalScheduleArgs {
 /// Warns that a key file or secret (`what`) is readable by group or others.
 pub(crate) fn warn_if_exposed(who: &str, what: &str, path: &Path, exposed_mode: Option<u32>) {
     if let Some(mode) = exposed_mode {
-        eprintln!(
+        errln!(
             "{who}: warning: {what} {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
             path.display(),
             path.display()
@@ -203,7 +203,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Generate { sysctl } => {
             let key = random_key()?;
-            println!("{}", if sysctl { key.to_sysctl_form() } else { key.to_string() });
+            outln!("{}", if sysctl { key.to_sysctl_form() } else { key.to_string() })?;
         }
         Action::Cookie { key, key_file, client, server } => {
             let key = match (key, key_file) {
@@ -216,7 +216,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "{client} and {server} are of different families; a cookie covers two IPv4 or two IPv6 addresses"
                 )
             })?;
-            println!("{}", fastopen_wire::options::hex(&cookie));
+            outln!("{}", fastopen_wire::options::hex(&cookie))?;
         }
         Action::Rotate { key_file, pid } => {
             if let Some(pid) = pid {
@@ -225,11 +225,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let old = KeyFile::read(&key_file)?.primary;
             let new = random_key()?;
             let written = fastopen::keyfile::write(&key_file, &new, Some(&old))?;
-            println!("{}: new primary key, the previous one kept as backup (mode 0600)", written.display());
+            outln!("{}: new primary key, the previous one kept as backup (mode 0600)", written.display())?;
             if let Some(pid) = pid {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
                     .with_context(|| format!("signalling process {pid} (is it running, and yours?)"))?;
-                println!("sent SIGHUP to {pid}: it reloads the keys");
+                outln!("sent SIGHUP to {pid}: it reloads the keys")?;
             }
         }
         Action::Derive { schedule, at, sysctl, json } => {
@@ -248,12 +248,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     backup: text(&keys.backup),
                     next_change_unix: keys.next_change.as_secs_f64(),
                 };
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                println!("period {} (of {} s since the Unix epoch)", keys.period, schedule.rotate.as_secs_f64());
-                println!("primary {}", text(&keys.primary));
-                println!("backup  {} (period {})", text(&keys.backup), keys.backup_period);
-                println!("these keys change at {} (Unix seconds)", keys.next_change.as_secs());
+                outln!("period {} (of {} s since the Unix epoch)", keys.period, schedule.rotate.as_secs_f64())?;
+                outln!("primary {}", text(&keys.primary))?;
+                outln!("backup  {} (period {})", text(&keys.backup), keys.backup_period)?;
+                outln!("these keys change at {} (Unix seconds)", keys.next_change.as_secs())?;
             }
         }
         Action::Apply { key_file, schedule } => {
@@ -281,7 +281,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             std::fs::write("/proc/sys/net/ipv4/tcp_fastopen_key", value)
                 .context("writing net.ipv4.tcp_fastopen_key (needs root, in this network namespace)")?;
-            println!("net.ipv4.tcp_fastopen_key set in this network namespace, {what}");
+            outln!("net.ipv4.tcp_fastopen_key set in this network namespace, {what}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -153,7 +153,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         server_counters_delta: &after.1 - &before.1,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         print_summary(&report);
     }
@@ -198,7 +198,7 @@ impl CaptureFiles {
         ] {
             if let (Some(file), Some(path)) = (file, path) {
                 let n = write_capture(file, &packets, point).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("wrote {n} packets ({point:?}) to {}", path.display());
+                errln!("wrote {n} packets ({point:?}) to {}", path.display());
             }
         }
         Ok(())
@@ -216,7 +216,7 @@ fn announce(lab: &Lab, args: &Args, delay: PerDirection<Duration>) {
     .filter(|s| !s.is_empty())
     .collect::<Vec<_>>()
     .join(", ");
-    eprintln!(
+    errln!(
         "lab up: client {CLIENT_V4} / {CLIENT_V6} (netns {})  <-- {path} -->  server {SERVER_V4} / {SERVER_V6} (netns {}); net.ipv4.tcp_fastopen={}",
         lab.client().name(),
         lab.server().name(),
@@ -253,7 +253,7 @@ fn start_servers(lab: &Lab, args: &Args) -> anyhow::Result<Vec<KillOnDrop>> {
 /// (128+N when signal N killed it); without any, waits for Ctrl-C.
 fn run_clients(lab: &Lab, args: &Args) -> anyhow::Result<i32> {
     if args.client.is_empty() {
-        eprintln!(
+        errln!(
             "enter it: sudo ip netns exec {} sh   (or {}); Ctrl-C tears it down",
             lab.client().name(),
             lab.server().name()
@@ -272,17 +272,17 @@ fn run_clients(lab: &Lab, args: &Args) -> anyhow::Result<i32> {
         let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
         last_code = s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0));
         if !s.success() {
-            eprintln!("client command {cmd:?} exited with {s}");
+            errln!("client command {cmd:?} exited with {s}");
         }
     }
     Ok(last_code)
 }
 
 fn print_summary(r: &LabReport) {
-    eprintln!("client TFO counters: {}", report::counter_delta(&r.client_counters_delta));
-    eprintln!("server TFO counters: {}", report::counter_delta(&r.server_counters_delta));
+    errln!("client TFO counters: {}", report::counter_delta(&r.client_counters_delta));
+    errln!("server TFO counters: {}", report::counter_delta(&r.server_counters_delta));
     let link = &r.link;
-    eprintln!(
+    errln!(
         "link: {} packets to the server, {} to the client; lost {}, {}",
         link.to_server_packets,
         link.to_client_packets,

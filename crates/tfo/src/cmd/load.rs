@@ -253,7 +253,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { render_text(&report) };
-    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    crate::out::text(&text)?;
     Ok(if report.all.errors == 0 && !report.interrupted { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

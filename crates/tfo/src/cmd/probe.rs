@@ -409,9 +409,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !one {
         let summary = summarize(targets.len(), &reports, started.elapsed());
         if args.json {
-            println!("{}", serde_json::json!({ "summary": summary }));
+            outln!("{}", serde_json::json!({ "summary": summary }))?;
         } else {
-            print_summary(&summary);
+            print_summary(&summary)?;
         }
     }
     Ok(if reports.iter().all(|(_, works)| *works) { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -504,17 +504,18 @@ fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: C
     Ok(())
 }
 
-fn print_summary(s: &Summary) {
-    println!(
+fn print_summary(s: &Summary) -> Result<(), crate::out::StdoutFailed> {
+    outln!(
         "\n{} addresses of {} targets probed in {:.1} s; TFO works at {}",
         s.addresses,
         s.targets,
         s.wall_ms / 1000.0,
         s.works
-    );
+    )?;
     for c in &s.diagnoses {
-        println!("  {:<24} {:>6}", c.diagnosis, c.addresses);
+        outln!("  {:<24} {:>6}", c.diagnosis, c.addresses)?;
     }
+    Ok(())
 }
 
 /// `--fleet`: one address (a VIP), many rounds.

@@ -140,9 +140,9 @@ pub(super) fn run(probe: FleetProbe) -> anyhow::Result<ExitCode> {
     let diagnosis = diagnose_fleet(&rounds, (!keys.is_empty()).then_some(&origins));
     let report = report(&probe, client, &diagnosis, per_round);
     if probe.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print_text(&report);
+        print_text(&report)?;
     }
     Ok(if diagnosis.verdict == FleetVerdict::Healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -171,15 +171,16 @@ fn report(probe: &FleetProbe, client: IpAddr, d: &FleetDiagnosis, per_round: Vec
     }
 }
 
-fn print_text(r: &FleetReport) {
-    println!("probing the fleet behind {} from {}: {} rounds, each with a fresh cookie", r.server, r.client, r.rounds);
+fn print_text(r: &FleetReport) -> Result<(), crate::out::StdoutFailed> {
+    outln!("probing the fleet behind {} from {}: {} rounds, each with a fresh cookie", r.server, r.client, r.rounds)?;
     for c in &r.cookies {
         let made_for = match (c.made_for, c.made_with) {
             (Some(a), Some(k)) => format!(" (the {k} key's cookie for server address {a})"),
             _ => String::new(),
         };
-        println!("  cookie {} seen {} time(s){made_for}", c.cookie, c.rounds);
+        outln!("  cookie {} seen {} time(s){made_for}", c.cookie, c.rounds)?;
     }
-    println!("  SYN data accepted in {} of {} rounds ({:.0}%)", r.accepted, r.rounds, r.accepted_fraction * 100.0);
-    println!("verdict: {}: {}", r.verdict, r.explanation);
+    outln!("  SYN data accepted in {} of {} rounds ({:.0}%)", r.accepted, r.rounds, r.accepted_fraction * 100.0)?;
+    outln!("verdict: {}: {}", r.verdict, r.explanation)?;
+    Ok(())
 }

@@ -222,7 +222,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors or memory: say so, wait a little, go on.
-                    eprintln!("tfo proxy: accept failed: {e}");
+                    errln!("tfo proxy: accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

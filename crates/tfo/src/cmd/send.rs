@@ -151,13 +151,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             reply,
             reply_encoding,
         };
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         let mut out = std::io::stdout().lock();
         out.write_all(&ex.reply)?;
         out.flush()?;
-        eprintln!("{}", ex.outcome);
-        eprintln!(
+        errln!("{}", ex.outcome);
+        errln!(
             "connect {:.3} ms, request+reply {:.3} ms, {} bytes sent, {} bytes received",
             report::ms(ex.outcome.connect_time),
             report::ms(ex.total),

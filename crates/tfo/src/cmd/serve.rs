@@ -151,7 +151,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
-        eprintln!(
+        errln!(
             "tfo serve: warning: TFO server mode is off in this network namespace: net.ipv4.tcp_fastopen={}; \
              serving plain TCP. Run `tfo doctor --fix` or `sysctl -w net.ipv4.tcp_fastopen=3`.",
             mode.0
@@ -198,7 +198,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Without inotify (or a directory to watch) SIGHUP still works.
             let watch = crate::keywatch::KeyFileWatch::new(&path)
                 .map_err(|e| {
-                    eprintln!("tfo serve: not following {} for changes ({e}); SIGHUP reloads it", path.display())
+                    errln!("tfo serve: not following {} for changes ({e}); SIGHUP reloads it", path.display())
                 })
                 .ok();
             tokio::spawn(follow_key_file(hup, watch, listeners.clone(), path, keys));
@@ -236,9 +236,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let log_end = log.finish(Duration::from_secs(2));
         if log_end.dropped_lines > 0 || log_end.unwritten_bytes > 0 {
-            eprintln!("tfo serve: {log_end}");
+            errln!("tfo serve: {log_end}");
         }
-        eprintln!("tfo serve: {}", tally.summary(counters_at_start.as_ref(), tfo.queue_len));
+        errln!("tfo serve: {}", tally.summary(counters_at_start.as_ref(), tfo.queue_len));
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -325,14 +325,15 @@ async fn follow_schedule(listener: Listeners, schedule: fastopen::KeySchedule) {
         }
         match listener.set_keys(&next.primary, Some(&next.backup)) {
             Ok(()) => {
-                eprintln!(
+                errln!(
                     "tfo serve: keys rotated: primary of period {}, backup of period {}",
-                    next.period, next.backup_period
+                    next.period,
+                    next.backup_period
                 );
                 current = next;
             }
             // Tried again at the next look at the clock.
-            Err(e) => eprintln!("tfo serve: setting the derived keys failed, keeping the old ones: {e:#}"),
+            Err(e) => errln!("tfo serve: setting the derived keys failed, keeping the old ones: {e:#}"),
         }
     }
 }
@@ -356,7 +357,7 @@ async fn follow_key_file(
             },
             changed = crate::keywatch::file_changed(&mut watch) => {
                 if let Err(e) = changed {
-                    eprintln!("tfo serve: stopped following {} ({e}); SIGHUP still reloads it", path.display());
+                    errln!("tfo serve: stopped following {} ({e}); SIGHUP still reloads it", path.display());
                     watch = None;
                 }
                 false
@@ -373,15 +374,15 @@ async fn follow_key_file(
             Ok(Some(backup.is_some()))
         });
         match result {
-            Ok(Some(with_backup)) => eprintln!(
+            Ok(Some(with_backup)) => errln!(
                 "tfo serve: keys reloaded from {}{}{}",
                 path.display(),
                 if signalled { " (SIGHUP)" } else { " (the file changed)" },
                 if with_backup { " (previous key kept as backup)" } else { "" }
             ),
-            Ok(None) if signalled => eprintln!("tfo serve: keys in {} unchanged", path.display()),
+            Ok(None) if signalled => errln!("tfo serve: keys in {} unchanged", path.display()),
             Ok(None) => {}
-            Err(e) => eprintln!("tfo serve: key reload failed, keeping the old keys: {e:#}"),
+            Err(e) => errln!("tfo serve: key reload failed, keeping the old keys: {e:#}"),
         }
     }
 }

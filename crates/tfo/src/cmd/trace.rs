@@ -387,19 +387,19 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 /// Says on stderr, loudly, what could not be decoded and why.
 fn warn_undecoded(s: &Stats) {
     for (why, n) in &s.undecoded {
-        eprintln!("tfo trace: warning: {n} frame(s) not decoded: {why}");
+        errln!("tfo trace: warning: {n} frame(s) not decoded: {why}");
     }
     if s.truncated > 0 {
-        eprintln!(
+        errln!(
             "tfo trace: note: {} segment(s) cut short by the capture's snap length; headers decoded, payload lengths taken from the IP header",
             s.truncated
         );
     }
     if s.not_written > 0 {
-        eprintln!("tfo trace: warning: {} frame(s) of another link type were not written to --write", s.not_written);
+        errln!("tfo trace: warning: {} frame(s) of another link type were not written to --write", s.not_written);
     }
     for e in &s.errors {
-        eprintln!("tfo trace: warning: {e}");
+        errln!("tfo trace: warning: {e}");
     }
 }
 
@@ -468,7 +468,7 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
         }
     };
     let link = Linked::of(Some(u32::from(reader.header().datalink)));
-    eprintln!("capturing on {iface} ({}); Ctrl-C stops", tcpdump_filter(args));
+    errln!("capturing on {iface} ({}); Ctrl-C stops", tcpdump_filter(args));
     // Stop tcpdump (which flushes and closes the stream) at the deadline or on Ctrl-C.
     let deadline = args.duration.map(|d| Instant::now() + d);
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
@@ -487,7 +487,7 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
         match packet {
             Ok(p) => trace.frame(0, p.timestamp, link, &p.data, p.orig_len as usize > p.data.len())?,
             Err(e) => {
-                eprintln!("tfo trace: reading tcpdump's stream: {e}");
+                errln!("tfo trace: reading tcpdump's stream: {e}");
                 break;
             }
         }

@@ -178,11 +178,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exporter = args.prometheus.map(Exporter::start).transpose()?;
     crate::interrupt::install();
     match &exporter {
-        Some(e) => eprintln!(
+        Some(e) => errln!(
             "tfo watch: watching every TCP connection of this network namespace; metrics on http://{}/metrics",
             e.addr
         ),
-        None => eprintln!("tfo watch: watching every TCP connection of this network namespace"),
+        None => errln!("tfo watch: watching every TCP connection of this network namespace"),
     }
     let started = Instant::now();
     let mut w = Watch {
@@ -218,7 +218,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some((before, at)) = counters.as_ref().filter(|_| !w.args.json) {
                 let delta = &now - before;
                 if delta.nonzero().next().is_some() {
-                    println!("counters: {}", crate::report::counter_delta_over(&delta, Some(at.elapsed())));
+                    outln!("counters: {}", crate::report::counter_delta_over(&delta, Some(at.elapsed())))?;
                 }
             }
             counters = Some((now, Instant::now()));
@@ -236,7 +236,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     exporter.lost_notifications();
                 }
                 if !std::mem::replace(&mut lost_warned, true) {
-                    eprintln!("tfo watch: the kernel's queue of closed connections overflowed; some short connections were not seen (said once; tfo_watch_lost_notifications_total counts each time)");
+                    errln!("tfo watch: the kernel's queue of closed connections overflowed; some short connections were not seen (said once; tfo_watch_lost_notifications_total counts each time)");
                 }
             }
             for s in &destroyed.sockets {

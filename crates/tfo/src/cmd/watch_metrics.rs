@@ -150,7 +150,7 @@ fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
         Ok(r) => r,
-        Err(e) => return eprintln!("tfo watch: the metrics server cannot start: {e}"),
+        Err(e) => return errln!("tfo watch: the metrics server cannot start: {e}"),
     };
     runtime.block_on(async move {
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };

@@ -134,7 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let obstacle = preload_reach::obstacle(&path);
     if let Some(why) = &obstacle {
-        eprintln!("tfo wrap: {why}");
+        errln!("tfo wrap: {why}");
     }
     warn_about_the_namespace(&args);
     let shim = wrap_shim::install()?;
@@ -182,19 +182,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shim_loaded = summary.processes > 0;
     if args.json {
         let line = serde_json::to_string(&SummaryReport { summary: &summary, exit_status, shim_loaded })?;
-        eprintln!("{line}");
+        errln!("{line}");
     } else if !args.quiet {
-        eprintln!("tfo wrap: {summary}");
+        errln!("tfo wrap: {summary}");
         warn_about_servers(&args, &summary);
         if !shim_loaded && obstacle.is_none() {
-            eprintln!(
+            errln!(
                 "tfo wrap: the shim did not load in `{}` (static, setuid, not glibc, or LD_PRELOAD removed from its environment): it ran without TFO; tfo proxy can serve it instead",
                 program.to_string_lossy()
             );
         }
     }
     if let Some(e) = report_error {
-        eprintln!("tfo wrap: the report could not be written: {e:#}");
+        errln!("tfo wrap: the report could not be written: {e:#}");
     }
     Ok(ExitCode::from(u8::try_from(exit_status).unwrap_or(1)))
 }
@@ -203,7 +203,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn warn_about_the_namespace(args: &Args) {
     let Ok(mode) = fastopen::host::read_mode() else { return };
     if !args.no_client && !mode.client() {
-        eprintln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the client bit (0x1): connections will not use TFO (`tfo doctor --fix` turns it on)", mode.0);
+        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the client bit (0x1): connections will not use TFO (`tfo doctor --fix` turns it on)", mode.0);
     }
 }
 
@@ -212,7 +212,7 @@ fn warn_about_the_namespace(args: &Args) {
 fn warn_about_servers(args: &Args, summary: &WrapSummary) {
     let Ok(mode) = fastopen::host::read_mode() else { return };
     if !args.no_server && !mode.server() && summary.not.contains_key("regular_handshake") {
-        eprintln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the server bit (0x2): listeners get TFO but the kernel will not use it (`tfo doctor --fix` turns it on)", mode.0);
+        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the server bit (0x2): listeners get TFO but the kernel will not use it (`tfo doctor --fix` turns it on)", mode.0);
     }
 }
 

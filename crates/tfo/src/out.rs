@@ -1,0 +1,43 @@
+//! The CLI's one way to print. `outln!` writes a line to stdout and returns
+//! an error the caller passes up with `?`: a closed pipe (`tfo ... | head`)
+//! ends the command quietly (exit 0), any other failure (`> /dev/full`) is
+//! exit 1 with a message. `errln!` writes to stderr and ignores failure
+//! (there is nowhere left to report it). `println!` and `eprintln!` panic on
+//! such errors: clippy's `print_stdout` and `print_stderr` deny them here.
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// Writing to stdout failed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to stdout")]
+pub(crate) struct StdoutFailed(#[source] pub(crate) io::Error);
+
+/// One line to stdout.
+pub(crate) fn line(args: fmt::Arguments<'_>) -> Result<(), StdoutFailed> {
+    let mut out = io::stdout().lock();
+    out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()).map_err(StdoutFailed)
+}
+
+/// Text to stdout, as it is (no newline added).
+pub(crate) fn text(text: &str) -> Result<(), StdoutFailed> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(StdoutFailed)
+}
+
+/// One line to stderr; a failure is ignored.
+pub(crate) fn err_line(args: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `println!` that returns its failure: `outln!(...)?`.
+macro_rules! outln {
+    () => { $crate::out::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::out::line(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that cannot panic.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::out::err_line(format_args!($($arg)*)) };
+}
