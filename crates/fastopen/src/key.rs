@@ -74,6 +74,14 @@ impl FastOpenKey {
         self.0 == [0; 16]
     }
 
+    /// Whether anyone could guess the key: all bytes equal (all zeros is how an
+    /// unset key reads), or a pattern of at most 4 bytes repeated. A server
+    /// with such a key hands out cookies anyone can compute, so key files
+    /// holding one are refused ([`crate::keyfile::KeyFile::read`]).
+    pub fn is_degenerate(&self) -> bool {
+        is_degenerate(&self.0)
+    }
+
     /// The 8-byte cookie a server with this key gives `client` talking to `server`.
     ///
     /// Both addresses must be of the same family; `None` otherwise. An IPv4-mapped
@@ -93,6 +101,13 @@ impl FastOpenKey {
         }
         Some(h.finish().to_le_bytes())
     }
+}
+
+/// Bytes that are one byte, or a pattern of at most 4 bytes, repeated.
+pub(crate) fn is_degenerate(bytes: &[u8]) -> bool {
+    [1, 2, 4]
+        .iter()
+        .any(|&period| bytes.len() >= period && bytes.iter().enumerate().all(|(i, b)| *b == bytes[i % period]))
 }
 
 impl fmt::Display for FastOpenKey {
@@ -172,5 +187,15 @@ mod tests {
     #[test]
     fn debug_hides_the_secret() {
         assert_eq!(format!("{:?}", FastOpenKey([7; 16])), "FastOpenKey(..)");
+    }
+
+    #[test]
+    fn degenerate_keys_are_recognised() {
+        assert!(FastOpenKey([0; 16]).is_degenerate());
+        assert!(FastOpenKey([0xff; 16]).is_degenerate());
+        assert!(FastOpenKey::parse("01020304010203040102030401020304").unwrap().is_degenerate());
+        assert!(FastOpenKey::parse("abababababababababababababababab").unwrap().is_degenerate());
+        assert!(!FastOpenKey::parse("0123456789abcdef0123456789abcdef").unwrap().is_degenerate());
+        assert!(!FastOpenKey::parse("00000000000000000000000000000001").unwrap().is_degenerate());
     }
 }

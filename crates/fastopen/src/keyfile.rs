@@ -3,6 +3,8 @@
 //! A key file holds one key, or `primary,backup`, in either text form of
 //! [`FastOpenKey::parse`]. It is a secret, so:
 //! - errors name the file and what is wrong, never its content;
+//! - a key anyone could guess (all zeros, one byte or a short pattern
+//!   repeated) is refused: cookies made with it could be forged;
 //! - [`KeyFile::read`] reports a file that group or others can read
 //!   ([`KeyFile::exposed_mode`]), for the caller to warn about;
 //! - [`write()`] replaces the file atomically with mode 0600: a new file with a
@@ -32,6 +34,22 @@ pub enum KeyFileError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The file holds a key anyone could guess (all bytes equal, all zeros
+    /// included, or a short pattern repeated): cookies made with it can be forged.
+    #[error(
+        "key file {} holds a key anyone could guess (all bytes equal, or a pattern of up to 4 bytes repeated): cookies made with it can be forged; put a random key there",
+        path.display()
+    )]
+    Degenerate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The secret file's secret is one byte, or a pattern of up to 4 bytes, repeated.
+    #[error("secret file {} holds a secret anyone could guess (a pattern of up to 4 bytes repeated); put random bytes there", path.display())]
+    DegenerateSecret {
+        /// The file.
+        path: PathBuf,
     },
     /// The file does not hold a key (its content is not repeated).
     #[error("key file {} does not hold a valid key", path.display())]
@@ -65,6 +83,9 @@ impl KeyFile {
         let text = fs::read_to_string(path).map_err(io_err("reading"))?;
         let (primary, backup) = FastOpenKey::parse_pair(&text)
             .map_err(|source| KeyFileError::Invalid { path: path.to_path_buf(), source })?;
+        if primary.is_degenerate() || backup.is_some_and(|b| b.is_degenerate()) {
+            return Err(KeyFileError::Degenerate { path: path.to_path_buf() });
+        }
         Ok(KeyFile { primary, backup, exposed_mode: (mode & 0o077 != 0).then_some(mode) })
     }
 }
@@ -94,7 +115,11 @@ impl SecretFile {
         let bytes = fs::read(path).map_err(io_err)?;
         let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
         let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
-        Ok(SecretFile { bytes: bytes[start..end].to_vec(), exposed_mode: (mode & 0o077 != 0).then_some(mode) })
+        let secret = &bytes[start..end];
+        if !secret.is_empty() && crate::key::is_degenerate(secret) {
+            return Err(KeyFileError::DegenerateSecret { path: path.to_path_buf() });
+        }
+        Ok(SecretFile { bytes: secret.to_vec(), exposed_mode: (mode & 0o077 != 0).then_some(mode) })
     }
 }
 
@@ -152,6 +177,27 @@ fn create_unique(dir: &Path, name: &str) -> io::Result<(PathBuf, fs::File)> {
 mod tests {
     use super::*;
 
+    /// A key that is not degenerate.
+    fn k(n: u8) -> FastOpenKey {
+        FastOpenKey(std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(n)))
+    }
+
+    #[test]
+    fn a_guessable_key_or_secret_is_refused() {
+        let dir = std::env::temp_dir().join(format!("fastopen-keyfile-weak-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zero.key");
+        fs::write(&path, "00000000000000000000000000000000\n").unwrap();
+        assert!(matches!(KeyFile::read(&path), Err(KeyFileError::Degenerate { .. })));
+        fs::write(&path, format!("{},{}\n", k(1), FastOpenKey([7; 16]))).unwrap();
+        assert!(matches!(KeyFile::read(&path), Err(KeyFileError::Degenerate { .. })), "a weak backup too");
+        fs::write(&path, format!("{}\n", k(1))).unwrap();
+        assert!(KeyFile::read(&path).is_ok());
+        fs::write(&path, "abcdabcdabcdabcdabcdabcdabcdabcd\n").unwrap();
+        assert!(matches!(SecretFile::read(&path), Err(KeyFileError::DegenerateSecret { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn scratch(test: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("fastopen-keyfile-{test}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -168,11 +214,11 @@ mod tests {
         assert_eq!(KeyFile::read(&path).unwrap().exposed_mode, Some(0o644));
         let unrelated = dir.join("tfo.tmp");
         fs::write(&unrelated, "mine").unwrap();
-        write(&path, &FastOpenKey([1; 16]), Some(&FastOpenKey([2; 16]))).unwrap();
+        write(&path, &k(1), Some(&k(2))).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_to_string(&unrelated).unwrap(), "mine");
-        let k = KeyFile::read(&path).unwrap();
-        assert_eq!((k.primary, k.backup, k.exposed_mode), (FastOpenKey([1; 16]), Some(FastOpenKey([2; 16])), None));
+        let read = KeyFile::read(&path).unwrap();
+        assert_eq!((read.primary, read.backup, read.exposed_mode), (k(1), Some(k(2)), None));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no temporary file left");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -185,10 +231,10 @@ mod tests {
         fs::write(&real, "00112233445566778899aabbccddeeff").unwrap();
         let link = dir.join("tfo.key");
         std::os::unix::fs::symlink("data/key", &link).unwrap();
-        let written = write(&link, &FastOpenKey([3; 16]), None).unwrap();
+        let written = write(&link, &k(3), None).unwrap();
         assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
         assert_eq!(written, fs::canonicalize(&real).unwrap());
-        assert_eq!(KeyFile::read(&link).unwrap().primary, FastOpenKey([3; 16]));
+        assert_eq!(KeyFile::read(&link).unwrap().primary, k(3));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -627,3 +627,38 @@ fn a_full_or_closed_stdout_is_an_error_or_quiet_never_a_panic() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: a closed pipe ends quietly: {}", stderr(&o));
     }
 }
+
+/// A key anyone could guess (all zeros, one byte or a short pattern repeated)
+/// is refused wherever a key enters, before anything changes: exit 2.
+#[test]
+fn guessable_keys_and_secrets_are_refused_everywhere() {
+    in_netns("cli_weak_keys", 3, || {
+        let dir = tempdir("weak-keys");
+        let zero = dir.join("zero.key");
+        write_key(&zero, "00000000000000000000000000000000\n");
+        let pattern = dir.join("pattern.key");
+        write_key(&pattern, "deadbeef-deadbeef-deadbeef-deadbeef\n");
+        let secret = dir.join("weak.secret");
+        write_key(&secret, "abababababababababababababababababab\n");
+        let key_before = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen_key").unwrap();
+        let cases: Vec<Vec<String>> = vec![
+            vec!["key".into(), "apply".into(), "--key-file".into(), zero.display().to_string()],
+            vec!["key".into(), "apply".into(), "--key-file".into(), pattern.display().to_string()],
+            vec!["key".into(), "rotate".into(), "--key-file".into(), zero.display().to_string()],
+            vec!["serve".into(), "127.0.0.1:0".into(), "--key-file".into(), zero.display().to_string()],
+            vec!["key".into(), "derive".into(), "--key-secret".into(), secret.display().to_string()],
+            vec!["key".into(), "apply".into(), "--key-secret".into(), secret.display().to_string()],
+        ];
+        for args in cases {
+            let o = tfo().args(&args).output().unwrap();
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("anyone could guess"), "{args:?}: {}", stderr(&o));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&zero).unwrap(),
+            "00000000000000000000000000000000\n",
+            "rotate changed nothing"
+        );
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen_key").unwrap(), key_before);
+    });
+}
