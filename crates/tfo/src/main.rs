@@ -21,6 +21,7 @@ mod labrun;
 mod linelog;
 mod load;
 mod measure;
+mod output_file;
 mod plot;
 mod preload_reach;
 mod proxy;

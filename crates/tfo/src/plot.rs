@@ -24,15 +24,21 @@ pub(crate) fn latency_cdf(path: &Path, rows: &[Panel]) -> anyhow::Result<()> {
     anyhow::ensure!(!rows.is_empty(), "no results to plot");
     let cols = rows.len().min(2);
     let grid_rows = rows.len().div_ceil(cols);
-    let root = SVGBackend::new(path, (560 * cols as u32, 380 * grid_rows as u32 + 40)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(40);
-    title.titled("Time to the full reply: plain TCP vs TCP Fast Open (CDF)", ("sans-serif", 22))?;
-    for (row, area) in rows.iter().zip(body.split_evenly((grid_rows, cols))) {
-        panel(&area, row)?;
+    let mut svg = String::new();
+    {
+        let size = (560 * cols as u32, 380 * grid_rows as u32 + 40);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(40);
+        title.titled("Time to the full reply: plain TCP vs TCP Fast Open (CDF)", ("sans-serif", 22))?;
+        for (row, area) in rows.iter().zip(body.split_evenly((grid_rows, cols))) {
+            panel(&area, row)?;
+        }
+        root.present()?;
     }
-    root.present()?;
-    Ok(())
+    let mut out = crate::output_file::OutputFile::create(path)?;
+    std::io::Write::write_all(out.file(), svg.as_bytes())?;
+    out.commit()
 }
 
 fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Panel) -> anyhow::Result<()> {

@@ -662,3 +662,34 @@ fn guessable_keys_and_secrets_are_refused_everywhere() {
         assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen_key").unwrap(), key_before);
     });
 }
+
+/// Output files (`trace --write`, `lab --write`, `bench --plot`) go through one
+/// helper: a symlink planted by another user in a shared sticky directory is
+/// refused, and the old file is kept until the new one is complete.
+#[test]
+fn output_files_refuse_planted_symlinks_and_keep_the_old_file_until_the_end() {
+    if !fastopen_lab::testing::root_or_skip("cli_output_files") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempdir("shared-sticky");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let precious = tempdir("precious").join("precious");
+    std::fs::write(&precious, "root's file").unwrap();
+    let planted = shared.join("out.pcap");
+    std::os::unix::fs::symlink(&precious, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let o = run_tfo(&["trace", "--read", "/nonexistent.pcap", "--write", planted.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("symlink owned by another user"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root's file");
+
+    // A run that fails to read leaves the old output as it was.
+    let keep = tempdir("keep").join("keep.pcap");
+    std::fs::write(&keep, "an earlier capture").unwrap();
+    let o = run_tfo(&["trace", "--read", "/nonexistent.pcap", "--write", keep.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "an earlier capture", "{}", stderr(&o));
+    let leftovers = std::fs::read_dir(keep.parent().unwrap()).unwrap().count();
+    assert_eq!(leftovers, 1, "no temporary file left behind");
+}

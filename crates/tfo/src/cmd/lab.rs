@@ -3,6 +3,7 @@
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::output_file::OutputFile;
 use anyhow::Context;
 use fastopen_lab::netns::Netns;
 use fastopen_lab::parse::parse_duration;
@@ -163,22 +164,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The --write and --write-delivered files, created before the run so that a
 /// bad path fails at once, not after it.
 struct CaptureFiles {
-    sent: Option<std::fs::File>,
-    delivered: Option<std::fs::File>,
+    sent: Option<OutputFile>,
+    delivered: Option<OutputFile>,
 }
 
 impl CaptureFiles {
     fn create(args: &Args) -> anyhow::Result<CaptureFiles> {
         if let (Some(a), Some(b)) = (&args.write, &args.write_delivered) {
-            if a == b || a.canonicalize().ok().is_some_and(|c| Some(c) == b.canonicalize().ok()) {
+            if crate::output_file::same_file(a, b) {
                 anyhow::bail!("--write and --write-delivered name the same file ({}): give two files", a.display());
             }
         }
-        let create = |p: &Option<std::path::PathBuf>| {
-            p.as_ref()
-                .map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display())))
-                .transpose()
-        };
+        let create = |p: &Option<std::path::PathBuf>| p.as_deref().map(OutputFile::create).transpose();
         Ok(CaptureFiles { sent: create(&args.write)?, delivered: create(&args.write_delivered)? })
     }
 
@@ -196,8 +193,10 @@ impl CaptureFiles {
             (self.sent, &args.write, fastopen_lab::CapturePoint::Sent),
             (self.delivered, &args.write_delivered, fastopen_lab::CapturePoint::Delivered),
         ] {
-            if let (Some(file), Some(path)) = (file, path) {
-                let n = write_capture(file, &packets, point).with_context(|| format!("writing {}", path.display()))?;
+            if let (Some(mut file), Some(path)) = (file, path) {
+                let n = write_capture(file.take_file(), &packets, point)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                file.commit()?;
                 errln!("wrote {n} packets ({point:?}) to {}", path.display());
             }
         }

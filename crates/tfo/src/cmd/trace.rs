@@ -142,18 +142,16 @@ struct Trace {
     writer: Option<(CaptureWriter<BufWriter<File>>, Option<LinkType>)>,
     /// The --write file until the first decodable frame says which link type to write.
     pending_output: Option<BufWriter<File>>,
+    /// The --write file, put in place when the trace is over (the old one kept until then).
+    output: Option<crate::output_file::OutputFile>,
     base: Option<Duration>,
 }
 
 impl Trace {
     /// A trace as `args` asks (the --write file is created now).
     fn new(args: &Args) -> anyhow::Result<Trace> {
-        let pending_output = match &args.write {
-            Some(path) => {
-                Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
-            }
-            None => None,
-        };
+        let mut output = args.write.as_deref().map(crate::output_file::OutputFile::create).transpose()?;
+        let pending_output = output.as_mut().map(|o| BufWriter::new(o.take_file()));
         Ok(Trace {
             tracker: if args.summary { Tracker::verdicts_only() } else { Tracker::new() },
             stats: Stats::default(),
@@ -161,6 +159,7 @@ impl Trace {
             keep_packets: args.json && !args.summary,
             writer: None,
             pending_output,
+            output,
             base: None,
         })
     }
@@ -186,6 +185,9 @@ impl Trace {
         }
         if let Some((w, _)) = self.writer.take() {
             w.into_inner().flush()?;
+        }
+        if let Some(output) = self.output.take() {
+            output.commit()?;
         }
         Ok(())
     }
@@ -375,15 +377,6 @@ fn read_pcap_chunks(
     }
 }
 
-/// Whether two paths name the same existing file.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 /// Says on stderr, loudly, what could not be decoded and why.
 fn warn_undecoded(s: &Stats) {
     for (why, n) in &s.undecoded {
@@ -533,7 +526,7 @@ fn resolve_source(mut args: Args) -> anyhow::Result<Args> {
         );
     }
     if let Some(out) = &args.write {
-        if let Some(same) = args.read.iter().find(|r| same_file(r, out)) {
+        if let Some(same) = args.read.iter().find(|r| crate::output_file::same_file(r, out)) {
             anyhow::bail!("--write {} would overwrite --read {}: write to another file", out.display(), same.display());
         }
     }

@@ -148,7 +148,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         report_fd: Some(writer.as_raw_fd()),
     };
     let report = match &args.report {
-        Some(path) => Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)),
+        Some(path) => Some(BufWriter::new(crate::output_file::OutputFile::in_place(path)?.take_file())),
         None => None,
     };
     let mut preload = shim.into_os_string();
