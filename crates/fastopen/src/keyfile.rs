@@ -14,7 +14,7 @@
 //!   replaced and the link stays (as Kubernetes-style `..data` links expect).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -62,6 +62,31 @@ pub enum KeyFileError {
     },
 }
 
+/// The most bytes a key file or a secret file may hold.
+pub const KEY_FILE_LIMIT: u64 = 4096;
+
+/// Reads a small file someone named: a regular file only (a FIFO, a device
+/// such as `/dev/zero` or a directory is refused before any read, so nothing
+/// blocks or reads without end), at most `limit` bytes (a longer file is an
+/// error of kind `InvalidData`: nothing is cut silently). Symlinks are followed.
+/// The library reads key and secret files with it; a caller may read its own
+/// small files (target lists, CA files) the same way.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory is not read)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes, the most read")));
+    }
+    Ok(bytes)
+}
+
 /// The keys read from a key file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,7 +105,9 @@ impl KeyFile {
     pub fn read(path: &Path) -> Result<KeyFile, KeyFileError> {
         let io_err = |action| move |source| KeyFileError::Io { action, path: path.to_path_buf(), source };
         let mode = fs::metadata(path).map_err(io_err("reading"))?.permissions().mode() & 0o777;
-        let text = fs::read_to_string(path).map_err(io_err("reading"))?;
+        let bytes = read_bounded(path, KEY_FILE_LIMIT).map_err(io_err("reading"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| KeyFileError::Invalid { path: path.to_path_buf(), source: BadKey("it is not text") })?;
         let (primary, backup) = FastOpenKey::parse_pair(&text)
             .map_err(|source| KeyFileError::Invalid { path: path.to_path_buf(), source })?;
         if primary.is_degenerate() || backup.is_some_and(|b| b.is_degenerate()) {
@@ -112,7 +139,7 @@ impl SecretFile {
     pub fn read(path: &Path) -> Result<SecretFile, KeyFileError> {
         let io_err = |source| KeyFileError::Io { action: "reading", path: path.to_path_buf(), source };
         let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
-        let bytes = fs::read(path).map_err(io_err)?;
+        let bytes = read_bounded(path, KEY_FILE_LIMIT).map_err(io_err)?;
         let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
         let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
         let secret = &bytes[start..end];

@@ -140,11 +140,16 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The largest targets file read (about a million lines).
+pub(crate) const TARGETS_FILE_LIMIT: u64 = 32 << 20;
+
 /// Reads targets from a file: one per line; blank lines and `#` comments are
 /// skipped. Every bad line is reported (up to 10), none probed.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<Target>, String> {
+    let bytes = fastopen::keyfile::read_bounded(path, TARGETS_FILE_LIMIT)
+        .map_err(|e| format!("cannot read the targets file {}: {e}", path.display()))?;
     let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read the targets file {}: {e}", path.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("the targets file {} is not UTF-8 text", path.display()))?;
     let mut targets = Vec::new();
     let mut bad = Vec::new();
     for (n, line) in text.lines().enumerate() {

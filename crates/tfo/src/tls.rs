@@ -19,6 +19,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
 
+/// The largest `--ca` file read (a system bundle is about 220 KiB).
+const CA_FILE_LIMIT: u64 = 8 << 20;
+
 /// How `tfo probe` talks TLS: one configuration for every connection.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsClient {
@@ -74,9 +77,9 @@ impl TlsClient {
             }
             Trust::CaFile(path) => {
                 let mut roots = RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
+                let pem = fastopen::keyfile::read_bounded(path, CA_FILE_LIMIT)
                     .with_context(|| format!("cannot read the CA file {}", path.display()))?;
-                for cert in certs {
+                for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
                     roots
                         .add(cert)

@@ -693,3 +693,33 @@ fn output_files_refuse_planted_symlinks_and_keep_the_old_file_until_the_end() {
     let leftovers = std::fs::read_dir(keep.parent().unwrap()).unwrap().count();
     assert_eq!(leftovers, 1, "no temporary file left behind");
 }
+
+/// Files a user names are read with a bound, and only when they are regular
+/// files: a FIFO nobody writes to, /dev/zero or a huge file is refused at once.
+#[test]
+fn key_secret_and_target_files_are_read_bounded_and_never_block() {
+    let dir = tempdir("bounded-reads");
+    let fifo = dir.join("key.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let huge = dir.join("huge");
+    std::fs::write(&huge, vec![b'#'; 40 << 20]).unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["key", "rotate", "--key-file", fifo.to_str().unwrap()], "not a regular file"),
+        (
+            &["key", "cookie", "--key-file", "/dev/zero", "--client", "127.0.0.1", "--server", "127.0.0.1"],
+            "not a regular file",
+        ),
+        (&["key", "derive", "--key-secret", fifo.to_str().unwrap()], "not a regular file"),
+        (&["key", "derive", "--key-secret", huge.to_str().unwrap()], "larger than 4096 bytes"),
+        (&["probe", "--targets", huge.to_str().unwrap()], "larger than"),
+        (&["probe", "--targets", fifo.to_str().unwrap()], "not a regular file"),
+    ];
+    for (args, want) in cases {
+        let started = std::time::Instant::now();
+        let o = run_tfo(args);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{args:?} blocked");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
