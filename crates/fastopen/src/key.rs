@@ -103,11 +103,12 @@ impl FastOpenKey {
     }
 }
 
-/// Bytes that are one byte, or a pattern of at most 4 bytes, repeated.
+/// Bytes that are one byte, or a pattern of at most 4 bytes, repeated (at
+/// least twice: a short input is not a pattern, and is refused for its length).
 pub(crate) fn is_degenerate(bytes: &[u8]) -> bool {
     [1, 2, 4]
         .iter()
-        .any(|&period| bytes.len() >= period && bytes.iter().enumerate().all(|(i, b)| *b == bytes[i % period]))
+        .any(|&period| bytes.len() >= 2 * period && bytes.iter().enumerate().all(|(i, b)| *b == bytes[i % period]))
 }
 
 impl fmt::Display for FastOpenKey {
