@@ -31,6 +31,18 @@ pub(crate) fn err_line(args: fmt::Arguments<'_>) {
     let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
 }
 
+/// Text from elsewhere (a process name, a peer's bytes) made safe for a
+/// terminal: control characters (newlines, escape sequences) are shown
+/// escaped, so nobody can forge lines or colours in the operator's terminal.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
 /// `println!` that returns its failure: `outln!(...)?`.
 macro_rules! outln {
     () => { $crate::out::line(format_args!("")) };
@@ -40,4 +52,13 @@ macro_rules! outln {
 /// `eprintln!` that cannot panic.
 macro_rules! errln {
     ($($arg:tt)*) => { $crate::out::err_line(format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(super::printable("nginx"), "nginx");
+        assert_eq!(super::printable("x\nserver FAKE\u{1b}[31m"), "x\\nserver FAKE\\u{1b}[31m");
+    }
 }

@@ -723,3 +723,22 @@ fn key_secret_and_target_files_are_read_bounded_and_never_block() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `key cookie --key -` reads the key from standard input (not visible in `ps`).
+#[test]
+fn key_cookie_reads_the_key_from_stdin() {
+    use std::io::Write;
+    let key = "0123456789abcdef0123456789abcdef";
+    let by_arg = run_tfo(&["key", "cookie", "--key", key, "--client", "127.0.0.1", "--server", "127.0.0.1"]);
+    let mut child = tfo()
+        .args(["key", "cookie", "--key", "-", "--client", "127.0.0.1", "--server", "127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{key}\n").as_bytes()).unwrap();
+    let by_stdin = child.wait_with_output().unwrap();
+    assert!(by_stdin.status.success());
+    assert_eq!(stdout(&by_stdin), stdout(&by_arg));
+    assert_eq!(stdout(&by_arg).trim().len(), 16, "{}", stdout(&by_arg));
+}

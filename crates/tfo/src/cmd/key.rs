@@ -51,7 +51,8 @@ enum Action {
     },
     /// Print the cookie a server with this key gives a client.
     Cookie {
-        /// The key, as text.
+        /// The key, as text, or `-` to read it from standard input. A key given
+        /// here is visible to every user in `ps`: prefer --key-file or `-`.
         #[arg(long, conflicts_with = "key_file", required_unless_present = "key_file")]
         key: Option<String>,
         /// A file holding the key (the first key if it holds "primary,backup").
@@ -207,6 +208,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Action::Cookie { key, key_file, client, server } => {
             let key = match (key, key_file) {
+                (Some(text), _) if text == "-" => {
+                    let mut input = String::new();
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(std::io::stdin(), fastopen::keyfile::KEY_FILE_LIMIT),
+                        &mut input,
+                    )
+                    .context("reading the key from standard input")?;
+                    FastOpenKey::parse(&input)?
+                }
                 (Some(text), _) => FastOpenKey::parse(&text)?,
                 (None, Some(path)) => KeyFile::read(&path)?.primary,
                 (None, None) => anyhow::bail!("give --key or --key-file"),

@@ -348,7 +348,7 @@ impl Watch {
                 (false, None) => "no TFO".to_string(),
             };
             let owner = match (&report.pid, &report.process) {
-                (Some(pid), Some(name)) => format!("{name}[{pid}]"),
+                (Some(pid), Some(name)) => format!("{}[{pid}]", crate::out::printable(name)),
                 _ => "-".to_string(),
             };
             writeln!(out, "{:<6} {:<24} {:<24} {:<28} {owner}", role.as_str(), report.local, report.peer, what)?;
