@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fastopen::FastOpenCounters;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -142,29 +145,32 @@ fn encode(registry: &Registry) -> String {
     text
 }
 
-/// Answers `GET /metrics` (anything else: 404) over HTTP/1.1.
+/// Answers `GET /metrics` (and HEAD; other methods 405, other paths 404)
+/// over HTTP/1.1, whatever is done to the port: see [`MAX_CONNECTIONS`],
+/// [`CONNECTION_LIFETIME`], [`ACCEPT_BACKOFF`].
 fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
-
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
         Ok(r) => r,
         Err(e) => return errln!("tfo watch: the metrics server cannot start: {e}"),
     };
     runtime.block_on(async move {
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of descriptors or memory: wait, never spin, never end the watch.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            // Past the cap a connection is closed at once: the port cannot take
+            // the watch's descriptors (node_exporter's --web.max-requests).
+            let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
             let registry = registry.clone();
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let response = if req.uri().path() == "/metrics" {
-                    Response::builder()
-                        .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                        .body(Full::new(Bytes::from(encode(&registry))))
-                } else {
-                    Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
-                };
+                let response = respond(req.method(), req.uri().path(), &registry);
                 async move { response }
             });
             tokio::spawn(async move {
@@ -173,10 +179,39 @@ fn serve(listener: std::net::TcpListener, registry: Arc<Registry>) {
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(io, service);
-                let _ = conn.await;
+                // A client that asks and never reads is cut off: a connection lives at most this long.
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(slot);
             });
         }
     });
+}
+
+/// At most this many connections to the metrics port at once.
+const MAX_CONNECTIONS: usize = 64;
+/// The longest a metrics connection lives (a scrape takes milliseconds).
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// GET or HEAD /metrics; 405 for other methods, 404 elsewhere.
+fn respond(
+    method: &hyper::Method,
+    path: &str,
+    registry: &Registry,
+) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
+    if path != "/metrics" {
+        return Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")));
+    }
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header("allow", "GET, HEAD")
+            .body(Full::new(Bytes::from("GET or HEAD /metrics\n")));
+    }
+    Response::builder()
+        .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(Full::new(Bytes::from(encode(registry))))
 }
 
 #[cfg(test)]
@@ -213,6 +248,33 @@ mod tests {
         }
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
         assert!(get(exporter.addr, "/").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn only_get_and_head_and_a_flood_of_idle_connections_is_capped() {
+        use std::io::{Read, Write};
+        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let ask = |method: &str| {
+            let mut s = std::net::TcpStream::connect(exporter.addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            write!(s, "{method} /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            text
+        };
+        assert!(ask("POST").starts_with("HTTP/1.1 405"), "{}", ask("POST"));
+        assert!(ask("DELETE").contains("allow: GET, HEAD"));
+        assert!(ask("HEAD").starts_with("HTTP/1.1 200"));
+        // Idle connections past the cap are closed at once, not kept.
+        let idle: Vec<_> = (0..MAX_CONNECTIONS).map(|_| std::net::TcpStream::connect(exporter.addr).unwrap()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut extra = std::net::TcpStream::connect(exporter.addr).unwrap();
+        extra.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(extra.read(&mut buf).unwrap_or(0), 0, "closed at once past the cap");
+        drop(idle);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(get(exporter.addr, "/metrics").starts_with("HTTP/1.1 200"), "serves again once they are gone");
     }
 
     /// Every metric the Grafana dashboard in `contrib/grafana` queries is one the exporter serves.
