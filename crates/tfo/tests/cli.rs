@@ -742,3 +742,21 @@ fn key_cookie_reads_the_key_from_stdin() {
     assert_eq!(stdout(&by_stdin), stdout(&by_arg));
     assert_eq!(stdout(&by_arg).trim().len(), 16, "{}", stdout(&by_arg));
 }
+
+/// Without --key-file there is nothing to reload: SIGHUP does not end `tfo serve`.
+#[test]
+fn serve_without_a_key_file_survives_sighup() {
+    in_netns("cli_sighup_no_key", 3, || {
+        use std::io::BufRead;
+        let mut server = Server::start(&[]);
+        let pid = nix::unistd::Pid::from_raw(server.guard.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let mut err = std::io::BufReader::new(server.guard.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("SIGHUP ignored"), "{line}");
+        let addr = server.addr.to_string();
+        assert!(run_tfo(&["send", &addr, "--data", "still here"]).status.success(), "still serving");
+        assert!(server.guard.0.try_wait().unwrap().is_none());
+    });
+}

@@ -46,6 +46,9 @@ use crate::workers::{self, Listeners, Workers};
 /// key becomes primary and the previous one the backup, so cookies already
 /// given out keep working (rotation).
 ///
+/// Signals: SIGINT and SIGTERM stop it (connections in progress get 5 s);
+/// SIGHUP reloads --key-file, and is ignored (with a line on stderr) without one.
+///
 /// Examples:
 ///   tfo serve                      # 127.0.0.1:8000, raw echo
 ///   tfo serve 0.0.0.0:8080 --http  # then: curl --tcp-fastopen http://127.0.0.1:8080/
@@ -172,6 +175,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let local = listeners.first().local_addr()?;
         let tfo = listeners.first().tfo()?;
+        // Caught before "listening" is said: without the handler a SIGHUP would
+        // kill the server. With --key-file it reloads the keys; without, it is ignored.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         print_line(if args.json {
             serde_json::to_string(&Listening {
                 event: "listening",
@@ -192,9 +199,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         })?;
         if let Some(path) = args.key_file.clone() {
-            // Without the handler a SIGHUP would kill the server: fail now, not then.
-            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("installing the SIGHUP handler that reloads --key-file")?;
             // Without inotify (or a directory to watch) SIGHUP still works.
             let watch = crate::keywatch::KeyFileWatch::new(&path)
                 .map_err(|e| {
@@ -202,6 +206,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
                 .ok();
             tokio::spawn(follow_key_file(hup, watch, listeners.clone(), path, keys));
+        } else {
+            // Nothing to reload: a SIGHUP (a closed terminal, a reload by habit) must not end service.
+            let mut hup = hup;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    errln!("tfo serve: SIGHUP ignored: there is no --key-file to reload");
+                }
+            });
         }
         if let Some(schedule) = schedule {
             tokio::spawn(follow_schedule(listeners.clone(), schedule));
