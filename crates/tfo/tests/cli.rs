@@ -760,3 +760,13 @@ fn serve_without_a_key_file_survives_sighup() {
         assert!(server.guard.0.try_wait().unwrap().is_none());
     });
 }
+
+/// A port that no server listens on is a usage error, not a silent other port.
+#[test]
+fn load_refuses_ports_out_of_range_and_port_zero() {
+    for target in ["http://127.0.0.1:65536/", "http://127.0.0.1:0/", "https://[::1]:99999/", "127.0.0.1:0"] {
+        let o = run_tfo(&["load", target, "-n", "1"]);
+        assert_eq!(o.status.code(), Some(2), "{target}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is not a server's port"), "{target}: {}", stderr(&o));
+    }
+}

@@ -269,7 +269,22 @@ fn target(args: &Args) -> anyhow::Result<(SocketAddr, Protocol)> {
             _ => bail!("{text:?}: the URL must start with http:// or https://"),
         };
         let host = uri.host().context("the URL has no host")?.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // The port as typed: http's Uri drops a port above 65535 without a word.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let typed_port = authority.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.contains(']'));
+        let port = match typed_port {
+            None | Some("") => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => bail!("{text:?}: port {p} is not a server's port (1 to 65535)"),
+                Ok(port) => port,
+            },
+        };
         let addr = (host, port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {host}"))?
@@ -289,6 +304,9 @@ fn target(args: &Args) -> anyhow::Result<(SocketAddr, Protocol)> {
         let addr: SocketAddr = text.parse().map_err(|_| {
             anyhow::anyhow!("{text:?}: give an http:// or https:// URL, or IP:PORT of an echo server (tfo serve)")
         })?;
+        if addr.port() == 0 {
+            bail!("{text:?}: port 0 is not a server's port (1 to 65535)");
+        }
         (addr, Protocol::Raw)
     };
     if !allowed(addr.ip()) {
