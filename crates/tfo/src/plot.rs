@@ -1,8 +1,6 @@
 //! The SVG plot of `tfo bench`: one panel per RTT and request size, each with
 //! the latency distributions (CDFs) of plain TCP, cold TFO and warm TFO.
 
-use std::path::Path;
-
 use plotters::prelude::*;
 
 /// One panel: a title and its latency distributions.
@@ -19,8 +17,8 @@ const PLAIN_COLOR: RGBColor = RGBColor(214, 39, 40);
 const TFO_COLOR: RGBColor = RGBColor(31, 119, 180);
 const COLD_COLOR: RGBColor = RGBColor(150, 150, 150);
 
-/// Writes the panels to `path`, two per row.
-pub(crate) fn latency_cdf(path: &Path, rows: &[Panel]) -> anyhow::Result<()> {
+/// Writes the panels to `out`, two per row, and puts it in place.
+pub(crate) fn latency_cdf(mut out: crate::output_file::OutputFile, rows: &[Panel]) -> anyhow::Result<()> {
     anyhow::ensure!(!rows.is_empty(), "no results to plot");
     let cols = rows.len().min(2);
     let grid_rows = rows.len().div_ceil(cols);
@@ -36,7 +34,6 @@ pub(crate) fn latency_cdf(path: &Path, rows: &[Panel]) -> anyhow::Result<()> {
         }
         root.present()?;
     }
-    let mut out = crate::output_file::OutputFile::create(path)?;
     std::io::Write::write_all(out.file(), svg.as_bytes())?;
     out.commit()
 }
@@ -112,12 +109,14 @@ mod tests {
             tfo_cold: cdf(20.0),
             tfo_warm: cdf(10.0),
         };
-        latency_cdf(&path, &[panel]).unwrap();
+        latency_cdf(crate::output_file::OutputFile::create(&path).unwrap(), &[panel]).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         for text in ["RTT 10 ms, 64 B requests", "plain TCP", "TFO, cold (cookie request)", "TFO, request in the SYN"] {
             assert!(svg.contains(text), "{text} missing");
         }
-        assert!(latency_cdf(&path, &[]).is_err(), "nothing to plot is an error");
+        let out = crate::output_file::OutputFile::create(&path).unwrap();
+        assert!(latency_cdf(out, &[]).is_err(), "nothing to plot is an error");
+        assert!(svg.len() > 1000 && std::fs::read_to_string(&path).unwrap() == svg, "a failed plot keeps the old file");
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -770,3 +770,16 @@ fn load_refuses_ports_out_of_range_and_port_zero() {
         assert!(stderr(&o).contains("is not a server's port"), "{target}: {}", stderr(&o));
     }
 }
+
+/// `bench --plot` to a path that cannot be written fails before the bench runs.
+#[test]
+fn bench_plot_to_a_bad_path_fails_at_once() {
+    if !fastopen_lab::testing::root_or_skip("cli_bench_plot") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let o = run_tfo(&["bench", "--rtt", "50ms", "--requests", "50", "--plot", "/nonexistent-dir/x.svg"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nonexistent-dir"), "{}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "it ran the bench first");
+}

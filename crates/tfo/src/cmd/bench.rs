@@ -173,6 +173,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             "tfo bench needs root: it builds network namespaces and TUN devices for the emulated path. Run `sudo tfo bench`."
         );
     }
+    // A --plot path that cannot be written is said now, not after the whole bench.
+    let plot_file = args.plot.as_deref().map(crate::output_file::OutputFile::create).transpose()?;
     interrupt::install();
     let cold_every = 10u32;
     let per_size = u64::from(args.requests) * 2 + u64::from(args.requests.div_ceil(cold_every)) + 1;
@@ -197,10 +199,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let interrupted = interrupt::requested();
     let throughput = if args.throughput_mb > 0 && !interrupted { Some(throughput(args.throughput_mb)?) } else { None };
-    if let Some(path) = &args.plot {
-        let panels: Vec<plot::Panel> = rows.iter().map(Row::panel).collect();
-        plot::latency_cdf(path, &panels).with_context(|| format!("writing the plot {}", path.display()))?;
-    }
     if args.json {
         let ms = crate::report::ms;
         let report = BenchReport {
@@ -234,8 +232,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 t.mtu
             )?;
         }
-        if let Some(p) = &args.plot {
-            outln!("plot: {}", p.display())?;
+    }
+    // The results are out first: a plot that fails to write loses nothing else.
+    if let (Some(file), Some(path)) = (plot_file, &args.plot) {
+        let panels: Vec<plot::Panel> = rows.iter().map(Row::panel).collect();
+        plot::latency_cdf(file, &panels).with_context(|| format!("writing the plot {}", path.display()))?;
+        if !args.json {
+            outln!("plot: {}", path.display())?;
         }
     }
     if interrupted {
