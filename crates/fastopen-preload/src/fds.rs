@@ -78,11 +78,12 @@ pub(crate) fn clear(fd: libc::c_int, bits: u32) {
     }
 }
 
-/// Forgets `fd` (it was closed); returns its bits.
+/// Forgets `fd` (it was closed, or its number is reused); returns its bits.
 pub(crate) fn take(fd: libc::c_int) -> u32 {
     let Some(i) = slot(fd) else { return 0 };
     let before = STATE[i].swap(0, Ordering::AcqRel);
     EPOLL_SET[i].store(-1, Ordering::Relaxed);
+    ACCEPT_FACTS[i].store(0, Ordering::Relaxed);
     if before & DEFERRED != 0 && before & STARTED == 0 {
         PENDING.fetch_sub(1, Ordering::AcqRel);
     }
@@ -160,13 +161,6 @@ pub(crate) fn accept_facts(fd: libc::c_int) -> Option<(u8, u8, u32, u64)> {
     }
     let bytes = ACCEPT_BYTES[i].load(Ordering::Relaxed);
     Some(((facts >> 56) as u8, (facts >> 48) as u8, facts as u32, bytes))
-}
-
-/// Clears the accept facts of a descriptor that is reused.
-pub(crate) fn clear_accept_facts(fd: libc::c_int) {
-    if let Some(i) = slot(fd) {
-        ACCEPT_FACTS[i].store(0, Ordering::Relaxed);
-    }
 }
 
 /// Records that `fd` waits in the epoll set `epfd` with these events (or left it).

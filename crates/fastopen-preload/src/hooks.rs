@@ -134,7 +134,6 @@ fn accepted(listener: c_int, fd: c_int) {
         return;
     }
     fds::take(fd);
-    fds::clear_accept_facts(fd);
     if fds::state(listener) & LISTENER == 0 || config().is_none() {
         return;
     }

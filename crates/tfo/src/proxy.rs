@@ -167,6 +167,10 @@ mod tests {
         listener.accept().await.unwrap()
     }
 
+    fn settings(upstream: SocketAddr, first_data_wait: Duration, idle: Duration) -> RelayConfig {
+        RelayConfig { upstream, first_data_wait, idle, connect_timeout: Duration::from_secs(5) }
+    }
+
     fn plain_accept() -> AcceptOutcome {
         let info = fastopen::TcpInfo::parse(&[1u8, 0, 0, 0, 0, 0, 0, 0]).unwrap();
         AcceptOutcome::derive(&info, &info, fastopen::KernelFeatures::current())
@@ -176,12 +180,7 @@ mod tests {
     async fn relays_both_ways_with_half_close_and_a_server_that_speaks_first() {
         let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = RelayConfig {
-            upstream: upstream.local_addr().unwrap(),
-            first_data_wait: Duration::from_millis(5),
-            idle: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let config = settings(upstream.local_addr().unwrap(), Duration::from_millis(5), Duration::from_secs(5));
         let front_addr = front.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut s, _) = upstream.accept().await.unwrap();
@@ -214,12 +213,7 @@ mod tests {
     async fn an_idle_connection_is_closed_after_its_timeout() {
         let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = RelayConfig {
-            upstream: upstream.local_addr().unwrap(),
-            first_data_wait: Duration::from_millis(1),
-            idle: Duration::from_millis(200),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let config = settings(upstream.local_addr().unwrap(), Duration::from_millis(1), Duration::from_millis(200));
         let front_addr = front.local_addr().unwrap();
         let _server = tokio::spawn(async move {
             let (s, _) = upstream.accept().await.unwrap();
@@ -241,12 +235,7 @@ mod tests {
         let upstream = closed.local_addr().unwrap();
         drop(closed);
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = RelayConfig {
-            upstream,
-            first_data_wait: Duration::from_millis(50),
-            idle: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let config = settings(upstream, Duration::from_millis(50), Duration::from_secs(5));
         let front_addr = front.local_addr().unwrap();
         let proxy = tokio::spawn(async move {
             let (c, addr) = accepted(&front).await;

@@ -136,7 +136,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(why) = &obstacle {
         errln!("tfo wrap: {why}");
     }
-    warn_about_the_namespace(&args);
+    let mode = fastopen::host::read_mode().ok();
+    warn_about_the_namespace(&args, mode);
     let shim = wrap_shim::install()?;
     let (reader, writer) = report_pipe()?;
     let config = WrapConfig {
@@ -171,7 +172,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let done = Arc::new(AtomicBool::new(false));
     let collector = {
         let done = Arc::clone(&done);
-        let client_tfo = fastopen::host::read_mode().map(|m| m.client()).unwrap_or(true);
+        let client_tfo = mode.is_none_or(|m| m.client());
         std::thread::spawn(move || collect(reader, report, &done, client_tfo))
     };
     let status = child.wait().context("waiting for the program")?;
@@ -185,7 +186,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         errln!("{line}");
     } else if !args.quiet {
         errln!("tfo wrap: {summary}");
-        warn_about_servers(&args, &summary);
+        warn_about_servers(&args, mode, &summary);
         if !shim_loaded && obstacle.is_none() {
             errln!(
                 "tfo wrap: the shim did not load in `{}` (static, setuid, not glibc, or LD_PRELOAD removed from its environment): it ran without TFO; tfo proxy can serve it instead",
@@ -200,8 +201,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Says when the namespace's `net.ipv4.tcp_fastopen` keeps a side from using TFO.
-fn warn_about_the_namespace(args: &Args) {
-    let Ok(mode) = fastopen::host::read_mode() else { return };
+fn warn_about_the_namespace(args: &Args, mode: Option<fastopen::FastOpenMode>) {
+    let Some(mode) = mode else { return };
     if !args.no_client && !mode.client() {
         errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the client bit (0x1): connections will not use TFO (`tfo doctor --fix` turns it on)", mode.0);
     }
@@ -209,8 +210,8 @@ fn warn_about_the_namespace(args: &Args) {
 
 /// Says, at exit, when listeners served connections that could not use TFO
 /// because the namespace lacks the server bit.
-fn warn_about_servers(args: &Args, summary: &WrapSummary) {
-    let Ok(mode) = fastopen::host::read_mode() else { return };
+fn warn_about_servers(args: &Args, mode: Option<fastopen::FastOpenMode>, summary: &WrapSummary) {
+    let Some(mode) = mode else { return };
     if !args.no_server && !mode.server() && summary.not.contains_key("regular_handshake") {
         errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the server bit (0x2): listeners get TFO but the kernel will not use it (`tfo doctor --fix` turns it on)", mode.0);
     }
