@@ -187,6 +187,9 @@ fn timestamp_from_units(units: u128, tsresol: u8) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// The largest pcap record read (tcpdump's and Wireshark's largest snap length).
+pub const MAX_RECORD: u32 = 262_144;
+
 /// A push parser for pcap files read in chunks: give it the bytes read so far,
 /// it hands out every complete record and says how many bytes it used; keep
 /// the rest and append the next chunk. No I/O here, and no copy per packet.
@@ -227,6 +230,20 @@ impl PcapChunks {
         }
         let Some(parser) = &self.parser else { return Ok(0) };
         loop {
+            // The record's declared length, before the parser waits for that
+            // many bytes: a hostile 4 GiB length must not make the caller buffer it.
+            if let Some(len_bytes) = rest.get(8..12) {
+                let bytes = [len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]];
+                let incl_len = match parser.header().endianness {
+                    pcap_file::Endianness::Big => u32::from_be_bytes(bytes),
+                    pcap_file::Endianness::Little => u32::from_le_bytes(bytes),
+                };
+                if incl_len > MAX_RECORD {
+                    return Err(WireError::Malformed(format!(
+                        "a pcap record of {incl_len} bytes (more than {MAX_RECORD}, the largest snap length)"
+                    )));
+                }
+            }
             match parser.next_raw_packet(rest) {
                 Ok((r, raw)) => {
                     rest = r;
@@ -284,6 +301,19 @@ mod tests {
     use super::*;
     use crate::packet::tests::build_v4;
     use crate::packet::{TcpFlags, TcpPacket};
+
+    #[test]
+    fn a_record_longer_than_any_snap_length_is_refused_not_buffered() {
+        let mut file = CaptureWriter::new(Vec::new(), LinkType::RawIp).unwrap().into_inner();
+        // ts_sec, ts_usec, incl_len = 0xfffffff0, orig_len.
+        let big_endian = file[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+        for word in [1u32, 0, 0xffff_fff0, 0xffff_fff0] {
+            file.extend_from_slice(&if big_endian { word.to_be_bytes() } else { word.to_le_bytes() });
+        }
+        let mut chunks = PcapChunks::new();
+        let err = chunks.feed(&file, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("4294967280 bytes"), "{err}");
+    }
 
     #[test]
     fn write_then_read_back() {

@@ -465,8 +465,12 @@ struct FlowKey(IpAddr, u16, IpAddr, u16);
 
 impl FlowKey {
     fn of(p: &TcpPacket<'_>) -> FlowKey {
-        let a = (p.src, p.src_port);
-        let b = (p.dst, p.dst_port);
+        FlowKey::of_ends(SocketAddr::new(p.src, p.src_port), SocketAddr::new(p.dst, p.dst_port))
+    }
+
+    fn of_ends(x: SocketAddr, y: SocketAddr) -> FlowKey {
+        let a = (x.ip(), x.port());
+        let b = (y.ip(), y.port());
         if a <= b {
             FlowKey(a.0, a.1, b.0, b.1)
         } else {
@@ -476,14 +480,29 @@ impl FlowKey {
 }
 
 /// Turns packets into connections.
+///
+/// Memory is bounded whatever the capture holds (a SYN flood makes a
+/// connection per packet): at most [`Tracker::max_connections`] connections
+/// are held; past that, the oldest is retired (its verdict counted, its
+/// timeline dropped). The table is keyed by a hash seeded per process
+/// (SipHash), so tuples an attacker picks cannot be made to collide.
 #[derive(Debug)]
 pub struct Tracker {
-    index: rustc_hash::FxHashMap<FlowKey, usize>,
+    index: std::collections::HashMap<FlowKey, u64>,
+    /// Held connections; `connections[i]` has the id `first_id + i`.
     connections: Vec<Connection>,
+    first_id: u64,
     start: Option<Duration>,
     packets: u64,
     max_events: usize,
+    max_connections: usize,
+    retired: u64,
+    retired_verdicts: std::collections::BTreeMap<&'static str, u64>,
 }
+
+/// Connections a [`Tracker`] holds by default (about 500 bytes each, and the
+/// first [`MAX_EVENTS`] packets of each when timelines are kept).
+pub const MAX_CONNECTIONS: usize = 200_000;
 
 impl Default for Tracker {
     fn default() -> Self {
@@ -495,12 +514,41 @@ impl Tracker {
     /// A tracker that keeps each connection's first [`MAX_EVENTS`] packets.
     pub fn new() -> Tracker {
         Tracker {
-            index: rustc_hash::FxHashMap::default(),
+            index: std::collections::HashMap::new(),
             connections: Vec::new(),
+            first_id: 0,
             start: None,
             packets: 0,
             max_events: MAX_EVENTS,
+            max_connections: MAX_CONNECTIONS,
+            retired: 0,
+            retired_verdicts: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Holds at most `n` connections (at least 1); older ones are retired.
+    pub fn max_connections(mut self, n: usize) -> Tracker {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Connections retired to bound memory (counted in [`Tracker::verdicts`], not held).
+    pub fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// Every connection's verdict name and count, the retired ones included.
+    pub fn verdicts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut all = self.retired_verdicts.clone();
+        for c in &self.connections {
+            *all.entry(c.verdict().as_str()).or_insert(0) += 1;
+        }
+        all
+    }
+
+    /// Connections seen in all, the retired ones included.
+    pub fn total_connections(&self) -> u64 {
+        self.retired + self.connections.len() as u64
     }
 
     /// A tracker that keeps no timelines, only what the verdicts need (faster).
@@ -547,11 +595,13 @@ impl Tracker {
         }
     }
 
-    /// The connection a packet belongs to (a new one for a SYN that starts one).
+    /// The position in `connections` of the one a packet belongs to (a new one
+    /// for a SYN that starts one).
     fn connection_of(&mut self, p: &TcpPacket<'_>) -> usize {
         let key = FlowKey::of(p);
-        match self.index.get(&key) {
-            Some(&i) if !(p.flags.is_syn() && self.is_new_connection(i, p)) => i,
+        let held = self.index.get(&key).and_then(|&id| id.checked_sub(self.first_id)).map(|i| i as usize);
+        match held {
+            Some(i) if !(p.flags.is_syn() && self.is_new_connection(i, p)) => i,
             _ => {
                 let (client, server) = if p.flags.is_syn_ack() {
                     (SocketAddr::new(p.dst, p.dst_port), SocketAddr::new(p.src, p.src_port))
@@ -559,16 +609,35 @@ impl Tracker {
                     (SocketAddr::new(p.src, p.src_port), SocketAddr::new(p.dst, p.dst_port))
                 };
                 // The same SYN as a connection that ended: a replay.
-                let replayed = self.index.get(&key).is_some_and(|&i| {
+                let replayed = held.is_some_and(|i| {
                     let c = &self.connections[i];
                     p.flags.is_syn() && c.finished && c.client_isn == Some(p.seq)
                 });
+                if self.connections.len() >= self.max_connections {
+                    self.retire_oldest();
+                }
                 self.connections.push(Connection { replayed, ..Connection::new(client, server) });
-                let i = self.connections.len() - 1;
-                self.index.insert(key, i);
-                i
+                let id = self.first_id + self.connections.len() as u64 - 1;
+                self.index.insert(key, id);
+                self.connections.len() - 1
             }
         }
+    }
+
+    /// Drops the oldest quarter of the held connections (at least one, so the
+    /// cost is amortized), keeping their verdicts.
+    fn retire_oldest(&mut self) {
+        let n = (self.connections.len() / 4).max(1).min(self.connections.len());
+        for (offset, old) in self.connections.drain(..n).enumerate() {
+            let id = self.first_id + offset as u64;
+            *self.retired_verdicts.entry(old.verdict().as_str()).or_insert(0) += 1;
+            let key = FlowKey::of_ends(old.client, old.server);
+            if self.index.get(&key) == Some(&id) {
+                self.index.remove(&key);
+            }
+        }
+        self.first_id += n as u64;
+        self.retired += n as u64;
     }
 
     /// A SYN starts a new connection on a connection that finished (a reused
@@ -579,12 +648,12 @@ impl Tracker {
         c.finished || (c.client_isn != Some(p.seq) && c.handshakes.iter().any(|h| h.synack_seen))
     }
 
-    /// The connections, in order of first packet.
+    /// The connections held, in order of first packet.
     pub fn connections(&self) -> &[Connection] {
         &self.connections
     }
 
-    /// Consumes the tracker.
+    /// Consumes the tracker: the connections held, in order of first packet.
     pub fn into_connections(self) -> Vec<Connection> {
         self.connections
     }
@@ -593,6 +662,26 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syn_flood_is_held_within_the_bound_and_still_counted() {
+        let mut t = Tracker::verdicts_only().max_connections(100);
+        for i in 0..10_000u32 {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000 + i).octets();
+            let mut b = Vec::new();
+            etherparse::PacketBuilder::ipv4(src, [198, 18, 0, 2], 64)
+                .tcp(40000, 8000, i, 64240)
+                .syn()
+                .write(&mut b, b"")
+                .unwrap();
+            t.push(Duration::from_micros(u64::from(i)), 0, &TcpPacket::parse(crate::LinkType::RawIp, &b).unwrap());
+        }
+        assert!(t.connections().len() <= 100, "{}", t.connections().len());
+        assert!(t.index.len() <= 100, "the index is bounded too: {}", t.index.len());
+        assert_eq!(t.total_connections(), 10_000);
+        assert_eq!(t.retired() as usize + t.connections().len(), 10_000);
+        assert_eq!(t.verdicts()["syn_unanswered"], 10_000);
+    }
 
     fn pkt(from_client: bool, flags: u8, seq: u32, ack: u32, options: &[u8], payload: &[u8]) -> Vec<u8> {
         let (s, d, sp, dp) = if from_client {

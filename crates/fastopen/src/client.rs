@@ -17,7 +17,7 @@
 //! writes all of it before returning, so the trap cannot happen here; with no
 //! data, it makes a plain connect ([`FailReason::NoData`]).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -27,10 +27,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::kernel::KernelFeatures;
 use crate::outcome::{Attempt, ClientMethod, ClientOutcome, FailReason};
 use crate::sys::ClientErrno;
-use crate::{sys, tcp_info, Error, Result};
+use crate::{sys, tcp_info, Cancel, Error, Result};
 
-/// Settings for TFO client connections. Cheap to copy; reuse one for many connections.
-#[derive(Debug, Clone, Copy)]
+/// Settings for TFO client connections. Cheap to clone; reuse one for many connections.
+#[derive(Debug, Clone)]
 pub struct Connector {
     method: ClientMethod,
     enabled: bool,
@@ -39,6 +39,8 @@ pub struct Connector {
     connect_timeout: Option<Duration>,
     local: Option<SocketAddr>,
     mark: Option<u32>,
+    cancel: Option<Cancel>,
+    idempotent: bool,
 }
 
 impl Default for Connector {
@@ -51,8 +53,16 @@ impl Default for Connector {
             connect_timeout: None,
             local: None,
             mark: None,
+            cancel: None,
+            idempotent: false,
         }
     }
+}
+
+/// A failed connect, and whether the server may have the first data.
+struct Failed {
+    error: Error,
+    data_may_have_left: bool,
 }
 
 /// A connection whose handshake has started, before waiting for it.
@@ -98,7 +108,9 @@ impl Connector {
     }
 
     /// Give up if the handshake has not finished after this long
-    /// (default: the kernel's SYN retries, about two minutes).
+    /// (default: the kernel's SYN retries, about two minutes). It bounds the
+    /// whole blocking [`connect`](Connector::connect), the writing of the rest
+    /// of the first data included ([`Error::FirstDataTimeout`]).
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Connector {
         self.connect_timeout = timeout;
         self
@@ -117,9 +129,30 @@ impl Connector {
         self
     }
 
+    /// Every wait of this connector ends at once with [`Error::Cancelled`]
+    /// when `cancel` is cancelled (Ctrl-C, a shutdown), not at its timeout.
+    pub fn cancel_on(mut self, cancel: Option<Cancel>) -> Connector {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Says that the first data may be delivered twice (default `false`).
+    /// [`connect_host`](Connector::connect_host) then tries the next address
+    /// even when the failed attempt's SYN carried data, which the server may
+    /// have received; without it, that attempt's error is returned.
+    pub fn idempotent(mut self, idempotent: bool) -> Connector {
+        self.idempotent = idempotent;
+        self
+    }
+
     /// Connects to the first address of `host` that answers (a name such as
     /// `("localhost", 8000)` or `"example.com:80"` is resolved, every address
     /// tried in order while the connection is refused, unreachable or times out).
+    ///
+    /// The next address is tried only when no byte of `first_data` can have
+    /// reached the failed one (refused, unreachable, or a timeout of a SYN
+    /// without data), unless the connector is [`idempotent`](Connector::idempotent):
+    /// a request is never run twice behind the caller's back.
     pub fn connect_host(
         &self,
         host: impl std::net::ToSocketAddrs,
@@ -131,10 +164,15 @@ impl Connector {
             source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
         };
         for addr in addrs {
-            match self.connect(addr, first_data) {
+            match self.connect_once(addr, first_data) {
                 Ok(done) => return Ok(done),
-                Err(e @ (Error::Connect { .. } | Error::ConnectTimeout { .. })) => last = e,
-                Err(e) => return Err(e),
+                Err(Failed { error, data_may_have_left }) => {
+                    let next_is_safe = self.idempotent || !data_may_have_left;
+                    match error {
+                        e @ (Error::Connect { .. } | Error::ConnectTimeout { .. }) if next_is_safe => last = e,
+                        e => return Err(e),
+                    }
+                }
             }
         }
         Err(last)
@@ -149,18 +187,91 @@ impl Connector {
     /// Connects to `addr` with `first_data` in the SYN when possible, waits for
     /// the handshake, writes the rest of `first_data`, and returns the stream
     /// with the outcome.
+    ///
+    /// The connect timeout bounds the whole call; a [`Cancel`] given with
+    /// [`cancel_on`](Connector::cancel_on) ends it at once.
     pub fn connect(&self, addr: SocketAddr, first_data: &[u8]) -> Result<(TcpStream, ClientOutcome)> {
-        let started = self.start(addr, first_data)?;
-        let ready = sys::wait_writable(started.socket.as_fd(), self.connect_timeout)
-            .map_err(Error::io("waiting for the handshake"))?;
-        if !ready {
-            return Err(Error::ConnectTimeout { addr, millis: self.connect_timeout.map_or(0, |t| t.as_millis()) });
+        self.connect_once(addr, first_data).map_err(|f| f.error)
+    }
+
+    /// [`connect`](Connector::connect), and on failure whether any of
+    /// `first_data` may have left this host (and reached the server).
+    fn connect_once(
+        &self,
+        addr: SocketAddr,
+        first_data: &[u8],
+    ) -> std::result::Result<(TcpStream, ClientOutcome), Failed> {
+        let before_syn = |error| Failed { error, data_may_have_left: false };
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(before_syn(Error::Cancelled));
         }
-        let outcome = self.finish(&started.socket, started.attempt, started.started_at, addr, first_data.len())?;
-        started.socket.set_nonblocking(false).map_err(Error::io("making the socket blocking"))?;
-        let mut stream: TcpStream = started.socket.into();
-        stream.write_all(&first_data[started.written..]).map_err(|source| Error::Connect { addr, source })?;
-        Ok((stream, outcome))
+        let started = self.start(addr, first_data).map_err(before_syn)?;
+        let in_syn = started.written > 0;
+        let failed = |error| Failed { error, data_may_have_left: in_syn };
+        let deadline = self.connect_timeout.map(|t| started.started_at + t);
+        let millis = self.connect_timeout.map_or(0, |t| t.as_millis());
+        match self.wait(started.socket.as_fd(), true, deadline).map_err(failed)? {
+            sys::Wait::Ready => {}
+            sys::Wait::TimedOut => return Err(failed(Error::ConnectTimeout { addr, millis })),
+            sys::Wait::Cancelled => return Err(failed(Error::Cancelled)),
+        }
+        let outcome = self
+            .finish(&started.socket, started.attempt, started.started_at, addr, first_data.len())
+            .map_err(|error| {
+                // A refusal answered the SYN: its data was not taken. Strict
+                // mode's DataNotAcked / SynRetransmitted: the kernel sends it again.
+                let refused = matches!(&error, Error::Connect { .. });
+                Failed { error, data_may_have_left: in_syn && !refused }
+            })?;
+        let mut written = started.written;
+        while written < first_data.len() {
+            match started.socket.send(&first_data[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self
+                        .wait(started.socket.as_fd(), true, deadline)
+                        .map_err(|error| Failed { error, data_may_have_left: true })?
+                    {
+                        sys::Wait::Ready => {}
+                        sys::Wait::TimedOut => {
+                            let error = Error::FirstDataTimeout { addr, written, len: first_data.len(), millis };
+                            return Err(Failed { error, data_may_have_left: true });
+                        }
+                        sys::Wait::Cancelled => {
+                            return Err(Failed { error: Error::Cancelled, data_may_have_left: true })
+                        }
+                    }
+                }
+                Err(source) => {
+                    let error = Error::Connect { addr, source };
+                    return Err(Failed { error, data_may_have_left: written > 0 });
+                }
+            }
+        }
+        started
+            .socket
+            .set_nonblocking(false)
+            .map_err(|e| Failed { error: Error::io("making the socket blocking")(e), data_may_have_left: true })?;
+        Ok((started.socket.into(), outcome))
+    }
+
+    /// Waits for `fd` within `deadline`, honouring the connector's [`Cancel`].
+    fn wait(&self, fd: std::os::fd::BorrowedFd<'_>, write: bool, deadline: Option<Instant>) -> Result<sys::Wait> {
+        let cancel = self.cancel.as_ref().map(Cancel::fd);
+        sys::wait_ready(fd, write, deadline, cancel).map_err(Error::io("waiting for the handshake"))
+    }
+
+    /// The cancellation given with [`cancel_on`](Connector::cancel_on).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn cancellation(&self) -> Option<&Cancel> {
+        self.cancel.as_ref()
+    }
+
+    /// Whether the caller said the first data may be delivered twice.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// Creates the socket and starts the handshake, with data in the SYN if the

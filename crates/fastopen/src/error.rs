@@ -37,7 +37,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The handshake did not finish within the connect timeout.
+    /// The handshake did not finish within the connect timeout. If the SYN
+    /// carried data, the server may have received it (its SYN-ACK lost):
+    /// see [`Connector::idempotent`](crate::Connector::idempotent).
     #[error("connecting to {addr} timed out after {millis} ms (no SYN-ACK: is the server up, and the path open?)")]
     ConnectTimeout {
         /// The server address.
@@ -45,10 +47,31 @@ pub enum Error {
         /// The timeout that passed.
         millis: u128,
     },
+    /// The handshake finished but the rest of the first data did not fit into
+    /// the socket within the connect timeout (the server does not read). The
+    /// server may have received part of it.
+    #[error("connected to {addr}, but only {written} of the first {len} bytes were written within {millis} ms (the server does not read)")]
+    FirstDataTimeout {
+        /// The server address.
+        addr: SocketAddr,
+        /// Bytes handed to the kernel.
+        written: usize,
+        /// Bytes of first data.
+        len: usize,
+        /// The timeout that passed.
+        millis: u128,
+    },
+    /// The connector's [`Cancel`](crate::Cancel) was cancelled during the wait.
+    #[error("cancelled")]
+    Cancelled,
     /// Strict mode: the listener would not do TFO, so it was not made.
     #[error("not listening: {0}")]
     ServerTfoOff(crate::listener::ServerTfo),
     /// Strict mode: TFO was not used, and the caller asked for that to be an error.
+    ///
+    /// With [`FailReason::DataNotAcked`] or [`FailReason::SynRetransmitted`]
+    /// the kernel had already sent the SYN's data again after the handshake:
+    /// the server may have it. Retry only an idempotent request.
     #[error("TCP Fast Open was not used: {0}")]
     NotUsed(FailReason),
     /// A key of the wrong size, or a backup key without a primary.
@@ -95,9 +118,15 @@ impl From<Error> for io::Error {
     /// and the library error as the message and source.
     fn from(err: Error) -> io::Error {
         let kind = match &err {
+            // An OS error stays one: its errno is what callers match.
+            Error::Io { source, .. } | Error::Connect { source, .. } if source.raw_os_error().is_some() => {
+                let code = source.raw_os_error().unwrap_or_default();
+                return io::Error::from_raw_os_error(code);
+            }
             Error::Io { source, .. } | Error::Connect { source, .. } => source.kind(),
             Error::AddressInUse { .. } => io::ErrorKind::AddrInUse,
-            Error::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
+            Error::ConnectTimeout { .. } | Error::FirstDataTimeout { .. } => io::ErrorKind::TimedOut,
+            Error::Cancelled => io::ErrorKind::Interrupted,
             Error::Unsupported | Error::KernelTooOld { .. } => io::ErrorKind::Unsupported,
             Error::InvalidKey(_) => io::ErrorKind::InvalidInput,
             Error::NotUsed(_) | Error::Proc { .. } | Error::ServerTfoOff(_) => io::ErrorKind::Other,
@@ -118,6 +147,8 @@ mod tests {
         assert_eq!(e.to_string(), "cannot connect to 127.0.0.1:9");
         assert_eq!(e.source().unwrap().to_string(), io::Error::from(io::ErrorKind::ConnectionRefused).to_string());
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::ConnectionRefused);
+        let os = Error::Connect { addr: "127.0.0.1:9".parse().unwrap(), source: io::Error::from_raw_os_error(111) };
+        assert_eq!(io::Error::from(os).raw_os_error(), Some(111), "the errno survives");
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let (tfo, any_scheme) = (self.tfo, self.any_scheme);
+        let (tfo, any_scheme) = (self.tfo.clone(), self.any_scheme);
         Box::pin(async move {
             let (host, port) = host_and_port(&uri, any_scheme)?;
             let stream = TfoStream::connect_with(tfo, (host.as_str(), port)).await?;

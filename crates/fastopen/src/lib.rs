@@ -45,6 +45,7 @@ compile_error!(
 
 #[cfg(feature = "axum")]
 mod axum_serve;
+mod cancel;
 mod client;
 mod confirm;
 mod counters;
@@ -75,6 +76,7 @@ pub mod wrap;
 
 #[cfg(feature = "axum")]
 pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};
+pub use cancel::Cancel;
 pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
 #[cfg(feature = "tokio")]
 pub use confirm::{confirmation_at_close, wait_confirmed_async};

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -95,17 +95,55 @@ impl Connector {
         let Started { socket, attempt, written, started_at } = started;
         let std_stream: std::net::TcpStream = socket.into();
         let mut stream = TcpStream::from_std(std_stream).map_err(Error::io("registering the socket with tokio"))?;
-        let writable = stream.writable();
-        match self.timeout() {
-            Some(t) => ::tokio::time::timeout(t, writable)
-                .await
-                .map_err(|_| Error::ConnectTimeout { addr, millis: t.as_millis() })?,
-            None => writable.await,
-        }
-        .map_err(Error::io("waiting for the handshake"))?;
-        let outcome = self.finish(&stream, attempt, started_at, addr, first_data.len())?;
-        stream.write_all(&first_data[written..]).await.map_err(|source| Error::Connect { addr, source })?;
+        // One deadline for the handshake and the rest of the first data, as
+        // in the blocking connect; the connector's Cancel ends either at once.
+        let deadline = self.timeout().map(|t| ::tokio::time::Instant::from_std(started_at + t));
+        let millis = self.timeout().map_or(0, |t| t.as_millis());
+        let handshake = async {
+            stream.writable().await.map_err(Error::io("waiting for the handshake"))?;
+            self.finish(&stream, attempt, started_at, addr, first_data.len())
+        };
+        let outcome = self.bounded(deadline, handshake, Error::ConnectTimeout { addr, millis }).await?;
+        let rest = first_data.len() - written;
+        let write_rest =
+            async { stream.write_all(&first_data[written..]).await.map_err(|source| Error::Connect { addr, source }) };
+        let timed_out = Error::FirstDataTimeout { addr, written, len: rest + written, millis };
+        self.bounded(deadline, write_rest, timed_out).await?;
         Ok((stream, outcome))
+    }
+
+    /// Runs `work` until `deadline` (then `timed_out`) or the connector's
+    /// [`Cancel`](crate::Cancel) (then [`Error::Cancelled`]).
+    async fn bounded<T>(
+        &self,
+        deadline: Option<::tokio::time::Instant>,
+        work: impl Future<Output = Result<T>>,
+        timed_out: Error,
+    ) -> Result<T> {
+        let cancelled = async {
+            match self.cancellation() {
+                Some(cancel) => cancel.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            match deadline {
+                Some(at) => ::tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (mut cancelled, mut expired, mut work) = (pin!(cancelled), pin!(expired), pin!(work));
+        let mut timed_out = Some(timed_out);
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Error::Cancelled));
+            }
+            if expired.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(timed_out.take().unwrap_or(Error::Cancelled)));
+            }
+            work.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -318,7 +356,13 @@ impl TfoStream {
                             let owed = h.first[h.in_kernel..].to_vec();
                             self.state = State::Open { stream: h.stream, outcome, owed };
                         }
-                        Err(e) if self.current + 1 < self.addrs.len() && retryable(&e) => {
+                        // The next address only when the failed one cannot have the
+                        // data (no data in its SYN), or the caller said it is idempotent.
+                        Err(e)
+                            if self.current + 1 < self.addrs.len()
+                                && retryable(&e)
+                                && (h.in_kernel == 0 || self.connector.is_idempotent()) =>
+                        {
                             self.current += 1;
                             // The data the caller was told is written goes to the next address:
                             // in its SYN if the kernel takes it, after its handshake otherwise.

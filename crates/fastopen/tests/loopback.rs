@@ -355,7 +355,7 @@ fn a_handshake_that_never_completes_is_a_connect_timeout_blocking_and_async() {
         drop_syns_to(addr.port());
         let connector = Connector::new().connect_timeout(Some(Duration::from_millis(300)));
         for method in [ClientMethod::SendTo, ClientMethod::Connect] {
-            match connector.method(method).connect(addr, b"anyone?") {
+            match connector.clone().method(method).connect(addr, b"anyone?") {
                 Err(Error::ConnectTimeout { addr: a, millis }) => assert_eq!((a, millis), (addr, 300)),
                 other => panic!("{method}: expected a connect timeout, got {other:?}"),
             }
@@ -366,6 +366,78 @@ fn a_handshake_that_never_completes_is_a_connect_timeout_blocking_and_async() {
             other => panic!("async: expected a connect timeout, got {other:?}"),
         }
         drop(listener);
+    });
+}
+
+#[test]
+fn a_cancel_ends_a_pending_connect_at_once_blocking_and_async() {
+    in_netns("cancel_connect", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop_syns_to(addr.port());
+        let cancel = fastopen::Cancel::new().unwrap();
+        let connector = Connector::new().connect_timeout(Some(Duration::from_secs(30))).cancel_on(Some(cancel.clone()));
+        let canceller = cancel.clone();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            canceller.cancel();
+        });
+        let started = std::time::Instant::now();
+        let result = connector.connect(addr, b"anyone?");
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "ended by the cancel, not the 30 s timeout");
+        t.join().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let result = rt.block_on(connector.connect_async(addr, b"anyone?"));
+        assert!(matches!(result, Err(Error::Cancelled)), "already cancelled: {result:?}");
+        drop(listener);
+    });
+}
+
+#[test]
+fn the_connect_timeout_bounds_the_rest_of_the_first_data_too() {
+    in_netns("first_data_deadline", 3, || {
+        // A server that accepts and never reads: 64 MiB cannot all be written.
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = thread::spawn(move || {
+            let accepted = listener.accept();
+            thread::sleep(Duration::from_secs(20));
+            drop(accepted);
+        });
+        let data = vec![7u8; 64 << 20];
+        let connector = Connector::new().connect_timeout(Some(Duration::from_millis(500)));
+        let started = std::time::Instant::now();
+        match connector.connect(addr, &data) {
+            Err(Error::FirstDataTimeout { written, len, millis, .. }) => {
+                assert!(written < len && len == data.len() && millis == 500, "{written} of {len}");
+            }
+            other => panic!("expected the first data's deadline, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "a deadline, not a blocking write");
+    });
+}
+
+#[test]
+fn the_next_address_is_tried_only_when_the_request_cannot_have_left() {
+    in_netns("connect_host_retry", 3, || {
+        // The first address drops SYNs (a SYN with data may have reached it), the
+        // second one answers.
+        let dropped = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let good = ListenerBuilder::new("127.0.0.2:0".parse().unwrap()).bind().unwrap();
+        let (a, b) = (dropped.local_addr().unwrap(), good.local_addr().unwrap());
+        drop_syns_to(a.port());
+        let (_rx, _server) = echo_server(good, 8);
+        let connector = Connector::new().connect_timeout(Some(Duration::from_millis(300)));
+        // No data in the SYN (no cookie yet): nothing left, the next address is tried.
+        assert!(connector.connect_host(&[a, b][..], b"req").is_ok());
+        // With no-cookie mode the SYN to the first address carries the request.
+        let no_cookie = Connector::new().no_cookie(true).connect_timeout(Some(Duration::from_millis(300)));
+        match no_cookie.connect_host(&[a, b][..], b"POST /pay") {
+            Err(Error::ConnectTimeout { addr, .. }) => assert_eq!(addr, a, "stopped at the address that may have it"),
+            other => panic!("a request that may have been delivered was sent again elsewhere: {other:?}"),
+        }
+        assert!(no_cookie.idempotent(true).connect_host(&[a, b][..], b"GET /").is_ok(), "idempotent: next address");
     });
 }
 

@@ -139,26 +139,7 @@ pub(crate) fn complete(reply: &[u8], until: Until) -> bool {
         Until::Eof => false,
         Until::Bytes(n) => reply.len() >= n,
         Until::FirstByte => !reply.is_empty(),
-        Until::HttpResponse => {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(reply) {
-                // 1xx responses (100 Continue) come before the real one.
-                Ok(httparse::Status::Complete(head)) if resp.code.is_some_and(|c| (100..200).contains(&c)) => {
-                    complete(&reply[head..], until)
-                }
-                Ok(httparse::Status::Complete(head)) => {
-                    let len = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    reply.len() >= head + len
-                }
-                _ => false,
-            }
-        }
+        Until::HttpResponse => matches!(crate::http_reply::read(reply, false), crate::http_reply::Reply::Whole(_)),
     }
 }
 
@@ -177,7 +158,10 @@ pub(crate) fn exchange(
         return Err(ExchangeError::Cancelled(why));
     }
     let first = &request[..request.len().min(FIRST_DATA)];
-    let connector = connector.connect_timeout(Some(timeout.max(Duration::from_millis(1))));
+    let connector = connector
+        .clone()
+        .connect_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .cancel_on(Some(crate::interrupt::token()));
     let (stream, outcome) = connector.connect(addr, first)?;
     stream.set_nonblocking(true).map_err(|source| ExchangeError::Io {
         what: "setting up the connection to",
@@ -259,10 +243,16 @@ impl InFlight<'_> {
         loop {
             match (&self.stream).read(&mut chunk) {
                 Ok(0) if until == Until::Eof => return Ok(true),
+                Ok(0)
+                    if until == Until::HttpResponse
+                        && matches!(crate::http_reply::read(&self.reply, true), crate::http_reply::Reply::Whole(_)) =>
+                {
+                    return Ok(true)
+                }
                 Ok(0) => return Err(ExchangeError::Closed { addr: self.addr, received: self.reply.len() }),
                 Ok(n) => {
                     self.first_byte.get_or_insert_with(|| self.start.elapsed());
-                    if self.reply.len() + n > max_reply {
+                    if self.reply.len().saturating_add(n) > max_reply {
                         return Err(ExchangeError::TooLarge { addr: self.addr, max: max_reply });
                     }
                     self.reply.extend_from_slice(&chunk[..n]);

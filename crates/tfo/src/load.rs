@@ -18,6 +18,8 @@ use nix::errno::Errno;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::http_reply;
+
 /// What each request is.
 #[derive(Debug, Clone)]
 pub(crate) enum Protocol {
@@ -333,10 +335,7 @@ impl ReplyEnd {
     fn is_whole(self, reply: &[u8]) -> bool {
         match self {
             ReplyEnd::Echo(len) => reply.len() >= len,
-            ReplyEnd::Http => match parse_http_head(reply) {
-                Some(HttpHead { head_len, content_length: Some(n), .. }) => reply.len() >= head_len + n,
-                _ => false,
-            },
+            ReplyEnd::Http => matches!(http_reply::read(reply, false), http_reply::Reply::Whole(_)),
         }
     }
 }
@@ -376,40 +375,17 @@ fn http_request(host: &str, path: &str, i: u64) -> String {
     )
 }
 
-/// A response head: its status, length, and `Content-Length` if any.
-struct HttpHead {
-    code: u16,
-    head_len: usize,
-    content_length: Option<usize>,
-}
-
-/// `None` until the head is complete, or if it is not HTTP.
-fn parse_http_head(reply: &[u8]) -> Option<HttpHead> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(reply) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return None,
-    };
-    let content_length = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
-    Some(HttpHead { code: response.code.unwrap_or(0), head_len, content_length })
-}
-
-/// A correct reply: 2xx, the whole body (Content-Length), and, from a server
-/// that echoes requests (`tfo serve --http`), this very request.
+/// A correct reply: 2xx, the whole body (by its length, its last chunk or
+/// the close), and, from a server that echoes requests (`tfo serve --http`),
+/// this very request. `reply` is all that came before the close or the end.
 fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
-    let head = parse_http_head(reply).ok_or(Failure::WrongReply)?;
-    if !(200..300).contains(&head.code) {
+    let http_reply::Reply::Whole(whole) = http_reply::read(reply, true) else {
+        return Err(Failure::WrongReply);
+    };
+    if !(200..300).contains(&whole.code) {
         return Err(Failure::HttpStatus);
     }
-    let body = &reply[head.head_len..];
-    if head.content_length.is_some_and(|n| n != body.len()) {
-        return Err(Failure::WrongReply);
-    }
+    let body = reply.get(whole.body.0..whole.body.1).unwrap_or_default();
     if body.starts_with(b"GET ") && body != request {
         return Err(Failure::WrongReply);
     }
@@ -433,6 +409,12 @@ mod tests {
         assert_eq!(check_http(b"HTTP/1.1 503 Busy\r\n\r\n", b""), Err(Failure::HttpStatus));
         assert_eq!(check_http(b"HTTP/1.1 200", b""), Err(Failure::WrongReply), "cut head");
         assert_eq!(check_http(b"\xff\x00garbage\r\n\r\n", b""), Err(Failure::WrongReply));
+        let hints = b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        assert_eq!(check_http(hints, b""), Ok(()), "103 Early Hints before a good 200");
+        let negative = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n";
+        assert_eq!(check_http(negative, b""), Err(Failure::WrongReply));
+        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
+        assert_eq!(check_http(cut, b""), Err(Failure::WrongReply), "a truncated chunked body");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod cmd;
 mod echo;
 mod exchange;
 mod exit;
+mod http_reply;
 mod impairments;
 mod interrupt;
 mod keywatch;

@@ -127,7 +127,11 @@ impl TlsClient {
             conn.write_tls(&mut hello)
                 .map_err(|source| fastopen::Error::Io { what: "writing the ClientHello", source })?;
         }
-        let (stream, outcome) = connector.connect_timeout(Some(timeout)).connect(addr, &hello)?;
+        let (stream, outcome) = connector
+            .clone()
+            .connect_timeout(Some(timeout))
+            .cancel_on(Some(crate::interrupt::token()))
+            .connect(addr, &hello)?;
         // rustls writes a flight in several records: without this, Nagle holds
         // the last one for the server's delayed ACK (40 ms) and the timing lies.
         stream.set_nodelay(true).map_err(|source| fastopen::Error::Io { what: "setting TCP_NODELAY", source })?;

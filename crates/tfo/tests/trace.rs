@@ -105,7 +105,8 @@ fn hostile_and_truncated_files_do_not_panic() {
     let badf = dir.join("bad.pcap");
     std::fs::write(&badf, &bad).unwrap();
     let o = run_tfo(&["trace", "--read", badf.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "nothing decodable is a failure: {}", stderr(&o));
+    assert!(stderr(&o).contains("1073741824 bytes"), "the record is refused, not buffered: {}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["stats"]["malformed"], 1, "{v}");
     let o = run_tfo(&["trace", "--read", dir.join("missing.pcap").to_str().unwrap()]);
@@ -237,7 +238,7 @@ fn files_that_are_not_captures_and_misused_paths_are_usage_errors() {
     let other_path = dir.join("user0.pcap");
     std::fs::write(&other_path, other).unwrap();
     let o = run_tfo(&["trace", "--read", other_path.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "nothing decodable: {}", stderr(&o));
     assert!(stderr(&o).contains("link type 147 is not one tfo trace decodes"), "{}", stderr(&o));
     assert_eq!(json(&o)["stats"]["undecoded"]["link type 147 is not one tfo trace decodes"], 1);
     let c = cap.to_str().unwrap();
@@ -275,5 +276,151 @@ fn a_closed_pipe_ends_quietly() {
     assert!(first.contains("->"), "{first}");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pcap of `frames` (time in µs, packet), raw IP.
+fn pcap_of(frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut w = fastopen_wire::capture::CaptureWriter::new(Vec::new(), fastopen_wire::LinkType::RawIp).unwrap();
+    for (us, p) in frames {
+        w.write(std::time::Duration::from_micros(*us), p).unwrap();
+    }
+    w.into_inner()
+}
+
+fn tcp_packet(from_client: bool, flags: &str, seq: u32, ack: u32, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sp, dp) = if from_client {
+        ([198, 18, 0, 1], [198, 18, 0, 2], 40000, 80)
+    } else {
+        ([198, 18, 0, 2], [198, 18, 0, 1], 80, 40000)
+    };
+    let mut b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, seq, 1000);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(ack);
+    }
+    let b = b.options_raw(options).unwrap();
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+#[test]
+fn several_capture_points_are_merged_by_time_not_read_one_after_the_other() {
+    let dir = tempdir("trace-merge");
+    // A cookie request seen at the sender (point 0) and, later, at the
+    // receiver with the option stripped (point 1); the SYN-ACK comes back
+    // through both. Read in file order, the receiver's packets would come
+    // after the sender's SYN-ACK and look like a replayed connection.
+    let request = [34u8, 2, 1, 1]; // TFO option, empty: a cookie request
+    let sent = pcap_of(&[
+        (1_000, tcp_packet(true, "S", 100, 0, &request, b"")),
+        (3_000, tcp_packet(false, "SA", 500, 101, &[], b"")),
+        (3_100, tcp_packet(true, "A", 101, 501, &[], b"")),
+    ]);
+    let delivered = pcap_of(&[
+        (2_000, tcp_packet(true, "S", 100, 0, &[1, 1, 1, 1], b"")),
+        (2_100, tcp_packet(false, "SA", 500, 101, &[], b"")),
+        (3_200, tcp_packet(true, "A", 101, 501, &[], b"")),
+    ]);
+    let (a, b) = (dir.join("sent.pcap"), dir.join("delivered.pcap"));
+    std::fs::write(&a, sent).unwrap();
+    std::fs::write(&b, delivered).unwrap();
+    let o = run_tfo(&["trace", "-r", a.to_str().unwrap(), "-r", b.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["connections_total"], 1, "one connection seen at two points: {v}");
+    assert_eq!(v["verdicts"]["option_stripped"], 1, "{v}");
+    assert!(v["verdicts"].get("replayed_syn").is_none(), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn port_and_host_filter_read_files_and_dash_is_standard_input() {
+    let dir = tempdir("trace-filter");
+    let mut other = tcp_packet(true, "S", 7, 0, &[], b"");
+    other[23] ^= 1; // another destination port: 81 (checksums are not checked)
+    let cap = pcap_of(&[(1, tcp_packet(true, "S", 100, 0, &[], b"")), (2, other)]);
+    let path = dir.join("two.pcap");
+    std::fs::write(&path, &cap).unwrap();
+    let p = path.to_str().unwrap();
+    let all = json(&run_tfo(&["trace", "-r", p, "--json"]));
+    assert_eq!(all["connections_total"], 2, "{all}");
+    let one = run_tfo(&["trace", "-r", p, "--json", "--port", "81"]);
+    let one = json(&one);
+    assert_eq!((one["connections_total"].as_u64(), one["stats"]["filtered"].as_u64()), (Some(1), Some(1)), "{one}");
+    let none = json(&run_tfo(&["trace", "-r", p, "--json", "--host", "198.18.0.9"]));
+    assert_eq!(none["connections_total"], 0, "{none}");
+    // `-r -` reads standard input.
+    let mut child =
+        tfo().args(["trace", "-r", "-", "--json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &cap).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(json(&o)["connections_total"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn write_keeps_frames_after_an_undecodable_first_one_and_keeps_old_output_on_bad_input() {
+    let dir = tempdir("trace-write");
+    let keep = dir.join("keep.pcap");
+    std::fs::write(&keep, b"precious").unwrap();
+    let o = run_tfo(&["trace", "-r", dir.join("nonexistent").to_str().unwrap(), "--write", keep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read(&keep).unwrap(), b"precious", "an input that cannot be opened leaves --write alone");
+    // A pcapng whose first packet is on a link tfo trace does not decode, then a good one.
+    let cap = {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let mut w = pcap_file::pcapng::PcapNgWriter::new(Vec::new()).unwrap();
+        for linktype in [pcap_file::DataLink::USER0, pcap_file::DataLink::IPV4] {
+            w.write_pcapng_block(InterfaceDescriptionBlock { linktype, snaplen: 0, options: vec![] }).unwrap();
+        }
+        let syn = tcp_packet(true, "S", 100, 0, &[], b"");
+        for interface_id in [0u32, 1] {
+            let epb = EnhancedPacketBlock {
+                interface_id,
+                timestamp: std::time::Duration::from_micros(1),
+                original_len: syn.len() as u32,
+                data: std::borrow::Cow::Owned(syn.clone()),
+                options: vec![],
+            };
+            w.write_pcapng_block(epb).unwrap();
+        }
+        w.into_inner()
+    };
+    let input = dir.join("first-undeclared.pcapng");
+    std::fs::write(&input, cap).unwrap();
+    let out = dir.join("out.pcap");
+    let o = run_tfo(&["trace", "-r", input.to_str().unwrap(), "--write", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read(&out).unwrap();
+    let frames = fastopen_wire::capture::CaptureReader::new(&written).unwrap().count();
+    assert_eq!(frames, 1, "the decodable frame is written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_fifo_without_a_writer_does_not_hold_ctrl_c() {
+    let dir = tempdir("trace-fifo");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut child = Guard(tfo().args(["trace", "-r", fifo.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.0.try_wait().unwrap().is_none(), "waits for a writer");
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = sent + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGINT did not end tfo trace on a FIFO");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
     let _ = std::fs::remove_dir_all(&dir);
 }

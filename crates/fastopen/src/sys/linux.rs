@@ -103,18 +103,40 @@ pub(crate) fn tcp_info_bytes(fd: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BU
     Ok((buf, (len as usize).min(TCP_INFO_BUF)))
 }
 
-/// Waits until `fd` is writable (the handshake finished or failed) or `timeout` passes.
-/// Returns `false` on timeout. A signal (EINTR) does not restart the wait: the
-/// timeout is a deadline, and only the time left is waited again.
-pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+/// What ended a [`wait_ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The descriptor is ready (or in error: the next call says which).
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+    /// The cancellation descriptor became readable first.
+    Cancelled,
+}
+
+/// Waits until `fd` is writable (`write`) or readable (otherwise), the
+/// `deadline` passes, or `cancel` (a [`crate::Cancel`]'s pipe) becomes
+/// readable. A signal (EINTR) does not restart the wait: the deadline stays
+/// the deadline, and only the time left is waited again.
+pub(crate) fn wait_ready(
+    fd: BorrowedFd<'_>,
+    write: bool,
+    deadline: Option<Instant>,
+    cancel: Option<BorrowedFd<'_>>,
+) -> io::Result<Wait> {
+    let events = if write { libc::POLLOUT } else { libc::POLLIN };
+    let mut fds = [
+        libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 },
+        libc::pollfd { fd: cancel.map_or(-1, |c| c.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+    ];
     loop {
         let millis = poll_millis(deadline.map(|d| d.saturating_duration_since(Instant::now())));
-        // Pointer describes one pollfd on this stack frame, and nfds is 1.
-        match syscall!(poll(&mut pfd, 1, millis)) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
+        // Pointer and count describe `fds`, two pollfds on this stack frame (a
+        // negative fd is ignored by poll).
+        match syscall!(poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis)) {
+            Ok(0) => return Ok(Wait::TimedOut),
+            Ok(_) if fds[1].revents != 0 => return Ok(Wait::Cancelled),
+            Ok(_) => return Ok(Wait::Ready),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
@@ -156,11 +178,13 @@ impl StateWatch {
     }
 
     /// Waits for the next wake-up of the socket, at most `timeout` (zero: do
-    /// not wait; this also drains a pending one). Returns whether one came.
+    /// not wait; this also drains a pending one). Returns whether one came. A
+    /// signal does not restart the wait: only the time left is waited again.
     pub(crate) fn wait(&self, timeout: Duration) -> io::Result<bool> {
         let mut event = libc::epoll_event { events: 0, u64: 0 };
-        let millis = poll_millis(Some(timeout));
+        let deadline = Instant::now() + timeout;
         loop {
+            let millis = poll_millis(Some(deadline.saturating_duration_since(Instant::now())));
             // Pointer describes one epoll_event on this stack frame; maxevents is 1.
             match syscall!(epoll_wait(self.epoll.as_raw_fd(), &mut event, 1, millis)) {
                 Ok(n) => return Ok(n > 0),

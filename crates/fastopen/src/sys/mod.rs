@@ -12,7 +12,8 @@
 //!   `TCP_FASTOPEN_NO_COOKIE` and the flag `MSG_FASTOPEN`;
 //! - int socket options (`set_tcp_int`, `get_tcp_int`), the listener key
 //!   (`set_fastopen_key`, `get_fastopen_key`) and the raw `tcp_info` bytes;
-//! - `wait_writable` (a deadline, not restarted by signals) and `kernel_release`;
+//! - `wait_ready` (a deadline, not restarted by signals, and a cancellation
+//!   descriptor) and `kernel_release`;
 //! - the meaning of errors: `client_errno` (in progress / TFO disabled / other)
 //!   and `key_errno`, so that no errno is matched outside this module;
 //! - `PlatformUnsupported`, the error that only the fallback backend makes.

@@ -43,7 +43,20 @@ pub(crate) fn get_fastopen_key(_: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 pub(crate) fn tcp_info_bytes(_: BorrowedFd<'_>) -> io::Result<([u8; TCP_INFO_BUF], usize)> {
     unsupported()
 }
-pub(crate) fn wait_writable(_: BorrowedFd<'_>, _: Option<Duration>) -> io::Result<bool> {
+/// See the Linux backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub(crate) enum Wait {
+    Ready,
+    TimedOut,
+    Cancelled,
+}
+pub(crate) fn wait_ready(
+    _: BorrowedFd<'_>,
+    _: bool,
+    _: Option<std::time::Instant>,
+    _: Option<BorrowedFd<'_>>,
+) -> io::Result<Wait> {
     unsupported()
 }
 pub(crate) fn kernel_release() -> io::Result<String> {

@@ -175,7 +175,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // A --plot path that cannot be written is said now, not after the whole bench.
     let plot_file = args.plot.as_deref().map(crate::output_file::OutputFile::create).transpose()?;
-    interrupt::install();
+    interrupt::install_saying("the lab was torn down");
     let cold_every = 10u32;
     let per_size = u64::from(args.requests) * 2 + u64::from(args.requests.div_ceil(cold_every)) + 1;
     let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
@@ -311,10 +311,10 @@ fn measure(
 /// plain and warm TFO, their order alternating so that neither always goes first.
 fn round_modes(round: u32, cold_every: u32) -> Vec<usize> {
     let mut modes = Vec::with_capacity(3);
-    if round % cold_every == 0 {
+    if round.is_multiple_of(cold_every) {
         modes.push(COLD);
     }
-    modes.extend(if round % 2 == 0 { [PLAIN, WARM] } else { [WARM, PLAIN] });
+    modes.extend(if round.is_multiple_of(2) { [PLAIN, WARM] } else { [WARM, PLAIN] });
     modes
 }
 

@@ -123,7 +123,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (setting, note) = Setting::build(&args)?;
     // After the namespace setup: the handler's thread must not exist before
     // an unprivileged user namespace is entered (it needs a single thread).
-    interrupt::install();
+    interrupt::install_saying("the lab was torn down");
     let rtt = match &setting {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,

@@ -130,7 +130,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
     }
     let outputs = CaptureFiles::create(&args)?;
-    interrupt::install();
+    interrupt::install_saying("the lab was torn down");
     let delay = args.delay.unwrap_or_else(|| split_rtt(args.rtt));
     let path = args.path.path(delay, args.busy_poll);
     let rtt = path.rtt();

@@ -44,8 +44,9 @@ use crate::interrupt;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// Capture files to read (pcap or pcapng); repeat for several capture points
-    /// (at most 4). Without --read, tfo trace captures live.
+    /// Capture files to read (pcap or pcapng; `-` is standard input); repeat
+    /// for several capture points along one path (at most 4), merged by time.
+    /// Without --read, tfo trace captures live.
     #[arg(long, short, value_name = "FILE")]
     read: Vec<PathBuf>,
     /// Interface to capture on live, through tcpdump (default: lo).
@@ -57,10 +58,10 @@ pub(crate) struct Args {
     /// Capture one side of a running lab (`tfo lab` or `tfo bench`): its link device there.
     #[arg(long, value_enum, value_name = "SIDE", conflicts_with_all = ["read", "netns", "interface"])]
     lab: Option<LabSide>,
-    /// Only TCP port P (either side).
+    /// Only TCP port P (either side), live and in --read files.
     #[arg(long)]
     port: Option<u16>,
-    /// Only host H (either side).
+    /// Only host H (either side), live and in --read files.
     #[arg(long)]
     host: Option<IpAddr>,
     /// Stop after N packets (live).
@@ -113,12 +114,22 @@ struct Stats {
     fragments: u64,
     /// TCP segments cut short by the capture's snap length (headers decoded).
     truncated: u64,
-    /// Frames --write could not keep (another link type than the output's).
+    /// Frames --write could not keep (another link type than the output's,
+    /// or a time a pcap file cannot hold).
     not_written: u64,
+    /// Frames left out by --port / --host.
+    filtered: u64,
+    /// Connections dropped from memory to bound it (verdicts still counted).
+    connections_retired: u64,
+    /// Packets past [`MAX_PACKETS_LISTED`], counted but not in `--json`'s list.
+    packets_not_listed: u64,
     undecoded: std::collections::BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<String>,
 }
+
+/// Packets listed one by one in `--json` (the rest are counted).
+const MAX_PACKETS_LISTED: usize = 200_000;
 
 /// Capture points `tfo trace` tells apart (one per --read file).
 const MAX_POINTS: usize = 4;
@@ -145,6 +156,9 @@ struct Trace {
     /// The --write file, put in place when the trace is over (the old one kept until then).
     output: Option<crate::output_file::OutputFile>,
     base: Option<Duration>,
+    /// --port and --host.
+    port: Option<u16>,
+    host: Option<IpAddr>,
 }
 
 impl Trace {
@@ -161,21 +175,33 @@ impl Trace {
             pending_output,
             output,
             base: None,
+            port: args.port,
+            host: args.host,
         })
     }
 
     /// Keeps a frame for --write: the first decodable frame picks the output's link type.
     fn write(&mut self, timestamp: Duration, link: Linked, data: &[u8]) -> anyhow::Result<()> {
-        if let (Some(out), Some(first_link)) = (self.pending_output.take(), link.0) {
-            self.writer = Some((CaptureWriter::new(out, first_link)?, Some(first_link)));
+        if let Some(first_link) = link.0 {
+            if let Some(out) = self.pending_output.take() {
+                self.writer = Some((CaptureWriter::new(out, first_link)?, Some(first_link)));
+            }
         }
         let writing = self.pending_output.is_some() || self.writer.is_some();
+        // A pcap record holds seconds in 32 bits (until 2106).
+        let representable = timestamp.as_secs() <= u64::from(u32::MAX);
         match &mut self.writer {
-            Some((w, wlink)) if wlink.is_none() || *wlink == link.0 => w.write(timestamp, data)?,
+            Some((w, wlink)) if representable && (wlink.is_none() || *wlink == link.0) => w.write(timestamp, data)?,
             _ if writing => self.stats.not_written += 1,
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether a TCP packet passes --port / --host (always, without them).
+    fn wanted(&self, p: &TcpPacket<'_>) -> bool {
+        self.port.is_none_or(|port| p.src_port == port || p.dst_port == port)
+            && self.host.is_none_or(|host| p.src == host || p.dst == host)
     }
 
     /// Flushes --write (an empty but valid capture when no frame was decodable).
@@ -194,6 +220,15 @@ impl Trace {
 
     /// Decodes one frame; `cut` says the capture kept less than was on the wire.
     fn frame(&mut self, point: u8, timestamp: Duration, link: Linked, data: &[u8], cut: bool) -> anyhow::Result<()> {
+        let filtering = self.port.is_some() || self.host.is_some();
+        if filtering {
+            // Only TCP packets that match (as the live capture's tcpdump filter does).
+            let matches = link.0.and_then(|l| TcpPacket::parse(l, data).ok()).is_some_and(|p| self.wanted(&p));
+            if !matches {
+                self.stats.filtered += 1;
+                return Ok(());
+            }
+        }
         self.stats.frames += 1;
         if point == 0 {
             self.write(timestamp, link, data)?;
@@ -216,7 +251,11 @@ impl Trace {
                 self.tracker.push(timestamp, point, &p);
                 if self.keep_packets {
                     let base = *self.base.get_or_insert(timestamp);
-                    self.packets.push(packet_report(self.stats.frames, point, timestamp.saturating_sub(base), &p));
+                    if self.packets.len() < MAX_PACKETS_LISTED {
+                        self.packets.push(packet_report(self.stats.frames, point, timestamp.saturating_sub(base), &p));
+                    } else {
+                        self.stats.packets_not_listed += 1;
+                    }
                 }
             }
             Err(WireError::NotTcp | WireError::NotIp) => self.stats.not_tcp += 1,
@@ -291,24 +330,56 @@ struct TraceReport<'a> {
     packets: Option<Vec<PacketReport>>,
 }
 
-/// Reads one capture file: pcap in 4 MiB chunks (no copy of the whole file),
-/// pcapng whole.
-fn read_file(path: &std::path::Path, point: u8, trace: &mut Trace) -> anyhow::Result<()> {
+/// A frame read from a capture: when, its link, its bytes, whether the
+/// capture cut it short.
+type Sink<'s> = dyn FnMut(Duration, Linked, &[u8], bool) -> anyhow::Result<()> + 's;
+
+/// What a capture's reader found wrong (kept in [`Stats`] by the caller).
+#[derive(Debug, Default)]
+struct ReadProblems {
+    malformed: u64,
+    errors: Vec<String>,
+}
+
+/// The most of a pcapng file read (it is decoded whole in memory), and of all
+/// frames held when several --read captures are merged by time.
+const CAPTURE_IN_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// Opens a --read input: a file (a FIFO too, deaf to nobody: Ctrl-C ends the
+/// wait for its writer), or standard input for `-`.
+fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::Read>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(interrupt::CancellableRead::new(std::io::stdin())));
+    }
+    let file = interrupt::open_for_reading(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+/// Reads one capture (pcap in 4 MiB chunks, no copy of the whole file;
+/// pcapng whole, up to [`CAPTURE_IN_MEMORY_LIMIT`]), handing each frame to `sink`.
+fn read_capture(path: &std::path::Path, sink: &mut Sink<'_>) -> anyhow::Result<ReadProblems> {
     use std::io::Read;
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut input = open_input(path)?;
+    let reading = || format!("reading {}", path.display());
     let mut buf = vec![0u8; 4 << 20];
     let mut filled = 0;
     while filled < 4 {
-        let n = file.read(&mut buf[filled..]).with_context(|| format!("reading {}", path.display()))?;
+        let n = input.read(&mut buf[filled..]).with_context(reading)?;
         anyhow::ensure!(n > 0, "{} is not a capture file (too short)", path.display());
         filled += n;
     }
     if buf[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut bytes = buf[..filled].to_vec();
-        file.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
-        read_pcapng(path, &bytes, point, trace)
+        buf.truncate(filled);
+        input.take(CAPTURE_IN_MEMORY_LIMIT.saturating_add(1)).read_to_end(&mut buf).with_context(reading)?;
+        anyhow::ensure!(
+            buf.len() as u64 <= CAPTURE_IN_MEMORY_LIMIT,
+            "{} is a pcapng file larger than {} MiB, the most tfo trace reads into memory: convert it to pcap (editcap -F pcap), which is read in chunks",
+            path.display(),
+            CAPTURE_IN_MEMORY_LIMIT >> 20
+        );
+        read_pcapng(path, &buf, sink)
     } else {
-        read_pcap_chunks(path, file, buf, filled, point, trace)
+        read_pcap_chunks(path, input, buf, filled, sink)
     }
 }
 
@@ -317,64 +388,112 @@ fn not_capture(path: &std::path::Path) -> String {
 }
 
 /// A pcapng file, whole in memory.
-fn read_pcapng(path: &std::path::Path, bytes: &[u8], point: u8, trace: &mut Trace) -> anyhow::Result<()> {
+fn read_pcapng(path: &std::path::Path, bytes: &[u8], sink: &mut Sink<'_>) -> anyhow::Result<ReadProblems> {
     let reader = CaptureReader::new(bytes).with_context(|| not_capture(path))?;
+    let mut problems = ReadProblems::default();
     for frame in reader {
         match frame {
-            Ok(f) => {
-                let cut = f.orig_len as usize > f.data.len();
-                trace.frame(point, f.timestamp, Linked::of(f.linktype), &f.data, cut)?
-            }
+            Ok(f) => sink(f.timestamp, Linked::of(f.linktype), &f.data, f.orig_len as usize > f.data.len())?,
             Err(e) => {
-                trace.stats.malformed += 1;
-                trace.stats.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
+                problems.malformed += 1;
+                problems.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
                 break;
             }
         }
     }
-    Ok(())
+    Ok(problems)
 }
 
-/// A pcap file in 4 MiB chunks (no copy of the whole file); `buf` holds its first `filled` bytes.
+/// A pcap stream in 4 MiB chunks (no copy of the whole file); `buf` holds its
+/// first `filled` bytes. A record is at most 256 KiB (the wire crate refuses
+/// larger ones), so the buffer never grows.
 fn read_pcap_chunks(
     path: &std::path::Path,
-    mut file: File,
+    mut input: Box<dyn std::io::Read>,
     mut buf: Vec<u8>,
     mut filled: usize,
-    point: u8,
-    trace: &mut Trace,
-) -> anyhow::Result<()> {
-    use std::io::Read;
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<ReadProblems> {
     let mut chunks = PcapChunks::new();
+    let mut problems = ReadProblems::default();
     loop {
         let mut result = Ok(());
-        let used = chunks
-            .feed(&buf[..filled], |f| {
-                if result.is_ok() {
-                    let cut = f.orig_len as usize > f.data.len();
-                    result = trace.frame(point, f.timestamp, Linked::of(f.linktype), &f.data, cut);
-                }
-            })
-            .with_context(|| not_capture(path))?;
+        let fed = chunks.feed(&buf[..filled], |f| {
+            if result.is_ok() {
+                result = sink(f.timestamp, Linked::of(f.linktype), &f.data, f.orig_len as usize > f.data.len());
+            }
+        });
         result?;
+        let used = match fed {
+            Ok(used) => used,
+            Err(e) if chunks.has_header() => {
+                problems.malformed += 1;
+                problems.errors.push(format!("{}: {e} (reading stopped there)", path.display()));
+                return Ok(problems);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(not_capture(path))),
+        };
         buf.copy_within(used..filled, 0);
         filled -= used;
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0); // a record larger than the buffer
-        }
-        let n = file.read(&mut buf[filled..]).with_context(|| format!("reading {}", path.display()))?;
+        let n = input.read(&mut buf[filled..]).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             if !chunks.has_header() {
                 anyhow::bail!(not_capture(path));
             }
             if filled > 0 {
-                trace.stats.malformed += 1;
-                trace.stats.errors.push(format!("{}: the last {filled} bytes are a cut-off record", path.display()));
+                problems.malformed += 1;
+                problems.errors.push(format!("{}: the last {filled} bytes are a cut-off record", path.display()));
             }
-            return Ok(());
+            return Ok(problems);
         }
         filled += n;
     }
+}
+
+/// Reads every --read capture. One is decoded as it is read; several are
+/// capture points along one path, merged by time (a packet seen at the
+/// sender before the receiver, whatever the file order), within
+/// [`CAPTURE_IN_MEMORY_LIMIT`] of frames held.
+fn read_all(paths: &[PathBuf], trace: &mut Trace) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if let [path] = paths {
+        problems.push(read_capture(path, &mut |t, link, data, cut| trace.frame(0, t, link, data, cut))?);
+    } else {
+        struct Held {
+            time: Duration,
+            point: u8,
+            link: Linked,
+            cut: bool,
+            data: Vec<u8>,
+        }
+        let mut held: Vec<Held> = Vec::new();
+        let mut bytes = 0u64;
+        for (point, path) in paths.iter().enumerate() {
+            let point = point as u8;
+            problems.push(read_capture(path, &mut |time, link, data, cut| {
+                bytes = bytes.saturating_add(data.len() as u64 + 64);
+                anyhow::ensure!(
+                    bytes <= CAPTURE_IN_MEMORY_LIMIT,
+                    "merging {} captures by time holds them in memory, and they exceed {} MiB: trace each one alone, or cut them (editcap -c)",
+                    paths.len(),
+                    CAPTURE_IN_MEMORY_LIMIT >> 20
+                );
+                held.push(Held { time, point, link, cut, data: data.to_vec() });
+                Ok(())
+            })?);
+        }
+        // Stable: frames with one timestamp keep their file's order, and the
+        // earlier capture point comes first.
+        held.sort_by_key(|h| (h.time, h.point));
+        for h in held {
+            trace.frame(h.point, h.time, h.link, &h.data, h.cut)?;
+        }
+    }
+    for p in problems {
+        trace.stats.malformed += p.malformed;
+        trace.stats.errors.extend(p.errors);
+    }
+    Ok(())
 }
 
 /// Says on stderr, loudly, what could not be decoded and why.
@@ -465,10 +584,10 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
     // Stop tcpdump (which flushes and closes the stream) at the deadline or on Ctrl-C.
     let deadline = args.duration.map(|d| Instant::now() + d);
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher_done = done.clone();
-    std::thread::spawn(move || {
-        while !watcher_done.load(std::sync::atomic::Ordering::Relaxed) {
+    // The watcher is stopped and joined before `child` is dropped (and
+    // reaped), on every return: it can never signal a recycled pid.
+    let watcher = StopWatcher::spawn(move |done| {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
             if interrupt::requested() || deadline.is_some_and(|d| Instant::now() >= d) {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
                 return;
@@ -485,8 +604,31 @@ fn live(args: &Args, iface: &str, trace: &mut Trace) -> anyhow::Result<()> {
             }
         }
     }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(watcher);
     Ok(())
+}
+
+/// A thread told to stop, and joined, when this is dropped.
+struct StopWatcher {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StopWatcher {
+    fn spawn(body: impl FnOnce(&std::sync::atomic::AtomicBool) + Send + 'static) -> StopWatcher {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        StopWatcher { done, thread: Some(std::thread::spawn(move || body(&flag))) }
+    }
+}
+
+impl Drop for StopWatcher {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -496,16 +638,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     match &args.interface {
         Some(iface) => live(&args, iface, &mut trace)?,
-        None => {
-            for (point, path) in args.read.iter().enumerate() {
-                read_file(path, point as u8, &mut trace)?;
-            }
-        }
+        None => read_all(&args.read, &mut trace)?,
     }
     let elapsed = started.elapsed();
     trace.finish_output()?;
     warn_undecoded(&trace.stats);
     print_report(&args, &mut trace, elapsed)?;
+    let s = &trace.stats;
+    if s.tcp == 0 && s.malformed + s.unknown_link > 0 {
+        errln!("tfo trace: nothing in the capture could be decoded (see the warnings above)");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -536,17 +679,16 @@ fn resolve_source(mut args: Args) -> anyhow::Result<Args> {
 /// Prints the connections and totals (text or JSON) through a locked stdout:
 /// a closed pipe (`| head`) is an error that ends the command quietly, never a panic.
 fn print_report(args: &Args, trace: &mut Trace, elapsed: Duration) -> anyhow::Result<()> {
+    let verdicts = trace.tracker.verdicts();
+    let total = trace.tracker.total_connections();
+    trace.stats.connections_retired = trace.tracker.retired();
     let connections = trace.tracker.connections();
-    let mut verdicts = std::collections::BTreeMap::new();
-    for c in connections {
-        *verdicts.entry(c.verdict().as_str()).or_insert(0u64) += 1;
-    }
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = TraceReport {
             stats: &trace.stats,
             verdicts,
-            connections_total: connections.len(),
+            connections_total: total as usize,
             seconds: elapsed.as_secs_f64(),
             connections: (!args.summary).then(|| connections.iter().map(ConnectionReport::from).collect()),
             packets: (!args.summary).then(|| std::mem::take(&mut trace.packets)),
@@ -566,9 +708,20 @@ fn print_report(args: &Args, trace: &mut Trace, elapsed: Duration) -> anyhow::Re
             s.tcp,
             s.not_tcp + s.unknown_link,
             s.malformed,
-            connections.len(),
+            total,
             verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         )?;
+        if s.connections_retired > 0 {
+            writeln!(
+                out,
+                "{} connections retired from memory (more than {} at once): their verdicts are counted above, their timelines not listed",
+                s.connections_retired,
+                fastopen_wire::timeline::MAX_CONNECTIONS
+            )?;
+        }
+        if s.filtered > 0 {
+            writeln!(out, "{} frames left out by --port/--host", s.filtered)?;
+        }
         if !args.read.is_empty() {
             let rate = s.frames as f64 / elapsed.as_secs_f64().max(1e-9);
             writeln!(out, "decoded in {:.3} s: {rate:.0} packets/s", elapsed.as_secs_f64())?;
