@@ -392,6 +392,28 @@ fn kill_processes_in(name: &str) {
     }
 }
 
+/// A lab's guard: blocks until `owner` reaches end of file (the lab let go
+/// of it, or died however it died, `kill -9` included), then kills every
+/// process left in the namespaces `names` (grandchildren of its commands
+/// too, which no parent-death signal reaches) and removes the namespaces no
+/// live lab owns. Run it in a process of its own whose standard input is a
+/// pipe that only the lab holds.
+pub fn guard_until_owner_exits(names: &[String], mut owner: impl std::io::Read) {
+    let mut sink = [0u8; 64];
+    while matches!(owner.read(&mut sink), Ok(n) if n > 0) {}
+    for name in names {
+        kill_processes_in(name);
+    }
+    // The owner's lock goes with it; give the kernel a moment to drop it.
+    for _ in 0..20 {
+        remove_leftovers();
+        if names.iter().all(|n| !std::path::Path::new("/run/netns").join(n).exists()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Where labs keep their ownership locks (one file per lab, flocked by its owner).
 pub const LOCK_DIR: &str = "/run/tfokit";
 
@@ -433,14 +455,27 @@ fn lab_base(name: &str) -> Option<&str> {
     (end + 1 < rest.len()).then(|| &name[..NAME_PREFIX.len() + end])
 }
 
-/// Whether a live process holds the lab's lock.
+/// Whether a live process holds the lab's lock. A lock file someone removed
+/// proves nothing either way: the lab then counts as owned while the process
+/// its name carries (`tfokit-PID-...`) lives, so a running lab is never torn
+/// down because its file went missing.
 fn is_owned(base: &str) -> bool {
     let path = std::path::Path::new(LOCK_DIR).join(format!("{base}.lock"));
-    let Ok(file) = fs::File::open(&path) else { return false };
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return creator_alive(base),
+        Err(_) => return false,
+    };
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
         Ok(_free) => false,
         Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
     }
+}
+
+/// Whether the process whose pid a lab's base names still exists.
+fn creator_alive(base: &str) -> bool {
+    let pid = base.strip_prefix(NAME_PREFIX).and_then(|rest| rest.split('-').next());
+    pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Lab namespaces (`tfokit-PID-N-RAND-ROLE`) with whether their owner is alive.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,8 @@ pub(crate) enum Failure {
     Tls,
     /// Out of file descriptors or ports.
     Resources,
+    /// In flight when the run ended (its --duration, or Ctrl-C).
+    Cancelled,
     Other,
 }
 
@@ -97,6 +99,7 @@ impl Failure {
             Failure::HttpStatus => "http_status",
             Failure::Tls => "tls",
             Failure::Resources => "resources",
+            Failure::Cancelled => "cancelled",
             Failure::Other => "other",
         }
     }
@@ -178,7 +181,7 @@ impl KindStats {
 pub(crate) struct Outcome {
     pub(crate) by_kind: BTreeMap<Kind, KindStats>,
     pub(crate) elapsed: Duration,
-    /// The run ended early (Ctrl-C).
+    /// The run ended early (Ctrl-C, SIGTERM).
     pub(crate) interrupted: bool,
 }
 
@@ -198,15 +201,17 @@ pub(crate) struct Progress {
     pub(crate) failed: AtomicU64,
 }
 
-/// Runs `plan` to its end (count, duration, or `stop`).
-pub(crate) fn run(plan: Plan, progress: Arc<Progress>, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
+/// Runs `plan` to its end: its count, or its duration (a bound on the whole
+/// run: requests in flight then are cancelled and counted as such), or
+/// `cancel` (Ctrl-C: the same, at once).
+pub(crate) fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> anyhow::Result<Outcome> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(plan.threads.max(1)).enable_all().build()?;
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..plan.connections.max(1))
-        .map(|_| runtime.spawn(client(plan.clone(), next.clone(), started, progress.clone(), stop.clone())))
+        .map(|_| runtime.spawn(client(plan.clone(), next.clone(), started, progress.clone(), cancel.clone())))
         .collect();
     let mut by_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
     for task in tasks {
@@ -215,7 +220,7 @@ pub(crate) fn run(plan: Plan, progress: Arc<Progress>, stop: Arc<AtomicBool>) ->
         }
     }
     let elapsed = started.elapsed();
-    Ok(Outcome { by_kind, elapsed, interrupted: stop.load(Ordering::Relaxed) })
+    Ok(Outcome { by_kind, elapsed, interrupted: cancel.is_cancelled() })
 }
 
 /// One client: takes the next request number until the run ends.
@@ -224,22 +229,35 @@ async fn client(
     next: Arc<AtomicU64>,
     started: Instant,
     progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
+    cancel: fastopen::Cancel,
 ) -> BTreeMap<Kind, KindStats> {
     let mut stats: BTreeMap<Kind, KindStats> = BTreeMap::new();
     let end = started + plan.duration;
+    // The run's end: its duration, or Ctrl-C, whichever comes first.
+    let run_over = || async {
+        tokio::select! {
+            () = tokio::time::sleep_until(end.into()) => {}
+            () = cancel.cancelled() => {}
+        }
+    };
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= plan.requests || stop.load(Ordering::Relaxed) {
+        if i >= plan.requests || cancel.is_cancelled() || Instant::now() >= end {
             break;
         }
         let start = match plan.rate {
             Some(rate) => {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 if due >= end {
+                    // The schedule has nothing more within the duration: the
+                    // run still lasts it (a rate is requests per second of it).
+                    run_over().await;
                     break;
                 }
-                tokio::time::sleep_until(due.into()).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    () = cancel.cancelled() => break,
+                }
                 due
             }
             None => Instant::now(),
@@ -250,9 +268,13 @@ async fn client(
         let kind = plan.kinds[(i % plan.kinds.len() as u64) as usize];
         let s = stats.entry(kind).or_insert_with(KindStats::new);
         s.sent += 1;
-        let result = tokio::time::timeout(plan.timeout, request(&plan, kind, i)).await;
+        let deadline = Instant::now() + plan.timeout;
+        let result = tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i)) => r.unwrap_or(Err(Failure::Timeout)),
+            () = run_over() => Err(Failure::Cancelled),
+        };
         match result {
-            Ok(Ok(in_syn)) => {
+            Ok(in_syn) => {
                 s.ok += 1;
                 match in_syn {
                     Ok(()) => s.tfo_used += 1,
@@ -261,12 +283,8 @@ async fn client(
                 let micros = start.elapsed().as_micros().clamp(1, 600_000_000) as u64;
                 let _ = s.latency_us.record(micros);
             }
-            Ok(Err(failure)) => {
+            Err(failure) => {
                 *s.failures.entry(failure).or_default() += 1;
-                progress.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                *s.failures.entry(Failure::Timeout).or_default() += 1;
                 progress.failed.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -63,6 +63,9 @@ enum Command {
     Load(cmd::load::Args),
     Wrap(cmd::wrap::Args),
     Proxy(cmd::proxy::Args),
+    /// (internal) The guard `tfo lab` starts: cleans up after a lab killed hard.
+    #[command(hide = true, name = "lab-guard")]
+    LabGuard(cmd::lab::GuardArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Wrap(args) => cmd::wrap::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::LabGuard(args) => cmd::lab::guard(args),
     };
     exit::code(result)
 }

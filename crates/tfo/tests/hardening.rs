@@ -514,3 +514,99 @@ fn serve_gives_connections_in_progress_5_s_after_sigterm() {
         assert!(err.contains("still open after 5 s; closing them"), "{err}");
     });
 }
+
+/// Whether a process runs whose command line starts with `marker` (not a
+/// `tfo lab` whose arguments merely name it).
+fn process_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let line = String::from_utf8_lossy(&c).replace('\0', " ");
+            line.starts_with(marker) || (line.contains(marker) && !line.contains(" lab "))
+        })
+    })
+}
+
+fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn lab_ends_on_each_signal_while_its_client_runs_and_its_commands_die_with_it() {
+    if !fastopen_lab::testing::root_or_skip("hardening_lab_signals") {
+        return;
+    }
+    for signal in
+        [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGHUP]
+    {
+        let marker = format!("sleep 27.{}", signal as i32);
+        let mut child = spawn_tfo(&["lab", "--rtt", "1ms", "--client", &marker]);
+        wait_for("the client command", std::time::Duration::from_secs(20), || process_with(&marker));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let sent = std::time::Instant::now();
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(15), "tfo lab after a signal");
+        assert!(sent.elapsed() < std::time::Duration::from_secs(5), "{signal}: waited for its client");
+        assert_eq!(status.code(), Some(130), "{signal}");
+        assert!(!process_with(&marker), "{signal}: the client command outlived the lab");
+    }
+    // kill -9: the server and client commands die with it (PR_SET_PDEATHSIG).
+    let server = format!("{} serve 0.0.0.0:28128", env!("CARGO_BIN_EXE_tfo"));
+    let (server_marker, client_marker) = ("serve 0.0.0.0:28128", "sleep 28.2");
+    let mut child = spawn_tfo(&["lab", "--rtt", "1ms", "--server", &server, "--client", client_marker]);
+    wait_for("the client command", std::time::Duration::from_secs(20), || process_with(client_marker));
+    assert!(process_with(server_marker));
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_for("the commands' death", std::time::Duration::from_secs(5), || {
+        !process_with(client_marker) && !process_with(server_marker)
+    });
+    // Sweep what the SIGKILLed lab left (its namespaces).
+    let _ = run_tfo(&["lab", "--rtt", "1ms", "--client", "true"]);
+}
+
+#[test]
+fn a_running_lab_whose_lock_file_was_removed_is_not_torn_down_by_the_next() {
+    if !fastopen_lab::testing::root_or_skip("hardening_lab_lock") {
+        return;
+    }
+    let marker = "sleep 29.5";
+    let mut first = spawn_tfo(&["lab", "--rtt", "1ms", "--client", marker]);
+    wait_for("the first lab's client", std::time::Duration::from_secs(20), || process_with(marker));
+    let first_pid = first.id();
+    let spaces = lab_namespaces_of(first_pid);
+    assert_eq!(spaces.len(), 2, "{spaces:?}");
+    for entry in std::fs::read_dir(fastopen_lab::netns::LOCK_DIR).unwrap().filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(&format!("tfokit-{first_pid}-")) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let o = run_tfo(&["lab", "--rtt", "1ms", "--client", "true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab_namespaces_of(first_pid), spaces, "the second lab swept a live one");
+    assert!(first.try_wait().unwrap().is_none() && process_with(marker), "the first lab's client was killed");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_bounded(&mut first, std::time::Duration::from_secs(15), "the first lab");
+}
+
+#[test]
+fn probe_ends_on_sigterm_during_a_pending_connect() {
+    in_netns("hardening_probe_sigterm", 3, || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rule = format!("-I INPUT -p tcp --dport {port} --syn -j DROP");
+        assert!(std::process::Command::new("iptables").args(rule.split(' ')).status().unwrap().success());
+        let mut child = spawn_tfo(&["probe", &format!("127.0.0.1:{port}"), "--timeout", "30s"]);
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let sent = std::time::Instant::now();
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(15), "tfo probe after SIGTERM");
+        let o = output_bounded(child, std::time::Duration::from_secs(1), "its output");
+        assert!(sent.elapsed() < std::time::Duration::from_secs(3), "waited for its connect timeout");
+        assert_eq!(status.code(), Some(130), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("lab"), "probe has no lab: {}", stderr(&o));
+    });
+}

@@ -79,6 +79,47 @@ fn load_tfo_serve_both_ways_and_the_kernel_agrees() {
     });
 }
 
+/// A server that accepts and never answers (its listener lives while this does).
+fn silent_server() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+#[test]
+fn the_duration_bounds_the_whole_run_and_ctrl_c_ends_it_with_the_report() {
+    in_netns("load_bounds", 3, || {
+        let (_silent, addr) = silent_server();
+        // Open loop, 10 s per request, 2 s in all: in-flight requests cancelled at 2 s.
+        let started = std::time::Instant::now();
+        let (code, r) = load(&[&addr, "--rate", "10", "-n", "40", "-c", "4", "--duration", "2s", "--timeout", "10s"]);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(8), "ran {took:?} for a 2 s duration");
+        assert_eq!(code, Some(1), "{r:#}");
+        let cancelled = r["errors_by_kind"]["cancelled"].as_u64().unwrap_or(0);
+        assert!(cancelled >= 1 && cancelled <= 4, "in flight at the end, at most -c: {r:#}");
+        // A rate far below one request per duration: the rate is over the duration.
+        let (_, r) = load(&[&addr, "--rate", "0.5", "-n", "5", "--duration", "2s", "--timeout", "1s"]);
+        assert!(r["requests_per_second"].as_f64().unwrap() <= 1.0, "{r:#}");
+        // Ctrl-C: the report, exit 130, at once.
+        let child = tfo()
+            .args(["load", &addr, "-c", "4", "-n", "100", "--timeout", "20s", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let sent = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(sent.elapsed() < std::time::Duration::from_secs(5), "Ctrl-C waited for the in-flight requests");
+        assert_eq!(o.status.code(), Some(130));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["interrupted"], true, "{r:#}");
+        assert_eq!(r["errors_by_kind"]["cancelled"].as_u64(), Some(4), "{r:#}");
+    });
+}
+
 #[test]
 fn load_reports_failures_by_kind_and_refuses_foreign_targets() {
     in_netns("load_failures", 3, || {

@@ -110,8 +110,12 @@ fn write_capture(
 
 /// `sh -c CMD` inside `ns`. With `--json` its stdout goes to our stderr, so
 /// that our stdout holds only the JSON summary.
+/// `sh -c CMD` in `ns`. It dies with tfo lab, even a SIGKILLed one
+/// (`setpriv --pdeathsig KILL`, util-linux: the kernel's PR_SET_PDEATHSIG,
+/// kept across `ip netns exec` and the shell's exec of a lone command).
 fn shell(ns: &Netns, cmd: &str, json: bool) -> std::process::Command {
-    let mut c = ns.command("sh");
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--", "ip", "netns", "exec", ns.name(), "sh"]);
     if json {
         if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
             c.stdout(Stdio::from(fd));
@@ -125,6 +129,69 @@ fn shell(ns: &Netns, cmd: &str, json: bool) -> std::process::Command {
     c
 }
 
+/// `tfo lab-guard NS...` (hidden): see [`LabGuard`].
+#[derive(Debug, clap::Args)]
+pub(crate) struct GuardArgs {
+    /// The lab's namespaces.
+    namespaces: Vec<String>,
+}
+
+pub(crate) fn guard(args: GuardArgs) -> anyhow::Result<ExitCode> {
+    fastopen_lab::netns::guard_until_owner_exits(&args.namespaces, std::io::stdin());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A process (`tfo lab-guard`) that outlives a lab killed hard (`kill -9`)
+/// and then kills what its commands left in its namespaces, grandchildren
+/// included, and removes them. It waits on a pipe only the lab holds, in a
+/// process group of its own (a terminal's Ctrl-C does not reach it).
+struct LabGuard {
+    owner: Option<std::process::ChildStdin>,
+    child: std::process::Child,
+}
+
+impl LabGuard {
+    fn start(lab: &Lab) -> anyhow::Result<LabGuard> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("finding tfo's own path for the lab's guard")?;
+        let mut child = std::process::Command::new(exe)
+            .args(["lab-guard", lab.client().name(), lab.server().name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting the lab's guard")?;
+        Ok(LabGuard { owner: child.stdin.take(), child })
+    }
+}
+
+/// A lab and its guard, dropped in that order (the lab torn down first).
+struct Guarded {
+    lab: Lab,
+    _guard: LabGuard,
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        // The lab is torn down by now: the guard finds nothing, and ends.
+        drop(self.owner.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !fastopen_lab::netns::is_root() {
         anyhow::bail!("tfo lab needs root: it creates network namespaces and TUN devices. Run `sudo tfo lab ...`.");
@@ -135,6 +202,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.path.path(delay, args.busy_poll);
     let rtt = path.rtt();
     let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
+    let guard = LabGuard::start(&lab)?;
+    let lab = Guarded { lab, _guard: guard };
     let before = (ns_counters(lab.client())?, ns_counters(lab.server())?);
     lab.stats().set_capture(outputs.any());
     announce(&lab, &args, delay);
@@ -268,7 +337,17 @@ fn run_clients(lab: &Lab, args: &Args) -> anyhow::Result<i32> {
     let mut last_code = 0;
     for cmd in &args.client {
         interrupt::check()?;
-        let s = shell(lab.client(), cmd, args.json).status().with_context(|| format!("running {cmd:?}"))?;
+        let child = shell(lab.client(), cmd, args.json).spawn().with_context(|| format!("running {cmd:?}"))?;
+        // Waited for in slices, so that Ctrl-C, SIGTERM or SIGHUP ends the
+        // lab at once (the client is stopped on the way out).
+        let mut child = KillOnDrop(child);
+        let s = loop {
+            if let Some(status) = child.0.try_wait().with_context(|| format!("waiting for {cmd:?}"))? {
+                break status;
+            }
+            interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(20));
+        };
         last_code = s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0));
         if !s.success() {
             errln!("client command {cmd:?} exited with {s}");
