@@ -97,7 +97,7 @@ fn the_duration_bounds_the_whole_run_and_ctrl_c_ends_it_with_the_report() {
         assert!(took < std::time::Duration::from_secs(8), "ran {took:?} for a 2 s duration");
         assert_eq!(code, Some(1), "{r:#}");
         let cancelled = r["errors_by_kind"]["cancelled"].as_u64().unwrap_or(0);
-        assert!(cancelled >= 1 && cancelled <= 4, "in flight at the end, at most -c: {r:#}");
+        assert!((1..=4).contains(&cancelled), "in flight at the end, at most -c: {r:#}");
         // A rate far below one request per duration: the rate is over the duration.
         let (_, r) = load(&[&addr, "--rate", "0.5", "-n", "5", "--duration", "2s", "--timeout", "1s"]);
         assert!(r["requests_per_second"].as_f64().unwrap() <= 1.0, "{r:#}");
