@@ -50,10 +50,10 @@ impl Nginx {
         if !have_tool(test, "nginx") {
             return None;
         }
-        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tfokit-nginx-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("nginx scratch directory");
+        // A fresh private directory (mkdtemp: a new name, mode 0700): nginx runs
+        // as root with this config, so nobody may have planted the path first.
+        let template = std::env::temp_dir().join("tfokit-nginx-XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template).expect("nginx scratch directory");
         let listen: String = listens.iter().map(|l| format!("    listen {l};\n")).collect();
         let body = body.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let conf = format!(
@@ -81,6 +81,20 @@ impl Nginx {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Some(nginx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scratch_directory_is_new_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let template = std::env::temp_dir().join("tfokit-nginx-XXXXXX");
+        let a = nix::unistd::mkdtemp(&template).unwrap();
+        let b = nix::unistd::mkdtemp(&template).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o700);
+        let _ = (std::fs::remove_dir(a), std::fs::remove_dir(b));
     }
 }
 

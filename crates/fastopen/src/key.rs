@@ -26,6 +26,10 @@ impl FastOpenKey {
         if t.is_empty() {
             return Err(BadKey("it is empty"));
         }
+        // from_str_radix takes a leading '+': only hex digits (and the '-' of the sysctl form) are a key.
+        if !t.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(BadKey("it holds a character that is not a hex digit"));
+        }
         if t.contains('-') {
             let words: Vec<&str> = t.split('-').collect();
             if words.len() != 4 {
@@ -160,6 +164,9 @@ mod tests {
             "zz112233445566778899aabbccddeeff",
             "1--3-4",
             "é0112233445566778899aabbccddeef",
+            "+1-2-3-4",
+            "+0112233445566778899aabbccddeeff"[..32].as_ref(),
+            "1-+2-3-4",
         ] {
             assert!(FastOpenKey::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -177,6 +177,97 @@ pub fn write(path: &Path, primary: &FastOpenKey, backup: Option<&FastOpenKey>) -
     Ok(target)
 }
 
+/// What [`rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rotated {
+    /// The file written (the target of a symlink).
+    pub written: PathBuf,
+    /// The primary key before the rotation, now the backup.
+    pub old_primary: FastOpenKey,
+}
+
+/// Rotates the key file at `path`: `new_primary` becomes the primary and the
+/// old primary the backup, safely against everything else touching the file:
+/// - the path is resolved once and its directory held open; the file is
+///   opened, locked and replaced through that directory (`/proc/self/fd/N/NAME`),
+///   so a symlink swapped into the path meanwhile cannot redirect the write;
+///   the name itself is opened without following a symlink;
+/// - an exclusive `flock` on the file serializes rotations: one that waited
+///   for the lock finds the file replaced and starts again on the new one, so
+///   no rotation's key is lost;
+/// - the new file keeps the old one's owner, group and mode (a server running
+///   as another user or group can still read it), less any access for others:
+///   a key everyone can read is a leak, and a rotation does not carry it on.
+pub fn rotate(path: &Path, new_primary: &FastOpenKey) -> Result<Rotated, KeyFileError> {
+    if new_primary.is_degenerate() {
+        return Err(KeyFileError::Degenerate { path: path.into() });
+    }
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyFileError::Io { action, path, source }
+    };
+    let target = resolve(path).map_err(io("resolving", path))?;
+    let dir_path = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir_path)
+        .map_err(io("opening the directory of", &target))?;
+    use std::os::fd::AsRawFd;
+    let in_dir = |n: &str| PathBuf::from(format!("/proc/self/fd/{}/{n}", dir.as_raw_fd()));
+    for _ in 0..100 {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(in_dir(&name))
+            .map_err(io("opening", &target))?;
+        let meta = file.metadata().map_err(io("reading", &target))?;
+        if !meta.is_file() {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(KeyFileError::Io { action: "reading", path: target, source });
+        }
+        file.lock().map_err(io("locking", &target))?;
+        // Another rotation may have replaced the file while we waited: start again on the new one.
+        use std::os::unix::fs::MetadataExt;
+        let now = fs::symlink_metadata(in_dir(&name)).map_err(io("reading", &target))?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        (&file).take(KEY_FILE_LIMIT + 1).read_to_end(&mut bytes).map_err(io("reading", &target))?;
+        if bytes.len() as u64 > KEY_FILE_LIMIT {
+            let source = io::Error::new(io::ErrorKind::InvalidData, format!("larger than {KEY_FILE_LIMIT} bytes"));
+            return Err(KeyFileError::Io { action: "reading", path: target, source });
+        }
+        let invalid = |source| KeyFileError::Invalid { path: target.clone(), source };
+        let text = String::from_utf8(bytes).map_err(|_| invalid(BadKey("it is not text")))?;
+        let (old_primary, old_backup) = FastOpenKey::parse_pair(&text).map_err(invalid)?;
+        if old_primary.is_degenerate() || old_backup.is_some_and(|b| b.is_degenerate()) {
+            return Err(KeyFileError::Degenerate { path: target });
+        }
+        let text = format!("{new_primary},{old_primary}\n");
+        let (tmp_name, mut tmp) = create_unique_with(&name, |candidate| {
+            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(in_dir(candidate))
+        })
+        .map_err(io("creating a new file beside", &target))?;
+        let written = std::os::unix::fs::fchown(&tmp, Some(meta.uid()), Some(meta.gid()))
+            .and_then(|()| tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7770)))
+            .and_then(|()| tmp.write_all(text.as_bytes()))
+            .and_then(|()| tmp.sync_all())
+            .and_then(|()| fs::rename(in_dir(&tmp_name), in_dir(&name)))
+            .and_then(|()| dir.sync_all());
+        if let Err(source) = written {
+            let _ = fs::remove_file(in_dir(&tmp_name));
+            return Err(KeyFileError::Io { action: "writing", path: target, source });
+        }
+        return Ok(Rotated { written: target, old_primary });
+    }
+    let source = io::Error::other("the file kept being replaced while waiting for its lock");
+    Err(KeyFileError::Io { action: "rotating", path: target, source })
+}
+
 /// The file a path names, through any symlinks (the path itself if it does not exist yet).
 fn resolve(path: &Path) -> io::Result<PathBuf> {
     match fs::canonicalize(path) {
@@ -188,10 +279,19 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 
 /// Creates `.NAME.PID.N.tmp` in `dir` with `O_EXCL` and mode 0600.
 fn create_unique(dir: &Path, name: &str) -> io::Result<(PathBuf, fs::File)> {
+    let (tmp_name, file) = create_unique_with(name, |candidate| {
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.join(candidate))
+    })?;
+    Ok((dir.join(tmp_name), file))
+}
+
+/// Tries `.NAME.PID.NANOS.N.tmp` names with `create` (which must fail with
+/// `AlreadyExists` on a taken one) until one is free; returns its name.
+fn create_unique_with(name: &str, create: impl Fn(&str) -> io::Result<fs::File>) -> io::Result<(String, fs::File)> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     for attempt in 0..100u32 {
-        let candidate = dir.join(format!(".{name}.{}.{nanos}.{attempt}.tmp", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&candidate) {
+        let candidate = format!(".{name}.{}.{nanos}.{attempt}.tmp", std::process::id());
+        match create(&candidate) {
             Ok(f) => return Ok((candidate, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -263,6 +363,67 @@ mod tests {
         assert_eq!(written, fs::canonicalize(&real).unwrap());
         assert_eq!(KeyFile::read(&link).unwrap().primary, k(3));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_keeps_owner_and_mode_and_loses_no_key_under_concurrency() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = scratch("rotate-concurrent");
+        let path = dir.join("tfo.key");
+        fs::write(&path, format!("{}\n", k(1))).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let owner = (65534, 65534); // nobody (root runs the tests; elsewhere the chown is skipped)
+        let chowned = std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1)).is_ok();
+        let keys: Vec<FastOpenKey> =
+            (0..20u8).map(|i| FastOpenKey(std::array::from_fn(|j| i.wrapping_mul(31) ^ j as u8 ^ 0x5a))).collect();
+        let olds: Vec<FastOpenKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    let path = &path;
+                    s.spawn(move || rotate(path, key).unwrap().old_primary)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640, "mode kept");
+        if chowned {
+            assert_eq!((meta.uid(), meta.gid()), owner, "owner kept");
+        }
+        // Twenty rotations, one after the other: the last primary's backup is
+        // the one before; every key was primary once (none lost).
+        let last = KeyFile::read(&path).unwrap();
+        assert!(keys.contains(&last.primary));
+        // Each rotation replaced a different primary: k(1), then each new key
+        // but the last. A lost update shows as one old primary seen twice.
+        let mut seen: Vec<FastOpenKey> = olds.clone();
+        seen.push(last.primary);
+        seen.sort_by_key(|k| k.0);
+        seen.dedup();
+        assert_eq!(seen.len(), 21, "every key was primary once, in a chain");
+        assert!(keys.contains(&last.backup.unwrap()), "the backup is a rotated key, not a lost-update leftover");
+        let leftovers: Vec<_> =
+            fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != "tfo.key").collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn rotation_writes_through_the_directory_it_resolved_not_a_swapped_path() {
+        let dir = scratch("rotate-swap");
+        let real = dir.join("real");
+        fs::create_dir_all(&real).unwrap();
+        fs::write(real.join("tfo.key"), format!("{}\n", k(1))).unwrap();
+        // The name itself a symlink to a file elsewhere: it is not followed.
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let rotated = rotate(&real.join("tfo.key"), &k(2)).unwrap();
+        assert_eq!(rotated.old_primary, k(1));
+        fs::remove_file(real.join("tfo.key")).unwrap();
+        std::os::unix::fs::symlink(&victim, real.join("tfo.key")).unwrap();
+        // Resolving follows the link to the victim itself, which is no key file.
+        assert!(rotate(&real.join("tfo.key"), &k(3)).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
     }
 
     #[test]

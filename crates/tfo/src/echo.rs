@@ -46,6 +46,11 @@ pub(crate) struct ConnectionLog {
 /// How long a stopping server waits for connections in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest a connection lives by default, however busy.
+pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+/// Connections served at once by default, per worker.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// Largest HTTP request head we read before answering 431.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -83,6 +88,10 @@ pub(crate) struct Limits {
     pub(crate) early_data: EarlyData,
     /// `wait`: the longest wait for the client's final ACK.
     pub(crate) confirm_timeout: Duration,
+    /// The longest any connection lives, however busy (raw echo sessions).
+    pub(crate) lifetime: Duration,
+    /// Connections served at once (per worker); more wait in the listen queue.
+    pub(crate) max_connections: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +103,8 @@ impl Default for Limits {
             max_body: 1 << 20,
             early_data: EarlyData::Allow,
             confirm_timeout: Duration::from_secs(10),
+            lifetime: DEFAULT_LIFETIME,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -122,7 +133,13 @@ async fn admit_early(stream: &tokio::net::TcpStream, log: &mut ConnectionLog, li
             let why = if why == Confirmation::TimedOut { "timed out" } else { "reset" };
             log.error = Some(format!("handshake never confirmed ({why}): a replayed SYN? its data was not handled"));
         }
-        Admission::Early | Admission::TooEarly => {}
+        Admission::TooEarly => {
+            log.error = Some(
+                "early data refused (--early-data reject): sent in the SYN, the handshake not confirmed yet; not handled"
+                    .into(),
+            );
+        }
+        Admission::Early => {}
     }
     Ok(admission.runs())
 }
@@ -192,7 +209,7 @@ pub(crate) async fn serve(
             biased; // a stop wins over the next connection
             _ = &mut shutdown => break,
             _ = &mut spent => break,
-            res = listener.accept() => {
+            res = listener.accept(), if tasks.len() < limits.max_connections => {
                 let (stream, peer, outcome) = match res {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -206,6 +223,11 @@ pub(crate) async fn serve(
                     }
                 };
                 budget.take();
+                if tasks.len() + 1 == limits.max_connections {
+                    if let Some(line) = accept_errors.at_capacity(limits.max_connections, Instant::now()) {
+                        errln!("tfo serve: {line}");
+                    }
+                }
                 let on_connection = on_connection.clone();
                 let closing = closing.clone();
                 tasks.spawn(async move {
@@ -236,6 +258,7 @@ async fn drain(tasks: &mut JoinSet<()>) {
 struct AcceptErrors {
     last_logged: Option<Instant>,
     suppressed: u64,
+    capacity_logged: Option<Instant>,
 }
 
 impl AcceptErrors {
@@ -256,6 +279,15 @@ impl AcceptErrors {
             ""
         };
         Some(format!("accept failed: {}{hint}{more}", error_chain(e)))
+    }
+
+    /// The line to log when the server reaches --max-connections, if any now.
+    fn at_capacity(&mut self, max: usize, now: Instant) -> Option<String> {
+        if self.capacity_logged.is_some_and(|t| now.duration_since(t) < ACCEPT_LOG_EVERY) {
+            return None;
+        }
+        self.capacity_logged = Some(now);
+        Some(format!("{max} connections open (--max-connections): new ones wait in the listen queue until one closes"))
     }
 }
 
@@ -315,6 +347,7 @@ async fn handle(
     let result = tokio::select! {
         result = work => Some(result),
         _ = closing.wait_for(|closing| *closing) => None,
+        () = tokio::time::sleep(limits.lifetime) => Some(Err(timed_out("open (--max-lifetime)", limits.lifetime))),
     };
     let finished = result.is_some();
     match result {
@@ -381,6 +414,10 @@ async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, l
         log.bytes_in += n as u64;
         if !admitted {
             if !admit_early(stream, log, limits).await? {
+                if limits.early_data == EarlyData::Reject {
+                    // Raw echo has no "425": the client is told by a reset, not a silent close.
+                    let _ = stream.set_zero_linger();
+                }
                 return Ok(()); // closed unhandled
             }
             admitted = true;
@@ -402,9 +439,41 @@ pub(crate) enum HttpRequest {
     /// not, and the client sent `Expect: 100-continue` (answer 100 first).
     Partial { expects_continue: bool },
     /// Head and body complete: the whole request is `len` bytes long.
-    Complete { len: usize },
+    Complete { len: usize, head: bool },
     /// Not HTTP, or not acceptable: answer with this status and reason.
     Reject(u16, &'static str),
+}
+
+/// Where a request's head ends in `buf` (after its empty line), looking only
+/// from `from` on (what earlier calls already scanned): the head is parsed
+/// once, when it is whole, not again after every read (a byte at a time
+/// would be quadratic).
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let tail = buf.get(start..)?;
+    tail.windows(2).enumerate().find_map(|(i, w)| match w {
+        b"\n\n" => Some(start + i + 2),
+        b"\n\r" if tail.get(i + 2) == Some(&b'\n') => Some(start + i + 3),
+        _ => None,
+    })
+}
+
+/// Whether a request's head has arrived whole (or outgrown [`MAX_HEAD`]),
+/// scanning each byte once across reads: the head is parsed only then.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    scanned: usize,
+    whole: bool,
+}
+
+impl HeadScan {
+    pub(crate) fn ready(&mut self, buf: &[u8]) -> bool {
+        if !self.whole {
+            self.whole = head_end(buf, self.scanned).is_some() || buf.len() >= MAX_HEAD;
+            self.scanned = buf.len();
+        }
+        self.whole
+    }
 }
 
 /// Looks at the bytes received so far (pure, for tests).
@@ -419,6 +488,9 @@ pub(crate) fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
         Err(httparse::Error::TooManyHeaders) => HttpRequest::Reject(431, "Request Header Fields Too Large"),
         Err(_) => HttpRequest::Reject(400, "Bad Request"),
         Ok(httparse::Status::Complete(head_len)) => {
+            if req.method == Some("CONNECT") {
+                return HttpRequest::Reject(405, "Method Not Allowed");
+            }
             let mut body_len = None;
             let mut expects_continue = false;
             for h in req.headers.iter() {
@@ -433,16 +505,19 @@ pub(crate) fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
                         // Two lengths: which one a proxy in front believed is unknowable (smuggling).
                         return HttpRequest::Reject(400, "Bad Request");
                     }
-                    match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+                    // Digits only: no sign, no hex (the one parser of lengths).
+                    match crate::http_reply::content_length(h.value) {
                         Some(n) if n <= max_body => body_len = Some(n),
                         Some(_) => return HttpRequest::Reject(413, "Content Too Large"),
                         None => return HttpRequest::Reject(400, "Bad Request"),
                     }
                 }
             }
-            let len = head_len + body_len.unwrap_or(0);
+            let Some(len) = head_len.checked_add(body_len.unwrap_or(0)) else {
+                return HttpRequest::Reject(413, "Content Too Large");
+            };
             if buf.len() >= len {
-                HttpRequest::Complete { len }
+                HttpRequest::Complete { len, head: req.method == Some("HEAD") }
             } else {
                 HttpRequest::Partial { expects_continue }
             }
@@ -466,9 +541,15 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
     let mut chunk = [0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + limits.request;
     let mut continued = false;
+    let mut scan = HeadScan::default();
     let response = loop {
-        match examine_request(&buf, limits.max_body) {
-            HttpRequest::Complete { len } => {
+        let state = if scan.ready(&buf) {
+            examine_request(&buf, limits.max_body)
+        } else {
+            HttpRequest::Partial { expects_continue: false }
+        };
+        match state {
+            HttpRequest::Complete { len, head } => {
                 if log.in_syn && !is_safe_method(&buf) && !admit_early(stream, log, limits).await? {
                     if limits.early_data == EarlyData::Reject {
                         break http_response(
@@ -480,7 +561,12 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
                     return Ok(()); // never confirmed: dropped unhandled
                 }
                 log.handled = true;
-                break http_response(200, "OK", &buf[..len]);
+                let mut response = http_response(200, "OK", &buf[..len]);
+                if head {
+                    // HEAD: the head a GET would get, no body.
+                    response.truncate(response.len() - len);
+                }
+                break response;
             }
             HttpRequest::Reject(status, reason) => {
                 break http_response(status, reason, format!("{reason}\n").as_bytes())
@@ -523,12 +609,12 @@ mod tests {
         let examine = |b: &[u8]| examine_request(b, 1 << 20);
         let partial = HttpRequest::Partial { expects_continue: false };
         let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(examine(get), HttpRequest::Complete { len: get.len() });
+        assert_eq!(examine(get), HttpRequest::Complete { len: get.len(), head: false });
         assert_eq!(examine(&get[..10]), partial);
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
         assert_eq!(examine(post), partial);
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(examine(post), HttpRequest::Complete { len: post.len() });
+        assert_eq!(examine(post), HttpRequest::Complete { len: post.len(), head: false });
         assert_eq!(
             examine(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"),
             HttpRequest::Partial { expects_continue: true }
@@ -548,6 +634,32 @@ mod tests {
         let mut huge = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
         huge.resize(MAX_HEAD, b'a');
         assert_eq!(examine(&huge), HttpRequest::Reject(431, "Request Header Fields Too Large"));
+        // Lengths are digits only, and no sum wraps.
+        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"), HttpRequest::Reject(400, _)));
+        let max = b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nab";
+        assert!(matches!(examine_request(max, usize::MAX), HttpRequest::Reject(413, _)), "no wrap of head + body");
+        let head = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(examine(head), HttpRequest::Complete { len: head.len(), head: true });
+        assert!(matches!(examine(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), HttpRequest::Reject(405, _)));
+    }
+
+    #[test]
+    fn a_head_sent_a_byte_at_a_time_is_parsed_once() {
+        let mut request = b"GET / HTTP/1.1\r\n".to_vec();
+        while request.len() < 60 * 1024 {
+            request.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        let mut scan = HeadScan::default();
+        let mut parses = 0;
+        for end in 1..=request.len() {
+            if scan.ready(&request[..end]) {
+                parses += 1;
+            }
+        }
+        assert_eq!(parses, 1, "ready once, at the last byte");
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\n", 0), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody", 10), Some(18));
     }
 
     #[test]

@@ -139,7 +139,10 @@ mod tests {
         for size in [100, 999, 1000, 5000] {
             let r = http_request_with(HttpMethod::Post, host, size);
             assert_eq!(r.len(), size, "size {size}");
-            assert_eq!(crate::echo::examine_request(&r, 1 << 20), crate::echo::HttpRequest::Complete { len: size });
+            assert_eq!(
+                crate::echo::examine_request(&r, 1 << 20),
+                crate::echo::HttpRequest::Complete { len: size, head: false }
+            );
         }
     }
 
@@ -149,7 +152,10 @@ mod tests {
         for size in [64, 100, 1000, 5000] {
             let r = http_request(host, size);
             assert_eq!(r.len(), size, "size {size}");
-            assert_eq!(crate::echo::examine_request(&r, 1 << 20), crate::echo::HttpRequest::Complete { len: size });
+            assert_eq!(
+                crate::echo::examine_request(&r, 1 << 20),
+                crate::echo::HttpRequest::Complete { len: size, head: false }
+            );
         }
         assert!(http_request(host, 10).len() > 10, "never smaller than a valid request");
     }

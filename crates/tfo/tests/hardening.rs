@@ -44,7 +44,7 @@ fn key_rotate_refuses_any_pid_but_its_own_server_and_then_changes_nothing() {
 }
 
 #[test]
-fn key_rotate_writes_0600_keeps_neighbours_and_symlinks() {
+fn key_rotate_keeps_owner_and_group_mode_drops_others_keeps_neighbours_and_symlinks() {
     let dir = tempdir("rotate-file");
     std::fs::create_dir_all(dir.join("secret")).unwrap();
     let real = dir.join("secret/key");
@@ -57,7 +57,7 @@ fn key_rotate_writes_0600_keeps_neighbours_and_symlinks() {
     let o = run_tfo(&["key", "rotate", "--key-file", link.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the symlink was replaced");
-    assert_eq!(mode_of(&real), 0o600);
+    assert_eq!(mode_of(&real), 0o640, "owner and group bits kept, others' dropped");
     assert!(std::fs::read_to_string(&real).unwrap().trim().ends_with(&format!(",{KEY}")));
     assert_eq!(std::fs::read_to_string(&neighbour).unwrap(), "not ours");
     let _ = std::fs::remove_dir_all(&dir);
@@ -608,5 +608,50 @@ fn probe_ends_on_sigterm_during_a_pending_connect() {
         assert!(sent.elapsed() < std::time::Duration::from_secs(3), "waited for its connect timeout");
         assert_eq!(status.code(), Some(130), "{}", stderr(&o));
         assert!(!stderr(&o).contains("lab"), "probe has no lab: {}", stderr(&o));
+    });
+}
+
+#[test]
+fn serve_caps_connections_and_their_lifetime_and_answers_head_and_connect_right() {
+    use std::io::{Read, Write};
+    in_netns("hardening_serve_cap", 3, || {
+        let limit = std::time::Duration::from_secs(20);
+        let raw = Server::start(&["--workers", "1", "--max-connections", "2", "--max-lifetime", "1500ms"]);
+        let connect = || {
+            let s = std::net::TcpStream::connect(raw.addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(400))).unwrap();
+            s
+        };
+        let (mut a, mut b, mut c) = (connect(), connect(), connect());
+        for (s, word) in [(&mut a, b"a"), (&mut b, b"b"), (&mut c, b"c")] {
+            s.write_all(word).unwrap();
+        }
+        let mut one = [0u8; 1];
+        assert_eq!((a.read(&mut one).unwrap(), one), (1, *b"a"));
+        assert_eq!((b.read(&mut one).unwrap(), one), (1, *b"b"));
+        assert!(c.read(&mut one).is_err(), "the third waits in the listen queue");
+        drop(a);
+        c.set_read_timeout(Some(limit)).unwrap();
+        assert_eq!((c.read(&mut one).unwrap(), one), (1, *b"c"), "served once a slot is free");
+        // A busy connection still ends at --max-lifetime.
+        let started = std::time::Instant::now();
+        b.set_read_timeout(Some(limit)).unwrap();
+        loop {
+            b.write_all(b"x").unwrap_or(());
+            match b.read(&mut one) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+            assert!(started.elapsed() < limit, "a busy connection outlived --max-lifetime");
+        }
+        let http = Server::start(&["--http"]);
+        let head = raw_exchange(http.addr, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", limit);
+        let text = String::from_utf8_lossy(&head);
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\n"), "HEAD: a head, no body: {text}");
+        let connect = raw_exchange(http.addr, b"CONNECT example.invalid:443 HTTP/1.1\r\n\r\n", limit);
+        assert!(connect.starts_with(b"HTTP/1.1 405"), "{}", String::from_utf8_lossy(&connect));
+        let plus = raw_exchange(http.addr, b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", limit);
+        assert!(plus.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&plus));
+        let _ = &mut c;
     });
 }

@@ -167,7 +167,36 @@ fn random_key() -> anyhow::Result<FastOpenKey> {
 /// Proves that `pid` is a `tfo serve` that reads `key_file`: its command line
 /// is `tfo serve ... --key-file PATH` and PATH, taken from the process's
 /// working directory, is the same file (same device and inode).
-fn check_server(pid: i32, key_file: &Path) -> anyhow::Result<()> {
+/// A process's start time (clock ticks after boot, /proc/PID/stat field 22):
+/// with the pid, it names one process for ever (a reused pid starts later).
+fn start_time(pid: i32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} does not exist (or /proc is not mounted)"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from its last ')'.
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_comm
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .with_context(|| format!("reading the start time of process {pid}"))
+}
+
+/// Sends `signal` to `pid` only if it is still the process checked (same
+/// start time): a server that exited meanwhile, its pid reused, is never
+/// signalled.
+fn signal_same_process(pid: i32, started: u64, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    if start_time(pid).ok() != Some(started) {
+        anyhow::bail!(
+            "process {pid} exited after the check (the key file was rotated; start the server again, it reads the new keys)"
+        );
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .with_context(|| format!("signalling process {pid} (is it running, and yours?)"))
+}
+
+/// Checks that `pid` is a `tfo serve --key-file KEY_FILE`; returns its start time.
+fn check_server(pid: i32, key_file: &Path) -> anyhow::Result<u64> {
+    let started = start_time(pid)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .with_context(|| format!("process {pid} does not exist (or /proc is not mounted)"))?;
     let argv: Vec<String> =
@@ -197,7 +226,7 @@ fn check_server(pid: i32, key_file: &Path) -> anyhow::Result<()> {
             served.display()
         );
     }
-    Ok(())
+    Ok(started)
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -229,16 +258,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             outln!("{}", fastopen_wire::options::hex(&cookie))?;
         }
         Action::Rotate { key_file, pid } => {
-            if let Some(pid) = pid {
-                check_server(pid, &key_file)?;
+            // Check the server, rotate, check it is still that process, signal; print last.
+            let server = pid.map(|pid| check_server(pid, &key_file).map(|started| (pid, started))).transpose()?;
+            let rotated = fastopen::keyfile::rotate(&key_file, &random_key()?)?;
+            if let Some((pid, started)) = server {
+                signal_same_process(pid, started, nix::sys::signal::Signal::SIGHUP)?;
             }
-            let old = KeyFile::read(&key_file)?.primary;
-            let new = random_key()?;
-            let written = fastopen::keyfile::write(&key_file, &new, Some(&old))?;
-            outln!("{}: new primary key, the previous one kept as backup (mode 0600)", written.display())?;
-            if let Some(pid) = pid {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-                    .with_context(|| format!("signalling process {pid} (is it running, and yours?)"))?;
+            outln!(
+                "{}: new primary key, the previous one kept as backup (owner, group and mode kept)",
+                rotated.written.display()
+            )?;
+            if let Some((pid, _)) = server {
                 outln!("sent SIGHUP to {pid}: it reloads the keys")?;
             }
         }

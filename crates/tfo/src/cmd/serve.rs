@@ -29,9 +29,13 @@ use crate::workers::{self, Listeners, Workers};
 /// Server TFO must be on in this network namespace (bit 0x2 of
 /// net.ipv4.tcp_fastopen); if it is not, tfo serve says so and serves plain TCP.
 ///
-/// Limits: a connection with no traffic for --idle-timeout is closed; an HTTP
-/// request must arrive whole within --request-timeout (else 408) with a body of
-/// at most --max-body bytes (else 413); `Expect: 100-continue` is answered. At
+/// Limits: at most --max-connections at once per worker (4096; the rest wait
+/// in the listen queue); a connection with no traffic for --idle-timeout is
+/// closed, and none lives longer than --max-lifetime; an HTTP request must
+/// arrive whole within --request-timeout (else 408) with a body of at most
+/// --max-body bytes (else 413) and a head of at most 64 KiB (else 431), parsed
+/// once when whole; `Expect: 100-continue` is answered; HEAD gets no body;
+/// CONNECT gets 405. At
 /// the file descriptor limit the server backs off 100 ms between accepts and
 /// logs the problem once every 5 s.
 ///
@@ -106,6 +110,15 @@ pub(crate) struct Args {
     /// before dropping the data unhandled (a replay's ACK never comes).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
     confirm_timeout: Duration,
+    /// Connections served at once, per worker; more wait in the kernel's
+    /// listen queue until one closes (memory per connection: 64 KiB raw; up
+    /// to --max-body plus a 64 KiB head with --http).
+    #[arg(long, default_value_t = echo::DEFAULT_MAX_CONNECTIONS as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// The longest a connection lives, however busy (the idle timeout alone
+    /// lets a client that sends a byte now and then stay for ever).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+    max_lifetime: Duration,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -151,6 +164,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         early_data: args.early_data,
         confirm_timeout: args.confirm_timeout,
+        lifetime: args.max_lifetime,
+        max_connections: args.max_connections as usize,
     };
     let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
     if !mode.server() {
@@ -327,10 +342,10 @@ const SCHEDULE_RECHECK: Duration = Duration::from_secs(60);
 /// changes, at each period the primary. The keys are never printed.
 async fn follow_schedule(listener: Listeners, schedule: fastopen::KeySchedule) {
     let mut current = schedule.now();
+    let mut retry: Option<Duration> = None;
     loop {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let wait = current.next_change.saturating_sub(since_epoch).min(SCHEDULE_RECHECK);
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(schedule_wait(current.next_change, since_epoch, retry)).await;
         let next = schedule.now();
         if next == current {
             continue;
@@ -343,10 +358,31 @@ async fn follow_schedule(listener: Listeners, schedule: fastopen::KeySchedule) {
                     next.backup_period
                 );
                 current = next;
+                retry = None;
             }
-            // Tried again at the next look at the clock.
-            Err(e) => errln!("tfo serve: setting the derived keys failed, keeping the old ones: {e:#}"),
+            Err(e) => {
+                let again = retry.map_or(SCHEDULE_RETRY_FIRST, |r| (r * 2).min(SCHEDULE_RECHECK));
+                errln!(
+                    "tfo serve: setting the derived keys failed, keeping the old ones (trying again in {} s): {e:#}",
+                    again.as_secs()
+                );
+                retry = Some(again);
+            }
         }
+    }
+}
+
+/// The first wait before setting the derived keys again after a failure
+/// (doubling up to [`SCHEDULE_RECHECK`]).
+const SCHEDULE_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// How long to sleep before the next look at the schedule: until its next
+/// change (at most [`SCHEDULE_RECHECK`]); after a failure to set the keys,
+/// the retry's wait, never zero (the change is already due: no spin).
+fn schedule_wait(next_change: Duration, now: Duration, retry: Option<Duration>) -> Duration {
+    match retry {
+        Some(retry) => retry,
+        None => next_change.saturating_sub(now).min(SCHEDULE_RECHECK),
     }
 }
 
@@ -396,5 +432,19 @@ async fn follow_key_file(
             Ok(None) => {}
             Err(e) => errln!("tfo serve: key reload failed, keeping the old keys: {e:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rotation_waits_before_trying_again() {
+        let due = Duration::from_secs(100);
+        let later = Duration::from_secs(150);
+        assert_eq!(schedule_wait(due, later, None), Duration::ZERO, "due: look now");
+        assert_eq!(schedule_wait(due, later, Some(SCHEDULE_RETRY_FIRST)), SCHEDULE_RETRY_FIRST, "failed: no spin");
+        assert_eq!(schedule_wait(due, Duration::from_secs(10), None), SCHEDULE_RECHECK);
     }
 }
