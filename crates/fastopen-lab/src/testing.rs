@@ -84,6 +84,14 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -95,13 +103,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o700);
         let _ = (std::fs::remove_dir(a), std::fs::remove_dir(b));
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
