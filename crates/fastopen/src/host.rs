@@ -28,7 +28,7 @@ pub fn read_mode() -> Result<FastOpenMode> {
 
 /// Writes `net.ipv4.tcp_fastopen` (needs CAP_NET_ADMIN in the namespace).
 pub fn write_mode(mode: FastOpenMode) -> Result<()> {
-    fs::write(MODE_PATH, mode.0.to_string()).map_err(Error::io("writing net.ipv4.tcp_fastopen"))
+    fs::write(MODE_PATH, mode.sysctl_value().to_string()).map_err(Error::io("writing net.ipv4.tcp_fastopen"))
 }
 
 /// Reads `net.ipv4.tcp_fastopen_blackhole_timeout_sec` (0 = detection off).
@@ -113,11 +113,13 @@ impl Permanence {
 
     /// The sentence that tells how to keep `mode`.
     pub fn how_to_keep(self, mode: FastOpenMode) -> String {
-        let sysctl_d =
-            format!("echo 'net.ipv4.tcp_fastopen = {}' | sudo tee /etc/sysctl.d/60-tcp-fastopen.conf", mode.0);
+        let sysctl_d = format!(
+            "echo 'net.ipv4.tcp_fastopen = {}' | sudo tee /etc/sysctl.d/60-tcp-fastopen.conf",
+            mode.sysctl_value()
+        );
         let here = format!(
             "this is not the host's network namespace: have whatever creates it set net.ipv4.tcp_fastopen={} (a container runtime's sysctls, or `ip netns exec NAME sysctl -w ...` in its setup); /etc/sysctl.d would change the host",
-            mode.0
+            mode.sysctl_value()
         );
         match self {
             Permanence::SysctlD => sysctl_d,

@@ -99,7 +99,11 @@ impl KeySchedule {
             primary: self.key_for(period),
             backup_period,
             backup: self.key_for(backup_period),
-            next_change: Duration::from_nanos(next_change_ns.min(u64::MAX as u128) as u64),
+            // Whole seconds and the rest: u64 nanoseconds end in the year 2554.
+            next_change: Duration::new(
+                u64::try_from(next_change_ns / 1_000_000_000).unwrap_or(u64::MAX),
+                (next_change_ns % 1_000_000_000) as u32,
+            ),
         }
     }
 
@@ -136,6 +140,9 @@ mod tests {
         assert_eq!((behind.backup, ahead.backup), (ahead.primary, behind.primary));
         assert_eq!(behind.next_change, boundary);
         assert_eq!(ahead.next_change, boundary + HOUR / 2);
+        // Far times: the next change is after the moment asked, not capped in 2554.
+        let far = Duration::from_secs(253_402_300_799);
+        assert!(s.at(far).next_change > far);
         // In the first half, the backup is the previous period's key.
         assert_eq!(ahead.backup_period, ahead.period - 1);
     }

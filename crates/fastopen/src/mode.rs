@@ -67,6 +67,13 @@ impl FastOpenMode {
         parsed.map(FastOpenMode).ok_or_else(|| BadMode(t.to_string()))
     }
 
+    /// The value as the kernel's `int` reads and takes it (`-4`, not
+    /// 4294967292: the kernel refuses values above `i32::MAX`). Use it to
+    /// show the value or to write it back.
+    pub fn sysctl_value(self) -> i32 {
+        self.0 as i32
+    }
+
     /// 0x1: clients may use TFO.
     pub fn client(self) -> bool {
         self.0 & 0x1 != 0
@@ -103,7 +110,7 @@ impl FastOpenMode {
 
 impl fmt::Display for FastOpenMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({:#x}", self.0, self.0)?;
+        write!(f, "{} ({:#x}", self.sysctl_value(), self.0)?;
         let names: Vec<&str> = self.set_bits().map(|b| b.name).collect();
         if names.is_empty() {
             f.write_str(": TFO off")?;
@@ -152,6 +159,10 @@ mod tests {
         assert!(FastOpenMode::parse("").is_err());
         assert!(FastOpenMode::parse("three").is_err());
         // The kernel accepts -1 (an int with every bit set): client and server are on.
+        let minus_four = FastOpenMode::parse("-4").unwrap();
+        assert_eq!(minus_four.sysctl_value(), -4);
+        assert!(minus_four.to_string().starts_with("-4 (0xfffffffc"), "{minus_four}");
+        assert_eq!(minus_four.with_client_and_server().sysctl_value(), -1, "advised as the kernel takes it");
         let all = FastOpenMode::parse("-1").unwrap();
         assert_eq!(all.0, u32::MAX);
         assert!(all.client() && all.server());

@@ -92,10 +92,12 @@ pub(crate) enum ExchangeError {
         request: usize,
         /// The connection was made: its TFO outcome is known.
         outcome: Box<ClientOutcome>,
+        /// What came of the reply.
+        partial: Vec<u8>,
     },
     /// The server closed before the reply was complete.
     #[error("{addr} closed the connection after {received} bytes of reply")]
-    Closed { addr: SocketAddr, received: usize },
+    Closed { addr: SocketAddr, received: usize, partial: Vec<u8> },
     /// The reply outgrew `max_reply`.
     #[error("the reply from {addr} is larger than {max} bytes; stopped reading")]
     TooLarge { addr: SocketAddr, max: usize },
@@ -113,6 +115,22 @@ pub(crate) enum ExchangeError {
 }
 
 impl ExchangeError {
+    /// The part of the reply that came before the failure.
+    pub(crate) fn partial_reply(&self) -> &[u8] {
+        match self {
+            ExchangeError::Timeout { partial, .. } | ExchangeError::Closed { partial, .. } => partial,
+            _ => &[],
+        }
+    }
+
+    /// The connection's TFO outcome, when it was made before the failure.
+    pub(crate) fn outcome(&self) -> Option<&ClientOutcome> {
+        match self {
+            ExchangeError::Timeout { outcome, .. } => Some(outcome),
+            _ => None,
+        }
+    }
+
     /// A short stable name of the kind, for reports counting failures.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -196,6 +214,7 @@ pub(crate) fn exchange(
                 sent,
                 request: request.len(),
                 outcome: Box::new(outcome),
+                partial: x.reply,
             });
         }
         x.wait(left.min(CHECK_EVERY))?;
@@ -249,7 +268,10 @@ impl InFlight<'_> {
                 {
                     return Ok(true)
                 }
-                Ok(0) => return Err(ExchangeError::Closed { addr: self.addr, received: self.reply.len() }),
+                Ok(0) => {
+                    let partial = std::mem::take(&mut self.reply);
+                    return Err(ExchangeError::Closed { addr: self.addr, received: partial.len(), partial });
+                }
                 Ok(n) => {
                     self.first_byte.get_or_insert_with(|| self.start.elapsed());
                     if self.reply.len().saturating_add(n) > max_reply {

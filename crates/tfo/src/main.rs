@@ -69,7 +69,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),
@@ -87,4 +90,25 @@ fn main() -> ExitCode {
         Command::LabGuard(args) => cmd::lab::guard(args),
     };
     exit::code(result)
+}
+
+/// Prints clap's message (help, version, or a usage error) with every line
+/// cut to a readable length: a 1 MB argument is not echoed back whole.
+fn usage_error(e: clap::Error) -> ExitCode {
+    const MAX_LINE: usize = 300;
+    let text = e.render().to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.chars().count() {
+            n if n > MAX_LINE => format!("{}... ({n} characters)", line.chars().take(MAX_LINE).collect::<String>()),
+            _ => line.to_string(),
+        })
+        .collect();
+    let text = lines.join("\n");
+    if e.use_stderr() {
+        errln!("{text}");
+    } else if out::text(&format!("{text}\n")).is_err() {
+        return ExitCode::from(1);
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }

@@ -43,6 +43,18 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// A user's argument quoted in a message: printable, and at most 80
+/// characters (a 1 MB argument is not echoed back whole).
+pub(crate) fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    let shown: String = text.chars().take(MAX).collect();
+    let quoted = format!("{:?}", printable(&shown));
+    match text.chars().count() {
+        n if n > MAX => format!("{quoted}... ({n} characters)"),
+        _ => quoted,
+    }
+}
+
 /// `println!` that returns its failure: `outln!(...)?`.
 macro_rules! outln {
     () => { $crate::out::line(format_args!("")) };
@@ -56,6 +68,14 @@ macro_rules! errln {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_arguments_are_cut_in_messages() {
+        assert_eq!(super::shorten("a:b"), "\"a:b\"");
+        let long = "x".repeat(1 << 20);
+        let shown = super::shorten(&long);
+        assert!(shown.len() < 120 && shown.ends_with("(1048576 characters)"), "{shown}");
+    }
+
     #[test]
     fn control_characters_are_shown_escaped() {
         assert_eq!(super::printable("nginx"), "nginx");

@@ -14,6 +14,8 @@ pub(crate) struct Target {
     pub(crate) host: Host,
     /// `None`: the default port of the protocol (`--tls` 443, `--http` 80).
     pub(crate) port: Option<u16>,
+    /// The interface of a link-local IPv6 address (`%lo`), 0 for none.
+    pub(crate) scope: u32,
 }
 
 /// A target's host part.
@@ -53,7 +55,7 @@ impl Target {
     /// Parses one target. A bare port means 127.0.0.1:PORT, as elsewhere in tfo.
     pub(crate) fn parse(text: &str) -> Result<Target, String> {
         let text = text.trim();
-        let target = |host, port| Ok(Target { text: text.to_string(), host, port });
+        let target = |host, port| Ok(Target { text: text.to_string(), host, port, scope: 0 });
         if text.is_empty() {
             return Err("an empty target; give a host name or an address".into());
         }
@@ -66,6 +68,17 @@ impl Target {
         if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             return target(Host::Ip(ip), None);
         }
+        if let Some(scoped) = scoped_ipv6(text)? {
+            return Ok(Target {
+                text: text.to_string(),
+                host: Host::Ip(IpAddr::V6(*scoped.ip())),
+                port: Some(scoped.port()),
+                scope: scoped.scope_id(),
+            });
+        }
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{}: not a port (1 to 65535), nor a host", crate::out::shorten(text)));
+        }
         if text.contains("://") {
             return Err(format!("{text:?} is a URL; give HOST or HOST:PORT (and --tls for https)"));
         }
@@ -76,7 +89,7 @@ impl Target {
             }
             None => (text, None),
         };
-        check_name(name).map_err(|why| format!("{text:?} is not a target: {why}"))?;
+        check_name(name).map_err(|why| format!("{} is not a target: {why}", crate::out::shorten(text)))?;
         target(Host::Name(name.to_ascii_lowercase()), port)
     }
 
@@ -92,12 +105,12 @@ impl Target {
     /// without repeats. `default_port` fills a missing port.
     pub(crate) fn resolve(&self, default_port: Option<u16>, family: Family) -> Result<Vec<SocketAddr>, String> {
         let Some(port) = self.port.or(default_port) else {
-            return Err(format!(
-                "{:?} has no port; write {}:PORT (or use --http or --tls for 80 or 443)",
-                self.text, self.text
-            ));
+            return Err(self.no_port());
         };
         let all: Vec<SocketAddr> = match &self.host {
+            Host::Ip(IpAddr::V6(ip)) if self.scope != 0 => {
+                vec![SocketAddr::V6(std::net::SocketAddrV6::new(*ip, port, 0, self.scope))]
+            }
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
             Host::Name(name) => {
                 (name.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve {name:?}: {e}"))?.collect()
@@ -114,6 +127,41 @@ impl Target {
         }
         Ok(addrs)
     }
+}
+
+impl Target {
+    /// Whether the target names its port (else --http, --tls or a default must).
+    pub(crate) fn has_port(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// "has no port", with the form to write (IPv6 in brackets).
+    pub(crate) fn no_port(&self) -> String {
+        let host = match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.text.clone(),
+        };
+        format!(
+            "{} has no port; write {host}:PORT (or use --http or --tls for 80 or 443)",
+            crate::out::shorten(&self.text)
+        )
+    }
+}
+
+/// `[fe80::1%lo]:80` or `[fe80::1%2]:80`: a link-local address with its
+/// interface (by name or index). `None` when `text` is not of that form.
+fn scoped_ipv6(text: &str) -> Result<Option<std::net::SocketAddrV6>, String> {
+    let Some(rest) = text.strip_prefix('[') else { return Ok(None) };
+    let Some((inside, port)) = rest.rsplit_once("]:") else { return Ok(None) };
+    let Some((addr, zone)) = inside.split_once('%') else { return Ok(None) };
+    let Ok(ip) = addr.parse::<std::net::Ipv6Addr>() else { return Ok(None) };
+    let port = port.parse::<u16>().map_err(|_| format!("{text:?}: {port:?} is not a port (1 to 65535)"))?;
+    let port = checked_port(text, port)?;
+    let scope = match zone.parse::<u32>() {
+        Ok(index) => index,
+        Err(_) => nix::net::if_::if_nametoindex(zone).map_err(|_| format!("{text:?}: no interface named {zone:?}"))?,
+    };
+    Ok(Some(std::net::SocketAddrV6::new(ip, port, 0, scope)))
 }
 
 fn checked_port(text: &str, port: u16) -> Result<u16, String> {

@@ -384,7 +384,36 @@ fn doctor_takes_minus_one_and_keeps_fixes_inside_a_namespace() {
         assert_eq!(v["initial_namespace"], false);
         let server = Server::start(&[]); // serve starts too
         drop(server);
+        // -4: every bit but the client's. Shown and fixed as the kernel's int.
+        fastopen_lab::netns::set_sysctl("net.ipv4.tcp_fastopen", "-4").unwrap();
+        let o = run_tfo(&["doctor"]);
+        assert!(stdout(&o).contains("-4 (0xfffffffc") && !stdout(&o).contains("4294967292"), "{}", stdout(&o));
+        let o = run_tfo(&["doctor", "--fix"]);
+        assert!(o.status.success(), "the advised value is one the kernel takes: {}", stderr(&o));
+        assert!(stdout(&o).contains("fixed: net.ipv4.tcp_fastopen -4 -> -1"), "{}", stdout(&o));
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen").unwrap().trim(), "-1");
     });
+}
+
+#[test]
+fn messages_do_not_repeat_their_context_or_echo_huge_arguments() {
+    let huge = "a".repeat(100_000); // near the kernel's limit on one argument
+    for args in [vec!["probe", huge.as_str()], vec!["send", huge.as_str(), "--data", "x"]] {
+        let o = run_tfo(&args);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(o.stderr.len() < 2000, "{} bytes of error for a 100 kB argument", o.stderr.len());
+    }
+    for (target, want) in [("65536", "not a port"), ("::1", "[::1]:PORT")] {
+        let o = run_tfo(&["probe", target]);
+        assert_eq!(o.status.code(), Some(2), "{target}: usage");
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+    let o = run_tfo(&["probe", "[fe80::1%lo]:9", "--timeout", "1s"]);
+    assert!(!stderr(&o).contains("not a target"), "a scoped address is a target: {}", stderr(&o));
+    let o = run_tfo(&["send", "127.0.0.1:9", "--data", "x", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!((v["error_kind"].as_str(), v["reply_bytes"].as_u64()), (Some("refused"), Some(0)), "{v}");
 }
 
 #[test]

@@ -138,11 +138,11 @@ fn fix() -> anyhow::Result<Option<u32>> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
             "--fix needs root to write net.ipv4.tcp_fastopen (now {}); run `sudo tfo doctor --fix` or `sudo sysctl -w net.ipv4.tcp_fastopen={}`",
-            mode.0,
-            wanted.0
+            mode.sysctl_value(),
+            wanted.sysctl_value()
         );
     }
-    host::write_mode(wanted).context("writing net.ipv4.tcp_fastopen")?;
+    host::write_mode(wanted)?;
     Ok(Some(mode.0))
 }
 
@@ -158,7 +158,11 @@ fn print_text(r: &Report) -> Result<(), crate::out::StdoutFailed> {
     let mode = FastOpenMode(r.tcp_fastopen);
     outln!("TCP Fast Open in this network namespace\n")?;
     if let Some(old) = r.fixed_from {
-        outln!("fixed: net.ipv4.tcp_fastopen {old} -> {} for this boot", r.tcp_fastopen)?;
+        outln!(
+            "fixed: net.ipv4.tcp_fastopen {} -> {} for this boot",
+            FastOpenMode(old).sysctl_value(),
+            mode.sysctl_value()
+        )?;
         outln!("       to keep it after reboot: {}\n", Permanence::of(r.initial_namespace).how_to_keep(mode))?;
     }
     print_bits(r, mode)?;

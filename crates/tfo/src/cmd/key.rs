@@ -85,8 +85,9 @@ enum Action {
     Derive {
         #[command(flatten)]
         schedule: ScheduleArgs,
-        /// The moment, in seconds since the Unix epoch (default: now).
-        #[arg(long, value_name = "UNIX_SECONDS")]
+        /// The moment, in seconds since the Unix epoch (default: now; at most
+        /// 253402300799, the end of year 9999: later times do not fit the schedule's arithmetic).
+        #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(u64).range(..=253_402_300_799))]
         at: Option<u64>,
         /// Print the keys in the sysctl form (w-w-w-w).
         #[arg(long)]

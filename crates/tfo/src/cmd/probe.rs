@@ -372,6 +372,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => Family::Any,
     };
     let default_port = if args.tls { Some(443) } else { args.http.then_some(80) };
+    // A target on the command line without a port is bad usage (exit 2); in a
+    // --targets file it is that line's verdict, and the others are probed.
+    if default_port.is_none() {
+        if let Some(t) = args.target.iter().find(|t| !t.has_port()) {
+            anyhow::bail!(t.no_port());
+        }
+    }
     let method = ClientMethod::from(args.method);
     if let Some(rounds) = args.fleet {
         return fleet(&args, &targets, default_port, family, rounds, method);

@@ -90,6 +90,21 @@ struct SendReport {
     reply_encoding: &'static str,
 }
 
+/// `tfo send --json` when the exchange failed: the error, and what is known.
+#[derive(Debug, Serialize)]
+struct SendFailure {
+    server: SocketAddr,
+    error: String,
+    /// A stable name: `refused`, `connect_timeout`, `timeout`, `closed_early`, `reset`, ...
+    error_kind: &'static str,
+    /// The TFO outcome, when the connection was made.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    outcome: Option<OutcomeFields>,
+    reply_bytes: usize,
+    reply: String,
+    reply_encoding: &'static str,
+}
+
 /// The reply as JSON text: itself when it is UTF-8, else base64, and which.
 pub(crate) fn reply_text(reply: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(reply) {
@@ -137,10 +152,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .no_cookie(args.no_cookie)
         .connect_timeout(Some(timeout));
     let limits = Limits { max_reply: MAX_REPLY, ..Limits::new(timeout, Until::Eof) };
-    let ex = exchange(&connector, args.addr, &data, Until::Eof, &limits).map_err(|e| match e {
-        ExchangeError::Timeout { .. } => CheckFailed(e.to_string()).into(),
-        e => anyhow::Error::new(e),
-    })?;
+    let ex = match exchange(&connector, args.addr, &data, Until::Eof, &limits) {
+        Ok(ex) => ex,
+        Err(e) => {
+            if args.json {
+                // The object still comes, with the error and what came of the reply.
+                let (reply, reply_encoding) = reply_text(e.partial_reply());
+                let failed = SendFailure {
+                    server: args.addr,
+                    error: crate::echo::error_chain(&e),
+                    error_kind: e.kind(),
+                    outcome: e.outcome().map(|o| OutcomeFields::new(o, data.len())),
+                    reply_bytes: e.partial_reply().len(),
+                    reply,
+                    reply_encoding,
+                };
+                outln!("{}", serde_json::to_string(&failed)?)?;
+            }
+            return Err(match e {
+                ExchangeError::Timeout { .. } => CheckFailed(e.to_string()).into(),
+                e => anyhow::Error::new(e),
+            });
+        }
+    };
     if args.json {
         let (reply, reply_encoding) = reply_text(&ex.reply);
         let report = SendReport {

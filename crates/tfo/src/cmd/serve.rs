@@ -167,12 +167,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         lifetime: args.max_lifetime,
         max_connections: args.max_connections as usize,
     };
-    let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
+    let mode = fastopen::host::read_mode()?;
     if !mode.server() {
         errln!(
             "tfo serve: warning: TFO server mode is off in this network namespace: net.ipv4.tcp_fastopen={}; \
              serving plain TCP. Run `tfo doctor --fix` or `sysctl -w net.ipv4.tcp_fastopen=3`.",
-            mode.0
+            mode.sysctl_value()
         );
     }
     let mut builder = ListenerBuilder::new(args.addr).queue_len(args.queue).no_cookie(args.no_cookie);

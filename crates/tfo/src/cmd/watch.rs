@@ -197,7 +197,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut counters = FastOpenCounters::read().ok().map(|c| (c, Instant::now()));
     let mut lost_warned = false;
     loop {
-        w.client_tfo = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?.client();
+        w.client_tfo = fastopen::host::read_mode()?.client();
         let sockets = diag.dump()?;
         w.listeners = sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
         w.forget_gone(&sockets);
@@ -252,7 +252,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `--cookies`: the cookie cache, a line (or JSON line) per destination.
 fn print_cookie_cache(json: bool) -> anyhow::Result<ExitCode> {
-    let mode = fastopen::host::read_mode().context("reading net.ipv4.tcp_fastopen")?;
+    let mode = fastopen::host::read_mode()?;
     let mut destinations = TcpMetrics::open()?.dump()?;
     destinations.sort_by_key(|d| (d.peer, d.source));
     let mut out = std::io::stdout().lock();

@@ -204,7 +204,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn warn_about_the_namespace(args: &Args, mode: Option<fastopen::FastOpenMode>) {
     let Some(mode) = mode else { return };
     if !args.no_client && !mode.client() {
-        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the client bit (0x1): connections will not use TFO (`tfo doctor --fix` turns it on)", mode.0);
+        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the client bit (0x1): connections will not use TFO (`tfo doctor --fix` turns it on)", mode.sysctl_value());
     }
 }
 
@@ -213,7 +213,7 @@ fn warn_about_the_namespace(args: &Args, mode: Option<fastopen::FastOpenMode>) {
 fn warn_about_servers(args: &Args, mode: Option<fastopen::FastOpenMode>, summary: &WrapSummary) {
     let Some(mode) = mode else { return };
     if !args.no_server && !mode.server() && summary.not.contains_key("regular_handshake") {
-        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the server bit (0x2): listeners get TFO but the kernel will not use it (`tfo doctor --fix` turns it on)", mode.0);
+        errln!("tfo wrap: net.ipv4.tcp_fastopen={} lacks the server bit (0x2): listeners get TFO but the kernel will not use it (`tfo doctor --fix` turns it on)", mode.sysctl_value());
     }
 }
 
