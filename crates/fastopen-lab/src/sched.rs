@@ -159,6 +159,11 @@ impl Scheduler {
         self.queues[d].push(Reverse(Pending { release_ns, order: self.order, slot, len: len as u32 }));
     }
 
+    /// Packets queued in `direction` (waiting for their time).
+    pub fn queued(&self, direction: Direction) -> usize {
+        self.queues[direction.index()].len()
+    }
+
     /// The earliest release time of any queued packet.
     pub fn next_release(&self) -> Option<u64> {
         self.queues.iter().filter_map(|q| q.peek().map(|Reverse(p)| p.release_ns)).min()

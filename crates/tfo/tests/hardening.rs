@@ -684,3 +684,15 @@ fn serve_caps_connections_and_their_lifetime_and_answers_head_and_connect_right(
         let _ = &mut c;
     });
 }
+
+#[test]
+fn bench_refuses_a_loss_that_lets_nothing_through() {
+    if !fastopen_lab::testing::root_or_skip("hardening_bench_loss") {
+        return;
+    }
+    let o = run_tfo(&["bench", "--loss", "100%", "--requests", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to measure"), "{}", stderr(&o));
+    let o = run_tfo(&["bench", "--loss", "0/100%", "--requests", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -173,6 +173,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             "tfo bench needs root: it builds network namespaces and TUN devices for the emulated path. Run `sudo tfo bench`."
         );
     }
+    let loss = args.path.loss;
+    if loss.to_server >= 100.0 || loss.to_client >= 100.0 {
+        anyhow::bail!(
+            "--loss {}%/{}% lets no exchange through: there would be nothing to measure (tfo lab takes it, to watch a black hole)",
+            loss.to_server,
+            loss.to_client
+        );
+    }
     // A --plot path that cannot be written is said now, not after the whole bench.
     let plot_file = args.plot.as_deref().map(crate::output_file::OutputFile::create).transpose()?;
     interrupt::install_saying("the lab was torn down");
@@ -244,6 +252,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if interrupted {
         errln!("tfo bench: interrupted; the results above are those gathered so far, and the lab was torn down");
         return Ok(ExitCode::from(130));
+    }
+    let empty: Vec<String> = rows
+        .iter()
+        .filter(|r| [&r.plain, &r.tfo].iter().any(|s| s.as_ref().is_none_or(|s| s.n == 0)))
+        .map(|r| format!("RTT {} ms, {} B", r.rtt_ms, r.size))
+        .collect();
+    if !empty.is_empty() {
+        errln!(
+            "tfo bench: no request completed for {} (every one lost or timed out): nothing was measured there",
+            empty.join("; ")
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -267,6 +267,13 @@ impl CaptureFiles {
                     .with_context(|| format!("writing {}", path.display()))?;
                 file.commit()?;
                 errln!("wrote {n} packets ({point:?}) to {}", path.display());
+                if n as u64 >= fastopen_lab::link::CAPTURE_LIMIT {
+                    errln!(
+                        "tfo lab: warning: the capture keeps {} packets per capture point; the link carried more ({} not kept in all)",
+                        fastopen_lab::link::CAPTURE_LIMIT,
+                        lab.stats().snapshot().capture_dropped
+                    );
+                }
             }
         }
         Ok(())
@@ -360,8 +367,12 @@ fn print_summary(r: &LabReport) {
     errln!("client TFO counters: {}", report::counter_delta(&r.client_counters_delta));
     errln!("server TFO counters: {}", report::counter_delta(&r.server_counters_delta));
     let link = &r.link;
+    let unsent = match link.unsent_at_stop {
+        0 => String::new(),
+        n => format!(", {n} still on the link at teardown (delayed, never delivered)"),
+    };
     errln!(
-        "link: {} packets to the server, {} to the client; lost {}, {}",
+        "link: {} packets to the server, {} to the client; lost {}{unsent}, {}",
         link.to_server_packets,
         link.to_client_packets,
         link.lost,
