@@ -78,29 +78,93 @@ pub async fn admit(socket: &impl AsFd, policy: EarlyDataPolicy, timeout: Duratio
 
 /// A handle on a connection's handshake, for request handlers: is it
 /// confirmed (the client's final ACK arrived), and waiting until it is.
-/// Holds a duplicate of the socket's descriptor (one more per connection).
+///
+/// Only a handshake still pending holds a descriptor (a duplicate of the
+/// socket's), and only until it settles: a connection confirmed at accept,
+/// as most are, costs no descriptor, and a duplicate never keeps a closed
+/// connection's socket open for long.
 #[derive(Debug, Clone)]
-pub struct Handshake(Arc<OwnedFd>);
+pub struct Handshake(Arc<std::sync::Mutex<Tracked>>);
+
+#[derive(Debug)]
+enum Tracked {
+    Settled(HandshakeState),
+    Pending(Arc<OwnedFd>),
+}
 
 impl Handshake {
     /// The handshake of an accepted connection.
     pub fn of(socket: &impl AsFd) -> io::Result<Handshake> {
-        Ok(Handshake(Arc::new(socket.as_fd().try_clone_to_owned()?)))
+        let tracked = match handshake_state(socket).map_err(io::Error::from)? {
+            HandshakeState::Pending => Tracked::Pending(Arc::new(socket.as_fd().try_clone_to_owned()?)),
+            settled => Tracked::Settled(settled),
+        };
+        Ok(Handshake(Arc::new(std::sync::Mutex::new(tracked))))
+    }
+
+    /// The descriptor of a handshake still pending, or its settled state.
+    fn pending(&self) -> Result<Arc<OwnedFd>, HandshakeState> {
+        let tracked = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*tracked {
+            Tracked::Settled(state) => Err(*state),
+            Tracked::Pending(fd) => Ok(fd.clone()),
+        }
+    }
+
+    /// Records a state: once settled, the descriptor is let go.
+    fn settle(&self, state: HandshakeState) {
+        if state != HandshakeState::Pending {
+            *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Tracked::Settled(state);
+        }
+    }
+
+    /// Whether this handle still holds a descriptor (its handshake pending).
+    pub fn holds_descriptor(&self) -> bool {
+        self.pending().is_ok()
     }
 
     /// Where the handshake stands now.
     pub fn state(&self) -> crate::Result<HandshakeState> {
-        handshake_state(&*self.0)
+        match self.pending() {
+            Err(settled) => Ok(settled),
+            Ok(fd) => {
+                let state = handshake_state(&*fd)?;
+                self.settle(state);
+                Ok(state)
+            }
+        }
     }
 
     /// Waits until it is confirmed, fails, or `timeout` passes.
     pub async fn confirmed(&self, timeout: Duration) -> crate::Result<Confirmation> {
-        wait_confirmed_async(&*self.0, timeout).await
+        match self.pending() {
+            Err(HandshakeState::Failed) => Ok(Confirmation::Failed),
+            Err(_) => Ok(Confirmation::Confirmed { waited: Duration::ZERO }),
+            Ok(fd) => {
+                let end = wait_confirmed_async(&*fd, timeout).await?;
+                match end {
+                    Confirmation::Confirmed { .. } => self.settle(HandshakeState::Confirmed),
+                    Confirmation::Failed => self.settle(HandshakeState::Failed),
+                    Confirmation::TimedOut => {}
+                }
+                Ok(end)
+            }
+        }
     }
 
     /// [`admit`] on this connection.
     pub async fn admit(&self, policy: EarlyDataPolicy, timeout: Duration) -> crate::Result<Admission> {
-        admit(&*self.0, policy, timeout).await
+        match self.pending() {
+            Err(HandshakeState::Failed) => Ok(Admission::NeverConfirmed(Confirmation::Failed)),
+            Err(_) => Ok(Admission::Confirmed),
+            Ok(fd) => {
+                let admission = admit(&*fd, policy, timeout).await?;
+                if let Ok(state) = handshake_state(&*fd) {
+                    self.settle(state);
+                }
+                Ok(admission)
+            }
+        }
     }
 }
 

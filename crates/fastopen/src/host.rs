@@ -80,14 +80,15 @@ const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
 pub fn in_initial_namespace() -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let ours = fs::metadata("/proc/thread-self/ns/net").ok()?;
-    if ours.ino() == PROC_NET_INIT_INO {
-        return Some(true);
+    // Since 6.18 the initial namespace has a fixed inode: that alone answers.
+    // (Comparing with /proc/1 would be wrong in a container with its own pid
+    // namespace: its pid 1 shares the container's network namespace.)
+    if ours.ino() == PROC_NET_INIT_INO || crate::kernel::KernelFeatures::current().release_at_least(6, 18) {
+        return Some(ours.ino() == PROC_NET_INIT_INO);
     }
-    if let Ok(init) = fs::metadata("/proc/1/ns/net") {
-        return Some(ours.dev() == init.dev() && ours.ino() == init.ino());
-    }
-    let fixed_inode = crate::kernel::KernelFeatures::current().release_at_least(6, 18);
-    fixed_inode.then_some(false)
+    // Older kernels: pid 1's namespace, right unless a pid namespace hides the host's init.
+    let init = fs::metadata("/proc/1/ns/net").ok()?;
+    Some(ours.dev() == init.dev() && ours.ino() == init.ino())
 }
 
 /// How to keep a mode after a reboot, which depends on where we are.

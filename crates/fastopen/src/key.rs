@@ -88,11 +88,13 @@ impl FastOpenKey {
 
     /// The 8-byte cookie a server with this key gives `client` talking to `server`.
     ///
-    /// Both addresses must be of the same family; `None` otherwise. An IPv4-mapped
-    /// IPv6 address is hashed as IPv6, as the kernel sees it on a dual-stack socket.
+    /// Both addresses must be of the same family; `None` otherwise. An
+    /// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual-stack socket
+    /// names an IPv4 peer) is hashed as the IPv4 address it is: the kernel
+    /// computes the cookie from the IPv4 packet's 4-byte addresses.
     pub fn cookie(&self, client: IpAddr, server: IpAddr) -> Option<[u8; 8]> {
         let mut h = siphasher::sip::SipHasher24::new_with_key(&self.0);
-        match (client, server) {
+        match (client.to_canonical(), server.to_canonical()) {
             (IpAddr::V4(c), IpAddr::V4(s)) => {
                 h.write(&c.octets());
                 h.write(&s.octets());
@@ -190,6 +192,8 @@ mod tests {
         assert_eq!(c, [0x62, 0x24, 0x93, 0x9a, 0x79, 0xf5, 0xf5, 0x93]);
         assert!(k.cookie("127.0.0.1".parse().unwrap(), "::1".parse().unwrap()).is_none());
         assert_ne!(k.cookie("::1".parse().unwrap(), "::1".parse().unwrap()), None);
+        let mapped = k.cookie("::ffff:0.1.2.3".parse().unwrap(), "::ffff:4.5.6.7".parse().unwrap());
+        assert_eq!(mapped, Some(c), "IPv4-mapped addresses are hashed as IPv4");
     }
 
     #[test]

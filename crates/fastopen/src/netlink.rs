@@ -57,16 +57,23 @@ pub(crate) fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
 
 /// The messages in `buf`: (type, body after the header), in order.
 pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0;
+    messages_with_seq(buf).map(|(kind, _, body)| (kind, body))
+}
+
+/// The messages in `buf`: (type, sequence number, body), in order.
+pub(crate) fn messages_with_seq(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    let mut at = 0usize;
     std::iter::from_fn(move || {
         let len = u32_ne(buf, at)? as usize;
-        let kind = u16_ne(buf, at + 4)?;
-        if len < NLMSG_HDR || at + len > buf.len() {
+        let kind = u16_ne(buf, at.checked_add(4)?)?;
+        let seq = u32_ne(buf, at.checked_add(8)?)?;
+        let end = at.checked_add(len)?;
+        if len < NLMSG_HDR || end > buf.len() {
             return None;
         }
-        let body = &buf[at + NLMSG_HDR..at + len];
-        at += align4(len);
-        Some((kind, body))
+        let body = &buf[at + NLMSG_HDR..end];
+        at = at.checked_add(align4(len))?;
+        Some((kind, seq, body))
     })
 }
 
@@ -100,13 +107,21 @@ pub(crate) fn exchange(
     mut on_message: impl FnMut(u16, &[u8]),
 ) -> Result<()> {
     sys::netlink_send(fd.as_fd(), request).map_err(Error::io(what))?;
+    // Answers to this request carry its sequence number; the rest of an
+    // earlier dump that timed out does not, and is skipped.
+    let seq = u32_ne(request, 8).unwrap_or(0);
     let mut buf = vec![0u8; 64 << 10];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let n = sys::netlink_recv(fd.as_fd(), &mut buf, Some(Duration::from_secs(5))).map_err(Error::io(what))?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = match left.is_zero() {
+            true => 0,
+            false => sys::netlink_recv(fd.as_fd(), &mut buf, Some(left)).map_err(Error::io(what))?,
+        };
         if n == 0 {
             return Err(Error::Io { what, source: std::io::ErrorKind::TimedOut.into() });
         }
-        for (kind, body) in messages(&buf[..n]) {
+        for (kind, _, body) in messages_with_seq(&buf[..n]).filter(|(_, s, _)| *s == seq) {
             match kind {
                 NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => match error_code(body) {
@@ -143,6 +158,29 @@ mod tests {
         buf.extend(attribute(0x8000 | 6, &[9; 5]));
         let found: Vec<(u16, Vec<u8>)> = attributes(&buf).map(|(k, v)| (k, v.to_vec())).collect();
         assert_eq!(found, vec![(2, b"tcp_metrics\0".to_vec()), (6, vec![9; 5])], "the nested flag is dropped");
+    }
+
+    #[test]
+    fn sequence_numbers_are_read_with_each_message() {
+        let mut two = request(20, 0, 7, b"abcd");
+        two.extend(request(3, 0, 8, b""));
+        let seen: Vec<(u16, u32)> = messages_with_seq(&two).map(|(k, s, _)| (k, s)).collect();
+        assert_eq!(seen, [(20, 7), (3, 8)]);
+    }
+
+    #[test]
+    fn the_rest_of_an_earlier_dump_is_not_taken_for_this_answer() {
+        let (ours, kernel) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        // Left over from a dump (seq 1) that timed out, then this request's (seq 2) answer.
+        let mut stale = request(20, 0, 1, b"old!");
+        stale.extend(request(NLMSG_DONE, 0, 1, b""));
+        kernel.send(&stale).unwrap();
+        let mut answer = request(20, 0, 2, b"new!");
+        answer.extend(request(NLMSG_DONE, 0, 2, b""));
+        kernel.send(&answer).unwrap();
+        let mut seen = Vec::new();
+        exchange(&OwnedFd::from(ours), &request(20, 0, 2, b""), "test", |_, body| seen.push(body.to_vec())).unwrap();
+        assert_eq!(seen, [b"new!".to_vec()]);
     }
 
     #[test]

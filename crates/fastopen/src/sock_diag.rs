@@ -250,6 +250,7 @@ impl DestroyFeed {
     pub fn recv(&mut self, timeout: Duration) -> Result<Destroyed> {
         let mut out = Destroyed::default();
         let mut wait = Some(timeout);
+        let mut reads = 0;
         loop {
             let n = match sys::netlink_recv(self.fd.as_fd(), &mut self.buf, wait) {
                 Ok(n) => n,
@@ -266,11 +267,26 @@ impl DestroyFeed {
                 Message::Socket(s) => Some(s),
                 _ => None,
             }));
-            // Take what else is queued, without waiting.
+            // Take what else is queued, without waiting; at most DRAIN_READS
+            // reads per call, so a flood cannot hold the caller (the rest waits
+            // in the socket for the next call).
+            reads += 1;
+            if reads >= DRAIN_READS {
+                return Ok(out);
+            }
             wait = Some(Duration::ZERO);
         }
     }
+
+    /// The receive buffer the kernel granted the subscription, in bytes (8 MiB
+    /// asked; less when net.core.rmem_max caps it and CAP_NET_ADMIN cannot pass it).
+    pub fn receive_buffer(&self) -> Result<usize> {
+        sys::netlink_rcvbuf(self.fd.as_fd()).map_err(Error::io("reading the notification socket's buffer size"))
+    }
 }
+
+/// The most reads one [`DestroyFeed::recv`] makes (each up to 256 KiB).
+const DRAIN_READS: usize = 64;
 
 /// What one [`DestroyFeed::recv`] got.
 #[derive(Debug, Default)]

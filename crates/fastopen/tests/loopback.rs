@@ -442,6 +442,40 @@ fn the_next_address_is_tried_only_when_the_request_cannot_have_left() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_listener_gets_the_cookie_of_its_ipv4_addresses() {
+    in_netns("cookie_mapped", 3, || {
+        let key = FastOpenKey(std::array::from_fn(|i| i as u8 * 7 + 1));
+        let listener = ListenerBuilder::new("[::]:0".parse().unwrap()).keys(key, None).bind().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_rx, _server) = echo_server(listener, 1);
+        let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+        let c = Connector::new();
+        assert_eq!(exchange(&c, v4, b"x").fail_reason, Some(FailReason::CookieUnavailable));
+        let shown = Command::new("ip").args(["tcp_metrics", "show"]).output().unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        // The listener sees the peer as ::ffff:127.0.0.1; the cookie is that of 127.0.0.1.
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let cookie = key.cookie(mapped, mapped).unwrap();
+        let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(shown.contains(&format!("fo_cookie {hex}")), "kernel cache {shown:?} lacks {hex}");
+    });
+}
+
+#[test]
+fn a_confirmed_handshake_handle_holds_no_descriptor() {
+    in_netns("handshake_fd", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = thread::spawn(move || TcpStream::connect(addr).unwrap());
+        let (stream, _, _) = listener.accept().unwrap();
+        let _client = client.join().unwrap();
+        let handshake = fastopen::Handshake::of(&stream).unwrap();
+        assert!(!handshake.holds_descriptor(), "a settled handshake needs no duplicate of the socket");
+        assert_eq!(handshake.state().unwrap(), fastopen::HandshakeState::Confirmed);
+    });
+}
+
+#[test]
 fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
     in_netns("no_cookie", 3, || {
         let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();

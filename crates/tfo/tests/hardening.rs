@@ -696,3 +696,19 @@ fn bench_refuses_a_loss_that_lets_nothing_through() {
     let o = run_tfo(&["bench", "--loss", "0/100%", "--requests", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn doctor_in_a_container_with_its_own_pid_and_net_namespaces_is_not_the_host() {
+    if !fastopen_lab::testing::root_or_skip("hardening_doctor_container") {
+        return;
+    }
+    // unshare: a new pid namespace (its own pid 1, which shares the new net namespace).
+    let o = Command::new("unshare")
+        .args(["--pid", "--net", "--fork", "--mount-proc", env!("CARGO_BIN_EXE_tfo"), "doctor", "--json"])
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(o.status.success() || o.status.code() == Some(1), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["initial_namespace"], false, "{v}");
+    assert!(!stdout(&o).contains("tee /etc/sysctl.d"), "must not advise changing the host: {v}");
+}

@@ -293,21 +293,48 @@ pub(crate) fn netlink_socket(protocol: libc::c_int, groups: u32) -> io::Result<s
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
     addr.nl_groups = groups;
-    // A socket big enough that bursts of destroy notifications are not dropped.
-    let rcvbuf: libc::c_int = 8 << 20;
-    syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUF,
-        &rcvbuf as *const libc::c_int as *const libc::c_void,
-        size_of::<libc::c_int>() as libc::socklen_t,
-    ))?;
+    // A socket big enough that bursts of destroy notifications are not dropped:
+    // SO_RCVBUFFORCE passes net.core.rmem_max (with CAP_NET_ADMIN, which the
+    // destroy groups need anyway); without it SO_RCVBUF is capped there, and
+    // `netlink_rcvbuf` tells what was granted.
+    let rcvbuf: libc::c_int = NETLINK_RCVBUF as libc::c_int;
+    let set = |option| {
+        // Pointer and length describe `rcvbuf`, an int on this stack frame.
+        syscall!(setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            &rcvbuf as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+    };
+    if set(libc::SO_RCVBUFFORCE).is_err() {
+        set(libc::SO_RCVBUF)?;
+    }
     syscall!(bind(
         fd,
         &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
         size_of::<libc::sockaddr_nl>() as libc::socklen_t,
     ))?;
     Ok(owned)
+}
+
+/// The receive buffer asked for netlink sockets.
+pub(crate) const NETLINK_RCVBUF: usize = 8 << 20;
+
+/// The receive buffer the kernel granted (it reports twice the usable size).
+pub(crate) fn netlink_rcvbuf(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // Pointer and length describe `value`; the kernel writes at most `len` bytes.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    Ok(usize::try_from(value).unwrap_or(0) / 2)
 }
 
 /// `send(fd, bytes)` of one whole netlink message to the kernel.
@@ -319,18 +346,35 @@ pub(crate) fn netlink_send(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
 
 /// One `recv` of netlink messages into `buf`, waiting at most `timeout`
 /// (`None`: until something comes). `Ok(0)`: the wait ended empty.
+/// A timeout is a deadline: a signal (EINTR) waits only the time left, and
+/// one under a millisecond is rounded up (not turned into a poll of 0).
 pub(crate) fn netlink_recv(fd: BorrowedFd<'_>, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
     if let Some(timeout) = timeout {
+        let deadline = Instant::now() + timeout;
         let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one pollfd, live for the call.
-        if syscall!(poll(&mut pfd, 1, ms))? == 0 {
-            return Ok(0);
+        loop {
+            let ms = if timeout.is_zero() {
+                0
+            } else {
+                poll_millis(Some(deadline.saturating_duration_since(Instant::now())))
+            };
+            // One pollfd on this stack frame, nfds 1.
+            match syscall!(poll(&mut pfd, 1, ms)) {
+                Ok(0) => return Ok(0),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
-    // SAFETY: `buf` is a live, writable slice of the given length.
-    let n = syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0))?;
-    Ok(n as usize)
+    loop {
+        // `buf` is a live, writable slice of the given length.
+        match syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0)) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -174,6 +174,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("tfo watch needs root (CAP_NET_ADMIN) to see connections that close between reads")?,
         )
     };
+    if let Some(granted) = feed.as_ref().and_then(|f| f.receive_buffer().ok()) {
+        if granted < 8 << 20 {
+            errln!(
+                "tfo watch: note: the notification buffer is {} KiB, not the 8 MiB asked (net.core.rmem_max caps it): bursts may be lost, and would be counted",
+                granted >> 10
+            );
+        }
+    }
     let mut cache = TcpMetrics::open()?;
     let exporter = args.prometheus.map(Exporter::start).transpose()?;
     crate::interrupt::install();
