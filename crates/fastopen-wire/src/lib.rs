@@ -6,6 +6,8 @@
 //!   as [`Cookie::Malformed`], never dropped silently).
 //! - [`packet`]: a zero-copy view of an IPv4/IPv6 TCP packet (headers sliced by
 //!   `etherparse`), from raw IP or an Ethernet frame.
+//! - [`http`]: when an HTTP/1.1 response or request is whole (lengths
+//!   checked, 1xx skipped, chunked framing), for every client and the server.
 //! - [`rewrite`]: in-place edits for middleboxes (strip the TFO option), with
 //!   the TCP checksum recomputed.
 //!
@@ -16,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod capture;
+pub mod http;
 pub mod options;
 pub mod packet;
 pub mod rewrite;

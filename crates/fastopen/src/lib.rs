@@ -74,6 +74,24 @@ pub mod tcp_metrics;
 mod tokio_io;
 pub mod wrap;
 
+/// Entry points for the fuzz targets (`fuzz/`) and the hostile-input tests:
+/// every parser of kernel messages over arbitrary bytes. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the netlink, sock_diag, tcp_metrics and tcp_info parsers over `bytes`.
+    pub fn kernel_messages(bytes: &[u8]) {
+        for (kind, _seq, body) in crate::netlink::messages_with_seq(bytes) {
+            let _ = (kind, crate::netlink::error_code(body));
+            let _ = crate::netlink::attributes(body).count();
+            let _ = crate::sock_diag::diag_socket(body);
+            let _ = crate::tcp_metrics::family_id(body);
+            let _ = crate::tcp_metrics::destination(body);
+        }
+        let _ = crate::sock_diag::parse(bytes).len();
+        let _ = crate::tcp_info::TcpInfo::parse(bytes);
+    }
+}
+
 #[cfg(feature = "axum")]
 pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};
 pub use cancel::Cancel;

@@ -132,7 +132,7 @@ impl SeenOutcome {
 
 /// A message of a sock_diag answer, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Message {
+pub(crate) enum Message {
     Socket(DiagSocket),
     Done,
     /// `NLMSG_ERROR` with this errno (0 is an acknowledgement).
@@ -151,7 +151,7 @@ fn dump_request(family: u8, seq: u32) -> Vec<u8> {
 }
 
 /// The netlink messages in `buf`, in order.
-fn parse(buf: &[u8]) -> Vec<Message> {
+pub(crate) fn parse(buf: &[u8]) -> Vec<Message> {
     netlink::messages(buf)
         .map(|(kind, body)| match kind {
             NLMSG_DONE => Message::Done,
@@ -163,7 +163,7 @@ fn parse(buf: &[u8]) -> Vec<Message> {
 }
 
 /// `struct inet_diag_msg` and its attributes.
-fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
+pub(crate) fn diag_socket(body: &[u8]) -> Option<DiagSocket> {
     if body.len() < DIAG_MSG {
         return None;
     }

@@ -114,7 +114,7 @@ fn family_request(seq: u32) -> Vec<u8> {
     netlink::request(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, &payload)
 }
 
-fn family_id(body: &[u8]) -> Option<u16> {
+pub(crate) fn family_id(body: &[u8]) -> Option<u16> {
     netlink::attributes(body.get(GENL_HDR..)?)
         .find(|(kind, _)| *kind == CTRL_ATTR_FAMILY_ID)
         .and_then(|(_, v)| u16_ne(v, 0))
@@ -125,7 +125,7 @@ fn dump_request(family: u16, seq: u32) -> Vec<u8> {
 }
 
 /// One entry; `None` without a destination address.
-fn destination(body: &[u8]) -> Option<CachedDestination> {
+pub(crate) fn destination(body: &[u8]) -> Option<CachedDestination> {
     let mut peer = None;
     let mut d = CachedDestination {
         peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

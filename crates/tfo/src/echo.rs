@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastopen::AcceptOutcome;
+use fastopen_wire::http::{examine_request, HeadScan, HttpRequest};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
@@ -50,9 +51,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 /// Connections served at once by default, per worker.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-
-/// Largest HTTP request head we read before answering 431.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// After an accept error that a retry cannot fix at once (no file descriptors
 /// or memory left), wait this long before accepting again.
@@ -432,99 +430,6 @@ fn is_safe_method(request: &[u8]) -> bool {
     ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
 }
 
-/// How far a buffered HTTP request has come.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum HttpRequest {
-    /// Need more bytes. `expects_continue`: the head is complete, the body is
-    /// not, and the client sent `Expect: 100-continue` (answer 100 first).
-    Partial { expects_continue: bool },
-    /// Head and body complete: the whole request is `len` bytes long.
-    Complete { len: usize, head: bool },
-    /// Not HTTP, or not acceptable: answer with this status and reason.
-    Reject(u16, &'static str),
-}
-
-/// Where a request's head ends in `buf` (after its empty line), looking only
-/// from `from` on (what earlier calls already scanned): the head is parsed
-/// once, when it is whole, not again after every read (a byte at a time
-/// would be quadratic).
-pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    let tail = buf.get(start..)?;
-    tail.windows(2).enumerate().find_map(|(i, w)| match w {
-        b"\n\n" => Some(start + i + 2),
-        b"\n\r" if tail.get(i + 2) == Some(&b'\n') => Some(start + i + 3),
-        _ => None,
-    })
-}
-
-/// Whether a request's head has arrived whole (or outgrown [`MAX_HEAD`]),
-/// scanning each byte once across reads: the head is parsed only then.
-#[derive(Debug, Default)]
-pub(crate) struct HeadScan {
-    scanned: usize,
-    whole: bool,
-}
-
-impl HeadScan {
-    pub(crate) fn ready(&mut self, buf: &[u8]) -> bool {
-        if !self.whole {
-            self.whole = head_end(buf, self.scanned).is_some() || buf.len() >= MAX_HEAD;
-            self.scanned = buf.len();
-        }
-        self.whole
-    }
-}
-
-/// Looks at the bytes received so far (pure, for tests).
-pub(crate) fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            HttpRequest::Reject(431, "Request Header Fields Too Large")
-        }
-        Ok(httparse::Status::Partial) => HttpRequest::Partial { expects_continue: false },
-        Err(httparse::Error::TooManyHeaders) => HttpRequest::Reject(431, "Request Header Fields Too Large"),
-        Err(_) => HttpRequest::Reject(400, "Bad Request"),
-        Ok(httparse::Status::Complete(head_len)) => {
-            if req.method == Some("CONNECT") {
-                return HttpRequest::Reject(405, "Method Not Allowed");
-            }
-            let mut body_len = None;
-            let mut expects_continue = false;
-            for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return HttpRequest::Reject(411, "Length Required");
-                }
-                if h.name.eq_ignore_ascii_case("expect") {
-                    expects_continue = h.value.eq_ignore_ascii_case(b"100-continue");
-                }
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    if body_len.is_some() {
-                        // Two lengths: which one a proxy in front believed is unknowable (smuggling).
-                        return HttpRequest::Reject(400, "Bad Request");
-                    }
-                    // Digits only: no sign, no hex (the one parser of lengths).
-                    match crate::http_reply::content_length(h.value) {
-                        Some(n) if n <= max_body => body_len = Some(n),
-                        Some(_) => return HttpRequest::Reject(413, "Content Too Large"),
-                        None => return HttpRequest::Reject(400, "Bad Request"),
-                    }
-                }
-            }
-            let Some(len) = head_len.checked_add(body_len.unwrap_or(0)) else {
-                return HttpRequest::Reject(413, "Content Too Large");
-            };
-            if buf.len() >= len {
-                HttpRequest::Complete { len, head: req.method == Some("HEAD") }
-            } else {
-                HttpRequest::Partial { expects_continue }
-            }
-        }
-    }
-}
-
 /// The response: 200 with `body`, or an error status with its reason.
 pub(crate) fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -603,64 +508,6 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests() {
-        let examine = |b: &[u8]| examine_request(b, 1 << 20);
-        let partial = HttpRequest::Partial { expects_continue: false };
-        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(examine(get), HttpRequest::Complete { len: get.len(), head: false });
-        assert_eq!(examine(&get[..10]), partial);
-        let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
-        assert_eq!(examine(post), partial);
-        let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(examine(post), HttpRequest::Complete { len: post.len(), head: false });
-        assert_eq!(
-            examine(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"),
-            HttpRequest::Partial { expects_continue: true }
-        );
-        assert!(matches!(examine(b"\x16\x03\x01garbage\r\n\r\n"), HttpRequest::Reject(400, _)));
-        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), HttpRequest::Reject(400, _)));
-        assert!(matches!(
-            examine(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"),
-            HttpRequest::Reject(400, _)
-        ));
-        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n"), HttpRequest::Reject(413, _)));
-        assert!(matches!(
-            examine(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            HttpRequest::Reject(411, _)
-        ));
-        // A head of MAX_HEAD bytes without its end: 431, whatever it is made of.
-        let mut huge = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
-        huge.resize(MAX_HEAD, b'a');
-        assert_eq!(examine(&huge), HttpRequest::Reject(431, "Request Header Fields Too Large"));
-        // Lengths are digits only, and no sum wraps.
-        assert!(matches!(examine(b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"), HttpRequest::Reject(400, _)));
-        let max = b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nab";
-        assert!(matches!(examine_request(max, usize::MAX), HttpRequest::Reject(413, _)), "no wrap of head + body");
-        let head = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(examine(head), HttpRequest::Complete { len: head.len(), head: true });
-        assert!(matches!(examine(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), HttpRequest::Reject(405, _)));
-    }
-
-    #[test]
-    fn a_head_sent_a_byte_at_a_time_is_parsed_once() {
-        let mut request = b"GET / HTTP/1.1\r\n".to_vec();
-        while request.len() < 60 * 1024 {
-            request.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
-        }
-        request.extend_from_slice(b"\r\n");
-        let mut scan = HeadScan::default();
-        let mut parses = 0;
-        for end in 1..=request.len() {
-            if scan.ready(&request[..end]) {
-                parses += 1;
-            }
-        }
-        assert_eq!(parses, 1, "ready once, at the last byte");
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\n", 0), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody", 10), Some(18));
-    }
 
     #[test]
     fn accept_errors_are_logged_once_per_interval() {

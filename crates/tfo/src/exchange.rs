@@ -157,7 +157,7 @@ pub(crate) fn complete(reply: &[u8], until: Until) -> bool {
         Until::Eof => false,
         Until::Bytes(n) => reply.len() >= n,
         Until::FirstByte => !reply.is_empty(),
-        Until::HttpResponse => matches!(crate::http_reply::read(reply, false), crate::http_reply::Reply::Whole(_)),
+        Until::HttpResponse => matches!(fastopen_wire::http::read(reply, false), fastopen_wire::http::Reply::Whole(_)),
     }
 }
 
@@ -264,7 +264,10 @@ impl InFlight<'_> {
                 Ok(0) if until == Until::Eof => return Ok(true),
                 Ok(0)
                     if until == Until::HttpResponse
-                        && matches!(crate::http_reply::read(&self.reply, true), crate::http_reply::Reply::Whole(_)) =>
+                        && matches!(
+                            fastopen_wire::http::read(&self.reply, true),
+                            fastopen_wire::http::Reply::Whole(_)
+                        ) =>
                 {
                     return Ok(true)
                 }

@@ -140,8 +140,8 @@ mod tests {
             let r = http_request_with(HttpMethod::Post, host, size);
             assert_eq!(r.len(), size, "size {size}");
             assert_eq!(
-                crate::echo::examine_request(&r, 1 << 20),
-                crate::echo::HttpRequest::Complete { len: size, head: false }
+                fastopen_wire::http::examine_request(&r, 1 << 20),
+                fastopen_wire::http::HttpRequest::Complete { len: size, head: false }
             );
         }
     }
@@ -153,8 +153,8 @@ mod tests {
             let r = http_request(host, size);
             assert_eq!(r.len(), size, "size {size}");
             assert_eq!(
-                crate::echo::examine_request(&r, 1 << 20),
-                crate::echo::HttpRequest::Complete { len: size, head: false }
+                fastopen_wire::http::examine_request(&r, 1 << 20),
+                fastopen_wire::http::HttpRequest::Complete { len: size, head: false }
             );
         }
         assert!(http_request(host, 10).len() > 10, "never smaller than a valid request");

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::http_reply;
+use fastopen_wire::http as http_reply;
 
 /// What each request is.
 #[derive(Debug, Clone)]

@@ -14,7 +14,6 @@ mod cmd;
 mod echo;
 mod exchange;
 mod exit;
-mod http_reply;
 mod impairments;
 mod interrupt;
 mod keywatch;
