@@ -220,7 +220,10 @@ impl Connector {
             .map_err(|error| {
                 // A refusal answered the SYN: its data was not taken. Strict
                 // mode's DataNotAcked / SynRetransmitted: the kernel sends it again.
-                let refused = matches!(&error, Error::Connect { .. });
+                let refused = matches!(&error, Error::Connect { source, .. } if matches!(
+                    source.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable
+                ));
                 Failed { error, data_may_have_left: in_syn && !refused }
             })?;
         let mut written = started.written;

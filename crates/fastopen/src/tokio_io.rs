@@ -357,11 +357,12 @@ impl TfoStream {
                             self.state = State::Open { stream: h.stream, outcome, owed };
                         }
                         // The next address only when the failed one cannot have the
-                        // data (no data in its SYN), or the caller said it is idempotent.
+                        // data (none in its SYN, or the SYN refused or unreachable), or
+                        // the caller said it is idempotent.
                         Err(e)
                             if self.current + 1 < self.addrs.len()
                                 && retryable(&e)
-                                && (h.in_kernel == 0 || self.connector.is_idempotent()) =>
+                                && (h.in_kernel == 0 || never_arrived(&e) || self.connector.is_idempotent()) =>
                         {
                             self.current += 1;
                             // The data the caller was told is written goes to the next address:
@@ -378,6 +379,18 @@ impl TfoStream {
             }
         }
     }
+}
+
+/// Errors that say the SYN (and any data in it) was not taken: a reset
+/// answered it, or it could not be routed.
+fn never_arrived(e: &Error) -> bool {
+    matches!(e, Error::Connect { source, .. } if matches!(
+        source.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::AddrNotAvailable
+    ))
 }
 
 /// Errors after which the next address of a host is worth trying.

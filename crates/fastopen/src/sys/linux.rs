@@ -390,6 +390,57 @@ mod tests {
         assert_eq!(key_errno(&io::Error::from_raw_os_error(libc::EINVAL)), KeyErrno::BadLength);
     }
 
+    use std::os::fd::AsFd;
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// Runs `wait` in a thread hit by SIGUSR1 every 20 ms for 3 s (each one
+    /// an EINTR); returns how long `wait` took.
+    fn under_signals(wait: impl FnOnce() + Send + 'static) -> Duration {
+        // SAFETY: a zeroed sigaction is valid plain data; the handler does
+        // nothing (async-signal-safe), and no SA_RESTART: each signal is an EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() }).unwrap();
+            let started = Instant::now();
+            wait();
+            started.elapsed()
+        });
+        let thread = rx.recv().unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while !waiter.is_finished() && Instant::now() < until {
+            // SAFETY: the thread is alive (not finished) and joined below, so its id is valid.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        waiter.join().unwrap()
+    }
+
+    #[test]
+    fn signals_do_not_restart_a_wait() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let idle = a.try_clone().unwrap();
+        // Nothing ever becomes readable: each wait ends at its timeout, 300 ms,
+        // however many signals; restarting after each would last the 3 s of signals.
+        let took = under_signals(move || {
+            let watch = StateWatch::new(idle.as_fd()).unwrap();
+            let _ = watch.wait(Duration::ZERO);
+            assert!(!watch.wait(Duration::from_millis(300)).unwrap());
+        });
+        assert!(took < Duration::from_secs(2), "StateWatch::wait took {took:?}");
+        let took = under_signals(move || {
+            let mut buf = [0u8; 8];
+            assert_eq!(netlink_recv(a.as_fd(), &mut buf, Some(Duration::from_millis(300))).unwrap(), 0);
+        });
+        assert!(took < Duration::from_secs(2), "netlink_recv took {took:?}");
+    }
+
     #[test]
     fn poll_timeouts_round_up_and_saturate() {
         assert_eq!(poll_millis(None), -1);
