@@ -352,7 +352,12 @@ async fn handle(
         Some(Err(e)) => {
             log.error.get_or_insert(e.to_string());
         }
-        Some(Ok(())) => {}
+        Some(Ok(Ending::Close)) => {}
+        Some(Ok(Ending::Reset)) => {
+            // Dropped with a zero linger: the reset leaves now, without a FIN first.
+            log.confirmed = fastopen::handshake_state(&stream).ok().map(|s| s == fastopen::HandshakeState::Confirmed);
+            return log;
+        }
         None => log.error = Some("closed unfinished: the server is shutting down".into()),
     }
     if log.confirmed.is_none() {
@@ -400,14 +405,27 @@ async fn write_counted(
     Ok(())
 }
 
-async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, limits: Limits) -> std::io::Result<()> {
+/// How a connection ends once its work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// FIN, after waiting for the handshake's last ACK (for the log).
+    Close,
+    /// A reset, at once: the client is told its data was refused.
+    Reset,
+}
+
+async fn echo_raw(
+    stream: &mut tokio::net::TcpStream,
+    log: &mut ConnectionLog,
+    limits: Limits,
+) -> std::io::Result<Ending> {
     let mut buf = vec![0u8; 64 * 1024];
     // Raw data has no "safe method": all of it is subject to the policy.
     let mut admitted = !log.in_syn;
     loop {
         let n = read_idle(stream, &mut buf, limits.idle).await?;
         if n == 0 {
-            return Ok(()); // the client is done: the close (or `handle`) sends our FIN
+            return Ok(Ending::Close); // the client is done: the close (or `handle`) sends our FIN
         }
         log.bytes_in += n as u64;
         if !admitted {
@@ -415,8 +433,9 @@ async fn echo_raw(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, l
                 if limits.early_data == EarlyData::Reject {
                     // Raw echo has no "425": the client is told by a reset, not a silent close.
                     let _ = stream.set_zero_linger();
+                    return Ok(Ending::Reset);
                 }
-                return Ok(()); // closed unhandled
+                return Ok(Ending::Close); // closed unhandled
             }
             admitted = true;
         }
@@ -441,7 +460,11 @@ pub(crate) fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, limits: Limits) -> std::io::Result<()> {
+async fn echo_http(
+    stream: &mut tokio::net::TcpStream,
+    log: &mut ConnectionLog,
+    limits: Limits,
+) -> std::io::Result<Ending> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + limits.request;
@@ -463,7 +486,7 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
                             b"sent in the SYN before the handshake was confirmed; retry\n",
                         );
                     }
-                    return Ok(()); // never confirmed: dropped unhandled
+                    return Ok(Ending::Close); // never confirmed: dropped unhandled
                 }
                 log.handled = true;
                 let mut response = http_response(200, "OK", &buf[..len]);
@@ -493,7 +516,7 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
         };
         if n == 0 {
             if buf.is_empty() {
-                return Ok(()); // connected and left without a word
+                return Ok(Ending::Close); // connected and left without a word
             }
             break http_response(400, "Bad Request", b"incomplete request\n");
         }
@@ -502,7 +525,7 @@ async fn echo_http(stream: &mut tokio::net::TcpStream, log: &mut ConnectionLog, 
     };
     log.http_status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok());
     // The close (or `handle`, before it waits for the ACK) sends the FIN.
-    write_counted(stream, &response, &mut log.bytes_out, limits.idle).await
+    write_counted(stream, &response, &mut log.bytes_out, limits.idle).await.map(|()| Ending::Close)
 }
 
 #[cfg(test)]

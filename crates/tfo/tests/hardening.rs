@@ -219,7 +219,7 @@ fn probe_does_not_call_a_silent_server_working_and_names_a_cached_cookie() {
 }
 
 #[test]
-fn bench_with_requests_larger_than_the_windows_completes_and_loss_is_counted() {
+fn bench_with_requests_larger_than_the_windows_completes_and_a_total_loss_is_refused() {
     if !fastopen_lab::testing::root_or_skip("hardening_bench_large") {
         return;
     }
@@ -229,15 +229,11 @@ fn bench_with_requests_larger_than_the_windows_completes_and_loss_is_counted() {
     let r = &json(&o)["results"][0];
     assert_eq!((r["failed"].as_u64(), r["plain"]["n"].as_u64()), (Some(0), Some(1)), "{r}");
 
-    // Every packet to the server lost: every request fails, and that is the result.
-    let child =
-        spawn_tfo(&["bench", "--rtt", "1ms", "--requests", "1", "--loss", "100%/0%", "--timeout", "1s", "--json"]);
-    let o = output_bounded(child, std::time::Duration::from_secs(60), "tfo bench --loss 100%");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r = &json(&o)["results"][0];
-    assert_eq!(r["failed"], 4, "the warm-up, cold, plain and TFO requests: {r}");
-    assert_eq!(r["failures"]["connect_timeout"], 4, "{r}");
-    assert!(r["link"]["lost"].as_u64().unwrap() >= 4, "{r}");
+    // A path that loses every packet one way: nothing to measure, refused
+    // up front (exit 2) rather than a table of empty rows that exits 0.
+    let o = run_tfo(&["bench", "--rtt", "1ms", "--requests", "1", "--loss", "100%/0%", "--timeout", "1s", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to measure"), "{}", stderr(&o));
 }
 
 #[test]
@@ -306,8 +302,10 @@ fn serve_closes_idle_connections_and_bounds_http_requests() {
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).unwrap();
         assert!(rest.starts_with(b"HTTP/1.1 200") && rest.ends_with(b"hello"), "{}", String::from_utf8_lossy(&rest));
-        let statuses: Vec<_> = (0..4).map(|_| http.next_connection()["http_status"].clone()).collect();
-        assert_eq!(statuses, [408, 413, 400, 200]);
+        // Each worker logs its own connections: the lines may come in another order.
+        let mut statuses: Vec<u64> = (0..4).map(|_| http.next_connection()["http_status"].as_u64().unwrap()).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400, 408, 413]);
     });
 }
 
@@ -683,18 +681,6 @@ fn serve_caps_connections_and_their_lifetime_and_answers_head_and_connect_right(
         assert!(plus.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&plus));
         let _ = &mut c;
     });
-}
-
-#[test]
-fn bench_refuses_a_loss_that_lets_nothing_through() {
-    if !fastopen_lab::testing::root_or_skip("hardening_bench_loss") {
-        return;
-    }
-    let o = run_tfo(&["bench", "--loss", "100%", "--requests", "1"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("nothing to measure"), "{}", stderr(&o));
-    let o = run_tfo(&["bench", "--loss", "0/100%", "--requests", "1"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

@@ -826,3 +826,40 @@ fn nginx_backends_of_a_fleet_behave_like_tfo_serve() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Raw echo under `--early-data reject`: data in the SYN, its handshake not
+/// yet confirmed (the client's ACK is half a round trip away), is refused
+/// with a reason in the log, and the client is told by a reset.
+#[test]
+fn early_data_reject_in_raw_mode_logs_why_and_resets() {
+    let Some(lab) = lab(100, vec![]) else { return };
+    let addr = SocketAddr::new(lab.server_ip(false), 8300);
+    let bind = addr.to_string();
+    let (mut child, mut lines) = start_serve(lab.server(), &[bind.as_str(), "--early-data", "reject"]);
+    let replies: Vec<std::io::Result<Vec<u8>>> = lab
+        .client()
+        .run(move || {
+            (0..2)
+                .map(|i| {
+                    let (mut s, _) = Connector::new().connect(addr, format!("request {i}").as_bytes())?;
+                    s.shutdown(Shutdown::Write)?;
+                    let mut reply = Vec::new();
+                    s.read_to_end(&mut reply).map(|_| reply)
+                })
+                .collect()
+        })
+        .unwrap();
+    // The first asked for a cookie (no data in the SYN): echoed. The second's
+    // data rode in the SYN: refused and reset.
+    assert_eq!(replies[0].as_deref().ok(), Some(&b"request 0"[..]), "{replies:?}");
+    let refused = replies[1].as_ref().expect_err("the early data is refused");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionReset, "{refused}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = child.wait();
+    let log: Vec<serde_json::Value> =
+        lines.by_ref().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect();
+    let rejected: Vec<_> = log.iter().filter(|l| l["in_syn"] == true).collect();
+    assert_eq!(rejected.len(), 1, "{log:?}");
+    assert_eq!(rejected[0]["handled"], false);
+    assert!(rejected[0]["error"].as_str().unwrap_or("").contains("early data refused"), "{:?}", rejected[0]);
+}

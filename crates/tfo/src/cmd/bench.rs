@@ -174,11 +174,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let loss = args.path.loss;
-    if loss.to_server >= 100.0 || loss.to_client >= 100.0 {
+    // A ratio (1.0 is 100%).
+    if loss.to_server >= 1.0 || loss.to_client >= 1.0 {
         anyhow::bail!(
             "--loss {}%/{}% lets no exchange through: there would be nothing to measure (tfo lab takes it, to watch a black hole)",
-            loss.to_server,
-            loss.to_client
+            loss.to_server * 100.0,
+            loss.to_client * 100.0
         );
     }
     // A --plot path that cannot be written is said now, not after the whole bench.
