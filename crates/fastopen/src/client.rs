@@ -194,6 +194,46 @@ impl Connector {
         self.connect_once(addr, first_data).map_err(|f| f.error)
     }
 
+    /// Connects for a protocol where the server speaks first (SMTP, SSH, FTP,
+    /// IMAP, POP3, MySQL): the program reads before it writes.
+    ///
+    /// With a cookie cached for the server, the SYN leaves at once with the
+    /// cookie and no data ([`ClientOutcome::cookie_only_syn`]): a server with
+    /// TFO creates the connection on it and its greeting comes right behind
+    /// the SYN-ACK, one round trip sooner. Without one, an ordinary connect
+    /// that asks for a cookie ([`FailReason::CookieUnavailable`]). Either way
+    /// the stream is connected when this returns (`peer_addr` works, a read
+    /// waits for the greeting, never for a write), within the connect timeout.
+    ///
+    /// ```no_run
+    /// use std::io::{BufRead, BufReader, Write};
+    /// let connector = fastopen::Connector::new().connect_timeout(Some(std::time::Duration::from_secs(5)));
+    /// let (stream, outcome) = connector.connect_read_first("127.0.0.1:25".parse()?)?;
+    /// let mut greeting = String::new();
+    /// BufReader::new(&stream).read_line(&mut greeting)?; // "220 mail.example ESMTP"
+    /// println!("{greeting}{outcome}");
+    /// (&stream).write_all(b"EHLO me\r\n")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn connect_read_first(&self, addr: SocketAddr) -> Result<(TcpStream, ClientOutcome)> {
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
+        let started = self.start_with(addr, &[], true)?;
+        let deadline = self.connect_timeout.map(|t| started.started_at + t);
+        match self.wait(started.socket.as_fd(), true, deadline)? {
+            sys::Wait::Ready => {}
+            sys::Wait::TimedOut => {
+                let millis = self.connect_timeout.map_or(0, |t| t.as_millis());
+                return Err(Error::ConnectTimeout { addr, millis });
+            }
+            sys::Wait::Cancelled => return Err(Error::Cancelled),
+        }
+        let outcome = self.finish(&started.socket, started.attempt, started.started_at, addr, 0)?;
+        started.socket.set_nonblocking(false).map_err(Error::io("making the socket blocking"))?;
+        Ok((started.socket.into(), outcome))
+    }
+
     /// [`connect`](Connector::connect), and on failure whether any of
     /// `first_data` may have left this host (and reached the server).
     fn connect_once(
@@ -280,6 +320,12 @@ impl Connector {
     /// Creates the socket and starts the handshake, with data in the SYN if the
     /// kernel will take it. Never blocks.
     pub(crate) fn start(&self, addr: SocketAddr, first_data: &[u8]) -> Result<Started> {
+        self.start_with(addr, first_data, false)
+    }
+
+    /// [`start`](Connector::start), or with `read_first` the start of a
+    /// read-first connect: the cached cookie in a SYN without data.
+    pub(crate) fn start_with(&self, addr: SocketAddr, first_data: &[u8], read_first: bool) -> Result<Started> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(Error::io("creating the client socket"))?;
         socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;
@@ -296,21 +342,25 @@ impl Connector {
         let started_at = Instant::now();
         let skip = if !self.enabled {
             Some(FailReason::NotRequested)
-        } else if first_data.is_empty() {
+        } else if first_data.is_empty() && !read_first {
             Some(FailReason::NoData)
         } else {
             None
         };
+        // A read-first connect always takes the TCP_FASTOPEN_CONNECT path.
+        let method = if read_first { ClientMethod::Connect } else { self.method };
         let tfo_start = match skip {
-            Some(reason) => TfoStart::Fallback(reason),
+            Some(reason) => Ok(TfoStart::Fallback(reason)),
+            None if read_first => start_read_first(&socket, addr),
             None => match self.method {
                 ClientMethod::SendTo => start_sendto(&socket, addr, first_data),
                 ClientMethod::Connect => start_fastopen_connect(&socket, addr, first_data),
-            }
-            .map_err(|source| Error::Connect { addr, source })?,
-        };
+            },
+        }
+        .map_err(|source| Error::Connect { addr, source })?;
         let (attempt, written) = match tfo_start {
-            TfoStart::Sent { syn_bytes, written } => (Attempt::Tried { method: self.method, syn_bytes }, written),
+            TfoStart::Sent { syn_bytes, written } => (Attempt::Tried { method, syn_bytes }, written),
+            TfoStart::CookieOnly => (Attempt::CookieOnly, 0),
             TfoStart::Fallback(FailReason::ClientDisabled) if self.strict => {
                 return Err(Error::NotUsed(FailReason::ClientDisabled))
             }
@@ -401,6 +451,32 @@ enum TfoStart {
     Sent { syn_bytes: usize, written: usize },
     /// The kernel refused TFO; make a plain connect instead.
     Fallback(FailReason),
+    /// The SYN left with the cached cookie and no data (read first).
+    CookieOnly,
+}
+
+/// A read-first start: `TCP_FASTOPEN_CONNECT`, then `connect()`. With a
+/// cookie cached it returns at once and sends nothing (the SYN would wait for
+/// a write that a read-first program never makes); an empty `send()` then
+/// sends the SYN with the cookie and no data. Without one, `connect()` sends
+/// an ordinary SYN that asks for a cookie.
+fn start_read_first(socket: &Socket, addr: SocketAddr) -> io::Result<TfoStart> {
+    match sys::set_tcp_int(socket.as_fd(), sys::TCP_FASTOPEN_CONNECT, 1) {
+        Ok(()) => {}
+        Err(e) if sys::client_errno(&e) == ClientErrno::TfoDisabled => {
+            return Ok(TfoStart::Fallback(FailReason::ClientDisabled))
+        }
+        Err(e) => return Err(e),
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => match socket.send(&[]) {
+            Ok(_) => Ok(TfoStart::CookieOnly),
+            Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::CookieOnly),
+            Err(e) => Err(e),
+        },
+        Err(e) if sys::client_errno(&e) == ClientErrno::InProgress => Ok(TfoStart::Sent { syn_bytes: 0, written: 0 }),
+        Err(e) => Err(e),
+    }
 }
 
 /// `sendto(MSG_FASTOPEN)` on a non-blocking socket: returns the bytes put in the

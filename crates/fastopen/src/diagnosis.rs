@@ -151,6 +151,7 @@ mod tests {
             first_data_len: 10,
             fail_reason: reason,
             connect_time: Duration::from_millis(connect_ms),
+            cookie_only_syn: false,
         };
         ProbeAttempt { outcome, replied }
     }

@@ -125,6 +125,9 @@ pub(crate) enum Attempt {
     Tried { method: ClientMethod, syn_bytes: usize },
     /// TFO was not tried, for this reason.
     Skipped(FailReason),
+    /// A read-first connect: the SYN carried the cached cookie and no data
+    /// (`TCP_FASTOPEN_CONNECT`, then an empty send).
+    CookieOnly,
 }
 
 /// The outcome of one client connection.
@@ -145,6 +148,12 @@ pub struct ClientOutcome {
     /// Time from the start of the connect until the handshake completed.
     #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_ms", rename = "connect_ms"))]
     pub connect_time: Duration,
+    /// The SYN carried the cookie and no data ([`Connector::connect_read_first`](crate::Connector::connect_read_first)):
+    /// a server with TFO creates the connection on it, so one that speaks
+    /// first (SMTP, SSH, FTP) sends its greeting right behind its SYN-ACK,
+    /// one round trip sooner. No request rode in it, so a replayed SYN runs
+    /// nothing twice. `bytes_in_syn` is 0 and [`tfo_used`](ClientOutcome::tfo_used) false.
+    pub cookie_only_syn: bool,
 }
 
 #[cfg(feature = "serde")]
@@ -176,6 +185,18 @@ impl ClientOutcome {
                     first_data_len,
                     fail_reason: Some(reason),
                     connect_time,
+                    cookie_only_syn: false,
+                }
+            }
+            Attempt::CookieOnly => {
+                return ClientOutcome {
+                    method: Some(ClientMethod::Connect),
+                    bytes_in_syn: 0,
+                    syn_bytes_sent: 0,
+                    first_data_len,
+                    fail_reason: None,
+                    connect_time,
+                    cookie_only_syn: true,
                 }
             }
             Attempt::Tried { method, syn_bytes } => (method, syn_bytes),
@@ -200,12 +221,18 @@ impl ClientOutcome {
             first_data_len,
             fail_reason,
             connect_time,
+            cookie_only_syn: false,
         }
     }
 }
 
 impl fmt::Display for ClientOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cookie_only_syn {
+            return f.write_str(
+                "cookie sent without data (read first): a server with TFO answers in SYN_RECV, a round trip sooner",
+            );
+        }
         match (self.fail_reason, self.method) {
             (None, Some(m)) => write!(
                 f,
@@ -245,6 +272,14 @@ pub struct AcceptOutcome {
 }
 
 impl AcceptOutcome {
+    /// The connection was created by TFO on a SYN with a valid cookie and no
+    /// data (a read-first client): accepted in SYN_RECV, so a greeting sent
+    /// now reaches the client one round trip sooner. `false` on kernels that
+    /// do not report TFO children (before 6.16).
+    pub fn cookie_only_syn(&self) -> bool {
+        !self.data_in_syn && self.tfo_child == Some(true)
+    }
+
     /// Derives the outcome from two `tcp_info` reads made one after the other
     /// at accept time (or the same read twice, when no data came in the SYN or
     /// more than one segment came: then the second read tells nothing more).

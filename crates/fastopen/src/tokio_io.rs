@@ -112,6 +112,21 @@ impl Connector {
         Ok((stream, outcome))
     }
 
+    /// The async form of [`Connector::connect_read_first`].
+    pub async fn connect_read_first_async(&self, addr: SocketAddr) -> Result<(TcpStream, ClientOutcome)> {
+        let Started { socket, attempt, started_at, .. } = self.start_with(addr, &[], true)?;
+        let std_stream: std::net::TcpStream = socket.into();
+        let stream = TcpStream::from_std(std_stream).map_err(Error::io("registering the socket with tokio"))?;
+        let deadline = self.timeout().map(|t| ::tokio::time::Instant::from_std(started_at + t));
+        let millis = self.timeout().map_or(0, |t| t.as_millis());
+        let handshake = async {
+            stream.writable().await.map_err(Error::io("waiting for the handshake"))?;
+            self.finish(&stream, attempt, started_at, addr, 0)
+        };
+        let outcome = self.bounded(deadline, handshake, Error::ConnectTimeout { addr, millis }).await?;
+        Ok((stream, outcome))
+    }
+
     /// Runs `work` until `deadline` (then `timed_out`) or the connector's
     /// [`Cancel`](crate::Cancel) (then [`Error::Cancelled`]).
     async fn bounded<T>(

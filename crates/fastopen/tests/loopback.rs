@@ -476,6 +476,46 @@ fn a_confirmed_handshake_handle_holds_no_descriptor() {
 }
 
 #[test]
+fn read_first_sends_the_cookie_without_data_and_the_greeting_comes_in_syn_recv() {
+    in_netns("read_first", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let server = thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _, outcome) = listener.accept().unwrap();
+                s.write_all(b"220 ready\r\n").unwrap(); // speaks first
+                tx.send(outcome).unwrap();
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+        });
+        let c = Connector::new().connect_timeout(Some(Duration::from_secs(5)));
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let before = counters();
+            let (mut stream, outcome) = c.connect_read_first(addr).unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), addr, "connected like any other stream");
+            let mut greeting = [0u8; 11];
+            stream.read_exact(&mut greeting).unwrap();
+            assert_eq!(&greeting, b"220 ready\r\n");
+            stream.shutdown(Shutdown::Write).unwrap();
+            let accepted = rx.recv().unwrap();
+            seen.push((outcome, accepted, &counters() - &before));
+        }
+        let (first, first_accept, _) = &seen[0];
+        assert_eq!((first.cookie_only_syn, first.fail_reason), (false, Some(FailReason::CookieUnavailable)), "{first}");
+        assert!(!first_accept.cookie_only_syn());
+        let (second, second_accept, d) = &seen[1];
+        assert!(second.cookie_only_syn && !second.tfo_used() && second.bytes_in_syn == 0, "{second}");
+        assert!(second_accept.cookie_only_syn(), "the server made the connection on the cookie SYN: {second_accept:?}");
+        assert_eq!(d.passive, 1, "the kernel counts it as a passive TFO connection: {d:?}");
+        assert_eq!(d.active, 0, "no data was in the SYN, so nothing was acknowledged: {d:?}");
+        server.join().unwrap();
+    });
+}
+
+#[test]
 fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
     in_netns("no_cookie", 3, || {
         let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();

@@ -256,7 +256,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let empty: Vec<String> = rows
         .iter()
-        .filter(|r| [&r.plain, &r.tfo].iter().any(|s| s.as_ref().is_none_or(|s| s.n == 0)))
+        .filter(|r| [&r.plain, &r.tfo].iter().all(|s| s.as_ref().is_none_or(|s| s.n == 0)))
         .map(|r| format!("RTT {} ms, {} B", r.rtt_ms, r.size))
         .collect();
     if !empty.is_empty() {
