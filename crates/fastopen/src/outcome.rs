@@ -326,7 +326,9 @@ impl fmt::Display for AcceptOutcome {
         match (self.data_in_syn, self.bytes_in_syn) {
             (true, Some(n)) => write!(f, "data in SYN: {n} bytes"),
             (true, None) => f.write_str("data in SYN"),
-            (false, _) if self.tfo_child == Some(true) => f.write_str("TFO connection, no data in SYN"),
+            (false, _) if self.tfo_child == Some(true) => {
+                f.write_str("cookie SYN without data (read first): made in SYN_RECV")
+            }
             (false, _) => f.write_str("regular handshake"),
         }
     }

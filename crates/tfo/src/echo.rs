@@ -40,6 +40,10 @@ pub(crate) struct ConnectionLog {
     pub(crate) handled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) http_status: Option<u16>,
+    /// `--banner`: the greeting left while the handshake was still in
+    /// SYN_RECV (before the client's ACK: a cookie SYN made the connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) greeting_in_syn_recv: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -90,6 +94,9 @@ pub(crate) struct Limits {
     pub(crate) lifetime: Duration,
     /// Connections served at once (per worker); more wait in the listen queue.
     pub(crate) max_connections: usize,
+    /// Raw mode: a greeting written at accept, before anything is read (a
+    /// server that speaks first, as SMTP, FTP and SSH do).
+    pub(crate) banner: Option<&'static [u8]>,
 }
 
 impl Default for Limits {
@@ -103,6 +110,7 @@ impl Default for Limits {
             confirm_timeout: Duration::from_secs(10),
             lifetime: DEFAULT_LIFETIME,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            banner: None,
         }
     }
 }
@@ -334,6 +342,7 @@ async fn handle(
         confirmed: None,
         handled: false,
         http_status: None,
+        greeting_in_syn_recv: None,
         error: None,
     };
     let work = async {
@@ -419,6 +428,12 @@ async fn echo_raw(
     log: &mut ConnectionLog,
     limits: Limits,
 ) -> std::io::Result<Ending> {
+    if let Some(banner) = limits.banner {
+        write_counted(stream, banner, &mut log.bytes_out, limits.idle).await?;
+        // Still pending once written: the greeting left before the client's ACK.
+        let pending = fastopen::handshake_state(&*stream).ok().map(|s| s == fastopen::HandshakeState::Pending);
+        log.greeting_in_syn_recv = pending;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     // Raw data has no "safe method": all of it is subject to the policy.
     let mut admitted = !log.in_syn;

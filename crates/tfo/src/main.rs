@@ -14,6 +14,7 @@ mod cmd;
 mod echo;
 mod exchange;
 mod exit;
+mod greeting;
 mod impairments;
 mod interrupt;
 mod keywatch;

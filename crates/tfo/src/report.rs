@@ -22,6 +22,11 @@ pub(crate) fn connection_line(log: &ConnectionLog) -> String {
     if let Some(status) = log.http_status {
         line.push_str(&format!(", HTTP {status}"));
     }
+    match log.greeting_in_syn_recv {
+        Some(true) => line.push_str(", greeting sent in SYN_RECV (before the client's ACK: a round trip sooner)"),
+        Some(false) => line.push_str(", greeting sent after the handshake"),
+        None => {}
+    }
     if let Some(err) = &log.error {
         line.push_str(&format!(", error: {err}"));
     }
@@ -57,6 +62,8 @@ pub(crate) struct OutcomeFields {
     pub(crate) fail_reason: Option<FailReason>,
     pub(crate) fail_explanation: Option<&'static str>,
     pub(crate) connect_ms: f64,
+    /// The SYN carried the cookie and no data (a read-first connect).
+    pub(crate) cookie_only_syn: bool,
 }
 
 impl OutcomeFields {
@@ -70,6 +77,7 @@ impl OutcomeFields {
             fail_reason: outcome.fail_reason,
             fail_explanation: outcome.fail_reason.map(|r| r.explain()),
             connect_ms: ms(outcome.connect_time),
+            cookie_only_syn: outcome.cookie_only_syn,
         }
     }
 }

@@ -863,3 +863,120 @@ fn early_data_reject_in_raw_mode_logs_why_and_resets() {
     assert_eq!(rejected[0]["handled"], false);
     assert!(rejected[0]["error"].as_str().unwrap_or("").contains("early data refused"), "{:?}", rejected[0]);
 }
+
+/// A server that speaks first (`tfo serve --banner`) across a 100 ms path:
+/// `tfo send --read-first` gets the greeting after 2 round trips on the first
+/// connection (it asks for a cookie) and after 1 on the next (the cookie in a
+/// SYN without data: the server greets in SYN_RECV), and the server's log
+/// says so; a plain client that never heard of TFO still gets its greeting.
+#[test]
+fn read_first_gets_the_greeting_a_round_trip_sooner_with_the_cookie() {
+    let Some(lab) = lab(100, vec![]) else { return };
+    let addr = SocketAddr::new(lab.server_ip(false), 2525);
+    let bind = addr.to_string();
+    let (mut child, mut lines) = start_serve(lab.server(), &[bind.as_str(), "--banner", "220 lab ESMTP ready"]);
+    let send = |extra: &[&str]| {
+        let o = lab
+            .client()
+            .command(env!("CARGO_BIN_EXE_tfo"))
+            .args(["send", "--read-first", &bind, "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let first = send(&[]);
+    let second = send(&["--data", "EHLO lab"]);
+    for (v, trips, cookie) in [(&first, 2.0, false), (&second, 1.0, true)] {
+        assert_eq!(v["greeting"], "220 lab ESMTP ready\r\n", "{v}");
+        let n = v["greeting_round_trips"].as_f64().unwrap();
+        assert!((n - trips).abs() < 0.3, "{trips} round trips expected: {v}");
+        assert_eq!(
+            (v["cookie_sent"].as_bool(), v["greeting_with_handshake"].as_bool()),
+            (Some(cookie), Some(cookie)),
+            "{v}"
+        );
+    }
+    assert_eq!(second["reply"], "EHLO lab", "the data after the greeting is echoed: {second}");
+    // A plain client: connect, read the greeting.
+    let plain = lab
+        .client()
+        .run(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut greeting = [0u8; 21];
+            s.read_exact(&mut greeting).map(|()| greeting.to_vec())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain, b"220 lab ESMTP ready\r\n");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = child.wait();
+    let log: Vec<serde_json::Value> =
+        lines.by_ref().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect();
+    // Each worker logs its own connections: found by what they carried, not by order.
+    assert_eq!(log.len(), 3, "{log:?}");
+    for l in &log {
+        let with_cookie = l["bytes_in"] == 8; // the --data of the second send
+        assert_eq!(l["greeting_in_syn_recv"].as_bool(), Some(with_cookie), "{l}");
+    }
+}
+
+/// OpenSSH's sshd, which nobody here wrote and which never asks for TFO, is
+/// given it by `net.ipv4.tcp_fastopen=0x403` in the server namespace (TFO on
+/// every listener): `tfo probe --read-first` finds it greeting in SYN_RECV.
+/// With 0x3 (no TFO on its listener) the verdict is "no cookie".
+#[test]
+fn probe_read_first_finds_a_real_sshd_answering_in_syn_recv() {
+    if !fastopen_lab::testing::root_or_skip("probe_read_first_sshd")
+        || !fastopen_lab::testing::have_tool("probe_read_first_sshd", "sshd")
+        || !fastopen_lab::testing::have_tool("probe_read_first_sshd", "ssh-keygen")
+    {
+        return;
+    }
+    let Some(lab) = lab(100, vec![]) else { return };
+    let dir = common::tempdir("sshd");
+    let key = dir.join("host_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir_all("/run/sshd").unwrap(); // sshd's privilege separation directory
+    let addr = SocketAddr::new(lab.server_ip(false), 22);
+    let target = addr.to_string();
+    let probe = |mode: &str| {
+        // The server's mode decides at listen(): set it, then start sshd.
+        lab.server().set_sysctl("net.ipv4.tcp_fastopen", mode).unwrap();
+        let sshd = lab
+            .server()
+            .command("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f", "/dev/null", "-h", key.to_str().unwrap()])
+            .args(["-o", &format!("ListenAddress={}", addr), "-o", "PidFile=none"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _sshd = common::Guard(sshd);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lab.server().has_listener() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lab.flush_cookies().unwrap();
+        let o = lab
+            .client()
+            .command(env!("CARGO_BIN_EXE_tfo"))
+            .args(["probe", "--read-first", &target, "--json", "--timeout", "3s"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let on = probe("1027"); // 0x403
+    assert_eq!(on["diagnosis"], "answers_in_syn_recv", "{on}");
+    assert_eq!(on["attempts"][1]["cookie_only_syn"], true, "{on}");
+    let off = probe("3");
+    assert_eq!(off["diagnosis"], "no_cookie", "{off}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -105,6 +105,13 @@ pub(crate) struct Args {
     /// One JSON object per address, one per line (and a summary line when there are several).
     #[arg(long)]
     json: bool,
+    /// For servers that speak first (SMTP, IMAP, FTP, SSH, MySQL): connect
+    /// read-first and time the greeting. The first connection gets the cookie;
+    /// the next sends it without data: a server with TFO greets in SYN_RECV,
+    /// one round trip sooner. Verdicts: answers_in_syn_recv, no_cookie,
+    /// cookie_refused, no_greeting.
+    #[arg(long, conflicts_with_all = ["http", "tls", "fleet", "method"])]
+    read_first: bool,
     /// Probe the fleet behind one address in N rounds (2 to 1000), each with a fresh cookie.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=1000), conflicts_with_all = ["tls", "targets_file"])]
     fleet: Option<u32>,
@@ -144,6 +151,8 @@ pub(super) struct AttemptReport {
 #[serde(untagged)]
 enum Diagnosis {
     Tfo(ProbeVerdict),
+    /// `--read-first`: `answers_in_syn_recv`, `no_cookie`, `cookie_refused`.
+    ReadFirst(&'static str),
     /// `unresolved`, `refused`, `connect_timeout`, `tls_failed`, ...
     Failed(&'static str),
 }
@@ -152,6 +161,7 @@ impl Diagnosis {
     fn as_str(self) -> &'static str {
         match self {
             Diagnosis::Tfo(v) => v.as_str(),
+            Diagnosis::ReadFirst(v) => v,
             Diagnosis::Failed(kind) => kind,
         }
     }
@@ -202,6 +212,7 @@ struct Probe {
     timeout: Duration,
     http: bool,
     tls: Option<(TlsClient, Option<String>)>,
+    read_first: bool,
 }
 
 /// One connection: connect (request in the SYN if TFO), wait for the first reply byte.
@@ -278,6 +289,9 @@ impl Probe {
             Ok(addr) => *addr,
             Err(why) => return failed(target, None, "unresolved", why.clone(), Vec::new()),
         };
+        if self.read_first {
+            return self.read_first(target, addr);
+        }
         let tfo = Connector::new().method(self.method);
         let plain = Connector::new().tfo(false);
         let mut attempts = Vec::new();
@@ -317,6 +331,73 @@ impl Probe {
             server: Some(addr),
             tfo_works: diagnosis == Diagnosis::Tfo(ProbeVerdict::Works),
             diagnosis,
+            explanation,
+            saved_ms,
+            attempts,
+        }
+    }
+}
+
+impl Probe {
+    /// `--read-first`: two read-first connections with TFO (the first gets the
+    /// cookie, the second sends it without data) and a plain one, each timed
+    /// to the greeting against its own RTT.
+    fn read_first(&self, target: String, addr: SocketAddr) -> ProbeReport {
+        let tfo = Connector::new();
+        let plain = Connector::new().tfo(false);
+        let mut attempts = Vec::new();
+        let mut greetings = Vec::new();
+        for (kind, connector) in [("read_first_1", &tfo), ("read_first_2", &tfo), ("plain", &plain)] {
+            match crate::greeting::read_greeting(connector, addr, self.timeout) {
+                Ok(g) => {
+                    let trips =
+                        g.round_trips().map_or(String::new(), |n| format!(", greeting after {n:.2} round trips"));
+                    attempts.push(AttemptReport {
+                        kind,
+                        outcome: OutcomeFields::new(&g.outcome, 0),
+                        first_reply_ms: Some(crate::report::ms(g.after)),
+                        tls: None,
+                        said: format!("{}{trips}", g.outcome),
+                    });
+                    greetings.push(g);
+                }
+                Err(e) => {
+                    let kind = e.kind();
+                    let why = format!("{:#}", anyhow::Error::from(e));
+                    return failed(target, Some(addr), kind, why, attempts);
+                }
+            }
+        }
+        let (second, plain) = (&greetings[1], &greetings[2]);
+        let trips = |g: &crate::greeting::Greeting| g.round_trips().map_or("?".to_string(), |n| format!("{n:.2}"));
+        let (verdict, explanation) = match (second.outcome.cookie_only_syn, second.with_handshake()) {
+            (true, Some(true)) => (
+                "answers_in_syn_recv",
+                format!(
+                    "the server made the connection on the cookie SYN and greeted in SYN_RECV: its greeting came after {} round trips (plain TCP: {})",
+                    trips(second),
+                    trips(plain)
+                ),
+            ),
+            (true, _) => (
+                "cookie_refused",
+                format!(
+                    "the cookie rode in the SYN, but the greeting came after {} round trips: the server did not take it (a key rotation, its TFO queue full, or the option stripped on the way back)",
+                    trips(second)
+                ),
+            ),
+            (false, _) => (
+                "no_cookie",
+                "the server offered no cookie: its TFO is off (bit 0x2 of net.ipv4.tcp_fastopen, or TCP_FASTOPEN on its listener; 0x400 gives every listener TFO), or something on the path strips the option".to_string(),
+            ),
+        };
+        let works = verdict == "answers_in_syn_recv";
+        let saved_ms = works.then(|| ((plain.after.as_secs_f64() - second.after.as_secs_f64()) * 1e6).round() / 1e3);
+        ProbeReport {
+            target,
+            server: Some(addr),
+            tfo_works: works,
+            diagnosis: Diagnosis::ReadFirst(verdict),
             explanation,
             saved_ms,
             attempts,
@@ -389,7 +470,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let probe = Probe { method, timeout: args.timeout, http: args.http, tls };
+    let probe = Probe { method, timeout: args.timeout, http: args.http, tls, read_first: args.read_first };
     crate::interrupt::install();
     let started = Instant::now();
     let jobs = resolve_all(&targets, default_port, family, args.concurrency.into());
@@ -483,6 +564,10 @@ fn print(report: &ProbeReport, json: bool, detailed: bool, method: ClientMethod)
 }
 
 fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: ClientMethod) -> std::io::Result<()> {
+    let method = match report.diagnosis {
+        Diagnosis::ReadFirst(_) => "read first: the cookie in a SYN without data".to_string(),
+        _ => method.to_string(),
+    };
     match report.server {
         Some(server) if [server.to_string(), server.ip().to_string()].contains(&report.target) => {
             writeln!(out, "probing {server} with TFO ({method})")?
@@ -546,7 +631,7 @@ fn fleet(
             addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
         );
     };
-    let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None };
+    let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None, read_first: false };
     super::probe_fleet::run(super::probe_fleet::FleetProbe {
         addr,
         rounds,

@@ -69,6 +69,95 @@ pub(crate) struct Args {
     /// Print one JSON object: tfo_used, bytes_in_syn, fail_reason, connect_ms, total_ms, reply, ...
     #[arg(long)]
     json: bool,
+    /// For servers that speak first (SMTP, FTP, SSH): read the greeting before
+    /// sending anything, then send --data (if given) and read the reply. With a
+    /// cookie cached the SYN carries it and no data, and a server with TFO
+    /// greets one round trip sooner; the report says after how many round trips
+    /// the greeting came, and whether the cookie was sent.
+    #[arg(long, conflicts_with_all = ["file", "no_cookie", "method"])]
+    read_first: bool,
+}
+
+/// `tfo send --read-first --json`. The field names are a contract (README).
+#[derive(Debug, Serialize)]
+struct ReadFirstReport {
+    server: SocketAddr,
+    #[serde(flatten)]
+    outcome: OutcomeFields,
+    /// The cookie rode in the SYN, without data.
+    cookie_sent: bool,
+    greeting_ms: f64,
+    /// The connection's RTT as the kernel measured it.
+    rtt_ms: Option<f64>,
+    greeting_round_trips: Option<f64>,
+    /// The greeting came with the handshake (under 1.5 round trips).
+    greeting_with_handshake: Option<bool>,
+    greeting: String,
+    greeting_encoding: &'static str,
+    /// After --data: the reply up to the server's close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_encoding: Option<&'static str>,
+}
+
+/// `--read-first`: the greeting, then --data and its reply.
+fn read_first(args: &Args) -> anyhow::Result<ExitCode> {
+    let connector = Connector::new().tfo(!args.no_tfo).strict(args.strict);
+    let started = std::time::Instant::now();
+    let g = crate::greeting::read_greeting(&connector, args.addr, args.timeout).map_err(|e| match e {
+        crate::greeting::GreetingError::Silent { .. } => anyhow::Error::new(CheckFailed(e.to_string())),
+        e => anyhow::Error::new(e),
+    })?;
+    let reply = match &args.data {
+        Some(data) => {
+            let mut stream = &g.stream;
+            stream.write_all(data.as_bytes()).context("sending --data")?;
+            g.stream.shutdown(std::net::Shutdown::Write).context("sending --data")?;
+            let left = args.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            g.stream.set_read_timeout(Some(left)).context("setting the reply's deadline")?;
+            let mut reply = Vec::new();
+            (&g.stream).take(MAX_REPLY as u64).read_to_end(&mut reply).context("reading the reply")?;
+            Some(reply)
+        }
+        None => None,
+    };
+    let rtt_ms = g.rtt.map(report::ms);
+    if args.json {
+        let (greeting, greeting_encoding) = reply_text(&g.text);
+        let reply = reply.as_deref().map(reply_text);
+        let r = ReadFirstReport {
+            server: args.addr,
+            outcome: OutcomeFields::new(&g.outcome, args.data.as_ref().map_or(0, String::len)),
+            cookie_sent: g.outcome.cookie_only_syn,
+            greeting_ms: report::ms(g.after),
+            rtt_ms,
+            greeting_round_trips: g.round_trips().map(|n| (n * 100.0).round() / 100.0),
+            greeting_with_handshake: g.with_handshake(),
+            greeting,
+            greeting_encoding,
+            reply_encoding: reply.as_ref().map(|r| r.1),
+            reply: reply.map(|r| r.0),
+        };
+        outln!("{}", serde_json::to_string(&r)?)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&g.text)?;
+        if let Some(reply) = &reply {
+            out.write_all(reply)?;
+        }
+        out.flush()?;
+        errln!("{}", g.outcome);
+        let trips = g.round_trips().map_or(String::new(), |n| format!(" = {n:.2} round trips"));
+        let rtt = rtt_ms.map_or(String::new(), |r| format!(" (RTT {r:.3} ms)"));
+        let came = match g.with_handshake() {
+            Some(true) => ": it came with the handshake (the server spoke in SYN_RECV)",
+            Some(false) => ": after the handshake",
+            None => "",
+        };
+        errln!("greeting after {:.3} ms{trips}{rtt}{came}", report::ms(g.after));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Largest request `tfo send` reads (from --data, --file or stdin).
@@ -143,6 +232,9 @@ fn read_data(args: &Args) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.read_first {
+        return read_first(&args);
+    }
     let data = read_data(&args)?;
     let timeout = args.timeout;
     let connector = Connector::new()

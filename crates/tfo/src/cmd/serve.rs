@@ -119,6 +119,12 @@ pub(crate) struct Args {
     /// lets a client that sends a byte now and then stay for ever).
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
     max_lifetime: Duration,
+    /// Raw mode: write TEXT and CRLF at accept, before reading (a server that
+    /// speaks first, as SMTP, FTP and SSH do), then echo as usual. A client
+    /// that sent its cookie without data (`tfo send --read-first`) gets it one
+    /// round trip sooner: the log says "greeting sent in SYN_RECV".
+    #[arg(long, value_name = "TEXT", conflicts_with = "http")]
+    banner: Option<String>,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -166,6 +172,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         confirm_timeout: args.confirm_timeout,
         lifetime: args.max_lifetime,
         max_connections: args.max_connections as usize,
+        // Lives as long as the server: leaked once.
+        banner: args.banner.as_ref().map(|b| &*Box::leak(format!("{b}\r\n").into_bytes().into_boxed_slice())),
     };
     let mode = fastopen::host::read_mode()?;
     if !mode.server() {

@@ -1,0 +1,140 @@
+//! A server that speaks first (SMTP 220, FTP 220, SSH's version line, IMAP,
+//! POP3, MySQL): connect read-first (the cached cookie in a SYN without data),
+//! read its greeting, and say how long it took in round trips. The engine of
+//! `tfo send --read-first`, `tfo probe --read-first` and `tfo bench --read-first`.
+//!
+//! With the cookie, a server with TFO creates the connection on the SYN and
+//! its greeting follows the SYN-ACK: one round trip to the greeting instead
+//! of two. "With the handshake" is judged against the connection's own RTT
+//! (the kernel's, from the SYN-ACK): under 1.5 round trips.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use fastopen::{ClientOutcome, Connector};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// The most of a greeting kept (the first line, or this much).
+pub(crate) const MAX_GREETING: usize = 64 * 1024;
+
+/// A greeting read.
+#[derive(Debug)]
+pub(crate) struct Greeting {
+    pub(crate) outcome: ClientOutcome,
+    /// Its first line (or what came, up to [`MAX_GREETING`]).
+    pub(crate) text: Vec<u8>,
+    /// From the start of the connect to the greeting's first byte.
+    pub(crate) after: Duration,
+    /// The kernel's RTT of the connection (from the SYN-ACK), if it says.
+    pub(crate) rtt: Option<Duration>,
+    pub(crate) stream: TcpStream,
+}
+
+impl Greeting {
+    /// The time to the greeting in round trips of the connection.
+    pub(crate) fn round_trips(&self) -> Option<f64> {
+        self.rtt.filter(|r| !r.is_zero()).map(|r| self.after.as_secs_f64() / r.as_secs_f64())
+    }
+
+    /// Whether the greeting came with the handshake (within 1.5 round trips):
+    /// the server made the connection on the SYN and spoke in SYN_RECV.
+    pub(crate) fn with_handshake(&self) -> Option<bool> {
+        self.round_trips().map(|n| n < 1.5)
+    }
+}
+
+/// Why no greeting was read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GreetingError {
+    #[error(transparent)]
+    Connect(#[from] fastopen::Error),
+    #[error("{addr} sent no greeting within {:.1} s: it does not speak first (or is slow; --timeout sets the wait)", timeout.as_secs_f64())]
+    Silent { addr: SocketAddr, timeout: Duration, outcome: Box<ClientOutcome> },
+    #[error("{addr} closed the connection before any greeting")]
+    Closed { addr: SocketAddr },
+    #[error("{0}")]
+    Cancelled(String),
+    #[error("reading the greeting from {addr}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl GreetingError {
+    /// A short stable name of the kind, for reports.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            GreetingError::Connect(fastopen::Error::ConnectTimeout { .. }) => "connect_timeout",
+            GreetingError::Connect(fastopen::Error::Connect { source, .. })
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                "refused"
+            }
+            GreetingError::Connect(_) => "connect_failed",
+            GreetingError::Silent { .. } => "no_greeting",
+            GreetingError::Closed { .. } => "closed_early",
+            GreetingError::Cancelled(_) => "cancelled",
+            GreetingError::Io { .. } => "io_error",
+        }
+    }
+}
+
+/// Connects read-first to `addr` and reads the greeting, all within `timeout`.
+pub(crate) fn read_greeting(
+    connector: &Connector,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Greeting, GreetingError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let connector = connector.clone().connect_timeout(Some(timeout)).cancel_on(Some(crate::interrupt::token()));
+    let (stream, outcome) = connector.connect_read_first(addr)?;
+    let rtt = fastopen::read_tcp_info(&stream).ok().and_then(|i| i.rtt_us).map(|us| Duration::from_micros(us.into()));
+    let io = |source| GreetingError::Io { addr, source };
+    stream.set_nonblocking(true).map_err(io)?;
+    let mut text = Vec::new();
+    let mut after = None;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match (&stream).read(&mut chunk) {
+            Ok(0) if text.is_empty() => return Err(GreetingError::Closed { addr }),
+            Ok(0) => break,
+            Ok(n) => {
+                after.get_or_insert_with(|| started.elapsed());
+                let keep = n.min(MAX_GREETING.saturating_sub(text.len()));
+                text.extend_from_slice(&chunk[..keep]);
+                if text.contains(&b'\n') || text.len() >= MAX_GREETING {
+                    break;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        }
+        if let Some(why) = crate::interrupt::cancel() {
+            return Err(GreetingError::Cancelled(why));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            if text.is_empty() {
+                return Err(GreetingError::Silent { addr, timeout, outcome: Box::new(outcome) });
+            }
+            break;
+        }
+        let token = crate::interrupt::token();
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN), PollFd::new(token.fd(), PollFlags::POLLIN)];
+        let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io(e.into())),
+        }
+    }
+    stream.set_nonblocking(false).map_err(io)?;
+    let after = after.unwrap_or_else(|| started.elapsed());
+    Ok(Greeting { outcome, text, after, rtt, stream })
+}
