@@ -212,6 +212,15 @@ pub enum Verdict {
         /// Bytes in the SYN (its data is delivered again if the server accepts it).
         bytes: u32,
     },
+    /// The SYN carried the cookie and no data (a client that reads first, as
+    /// `tfo send --read-first` and `tfo wrap` make): a server with TFO makes
+    /// the connection on it. `greeting_before_ack`: the server's first data
+    /// left before the client's ACK reached it (it spoke in SYN_RECV, a round
+    /// trip sooner).
+    CookieOnlySyn {
+        /// The server sent data before the client's ACK arrived.
+        greeting_before_ack: bool,
+    },
     /// The capture does not include the SYN.
     NoHandshake,
 }
@@ -232,6 +241,7 @@ impl Verdict {
             Verdict::SynDataDropped { .. } => "syn_data_dropped",
             Verdict::MalformedOption => "malformed_option",
             Verdict::ReplayedSyn { .. } => "replayed_syn",
+            Verdict::CookieOnlySyn { .. } => "cookie_only_syn",
             Verdict::NoHandshake => "no_handshake",
         }
     }
@@ -266,6 +276,12 @@ impl fmt::Display for Verdict {
                 f,
                 "a REPLAYED SYN with {bytes} bytes of data, after its connection had ended: a new connection to the server"
             ),
+            Verdict::CookieOnlySyn { greeting_before_ack: true } => f.write_str(
+                "cookie sent without data (read first); the server's data left before the client's ACK: it spoke in SYN_RECV, a round trip sooner",
+            ),
+            Verdict::CookieOnlySyn { greeting_before_ack: false } => {
+                f.write_str("cookie sent without data (read first); the server sent nothing before the client's ACK")
+            }
             Verdict::NoHandshake => f.write_str("handshake not in the capture"),
         }
     }
@@ -284,6 +300,26 @@ struct Handshake {
     refused: bool,
     /// The SYN carried data, went unanswered, and was sent again plain.
     resent_plain: bool,
+    /// When this point saw the SYN, the SYN-ACK, the client's first ACK after
+    /// it, and the server's first data (for a read-first verdict).
+    syn_at: Option<Duration>,
+    synack_at: Option<Duration>,
+    client_ack_at: Option<Duration>,
+    server_data_at: Option<Duration>,
+}
+
+impl Handshake {
+    /// Whether the server's first data left before the client's ACK reached
+    /// it: seen so at the server (data before the ACK), or at the client (data
+    /// within half a round trip of the SYN-ACK, too soon to answer the ACK).
+    fn greeting_before_ack(&self) -> bool {
+        let (Some(syn), Some(synack), Some(data)) = (self.syn_at, self.synack_at, self.server_data_at) else {
+            return false;
+        };
+        let before_ack = self.client_ack_at.is_none_or(|ack| data < ack);
+        let half_rtt = synack.saturating_sub(syn) / 2;
+        before_ack || data.saturating_sub(synack) < half_rtt
+    }
 }
 
 /// One connection.
@@ -349,6 +385,26 @@ impl Connection {
         }
     }
 
+    /// Notes when `point` saw the handshake's packets and the first data back.
+    fn time(&mut self, point: usize, time: Duration, dir: Dir, p: &TcpPacket<'_>, len: u32) {
+        let h = &mut self.handshakes[point];
+        match dir {
+            Dir::ToServer if p.flags.is_syn() => {
+                h.syn_at.get_or_insert(time);
+            }
+            Dir::ToClient if p.flags.is_syn_ack() => {
+                h.synack_at.get_or_insert(time);
+            }
+            Dir::ToServer if p.flags.has(TcpFlags::ACK) && h.synack_at.is_some() => {
+                h.client_ack_at.get_or_insert(time);
+            }
+            Dir::ToClient if len > 0 => {
+                h.server_data_at.get_or_insert(time);
+            }
+            _ => {}
+        }
+    }
+
     /// A SYN from the client at capture `point`: the first one, or a retransmission.
     fn on_syn(&mut self, point: usize, seq: u32, tfo: Option<TfoSeen>, len: u32) -> Option<Note> {
         let mut note = None;
@@ -366,7 +422,8 @@ impl Connection {
         }
         let h = &mut self.handshakes[point];
         if !h.syn_seen {
-            *h = Handshake { syn_seen: true, syn_tfo: tfo, syn_len: len, ..Handshake::default() };
+            let syn_at = h.syn_at;
+            *h = Handshake { syn_seen: true, syn_tfo: tfo, syn_len: len, syn_at, ..Handshake::default() };
         }
         note
     }
@@ -454,6 +511,9 @@ impl Connection {
             (Some(_), _, true) if cookie_back => Verdict::CookieReceived,
             (Some(TfoSeen::Request(_)), _, true) => Verdict::CookieNotReceived,
             (Some(TfoSeen::Malformed(..)), _, true) => Verdict::MalformedOption,
+            (Some(TfoSeen::Cookie(..)), 0, true) => {
+                Verdict::CookieOnlySyn { greeting_before_ack: h.greeting_before_ack() }
+            }
             (Some(TfoSeen::Cookie(..)), _, true) | (None, _, true) => Verdict::NoTfo,
         }
     }
@@ -573,6 +633,7 @@ impl Tracker {
         c.count(p, dir, len);
         let point = usize::from(point.min(3));
         let tfo = if p.flags.has(TcpFlags::SYN) { TfoSeen::of_packet(p) } else { None };
+        c.time(point, time, dir, p, len);
         let note = match dir {
             Dir::ToServer if p.flags.is_syn() => c.on_syn(point, p.seq, tfo, len),
             Dir::ToClient if p.flags.is_syn_ack() => c.on_syn_ack(point, p.seq, p.ack, tfo),
@@ -720,6 +781,38 @@ mod tests {
             t.push(Duration::from_millis(*ms), *point, &TcpPacket::parse_ip(bytes).unwrap());
         }
         t
+    }
+
+    #[test]
+    fn a_cookie_syn_without_data_and_a_greeting_in_syn_recv() {
+        use TcpFlags as F;
+        let (syn, synack, ack, psh) = (F::SYN, F::SYN | F::ACK, F::ACK, F::ACK | F::PSH);
+        // Seen at the client, 100 ms RTT: the greeting right behind the SYN-ACK.
+        let client_view = track(&[
+            (0, 0, pkt(true, syn, 100, 0, &COOKIE, b"")),
+            (100, 0, pkt(false, synack, 500, 101, &[], b"")),
+            (100, 0, pkt(true, ack, 101, 501, &[], b"")),
+            (101, 0, pkt(false, psh, 501, 101, &[], b"220 hi\r\n")),
+        ]);
+        assert_eq!(client_view.connections()[0].verdict(), Verdict::CookieOnlySyn { greeting_before_ack: true });
+        // Seen at the server: the greeting leaves before the client's ACK arrives.
+        let server_view = track(&[
+            (0, 0, pkt(true, syn, 100, 0, &COOKIE, b"")),
+            (0, 0, pkt(false, synack, 500, 101, &[], b"")),
+            (0, 0, pkt(false, psh, 501, 101, &[], b"220 hi\r\n")),
+            (100, 0, pkt(true, ack, 101, 501, &[], b"")),
+        ]);
+        assert_eq!(server_view.connections()[0].verdict(), Verdict::CookieOnlySyn { greeting_before_ack: true });
+        // A server that greets only after the ACK (no TFO on its listener): a round trip later.
+        let late = track(&[
+            (0, 0, pkt(true, syn, 100, 0, &COOKIE, b"")),
+            (100, 0, pkt(false, synack, 500, 101, &[], b"")),
+            (100, 0, pkt(true, ack, 101, 501, &[], b"")),
+            (200, 0, pkt(false, psh, 501, 101, &[], b"220 hi\r\n")),
+        ]);
+        let v = late.connections()[0].verdict();
+        assert_eq!(v, Verdict::CookieOnlySyn { greeting_before_ack: false });
+        assert_eq!(v.as_str(), "cookie_only_syn");
     }
 
     /// What real captures showed: verdicts that must not read as something milder.

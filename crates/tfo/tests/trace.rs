@@ -424,3 +424,77 @@ fn a_fifo_without_a_writer_does_not_hold_ctrl_c() {
     assert_eq!(status.code(), Some(130));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A read-first client across the lab: `tfo trace` gives the second
+/// connection the verdict `cookie_only_syn` with the greeting before the
+/// client's ACK, and tshark sees in the same capture a SYN of length 0 with a
+/// TFO cookie, answered by data that arrives within the handshake's round trip.
+#[test]
+fn a_cookie_only_syn_and_its_greeting_in_syn_recv_match_tshark() {
+    if !fastopen_lab::testing::root_or_skip("trace_cookie_only")
+        || !fastopen_lab::testing::have_tool("trace_cookie_only", "tshark")
+    {
+        return;
+    }
+    let dir = tempdir("trace-cookie-only");
+    let pcap = dir.join("sent.pcap");
+    let tfo_bin = env!("CARGO_BIN_EXE_tfo");
+    let o = run_tfo(&[
+        "lab",
+        "--rtt",
+        "100ms",
+        "--write",
+        pcap.to_str().unwrap(),
+        "--server",
+        &format!("{tfo_bin} serve 0.0.0.0:2525 --banner '220 hi'"),
+        "--client",
+        &format!("{tfo_bin} send --read-first 198.18.0.2:2525 && {tfo_bin} send --read-first 198.18.0.2:2525"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&run_tfo(&["trace", "-r", pcap.to_str().unwrap(), "--json"]));
+    assert_eq!(v["verdicts"]["cookie_only_syn"], 1, "{v}");
+    let conn = v["connections"].as_array().unwrap().iter().find(|c| c["verdict"] == "cookie_only_syn").unwrap();
+    assert!(conn["explanation"].as_str().unwrap().contains("before the client's ACK"), "{conn}");
+    // tshark: the SYNs, with their length and TFO option.
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0"])
+        .args(["-T", "fields", "-e", "tcp.len", "-e", "tcp.options.tfo.request", "-e", "tcp.options.tfo.cookie"])
+        .output()
+        .unwrap();
+    let rows: Vec<Vec<String>> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("0", "1"), "first SYN: a cookie request: {rows:?}");
+    assert_eq!(rows[1][0], "0", "second SYN: no data: {rows:?}");
+    assert!(rows[1][2].len() >= 8, "second SYN: a cookie: {rows:?}");
+    // tshark's times: the greeting within half a round trip of the SYN-ACK.
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", "tcp.stream==1 && (tcp.flags.syn==1 || tcp.len>0)"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_relative",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+            "-e",
+            "tcp.len",
+        ])
+        .output()
+        .unwrap();
+    let times: Vec<(f64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().unwrap(), format!("{}{}{}", f[1], f[2], if f[3] == "0" { "" } else { "+data" }))
+        })
+        .collect();
+    let at = |what: &str| {
+        times.iter().find(|(_, k)| k == what).map(|(t, _)| *t).unwrap_or_else(|| panic!("{what}: {times:?}"))
+    };
+    let (syn, synack, data) = (at("10"), at("11"), at("01+data"));
+    assert!(data - synack < (synack - syn) / 2.0, "greeting {data} vs SYN-ACK {synack} (SYN {syn}): {times:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
