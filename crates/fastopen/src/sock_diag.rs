@@ -99,6 +99,10 @@ pub struct SeenOutcome {
     /// the kernel reports no attempt (the program did not ask, or the kernel
     /// skipped it), `client_disabled` when the namespace has client TFO off.
     pub fail_reason: Option<crate::FailReason>,
+    /// Server only: the connection was made by TFO on a cookie SYN without
+    /// data (a client that reads first; kernels since 6.16 say so). A
+    /// client's `tcp_info` does not tell a cookie-only SYN from a plain one.
+    pub cookie_only_syn: bool,
 }
 
 impl DiagSocket {
@@ -126,7 +130,8 @@ impl SeenOutcome {
                 _ => FailReason::NotRequested,
             }),
         };
-        SeenOutcome { role, tfo_used, fail_reason }
+        let cookie_only_syn = role == Role::Server && !tfo_used && info.tfo_child();
+        SeenOutcome { role, tfo_used, fail_reason, cookie_only_syn }
     }
 }
 

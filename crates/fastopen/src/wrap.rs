@@ -460,7 +460,7 @@ impl fmt::Display for WrapSummary {
         let plural = if self.connections == 1 { "" } else { "s" };
         write!(f, "{} connection{plural}, {} with data in the SYN", self.connections, self.data_in_syn)?;
         if self.cookie_only_syn > 0 {
-            write!(f, ", {} with a cookie and no data (read first)", self.cookie_only_syn)?;
+            write!(f, ", {} read-first with the cookie: the greeting a round trip sooner", self.cookie_only_syn)?;
         }
         if !self.not.is_empty() {
             f.write_str("; not:")?;
@@ -587,7 +587,7 @@ mod tests {
         s.add(&WrappedOutcome { role: Role::Server, ..client(false, None) });
         assert_eq!(
             s.to_string(),
-            "6 connections, 3 with data in the SYN, 1 with a cookie and no data (read first); not: cookie_unavailable 1, regular_handshake 1"
+            "6 connections, 3 with data in the SYN, 1 read-first with the cookie: the greeting a round trip sooner; not: cookie_unavailable 1, regular_handshake 1"
         );
     }
 

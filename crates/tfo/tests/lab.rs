@@ -980,3 +980,21 @@ fn probe_read_first_finds_a_real_sshd_answering_in_syn_recv() {
     assert_eq!(off["diagnosis"], "no_cookie", "{off}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tfo bench --read-first`: a greeting takes 2 round trips plain and 1 with
+/// the cookie in a SYN without data (a ratio near 0.5, in round trips).
+#[test]
+fn bench_read_first_halves_the_time_to_the_greeting() {
+    if !fastopen_lab::testing::root_or_skip("bench_read_first") {
+        return;
+    }
+    let o = common::run_tfo(&["bench", "--read-first", "--rtt", "50ms", "--requests", "4", "--json"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v = common::json(&o);
+    assert_eq!(v["config"]["read_first"], true);
+    let r = &v["results"][0];
+    assert_eq!(r["tfo_used"], 4, "each warm request sent the cookie without data: {r}");
+    let rtts = |mode: &str| r[mode]["p50_ms"].as_f64().unwrap() / 50.0;
+    assert!((rtts("plain") - 2.0).abs() < 0.4, "plain: two round trips: {r}");
+    assert!((rtts("tfo") - 1.0).abs() < 0.4, "cookie: one round trip: {r}");
+}

@@ -93,6 +93,29 @@ fn watch_reports_every_connection_with_its_role_and_outcome() {
     });
 }
 
+/// A read-first client's cookie SYN without data: the server's row says so
+/// (`cookie_only_syn`), and the kernel counts a passive TFO connection.
+#[test]
+fn watch_names_the_server_side_of_a_cookie_only_syn() {
+    in_netns("watch_cookie_only", 3, || {
+        let server = Server::start(&["--banner", "220 ready"]);
+        let addr = server.addr.to_string();
+        let mut watch = start_watch(&["--json", "--interval", "200ms", "--duration", "3s", "--role", "server"]);
+        let before = counters();
+        for _ in 0..2 {
+            let o = run_tfo(&["send", "--read-first", &addr]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let d = &counters() - &before;
+        let out = watch.0.wait_with_output_bounded();
+        let rows = json_lines(&stdout(&out));
+        let flags: Vec<bool> = rows.iter().map(|r| r["cookie_only_syn"].as_bool().unwrap()).collect();
+        assert_eq!(flags.len(), 2, "{rows:#?}");
+        assert_eq!(flags.iter().filter(|f| **f).count(), 1, "the second connection's SYN had the cookie: {rows:#?}");
+        assert_eq!(d.passive, 1, "{d:?}");
+    });
+}
+
 /// `tfo watch ARGS`, once it says it is watching.
 fn start_watch(args: &[&str]) -> Guard {
     let mut watch = Guard(tfo().arg("watch").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());

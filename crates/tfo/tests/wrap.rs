@@ -200,7 +200,11 @@ fn read_first_clients_get_the_banner_with_a_cookie_cached() {
             assert_eq!(stdout(&out).trim(), "220 banner", "{kind}: {}", stderr(&out));
             assert_eq!(lines.len(), 1, "{kind}: {lines:?}");
             assert_eq!(lines[0]["cookie_only_syn"], true, "{kind}: {}", lines[0]);
-            assert!(stderr(&out).contains("1 with a cookie and no data (read first)"), "{kind}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("1 read-first with the cookie: the greeting a round trip sooner"),
+                "{kind}: {}",
+                stderr(&out)
+            );
             let d = &counters() - &before;
             // The server's kernel took the cookie SYN: a TFO connection (passive), without data (no active).
             assert_eq!((d.passive, d.active, d.cookie_reqd), (1, 0, 0), "{kind}: {d:?}");

@@ -64,6 +64,12 @@ pub(crate) struct Args {
     /// `allow`, to measure TFO's gain; `wait` shows what replay safety costs.
     #[arg(long, value_enum, default_value = "allow", value_name = "POLICY")]
     early_data: crate::echo::EarlyData,
+    /// A server that speaks first (SMTP, FTP, SSH): the server greets at
+    /// accept, and each request is a read-first connect timed to the greeting.
+    /// Plain takes 2 round trips; TFO sends the cookie without data and the
+    /// server greets in SYN_RECV: 1 round trip.
+    #[arg(long, conflicts_with_all = ["http", "size", "method", "early_data"])]
+    read_first: bool,
     /// Use IPv6 (the lab's ULA addresses).
     #[arg(long)]
     ipv6: bool,
@@ -139,6 +145,8 @@ struct BenchConfig {
     http: bool,
     method: Option<HttpMethod>,
     early_data: crate::echo::EarlyData,
+    /// Time to a greeting of a server that speaks first (`--read-first`).
+    read_first: bool,
     ipv6: bool,
     seed: u64,
 }
@@ -193,7 +201,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let path = args.path.path(split_rtt(rtt), !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
-        let limits = crate::echo::Limits { early_data: args.early_data, ..Default::default() };
+        let banner: Option<&'static [u8]> = args.read_first.then_some(b"220 tfo bench ready\r\n");
+        let limits = crate::echo::Limits { early_data: args.early_data, banner, ..Default::default() };
         let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol, limits)?;
         for &size in &args.size {
             bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
@@ -222,6 +231,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 http: args.http,
                 method: args.http.then_some(args.method),
                 early_data: args.early_data,
+                read_first: args.read_first,
                 ipv6: args.ipv6,
                 seed: args.path.seed,
             },
@@ -231,7 +241,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_table(&rows)?;
+        print_table(&rows, args.read_first)?;
         if let Some(t) = throughput {
             outln!(
                 "link throughput at zero delay: {:.2} Gbit/s ({} MB in {:.2} s, one TCP connection, MTU {})",
@@ -292,6 +302,9 @@ fn measure(
     // Stop at Ctrl-C (keeping what was measured) or at once if the link fails.
     let cancel = || interrupt::cancel().or_else(|| lab.link_failure());
     let one = |connector: &Connector| {
+        if args.read_first {
+            return greeting_exchange(connector, addr, timeout);
+        }
         let limits = Limits { cancel: &cancel, max_reply: request.len() + 64 * 1024, ..Limits::new(timeout, until) };
         exchange(connector, addr, &request, until, &limits)
     };
@@ -326,6 +339,37 @@ fn measure(
     })??;
     let after = lab.counters();
     Ok(Row { link: after.since(&before), ..row })
+}
+
+/// A read-first request: the greeting of a server that speaks first, as an
+/// exchange (its time is the time to the greeting's first byte).
+fn greeting_exchange(
+    connector: &Connector,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<crate::exchange::Exchange, ExchangeError> {
+    use crate::greeting::GreetingError as G;
+    match crate::greeting::read_greeting(connector, addr, timeout) {
+        Ok(g) => Ok(crate::exchange::Exchange {
+            outcome: g.outcome,
+            reply: g.text,
+            total: g.after,
+            first_byte: Some(g.after),
+        }),
+        Err(G::Connect(e)) => Err(ExchangeError::Connect(e)),
+        Err(G::Silent { addr, timeout, outcome }) => Err(ExchangeError::Timeout {
+            addr,
+            timeout,
+            received: 0,
+            sent: 0,
+            request: 0,
+            outcome,
+            partial: Vec::new(),
+        }),
+        Err(G::Closed { addr }) => Err(ExchangeError::Closed { addr, received: 0, partial: Vec::new() }),
+        Err(G::Cancelled(why)) => Err(ExchangeError::Cancelled(why)),
+        Err(G::Io { addr, source }) => Err(ExchangeError::Io { what: "reading the greeting from", addr, source }),
+    }
 }
 
 /// The modes of one round: a cold request every `cold_every` rounds, then
@@ -370,7 +414,8 @@ impl Tally {
         match mode {
             PLAIN => self.connect.record(o.connect_time),
             COLD => self.cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable)),
-            _ if o.tfo_used() => self.used += 1,
+            // Read first: the cookie in a SYN without data is TFO's use.
+            _ if o.tfo_used() || o.cookie_only_syn => self.used += 1,
             _ => *self.reasons.entry(o.fail_reason.map_or("none", |r| r.as_str())).or_insert(0) += 1,
         }
     }
@@ -454,8 +499,12 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn print_table(rows: &[Row]) -> Result<(), crate::out::StdoutFailed> {
-    outln!("time to the full reply, ms")?;
+fn print_table(rows: &[Row], read_first: bool) -> Result<(), crate::out::StdoutFailed> {
+    outln!(
+        "{}",
+        if read_first { "time to the server's greeting (read first), ms" } else { "time to the full reply, ms" }
+    )?;
+    let used = if read_first { "cookie SYN without data" } else { "data in SYN" };
     outln!(
         "{:>8} {:>7}  {:<9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "RTT",
@@ -471,7 +520,7 @@ fn print_table(rows: &[Row]) -> Result<(), crate::out::StdoutFailed> {
     for r in rows {
         for (i, (name, s)) in [("plain", r.plain), ("tfo cold", r.tfo_cold), ("tfo", r.tfo)].into_iter().enumerate() {
             let (rtt, size) = if i == 0 {
-                (format!("{} ms", r.rtt_ms), format!("{} B", r.size))
+                (format!("{} ms", r.rtt_ms), if read_first { "-".to_string() } else { format!("{} B", r.size) })
             } else {
                 (String::new(), String::new())
             };
@@ -490,7 +539,7 @@ fn print_table(rows: &[Row]) -> Result<(), crate::out::StdoutFailed> {
         }
         let reasons: Vec<String> = r.tfo_fail_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
         outln!(
-            "{:>18} TFO/plain p50 {}, saved {} ms; data in SYN {}/{}{}; cold: {}/{} asked for a cookie",
+            "{:>18} TFO/plain p50 {}, saved {} ms; {used} {}/{}{}; cold: {}/{} asked for a cookie",
             "",
             r.ratio_p50.map_or("-".into(), |x| format!("{x:.3}")),
             r.saved_ms_p50.map_or("-".into(), |x| format!("{x:.2}")),

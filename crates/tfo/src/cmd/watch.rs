@@ -119,6 +119,8 @@ struct ConnectionReport {
     role: Role,
     tfo_used: bool,
     fail_reason: Option<FailReason>,
+    /// Server side: made on a cookie SYN without data (a client that reads first).
+    cookie_only_syn: bool,
     pid: Option<u32>,
     process: Option<String>,
     /// `open` (seen by a read while open) or `closed` (seen at its end only).
@@ -331,6 +333,7 @@ impl Watch {
             role,
             tfo_used: outcome.tfo_used,
             fail_reason: outcome.fail_reason,
+            cookie_only_syn: outcome.cookie_only_syn,
             pid: owner.map(|o| o.0),
             process: owner.map(|o| o.1.clone()),
             seen,
@@ -341,6 +344,7 @@ impl Watch {
         if let Some(exporter) = &self.exporter {
             let outcome = match (report.tfo_used, report.fail_reason) {
                 (true, _) => "tfo",
+                (false, _) if report.cookie_only_syn => "cookie_only_syn",
                 (false, Some(reason)) => reason.as_str(),
                 (false, None) => "no_tfo",
             };
@@ -352,6 +356,7 @@ impl Watch {
         } else {
             let what = match (report.tfo_used, report.fail_reason) {
                 (true, _) => "TFO: data in the SYN".to_string(),
+                (false, _) if report.cookie_only_syn => "TFO: cookie SYN, no data".to_string(),
                 (false, Some(r)) => format!("no TFO: {}", r.as_str()),
                 (false, None) => "no TFO".to_string(),
             };
