@@ -180,15 +180,16 @@ pub const READ_FIRST_GRACE: std::time::Duration = std::time::Duration::from_mill
 ///   [`TfoStream::read_first_grace`]) for a write to start the connection:
 ///   clients like hyper poll a read before they write the request, and the
 ///   request must still ride in the SYN. If no write comes, the read starts a
-///   plain connection (outcome [`FailReason::NoData`](crate::FailReason::NoData))
-///   and waits for data: it never hangs on a SYN that was never sent (the
-///   `TCP_FASTOPEN_CONNECT` read-before-write trap), and protocols where the
-///   server speaks first work.
+///   read-first connection ([`Connector::connect_read_first`]): the cached
+///   cookie in a SYN without data ([`ClientOutcome::cookie_only_syn`]), or a
+///   cookie request, and waits for data: it never hangs on a SYN that was
+///   never sent (the `TCP_FASTOPEN_CONNECT` read-before-write trap), and a
+///   server that speaks first greets a round trip sooner.
+/// - **Several addresses** are tried in order only while no data of the first
+///   write can have reached a failed one (see [`Connector::idempotent`]).
 /// - **Connect errors stay connect errors**: whether they surface in the first
 ///   write, a later read or [`TfoStream::handshake`], their kind is the OS's
 ///   (`ConnectionRefused`, `TimedOut` for the connect timeout, ...).
-/// - **Several addresses** (a host name) are tried in order while the
-///   handshake fails; the first write's SYN data is sent again to the next one.
 /// - [`TfoStream::outcome`] says whether TFO was used once the handshake is over.
 #[derive(Debug)]
 pub struct TfoStream {
@@ -306,7 +307,8 @@ impl TfoStream {
     fn start(&mut self, first: &[u8]) -> io::Result<usize> {
         loop {
             let addr = self.addrs[self.current];
-            match self.connector.start(addr, first) {
+            // No data (a read came first): a read-first start, the cookie without data.
+            match self.connector.start_with(addr, first, first.is_empty()) {
                 Ok(Started { socket, attempt, written, started_at }) => {
                     let stream = TcpStream::from_std(socket.into())?;
                     let deadline = self.connector.timeout().map(|t| Box::pin(::tokio::time::sleep(t)));
