@@ -471,6 +471,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
     let probe = Probe { method, timeout: args.timeout, http: args.http, tls, read_first: args.read_first };
+    let how =
+        if args.read_first { "read first: the cookie in a SYN without data".to_string() } else { method.to_string() };
     crate::interrupt::install();
     let started = Instant::now();
     let jobs = resolve_all(&targets, default_port, family, args.concurrency.into());
@@ -486,7 +488,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         |report| {
             reports.push((report.diagnosis, report.tfo_works));
             if print_error.is_none() {
-                print_error = print(&report, args.json, one, method).err();
+                print_error = print(&report, args.json, one, &how).err();
             }
         },
     );
@@ -545,13 +547,14 @@ fn summarize(targets: usize, reports: &[(Diagnosis, bool)], wall: Duration) -> S
     }
 }
 
-fn print(report: &ProbeReport, json: bool, detailed: bool, method: ClientMethod) -> anyhow::Result<()> {
+/// `how`: how TFO was asked for ("sendto", or read first), for the detailed header.
+fn print(report: &ProbeReport, json: bool, detailed: bool, how: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(report)?)?;
     } else if detailed {
-        print_detailed(&mut out, report, method)?;
+        print_detailed(&mut out, report, how)?;
     } else {
         let server = report.server.map_or("-".to_string(), |s| s.to_string());
         let saved = report.saved_ms.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" (saved {s:.1} ms)"));
@@ -563,11 +566,7 @@ fn print(report: &ProbeReport, json: bool, detailed: bool, method: ClientMethod)
     Ok(())
 }
 
-fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: ClientMethod) -> std::io::Result<()> {
-    let method = match report.diagnosis {
-        Diagnosis::ReadFirst(_) => "read first: the cookie in a SYN without data".to_string(),
-        _ => method.to_string(),
-    };
+fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: &str) -> std::io::Result<()> {
     match report.server {
         Some(server) if [server.to_string(), server.ip().to_string()].contains(&report.target) => {
             writeln!(out, "probing {server} with TFO ({method})")?
