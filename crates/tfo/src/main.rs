@@ -63,6 +63,8 @@ enum Command {
     Load(cmd::load::Args),
     Wrap(cmd::wrap::Args),
     Proxy(cmd::proxy::Args),
+    Completions(cmd::install::CompletionsArgs),
+    Man(cmd::install::ManArgs),
     /// (internal) The guard `tfo lab` starts: cleans up after a lab killed hard.
     #[command(hide = true, name = "lab-guard")]
     LabGuard(cmd::lab::GuardArgs),
@@ -88,6 +90,8 @@ fn main() -> ExitCode {
         Command::Wrap(args) => cmd::wrap::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::LabGuard(args) => cmd::lab::guard(args),
+        Command::Completions(args) => cmd::install::completions(args, <Cli as clap::CommandFactory>::command()),
+        Command::Man(args) => cmd::install::man(args, <Cli as clap::CommandFactory>::command()),
     };
     exit::code(result)
 }

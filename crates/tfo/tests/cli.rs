@@ -783,3 +783,47 @@ fn bench_plot_to_a_bad_path_fails_at_once() {
     assert!(stderr(&o).contains("nonexistent-dir"), "{}", stderr(&o));
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "it ran the bench first");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_same_definitions_as_help() {
+    for (shell, marker) in [("bash", "_tfo()"), ("zsh", "#compdef tfo"), ("fish", "complete -c tfo")] {
+        let o = run_tfo(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        assert!(script.contains(marker), "{shell}: {}", &script[..script.len().min(200)]);
+        assert!(script.contains("read-first"), "{shell}: every flag is there");
+    }
+    assert_eq!(run_tfo(&["completions", "cmd.exe"]).status.code(), Some(2));
+    let dir = tempdir("man");
+    let o = run_tfo(&["man", "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for sub in ["serve", "send", "trace", "wrap", "proxy", "probe", "watch"] {
+        let page = std::fs::read_to_string(dir.join(format!("tfo-{sub}.1"))).unwrap();
+        assert!(page.contains(&format!(".TH tfo-{sub} 1")), "tfo-{sub}.1: {}", &page[..page.len().min(120)]);
+        assert!(page.contains(".SH NAME") && page.contains(".SH SYNOPSIS"), "tfo-{sub}.1");
+    }
+    assert!(std::fs::read_to_string(dir.join("tfo.1")).unwrap().contains(".SH SUBCOMMANDS"));
+    assert!(!dir.join("tfo-lab-guard.1").exists(), "internal commands get no page");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// contrib/systemd/tfo-watch.service passes `systemd-analyze verify` (with
+/// this build's tfo and its man pages), and runs `tfo watch` quietly.
+#[test]
+fn the_systemd_unit_verifies() {
+    if !fastopen_lab::testing::have_tool("systemd_unit", "systemd-analyze") {
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/systemd/tfo-watch.service"))
+        .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/tfo watch --quiet --prometheus"), "{unit}");
+    assert!(unit.contains("DynamicUser=yes") && unit.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_PTRACE"));
+    let dir = tempdir("systemd");
+    std::fs::create_dir_all(dir.join("man/man1")).unwrap();
+    assert!(run_tfo(&["man", "--out", dir.join("man/man1").to_str().unwrap()]).status.success());
+    let here = dir.join("tfo-watch.service");
+    std::fs::write(&here, unit.replace("/usr/local/bin/tfo", env!("CARGO_BIN_EXE_tfo"))).unwrap();
+    let o = Command::new("systemd-analyze").arg("verify").arg(&here).env("MANPATH", dir.join("man")).output().unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -120,7 +120,6 @@ pub(crate) fn netlink_socket(_: i32, _: u32) -> io::Result<std::os::fd::OwnedFd>
 pub(crate) fn netlink_send(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {
     unsupported()
 }
-pub(crate) const NETLINK_RCVBUF: usize = 8 << 20;
 pub(crate) fn netlink_rcvbuf(_: BorrowedFd<'_>) -> io::Result<usize> {
     unsupported()
 }

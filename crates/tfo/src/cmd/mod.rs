@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod demo;
 mod demo_replay;
 pub(crate) mod doctor;
+pub(crate) mod install;
 pub(crate) mod key;
 pub(crate) mod lab;
 pub(crate) mod load;

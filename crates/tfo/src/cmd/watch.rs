@@ -82,6 +82,10 @@ pub(crate) struct Args {
     /// Print the client's cookie cache, one line per destination, and exit.
     #[arg(long, conflicts_with_all = ["once", "duration", "prometheus"])]
     cookies: bool,
+    /// No line per connection (the counts, metrics and the summary stay):
+    /// for a service exporting to Prometheus (contrib/systemd/tfo-watch.service).
+    #[arg(long, short)]
+    quiet: bool,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9477).
     #[arg(long, value_name = "ADDR")]
     prometheus: Option<SocketAddr>,
@@ -349,6 +353,9 @@ impl Watch {
                 (false, None) => "no_tfo",
             };
             exporter.connection(role.as_str(), outcome);
+        }
+        if self.args.quiet {
+            return Ok(());
         }
         let mut out = std::io::stdout().lock();
         if self.args.json {
