@@ -57,7 +57,15 @@ impl Connector {
         } else {
             ClientMethod::SendTo
         };
-        Connector { tfo: crate::Connector::new().method(method), any_scheme: false }
+        // TCP_NODELAY on: over TLS the Finished and the request are two writes,
+        // and Nagle would hold the request for the Finished's ACK (a round trip).
+        Connector { tfo: crate::Connector::new().method(method).nodelay(true), any_scheme: false }
+    }
+
+    /// `TCP_NODELAY` (on by default: see [`crate::Connector::nodelay`]).
+    pub fn nodelay(mut self, nodelay: bool) -> Connector {
+        self.tfo = self.tfo.nodelay(nodelay);
+        self
     }
 
     /// `false` makes plain connections (to compare).

@@ -257,3 +257,48 @@ fn two_percent_loss_at_50_ms_every_request_answered_and_the_counters_agree() {
     assert!(r["kernel"]["active_fail"].as_u64().unwrap() >= others, "{r:#}");
     assert_eq!(summary_count(&summary, "TCPFastOpenPassive"), used, "{summary}");
 }
+
+/// HTTPS (TLS 1.3, nginx) across 50 ms: `tfo load` takes the physical count of
+/// round trips to the response, 2 with TFO (the ClientHello in the SYN) and 3
+/// without, as curl does; Nagle on the Finished-then-request writes once cost
+/// one more with TFO and two more without.
+#[test]
+fn https_load_takes_two_round_trips_with_tfo_and_three_without() {
+    if !fastopen_lab::testing::root_or_skip("load_https_rtts") {
+        return;
+    }
+    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
+        path: fastopen_lab::PathConfig::with_rtt(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempdir("load_https_rtts");
+    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
+    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let server = lab.server_ip(false);
+    let listen = [format!("{server}:8443 ssl fastopen=256")];
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;",
+        crt.display(),
+        key.display()
+    );
+    let nginx =
+        lab.server().run(|| fastopen_lab::testing::Nginx::start("load_https_rtts", &listen, &tls, "hello\n")).unwrap();
+    let Some(_nginx) = nginx else { return };
+    let url = format!("https://{server}:8443/");
+    let o = lab
+        .client()
+        .command(env!("CARGO_BIN_EXE_tfo"))
+        .args(["load", &url, "--insecure", "--both", "-n", "12", "-c", "1", "--json"])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(r["errors"], 0, "{r:#}");
+    let round_trips = |k: &str| kind(&r, k)["latency_ms"]["p50"].as_f64().unwrap() / 50.0;
+    // The first TFO request asks for the cookie (3 round trips): the median is the warm ones.
+    assert!(round_trips("tfo") < 2.5, "TFO: the ClientHello in the SYN, 2 round trips: {r:#}");
+    assert!(round_trips("plain") < 3.5, "plain: 3 round trips: {r:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
