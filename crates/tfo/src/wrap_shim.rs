@@ -44,6 +44,11 @@ fn private_dir() -> anyhow::Result<PathBuf> {
 
 /// The shim's path, written there if it is not yet.
 pub(crate) fn install() -> anyhow::Result<PathBuf> {
+    if SHIM.is_empty() {
+        anyhow::bail!(
+            "this tfo was built without tfo wrap's shim (outside the tfokit source tree): install it from there with `cargo install --path crates/tfo`, or use `tfo proxy`"
+        );
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     SHIM.hash(&mut hasher);
     let dir = private_dir()?;
