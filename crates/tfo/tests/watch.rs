@@ -310,3 +310,19 @@ impl WaitBounded for std::process::Child {
         std::process::Output { status, stdout: reader.join().unwrap(), stderr: Vec::new() }
     }
 }
+
+/// Ctrl-C or SIGTERM ends `tfo watch` cleanly: exit 0, its summary, no
+/// "Interrupted system call" (a signal during the wait for notifications).
+#[test]
+fn watch_ends_cleanly_on_sigint_and_sigterm() {
+    in_netns("watch_signals", 3, || {
+        for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+            let mut watch = start_watch(&[]);
+            std::thread::sleep(Duration::from_millis(300));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(watch.0.id() as i32), signal).unwrap();
+            let out = watch.0.wait_with_output_bounded();
+            assert_eq!(out.status.code(), Some(0), "{signal}: {}", stderr(&out));
+            assert!(!stderr(&out).contains("Interrupted system call"), "{signal}: {}", stderr(&out));
+        }
+    });
+}
