@@ -853,7 +853,9 @@ fn early_data_reject_in_raw_mode_logs_why_and_resets() {
     // data rode in the SYN: refused and reset.
     assert_eq!(replies[0].as_deref().ok(), Some(&b"request 0"[..]), "{replies:?}");
     let refused = replies[1].as_ref().expect_err("the early data is refused");
-    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionReset, "{refused}");
+    // The reset: seen by the read, or already by the half-close if it came first.
+    let reset = [std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::NotConnected];
+    assert!(reset.contains(&refused.kind()), "{refused}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let _ = child.wait();
     let log: Vec<serde_json::Value> =
