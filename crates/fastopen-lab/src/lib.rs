@@ -21,7 +21,9 @@ pub mod link;
 pub mod middlebox;
 pub mod netns;
 pub mod parse;
+pub mod path;
 pub mod sched;
+pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topology;

@@ -13,8 +13,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 
-use crate::link::{CapturePoint, LinkStats, PathConfig};
 use crate::middlebox::{inspect, Direction, Middlebox, Verdict};
+use crate::path::PathConfig;
+use crate::stats::{CapturePoint, LinkStats};
 
 /// A packet waiting in a direction's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -197,7 +198,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::link::DirectionConfig;
+    use crate::path::DirectionConfig;
 
     const MS: u64 = 1_000_000;
 

@@ -25,6 +25,7 @@ mod measure;
 mod output_file;
 mod plot;
 mod preload_reach;
+mod probe_attempt;
 mod proxy;
 mod report;
 mod target;

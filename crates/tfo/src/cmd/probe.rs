@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::probe_many::{self, Pace};
 use crate::client_opts::{parse_timeout, Method};
-use crate::exchange::{exchange, ExchangeError, Limits, Until};
+use crate::exchange::ExchangeError;
+use crate::probe_attempt::{attempt, AttemptReport};
 use crate::report::{self, OutcomeFields};
 use crate::target::{self, Family, Target};
 use crate::tls::{self, TlsClient, TlsFields, Trust};
@@ -131,21 +132,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// One connection of the probe, as `--json` reports it.
-#[derive(Debug, Serialize)]
-pub(super) struct AttemptReport {
-    kind: &'static str,
-    #[serde(flatten)]
-    pub(super) outcome: OutcomeFields,
-    /// Time to the first byte of the reply (None: no reply within the timeout).
-    first_reply_ms: Option<f64>,
-    /// With --tls: the handshake and the HTTPS answer.
-    tls: Option<TlsFields>,
-    /// The outcome in words, for the text report.
-    #[serde(skip)]
-    said: String,
-}
-
 /// The verdict on one address: TFO's, or why it could not be probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -213,31 +199,6 @@ struct Probe {
     http: bool,
     tls: Option<(TlsClient, Option<String>)>,
     read_first: bool,
-}
-
-/// One connection: connect (request in the SYN if TFO), wait for the first reply byte.
-pub(super) fn attempt(
-    kind: &'static str,
-    connector: &Connector,
-    addr: SocketAddr,
-    request: &[u8],
-    timeout: Duration,
-) -> Result<(AttemptReport, ProbeAttempt), ExchangeError> {
-    let limits = Limits::new(timeout, Until::FirstByte);
-    let (outcome, first_reply) = match exchange(connector, addr, request, Until::FirstByte, &limits) {
-        Ok(ex) => (ex.outcome, ex.first_byte),
-        // Connected, but no reply in time: the outcome is still known.
-        Err(ExchangeError::Timeout { outcome, .. }) => (*outcome, None),
-        Err(e) => return Err(e),
-    };
-    let report = AttemptReport {
-        kind,
-        outcome: OutcomeFields::new(&outcome, request.len()),
-        first_reply_ms: first_reply.map(report::ms),
-        tls: None,
-        said: outcome.to_string(),
-    };
-    Ok((report, ProbeAttempt::new(outcome, first_reply.is_some())))
 }
 
 impl Probe {

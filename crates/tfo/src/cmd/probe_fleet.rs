@@ -125,9 +125,10 @@ pub(super) fn run(probe: FleetProbe) -> anyhow::Result<ExitCode> {
             std::thread::sleep(BETWEEN_ROUNDS);
         }
         tcp_metrics(&["delete", &server_ip.to_string()])?;
-        super::probe::attempt("cookie_request", &connector, probe.addr, &probe.request, probe.timeout)?;
+        crate::probe_attempt::attempt("cookie_request", &connector, probe.addr, &probe.request, probe.timeout)?;
         let cookie = cached_cookie(server_ip)?;
-        let (report, seen) = super::probe::attempt("syn_data", &connector, probe.addr, &probe.request, probe.timeout)?;
+        let (report, seen) =
+            crate::probe_attempt::attempt("syn_data", &connector, probe.addr, &probe.request, probe.timeout)?;
         let cookie_after = cached_cookie(server_ip)?;
         per_round.push(RoundReport {
             cookie: cookie.as_deref().map(hex),
