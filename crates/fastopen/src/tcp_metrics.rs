@@ -21,6 +21,7 @@ const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const FAMILY_NAME: &[u8] = b"tcp_metrics\0";
 const TCP_METRICS_CMD_GET: u8 = 1;
+const TCP_METRICS_CMD_DEL: u8 = 2;
 const TCP_METRICS_GENL_VERSION: u8 = 1;
 /// `struct genlmsghdr`: cmd, version, reserved.
 const GENL_HDR: usize = 4;
@@ -106,6 +107,35 @@ impl TcpMetrics {
         })?;
         Ok(out)
     }
+}
+
+impl TcpMetrics {
+    /// The cookie cached for `peer` (from any source address), if any.
+    pub fn cookie_for(&mut self, peer: IpAddr) -> Result<Option<Vec<u8>>> {
+        Ok(self.dump()?.into_iter().filter(|d| d.peer == peer).find_map(|d| d.cookie))
+    }
+
+    /// Forgets what is cached for `peer` (its cookie included), as `ip
+    /// tcp_metrics delete PEER` does; nothing cached is not an error. Needs
+    /// CAP_NET_ADMIN in the namespace.
+    pub fn forget(&mut self, peer: IpAddr) -> Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = delete_request(self.family, self.seq, peer);
+        match netlink::exchange(&self.fd, &request, "deleting a tcp_metrics entry", |_, _| {}) {
+            Err(Error::Io { source, .. }) if sys::is_no_entry(&source) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// `TCP_METRICS_CMD_DEL` for one destination address.
+fn delete_request(family: u16, seq: u32, peer: IpAddr) -> Vec<u8> {
+    let mut payload = vec![TCP_METRICS_CMD_DEL, TCP_METRICS_GENL_VERSION, 0, 0];
+    match peer {
+        IpAddr::V4(a) => payload.extend(netlink::attribute(ATTR_ADDR_IPV4, &a.octets())),
+        IpAddr::V6(a) => payload.extend(netlink::attribute(ATTR_ADDR_IPV6, &a.octets())),
+    }
+    netlink::request(family, NLM_F_REQUEST | NLM_F_ACK, seq, &payload)
 }
 
 fn family_request(seq: u32) -> Vec<u8> {

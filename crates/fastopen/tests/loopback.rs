@@ -516,6 +516,23 @@ fn read_first_sends_the_cookie_without_data_and_the_greeting_comes_in_syn_recv()
 }
 
 #[test]
+fn the_cookie_cache_is_read_and_cleared_through_netlink() {
+    in_netns("tcp_metrics_forget", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_rx, _server) = echo_server(listener, 1);
+        let mut cache = fastopen::tcp_metrics::TcpMetrics::open().unwrap();
+        assert_eq!(cache.cookie_for(addr.ip()).unwrap(), None);
+        exchange(&Connector::new(), addr, b"ask");
+        let cookie = cache.cookie_for(addr.ip()).unwrap().expect("the SYN-ACK's cookie is cached");
+        assert_eq!(cookie.len(), 8);
+        cache.forget(addr.ip()).unwrap();
+        assert_eq!(cache.cookie_for(addr.ip()).unwrap(), None, "forgotten");
+        cache.forget(addr.ip()).unwrap(); // nothing cached: not an error
+    });
+}
+
+#[test]
 fn no_cookie_mode_end_to_end_carries_data_in_the_first_syn() {
     in_netns("no_cookie", 3, || {
         let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).no_cookie(true).bind().unwrap();

@@ -319,6 +319,12 @@ pub(crate) fn netlink_socket(protocol: libc::c_int, groups: u32) -> io::Result<s
     Ok(owned)
 }
 
+/// The kernel has no such entry: ESRCH from a tcp_metrics delete of nothing
+/// (`tcp_metrics_nl_cmd_del`), ENOENT elsewhere.
+pub(crate) fn is_no_entry(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
+}
+
 /// The receive buffer asked for netlink sockets.
 pub(crate) const NETLINK_RCVBUF: usize = 8 << 20;
 

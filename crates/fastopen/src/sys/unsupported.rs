@@ -120,6 +120,9 @@ pub(crate) fn netlink_socket(_: i32, _: u32) -> io::Result<std::os::fd::OwnedFd>
 pub(crate) fn netlink_send(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {
     unsupported()
 }
+pub(crate) fn is_no_entry(_: &io::Error) -> bool {
+    false
+}
 pub(crate) fn netlink_rcvbuf(_: BorrowedFd<'_>) -> io::Result<usize> {
     unsupported()
 }

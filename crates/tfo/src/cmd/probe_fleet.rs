@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,33 +68,6 @@ fn hex(bytes: &[u8]) -> String {
     fastopen_wire::options::hex(bytes)
 }
 
-/// Runs `ip tcp_metrics ARGS`, returning its stdout.
-fn tcp_metrics(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("ip")
-        .arg("tcp_metrics")
-        .args(args)
-        .output()
-        .context("running `ip tcp_metrics` (is iproute2 installed?)")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Deleting an entry that is not there (ESRCH, ENOENT) is not a failure.
-    let missing = stderr.contains("No such process") || stderr.contains("No such file");
-    if !out.status.success() && !missing {
-        anyhow::bail!(
-            "`ip tcp_metrics {}` failed: {}; --fleet forgets this host's cached cookie for the address before each round, which needs root (CAP_NET_ADMIN)",
-            args.join(" "),
-            stderr.trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The cookie this host caches for `server`, from `ip tcp_metrics show`.
-fn cached_cookie(server: IpAddr) -> anyhow::Result<Option<Vec<u8>>> {
-    let text = tcp_metrics(&["show", &server.to_string()])?;
-    let hex = text.split_whitespace().skip_while(|w| *w != "fo_cookie").nth(1);
-    Ok(hex.and_then(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect()))
-}
-
 /// The address this host sends from to reach `server` (what the servers see,
 /// unless something translates it). A UDP socket's connect sends nothing.
 fn source_address(server: SocketAddr) -> anyhow::Result<IpAddr> {
@@ -117,6 +90,10 @@ pub(super) fn run(probe: FleetProbe) -> anyhow::Result<ExitCode> {
     };
     let candidates: Vec<IpAddr> = std::iter::once(server_ip).chain(probe.candidates.iter().copied()).collect();
     let connector = Connector::new().method(probe.method);
+    // The cookie cache, read and cleared through the library's netlink (not `ip`'s text).
+    let mut cache = fastopen::tcp_metrics::TcpMetrics::open()?;
+    let forget_needs_root =
+        "--fleet forgets this host's cached cookie for the address before each round, which needs root (CAP_NET_ADMIN)";
     let mut rounds = Vec::new();
     let mut per_round = Vec::new();
     for i in 0..probe.rounds {
@@ -124,12 +101,12 @@ pub(super) fn run(probe: FleetProbe) -> anyhow::Result<ExitCode> {
         if i > 0 {
             std::thread::sleep(BETWEEN_ROUNDS);
         }
-        tcp_metrics(&["delete", &server_ip.to_string()])?;
+        cache.forget(server_ip).context(forget_needs_root)?;
         crate::probe_attempt::attempt("cookie_request", &connector, probe.addr, &probe.request, probe.timeout)?;
-        let cookie = cached_cookie(server_ip)?;
+        let cookie = cache.cookie_for(server_ip)?;
         let (report, seen) =
             crate::probe_attempt::attempt("syn_data", &connector, probe.addr, &probe.request, probe.timeout)?;
-        let cookie_after = cached_cookie(server_ip)?;
+        let cookie_after = cache.cookie_for(server_ip)?;
         per_round.push(RoundReport {
             cookie: cookie.as_deref().map(hex),
             cookie_after: cookie_after.as_deref().map(hex),
