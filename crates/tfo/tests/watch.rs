@@ -326,3 +326,50 @@ fn watch_ends_cleanly_on_sigint_and_sigterm() {
         }
     });
 }
+
+/// What the service files promise (contrib/systemd, contrib/kubernetes): `tfo
+/// watch --quiet --prometheus` runs as an unprivileged user with only
+/// CAP_NET_ADMIN and CAP_SYS_PTRACE, and serves its metrics.
+#[test]
+fn the_exporter_runs_with_the_two_capabilities_the_service_files_give_it() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib");
+    let unit = std::fs::read_to_string(format!("{root}/systemd/tfo-watch.service")).unwrap();
+    let daemonset = std::fs::read_to_string(format!("{root}/kubernetes/tfo-watch-daemonset.yaml")).unwrap();
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_PTRACE"), "{unit}");
+    assert!(daemonset.contains(r#"add: ["NET_ADMIN", "SYS_PTRACE"]"#) && daemonset.contains(r#"drop: ["ALL"]"#));
+    assert!(daemonset.contains(r#"args: ["watch", "--quiet", "--prometheus", "0.0.0.0:9477"]"#));
+    assert!(daemonset.contains("hostNetwork: true") && daemonset.contains("prometheus.io/scrape"));
+    if !have_tool("exporter_caps", "setpriv") {
+        return;
+    }
+    in_netns("exporter_caps", 3, || {
+        let caps = "-all,+net_admin,+sys_ptrace";
+        let mut watch = Guard(
+            Command::new("setpriv")
+                .args([
+                    &format!("--bounding-set={caps}"),
+                    &format!("--inh-caps={caps}"),
+                    &format!("--ambient-caps={caps}"),
+                ])
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_tfo"))
+                .args(["watch", "--quiet", "--prometheus", "127.0.0.1:9477", "--duration", "5s"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut ready = String::new();
+        BufReader::new(watch.0.stderr.take().unwrap()).read_line(&mut ready).unwrap();
+        assert!(ready.contains("metrics on"), "{ready}");
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200") && body.contains("tfo_"), "{body}");
+        let out = watch.0.wait_with_output_bounded();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "--quiet: no line per connection: {}", stdout(&out));
+    });
+}
