@@ -184,7 +184,7 @@ pub struct LinkCounters {
     pub capture_dropped: u64,
     /// What each middlebox did, by counter name (`stripped`,
     /// `dropped_syn_data`, `dropped_tfo_syn`, `replayed`; see
-    /// [`Middlebox::POLICIES`]); flattened into the JSON.
+    /// [`Middlebox::POLICIES`](crate::Middlebox::POLICIES)); flattened into the JSON.
     #[serde(flatten)]
     pub middleboxes: crate::middlebox::MiddleboxCounts,
     /// Median lateness of packets leaving the link versus their due time, us (10 us steps).
