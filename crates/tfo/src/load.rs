@@ -83,7 +83,8 @@ pub(crate) enum Failure {
     Tls,
     /// Out of file descriptors or ports.
     Resources,
-    /// In flight when the run ended (its --duration, or Ctrl-C).
+    /// In flight when the run ended (its --duration, or Ctrl-C): counted,
+    /// not an error.
     Cancelled,
     Other,
 }
@@ -171,8 +172,14 @@ impl KindStats {
         let _ = self.latency_us.add(&other.latency_us);
     }
 
+    /// Requests that got no correct reply (those cancelled at the run's end aside).
     pub(crate) fn errors(&self) -> u64 {
-        self.failures.values().sum()
+        self.failures.iter().filter(|(f, _)| **f != Failure::Cancelled).map(|(_, n)| n).sum()
+    }
+
+    /// Requests in flight when the run ended (its --duration, or Ctrl-C).
+    pub(crate) fn cancelled(&self) -> u64 {
+        self.failures.get(&Failure::Cancelled).copied().unwrap_or(0)
     }
 }
 
@@ -205,18 +212,50 @@ pub(crate) struct Progress {
 /// run: requests in flight then are cancelled and counted as such), or
 /// `cancel` (Ctrl-C: the same, at once).
 pub(crate) fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> anyhow::Result<Outcome> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(plan.threads.max(1)).enable_all().build()?;
+    // One single-threaded runtime per worker thread, each with its share of
+    // the clients (as wrk's threads, each its own event loop): no task moves
+    // between threads, and no wake-up crosses one, per request.
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..plan.connections.max(1))
-        .map(|_| runtime.spawn(client(plan.clone(), next.clone(), started, progress.clone(), cancel.clone())))
-        .collect();
+    let threads = plan.threads.max(1).min(plan.connections.max(1));
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (plan, next, progress, cancel) = (plan.clone(), next.clone(), progress.clone(), cancel.clone());
+            // Clients t, t + threads, t + 2 * threads, ...
+            let clients = (t..plan.connections.max(1)).step_by(threads).count();
+            std::thread::Builder::new().name(format!("load-{t}")).spawn(
+                move || -> anyhow::Result<Vec<BTreeMap<Kind, KindStats>>> {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(async {
+                        let tasks: Vec<_> = (0..clients)
+                            .map(|_| {
+                                tokio::spawn(client(
+                                    plan.clone(),
+                                    next.clone(),
+                                    started,
+                                    progress.clone(),
+                                    cancel.clone(),
+                                ))
+                            })
+                            .collect();
+                        let mut all = Vec::with_capacity(tasks.len());
+                        for task in tasks {
+                            all.push(task.await?);
+                        }
+                        Ok(all)
+                    })
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let mut by_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
-    for task in tasks {
-        for (kind, stats) in runtime.block_on(task)? {
-            by_kind.entry(kind).or_insert_with(KindStats::new).merge(&stats);
+    for worker in workers {
+        let results = worker.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        for stats in results {
+            for (kind, s) in stats {
+                by_kind.entry(kind).or_insert_with(KindStats::new).merge(&s);
+            }
         }
     }
     let elapsed = started.elapsed();

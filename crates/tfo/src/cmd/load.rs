@@ -125,6 +125,8 @@ struct Figures {
     /// Requests sent; `errors` of them got no correct reply.
     requests: u64,
     errors: u64,
+    /// In flight when the run ended (its --duration, or Ctrl-C): not errors.
+    cancelled: u64,
     /// Correct replies per second of the run.
     requests_per_second: f64,
     /// Requests whose data rode in the SYN.
@@ -172,10 +174,16 @@ impl Figures {
         Figures {
             requests: s.sent,
             errors: s.errors(),
+            cancelled: s.cancelled(),
             requests_per_second: s.ok as f64 / elapsed.as_secs_f64().max(1e-9),
             tfo_used: s.tfo_used,
             not_in_syn: s.not_in_syn.clone(),
-            errors_by_kind: s.failures.iter().map(|(f, n)| (f.as_str(), *n)).collect(),
+            errors_by_kind: s
+                .failures
+                .iter()
+                .filter(|(f, _)| **f != load::Failure::Cancelled)
+                .map(|(f, n)| (f.as_str(), *n))
+                .collect(),
             latency_ms: latency(s),
         }
     }
@@ -261,7 +269,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::out::text(&text)?;
     Ok(if report.interrupted {
         ExitCode::from(130)
-    } else if report.all.errors == 0 {
+    } else if report.all.errors == 0 && total.ok > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -402,6 +410,9 @@ fn render_text(r: &LoadReport) -> String {
         r.all.requests - r.all.errors,
         if why.is_empty() { String::new() } else { format!("; not: {}", why.join(", ")) }
     );
+    if r.all.cancelled > 0 {
+        let _ = writeln!(out, "  in flight when the run ended, cancelled: {}", r.all.cancelled);
+    }
     if r.all.errors > 0 {
         let kinds: Vec<String> = r.all.errors_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "  errors: {}", kinds.join(", "));
