@@ -175,7 +175,7 @@ impl Connector {
             source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
         };
         for addr in addrs {
-            match self.connect_once(addr, first_data) {
+            match self.connect_once(addr, first_data, false) {
                 Ok(done) => return Ok(done),
                 Err(Failed { error, data_may_have_left }) => {
                     let next_is_safe = self.idempotent || !data_may_have_left;
@@ -202,7 +202,7 @@ impl Connector {
     /// The connect timeout bounds the whole call; a [`Cancel`] given with
     /// [`cancel_on`](Connector::cancel_on) ends it at once.
     pub fn connect(&self, addr: SocketAddr, first_data: &[u8]) -> Result<(TcpStream, ClientOutcome)> {
-        self.connect_once(addr, first_data).map_err(|f| f.error)
+        self.connect_once(addr, first_data, false).map_err(|f| f.error)
     }
 
     /// Connects for a protocol where the server speaks first (SMTP, SSH, FTP,
@@ -227,36 +227,23 @@ impl Connector {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connect_read_first(&self, addr: SocketAddr) -> Result<(TcpStream, ClientOutcome)> {
-        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
-            return Err(Error::Cancelled);
-        }
-        let started = self.start_with(addr, &[], true)?;
-        let deadline = self.connect_timeout.map(|t| started.started_at + t);
-        match self.wait(started.socket.as_fd(), true, deadline)? {
-            sys::Wait::Ready => {}
-            sys::Wait::TimedOut => {
-                let millis = self.connect_timeout.map_or(0, |t| t.as_millis());
-                return Err(Error::ConnectTimeout { addr, millis });
-            }
-            sys::Wait::Cancelled => return Err(Error::Cancelled),
-        }
-        let outcome = self.finish(&started.socket, started.attempt, started.started_at, addr, 0)?;
-        started.socket.set_nonblocking(false).map_err(Error::io("making the socket blocking"))?;
-        Ok((started.socket.into(), outcome))
+        self.connect_once(addr, &[], true).map_err(|f| f.error)
     }
 
-    /// [`connect`](Connector::connect), and on failure whether any of
-    /// `first_data` may have left this host (and reached the server).
+    /// [`connect`](Connector::connect) (or, with `read_first`, the read-first
+    /// connect), and on failure whether any of `first_data` may have left
+    /// this host (and reached the server).
     fn connect_once(
         &self,
         addr: SocketAddr,
         first_data: &[u8],
+        read_first: bool,
     ) -> std::result::Result<(TcpStream, ClientOutcome), Failed> {
         let before_syn = |error| Failed { error, data_may_have_left: false };
         if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
             return Err(before_syn(Error::Cancelled));
         }
-        let started = self.start(addr, first_data).map_err(before_syn)?;
+        let started = self.start(addr, first_data, read_first).map_err(before_syn)?;
         let in_syn = started.written > 0;
         let failed = |error| Failed { error, data_may_have_left: in_syn };
         let deadline = self.connect_timeout.map(|t| started.started_at + t);
@@ -329,14 +316,9 @@ impl Connector {
     }
 
     /// Creates the socket and starts the handshake, with data in the SYN if the
-    /// kernel will take it. Never blocks.
-    pub(crate) fn start(&self, addr: SocketAddr, first_data: &[u8]) -> Result<Started> {
-        self.start_with(addr, first_data, false)
-    }
-
-    /// [`start`](Connector::start), or with `read_first` the start of a
-    /// read-first connect: the cached cookie in a SYN without data.
-    pub(crate) fn start_with(&self, addr: SocketAddr, first_data: &[u8], read_first: bool) -> Result<Started> {
+    /// kernel will take it, or with `read_first` the cached cookie in a SYN
+    /// without data. Never blocks.
+    pub(crate) fn start(&self, addr: SocketAddr, first_data: &[u8], read_first: bool) -> Result<Started> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .map_err(Error::io("creating the client socket"))?;
         socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;

@@ -91,7 +91,21 @@ impl AsFd for TokioListener {
 impl Connector {
     /// The async form of [`Connector::connect`].
     pub async fn connect_async(&self, addr: SocketAddr, first_data: &[u8]) -> Result<(TcpStream, ClientOutcome)> {
-        let started = self.start(addr, first_data)?;
+        self.connect_async_with(addr, first_data, false).await
+    }
+
+    /// The async form of [`Connector::connect_read_first`].
+    pub async fn connect_read_first_async(&self, addr: SocketAddr) -> Result<(TcpStream, ClientOutcome)> {
+        self.connect_async_with(addr, &[], true).await
+    }
+
+    async fn connect_async_with(
+        &self,
+        addr: SocketAddr,
+        first_data: &[u8],
+        read_first: bool,
+    ) -> Result<(TcpStream, ClientOutcome)> {
+        let started = self.start(addr, first_data, read_first)?;
         let Started { socket, attempt, written, started_at } = started;
         let std_stream: std::net::TcpStream = socket.into();
         let mut stream = TcpStream::from_std(std_stream).map_err(Error::io("registering the socket with tokio"))?;
@@ -109,21 +123,6 @@ impl Connector {
             async { stream.write_all(&first_data[written..]).await.map_err(|source| Error::Connect { addr, source }) };
         let timed_out = Error::FirstDataTimeout { addr, written, len: rest + written, millis };
         self.bounded(deadline, write_rest, timed_out).await?;
-        Ok((stream, outcome))
-    }
-
-    /// The async form of [`Connector::connect_read_first`].
-    pub async fn connect_read_first_async(&self, addr: SocketAddr) -> Result<(TcpStream, ClientOutcome)> {
-        let Started { socket, attempt, started_at, .. } = self.start_with(addr, &[], true)?;
-        let std_stream: std::net::TcpStream = socket.into();
-        let stream = TcpStream::from_std(std_stream).map_err(Error::io("registering the socket with tokio"))?;
-        let deadline = self.timeout().map(|t| ::tokio::time::Instant::from_std(started_at + t));
-        let millis = self.timeout().map_or(0, |t| t.as_millis());
-        let handshake = async {
-            stream.writable().await.map_err(Error::io("waiting for the handshake"))?;
-            self.finish(&stream, attempt, started_at, addr, 0)
-        };
-        let outcome = self.bounded(deadline, handshake, Error::ConnectTimeout { addr, millis }).await?;
         Ok((stream, outcome))
     }
 
@@ -308,7 +307,7 @@ impl TfoStream {
         loop {
             let addr = self.addrs[self.current];
             // No data (a read came first): a read-first start, the cookie without data.
-            match self.connector.start_with(addr, first, first.is_empty()) {
+            match self.connector.start(addr, first, first.is_empty()) {
                 Ok(Started { socket, attempt, written, started_at }) => {
                     let stream = TcpStream::from_std(socket.into())?;
                     let deadline = self.connector.timeout().map(|t| Box::pin(::tokio::time::sleep(t)));

@@ -134,13 +134,7 @@ impl ExchangeError {
     /// A short stable name of the kind, for reports counting failures.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            ExchangeError::Connect(fastopen::Error::ConnectTimeout { .. }) => "connect_timeout",
-            ExchangeError::Connect(fastopen::Error::Connect { source, .. })
-                if source.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                "refused"
-            }
-            ExchangeError::Connect(_) => "connect_failed",
+            ExchangeError::Connect(e) => connect_kind(e),
             ExchangeError::Timeout { .. } => "timeout",
             ExchangeError::Closed { .. } => "closed_early",
             ExchangeError::TooLarge { .. } => "reply_too_large",
@@ -148,6 +142,15 @@ impl ExchangeError {
             ExchangeError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionReset => "reset",
             ExchangeError::Io { .. } => "io_error",
         }
+    }
+}
+
+/// The stable name of a failed connect: `connect_timeout`, `refused` or `connect_failed`.
+pub(crate) fn connect_kind(e: &fastopen::Error) -> &'static str {
+    match e {
+        fastopen::Error::ConnectTimeout { .. } => "connect_timeout",
+        fastopen::Error::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => "refused",
+        _ => "connect_failed",
     }
 }
 

@@ -68,17 +68,34 @@ impl GreetingError {
     /// A short stable name of the kind, for reports.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            GreetingError::Connect(fastopen::Error::ConnectTimeout { .. }) => "connect_timeout",
-            GreetingError::Connect(fastopen::Error::Connect { source, .. })
-                if source.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                "refused"
-            }
-            GreetingError::Connect(_) => "connect_failed",
+            GreetingError::Connect(e) => crate::exchange::connect_kind(e),
             GreetingError::Silent { .. } => "no_greeting",
             GreetingError::Closed { .. } => "closed_early",
             GreetingError::Cancelled(_) => "cancelled",
             GreetingError::Io { .. } => "io_error",
+        }
+    }
+}
+
+/// A greeting read as the exchange it is (its time: to the greeting's first
+/// byte), for callers that count exchanges (`tfo bench --read-first`).
+impl From<Greeting> for crate::exchange::Exchange {
+    fn from(g: Greeting) -> Self {
+        crate::exchange::Exchange { outcome: g.outcome, reply: g.text, total: g.after, first_byte: Some(g.after) }
+    }
+}
+
+impl From<GreetingError> for crate::exchange::ExchangeError {
+    fn from(e: GreetingError) -> Self {
+        use crate::exchange::ExchangeError as X;
+        match e {
+            GreetingError::Connect(e) => X::Connect(e),
+            GreetingError::Silent { addr, timeout, outcome } => {
+                X::Timeout { addr, timeout, received: 0, sent: 0, request: 0, outcome, partial: Vec::new() }
+            }
+            GreetingError::Closed { addr } => X::Closed { addr, received: 0, partial: Vec::new() },
+            GreetingError::Cancelled(why) => X::Cancelled(why),
+            GreetingError::Io { addr, source } => X::Io { what: "reading the greeting from", addr, source },
         }
     }
 }

@@ -303,7 +303,8 @@ fn measure(
     let cancel = || interrupt::cancel().or_else(|| lab.link_failure());
     let one = |connector: &Connector| {
         if args.read_first {
-            return greeting_exchange(connector, addr, timeout);
+            // The greeting of a server that speaks first, as an exchange.
+            return crate::greeting::read_greeting(connector, addr, timeout).map(Into::into).map_err(Into::into);
         }
         let limits = Limits { cancel: &cancel, max_reply: request.len() + 64 * 1024, ..Limits::new(timeout, until) };
         exchange(connector, addr, &request, until, &limits)
@@ -339,37 +340,6 @@ fn measure(
     })??;
     let after = lab.counters();
     Ok(Row { link: after.since(&before), ..row })
-}
-
-/// A read-first request: the greeting of a server that speaks first, as an
-/// exchange (its time is the time to the greeting's first byte).
-fn greeting_exchange(
-    connector: &Connector,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<crate::exchange::Exchange, ExchangeError> {
-    use crate::greeting::GreetingError as G;
-    match crate::greeting::read_greeting(connector, addr, timeout) {
-        Ok(g) => Ok(crate::exchange::Exchange {
-            outcome: g.outcome,
-            reply: g.text,
-            total: g.after,
-            first_byte: Some(g.after),
-        }),
-        Err(G::Connect(e)) => Err(ExchangeError::Connect(e)),
-        Err(G::Silent { addr, timeout, outcome }) => Err(ExchangeError::Timeout {
-            addr,
-            timeout,
-            received: 0,
-            sent: 0,
-            request: 0,
-            outcome,
-            partial: Vec::new(),
-        }),
-        Err(G::Closed { addr }) => Err(ExchangeError::Closed { addr, received: 0, partial: Vec::new() }),
-        Err(G::Cancelled(why)) => Err(ExchangeError::Cancelled(why)),
-        Err(G::Io { addr, source }) => Err(ExchangeError::Io { what: "reading the greeting from", addr, source }),
-    }
 }
 
 /// The modes of one round: a cold request every `cold_every` rounds, then

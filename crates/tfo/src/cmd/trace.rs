@@ -220,11 +220,11 @@ impl Trace {
 
     /// Decodes one frame; `cut` says the capture kept less than was on the wire.
     fn frame(&mut self, point: u8, timestamp: Duration, link: Linked, data: &[u8], cut: bool) -> anyhow::Result<()> {
-        let filtering = self.port.is_some() || self.host.is_some();
-        if filtering {
+        // Parsed once, for the filter and for the tracker.
+        let parsed = link.0.map(|l| TcpPacket::parse(l, data));
+        if self.port.is_some() || self.host.is_some() {
             // Only TCP packets that match (as the live capture's tcpdump filter does).
-            let matches = link.0.and_then(|l| TcpPacket::parse(l, data).ok()).is_some_and(|p| self.wanted(&p));
-            if !matches {
+            if !parsed.as_ref().and_then(|p| p.as_ref().ok()).is_some_and(|p| self.wanted(p)) {
                 self.stats.filtered += 1;
                 return Ok(());
             }
@@ -233,7 +233,7 @@ impl Trace {
         if point == 0 {
             self.write(timestamp, link, data)?;
         }
-        let Some(link) = link.0 else {
+        let Some(parsed) = parsed else {
             self.stats.unknown_link += 1;
             let why = match link.1 {
                 Some(n) => format!("link type {n} is not one tfo trace decodes"),
@@ -242,7 +242,7 @@ impl Trace {
             *self.stats.undecoded.entry(why).or_insert(0) += 1;
             return Ok(());
         };
-        match TcpPacket::parse(link, data) {
+        match parsed {
             Ok(p) => {
                 self.stats.tcp += 1;
                 if p.truncated > 0 {
