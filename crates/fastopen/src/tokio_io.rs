@@ -464,6 +464,35 @@ impl AsyncWrite for TfoStream {
         }
     }
 
+    /// The first write is the SYN's data: all of the buffers go in it (up to
+    /// one segment's worth), not only the first, so a TLS client's
+    /// ClientHello and its early data, written as two buffers, share the SYN.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if matches!(self.state, State::Idle) {
+            let mut first = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_FIRST_WRITE));
+            for buf in bufs {
+                let room = MAX_FIRST_WRITE - first.len();
+                first.extend_from_slice(&buf[..buf.len().min(room)]);
+            }
+            return self.poll_write(cx, &first);
+        }
+        match &mut self.state {
+            State::Open { stream, owed, .. } if owed.is_empty() => Pin::new(stream).poll_write_vectored(cx, bufs),
+            _ => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+                self.poll_write(cx, first)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.state {
             State::Open { stream, .. } => Pin::new(stream).poll_flush(cx),

@@ -144,6 +144,46 @@ fn tokio_listener_and_client() {
     });
 }
 
+/// A first write of several buffers (a TLS ClientHello and its early data)
+/// puts all of them in the SYN, not only the first.
+#[test]
+fn a_vectored_first_write_puts_every_buffer_in_the_syn() {
+    in_netns("vectored_first_write", 3, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+            let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio().unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..2 {
+                    let (mut s, _, outcome) = listener.accept().await.unwrap();
+                    outcomes.push(outcome);
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await.unwrap();
+                    s.write_all(&buf).await.unwrap();
+                }
+                outcomes
+            });
+            for _ in 0..2 {
+                let mut s = fastopen::TfoStream::to_addrs(Connector::new(), vec![addr]).unwrap();
+                assert!(s.is_write_vectored());
+                let bufs = [std::io::IoSlice::new(b"hello, "), std::io::IoSlice::new(b"early data")];
+                let n = s.write_vectored(&bufs).await.unwrap();
+                s.write_all(&b"hello, early data"[n..]).await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply).await.unwrap();
+                assert_eq!(reply, b"hello, early data");
+            }
+            let outcomes = server.await.unwrap();
+            assert!(!outcomes[0].data_in_syn, "the first connection asks for the cookie");
+            assert_eq!(outcomes[1].bytes_in_syn, Some(17), "both buffers in the SYN: {}", outcomes[1]);
+        });
+        assert_eq!(counters().passive, 1);
+    });
+}
+
 /// Cookies are cached per destination address, so 127.0.0.1 and 127.0.0.2 are
 /// two independent clients of the same listener.
 #[test]
