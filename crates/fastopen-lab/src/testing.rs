@@ -59,7 +59,7 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             http {{\n  log_format tfokit '$remote_addr \"$request\" $status ssl_early_data=$ssl_early_data';\n  access_log {d}/access.log tfokit;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                server {{\n{listen}    {server_extra}\n    location / {{ return 200 \"{body}\"; }}\n  }}\n}}\n",
             d = dir.display()
         );
@@ -81,6 +81,15 @@ impl Nginx {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Some(nginx)
+    }
+}
+
+impl Nginx {
+    /// The access log so far: one line per request, `ADDR "REQUEST" STATUS
+    /// ssl_early_data=1` for a request that came as TLS early data (`0` or
+    /// empty otherwise).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 }
 

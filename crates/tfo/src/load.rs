@@ -4,7 +4,9 @@
 //! from each request's intended start, so a stalled server cannot hide its
 //! queue: no coordinated omission). Each reply is checked, each TFO outcome
 //! counted by reason. Connections come from the library (`TfoStream`); TLS
-//! is rustls through tokio-rustls, its ClientHello the first write, so in the SYN.
+//! is rustls through tokio-rustls, its ClientHello the first write, so in the
+//! SYN; with early data (TLS 1.3 0-RTT on a resumed session) the request is
+//! written into the handshake and rides in the SYN beside the ClientHello.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,8 +29,15 @@ pub(crate) enum Protocol {
     Raw,
     /// `GET` with `Connection: close`; a 2xx with its whole body is correct.
     Http { host: String, path: String },
-    /// The same over TLS.
-    Https { host: String, path: String, tls: Arc<rustls::ClientConfig>, server_name: ServerName<'static> },
+    /// The same over TLS; `early_data`: the request as TLS 1.3 early data
+    /// whenever a session ticket allows it (the config keeps tickets).
+    Https {
+        host: String,
+        path: String,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+        early_data: bool,
+    },
 }
 
 /// Plain TCP or TFO, for one request.
@@ -141,6 +150,8 @@ pub(crate) struct KindStats {
     pub(crate) tfo_used: u64,
     /// Why the others' did not (the library's reasons).
     pub(crate) not_in_syn: BTreeMap<&'static str, u64>,
+    /// HTTPS: what TLS resumption and early data did, answered requests only.
+    pub(crate) tls: TlsCounts,
     /// Microseconds, correct replies only.
     pub(crate) latency_us: Histogram<u64>,
 }
@@ -153,6 +164,7 @@ impl KindStats {
             failures: BTreeMap::new(),
             tfo_used: 0,
             not_in_syn: BTreeMap::new(),
+            tls: TlsCounts::default(),
             // 1 µs to 10 min, 3 significant digits.
             latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
         }
@@ -168,6 +180,7 @@ impl KindStats {
         for (k, v) in &other.not_in_syn {
             *self.not_in_syn.entry(k).or_default() += v;
         }
+        self.tls.merge(&other.tls);
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
     }
@@ -180,6 +193,66 @@ impl KindStats {
     /// Requests in flight when the run ended (its --duration, or Ctrl-C).
     pub(crate) fn cancelled(&self) -> u64 {
         self.failures.get(&Failure::Cancelled).copied().unwrap_or(0)
+    }
+}
+
+/// What TLS did for one answered HTTPS request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TlsFate {
+    /// The handshake resumed a session (a ticket from an earlier connection).
+    pub(crate) resumed: bool,
+    /// `None` when early data was not asked for.
+    pub(crate) early_data: Option<EarlyData>,
+}
+
+/// What became of a request that could have gone as TLS early data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EarlyData {
+    /// Sent as early data (with the ClientHello, in the SYN when TFO carried
+    /// it) and the server took it.
+    Accepted,
+    /// Sent as early data, refused by the server: sent again after the handshake.
+    Rejected,
+    /// Not sent as early data, and why: `no_ticket` (no session to resume
+    /// yet), `server_allows_none` (the server's ticket allows no early data).
+    NotSent(&'static str),
+}
+
+/// TLS resumption and early data over many requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsCounts {
+    /// HTTPS requests answered.
+    pub(crate) handshakes: u64,
+    pub(crate) resumed: u64,
+    pub(crate) early_data_sent: u64,
+    pub(crate) early_data_accepted: u64,
+    /// Why the others were not sent as early data (when it was asked for).
+    pub(crate) early_data_not_sent: BTreeMap<&'static str, u64>,
+}
+
+impl TlsCounts {
+    fn count(&mut self, fate: TlsFate) {
+        self.handshakes += 1;
+        self.resumed += u64::from(fate.resumed);
+        match fate.early_data {
+            None => {}
+            Some(EarlyData::Accepted) => {
+                self.early_data_sent += 1;
+                self.early_data_accepted += 1;
+            }
+            Some(EarlyData::Rejected) => self.early_data_sent += 1,
+            Some(EarlyData::NotSent(why)) => *self.early_data_not_sent.entry(why).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &TlsCounts) {
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
+        self.early_data_sent += other.early_data_sent;
+        self.early_data_accepted += other.early_data_accepted;
+        for (k, v) in &other.early_data_not_sent {
+            *self.early_data_not_sent.entry(k).or_default() += v;
+        }
     }
 }
 
@@ -313,8 +386,11 @@ async fn client(
             () = run_over() => Err(Failure::Cancelled),
         };
         match result {
-            Ok(in_syn) => {
+            Ok(Answered { in_syn, tls }) => {
                 s.ok += 1;
+                if let Some(fate) = tls {
+                    s.tls.count(fate);
+                }
                 match in_syn {
                     Ok(()) => s.tfo_used += 1,
                     Err(reason) => *s.not_in_syn.entry(reason).or_default() += 1,
@@ -332,9 +408,15 @@ async fn client(
     stats
 }
 
-/// One request on a new connection: `Ok(Ok(()))` when its first data rode
-/// in the SYN, `Ok(Err(reason))` when answered correctly without.
-async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static str>, Failure> {
+/// A correct reply: whether the request's data rode in the SYN (`Err`: the
+/// library's reason why not) and, over TLS, what resumption and early data did.
+struct Answered {
+    in_syn: Result<(), &'static str>,
+    tls: Option<TlsFate>,
+}
+
+/// One request on a new connection.
+async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Answered, Failure> {
     // TCP_NODELAY: TLS writes its Finished and then the request; with Nagle the
     // request waits for the Finished's ACK, a round trip (two without TFO).
     let connector = Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout)).nodelay(true);
@@ -352,28 +434,58 @@ async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Result<(), &'static 
             if reply != line.as_bytes() {
                 return Err(Failure::WrongReply);
             }
-            Ok(outcome_of(&stream))
+            Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Http { host, path } => {
             let req = http_request(host, path, i);
             let mut stream = stream;
             let reply = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
             check_http(&reply, req.as_bytes())?;
-            Ok(outcome_of(&stream))
+            Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
-        Protocol::Https { host, path, tls, server_name } => {
+        Protocol::Https { host, path, tls, server_name, early_data } => {
             let req = http_request(host, path, i);
-            let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            // With early data and a ticket that allows it, the connect returns
+            // at once and the request is written into the handshake: tokio-rustls
+            // sends it with the ClientHello (one write: the SYN's data), and again
+            // after the handshake if the server refuses it.
+            let connector = tokio_rustls::TlsConnector::from(tls.clone()).early_data(*early_data);
             let mut tls_stream =
                 connector.connect(server_name.clone(), stream).await.map_err(|e| match Failure::of(&e) {
                     Failure::Other => Failure::Tls,
                     f => f,
                 })?;
+            let offered = *early_data && tls_stream.get_mut().1.early_data().is_some_and(|e| e.bytes_left() > 0);
             let reply = exchange(&mut tls_stream, req.as_bytes(), false, ReplyEnd::Http).await?;
             check_http(&reply, req.as_bytes())?;
-            Ok(outcome_of(tls_stream.get_ref().0))
+            let (stream, conn) = tls_stream.get_ref();
+            let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let early = early_data.then(|| match (offered, conn.is_early_data_accepted()) {
+                (true, true) => EarlyData::Accepted,
+                (true, false) => EarlyData::Rejected,
+                (false, _) if resumed => EarlyData::NotSent("server_allows_none"),
+                (false, _) => EarlyData::NotSent("no_ticket"),
+            });
+            let answered = Answered { in_syn: outcome_of(stream), tls: Some(TlsFate { resumed, early_data: early }) };
+            if *early_data {
+                // The server's session tickets may come after the reply (after
+                // our Finished): read them in the background, so the next
+                // connections can resume, without timing them into this one.
+                tokio::spawn(read_tickets(tls_stream, plan.timeout.min(TICKET_WAIT)));
+            }
+            Ok(answered)
         }
     }
+}
+
+/// The longest a finished HTTPS connection stays open for session tickets.
+const TICKET_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads what the server still sends after the reply (its session tickets,
+/// taken into the client's store as they come) until it closes, or `wait`.
+async fn read_tickets<S: AsyncRead + Unpin>(mut stream: S, wait: Duration) {
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(wait, async { while let Ok(1..) = stream.read(&mut sink).await {} }).await;
 }
 
 /// When a reply is whole, so the request is timed to its last byte and not
@@ -409,6 +521,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     end: ReplyEnd,
 ) -> Result<Vec<u8>, Failure> {
     s.write_all(data).await.map_err(|e| Failure::of(&e))?;
+    // TLS early data leaves (and the handshake starts) at the flush.
+    s.flush().await.map_err(|e| Failure::of(&e))?;
     if half_close {
         s.shutdown().await.map_err(|e| Failure::of(&e))?;
     }

@@ -21,6 +21,8 @@ use serde::Serialize;
 
 /// The largest `--ca` file read (a system bundle is about 220 KiB).
 const CA_FILE_LIMIT: u64 = 8 << 20;
+/// Servers whose session tickets are kept, with early data on.
+const SESSIONS_KEPT: usize = 256;
 
 /// How `tfo probe` talks TLS: one configuration for every connection.
 #[derive(Debug, Clone)]
@@ -99,6 +101,17 @@ impl TlsClient {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
         Ok(TlsClient { config: Arc::new(config) })
+    }
+
+    /// The same client, resuming sessions (tickets kept in memory per server
+    /// name) and sending early data on a resumed session when the ticket
+    /// allows it (TLS 1.3 0-RTT). Early data can be replayed: only for
+    /// requests that are safe to run twice.
+    pub(crate) fn with_early_data(self) -> TlsClient {
+        let mut config = Arc::unwrap_or_clone(self.config);
+        config.resumption = Resumption::in_memory_sessions(SESSIONS_KEPT);
+        config.enable_early_data = true;
+        TlsClient { config: Arc::new(config) }
     }
 
     /// The rustls configuration (for `tfo load`'s async connections).

@@ -302,3 +302,66 @@ fn https_load_takes_two_round_trips_with_tfo_and_three_without() {
     assert!(round_trips("plain") < 3.5, "plain: 3 round trips: {r:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--tls-early-data` against nginx (`ssl_early_data on`) across the lab at
+/// 50 ms: after the first connection (a full handshake that brings the
+/// session tickets) every request goes as TLS early data with the
+/// ClientHello, in the SYN; nginx says so in its log (`$ssl_early_data` 1 for
+/// each of them), the kernel counts the SYNs that carried data, and the
+/// answer comes one round trip after the connect.
+#[test]
+fn https_early_data_in_the_syn_takes_one_round_trip_and_nginx_agrees() {
+    if !fastopen_lab::testing::root_or_skip("load_https_early_data") {
+        return;
+    }
+    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
+        path: fastopen_lab::PathConfig::with_rtt(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempdir("load_https_early_data");
+    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
+    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let server = lab.server_ip(false);
+    let listen = [format!("{server}:8443 ssl fastopen=256")];
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;\n    ssl_early_data on;",
+        crt.display(),
+        key.display()
+    );
+    let nginx = lab
+        .server()
+        .run(|| fastopen_lab::testing::Nginx::start("load_https_early_data", &listen, &tls, "hello\n"))
+        .unwrap();
+    let Some(nginx) = nginx else { return };
+    let url = format!("https://{server}:8443/");
+    let o = lab
+        .client()
+        .command(env!("CARGO_BIN_EXE_tfo"))
+        .args(["load", &url, "--insecure", "--tls-early-data", "-n", "12", "-c", "1", "--json"])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(r["errors"], 0, "{r:#}");
+    let tls = &r["tls"];
+    assert_eq!(tls["handshakes"], 12, "{r:#}");
+    // nginx (OpenSSL) sends two tickets after a full handshake and closes a
+    // 0-RTT connection before its handshake ends, so without a new ticket:
+    // every third connection is a full handshake (12: 4 full, 8 resumed).
+    let sent = tls["early_data_sent"].as_u64().unwrap();
+    assert!(sent >= 6, "{r:#}");
+    assert_eq!(tls["early_data_accepted"], sent, "{r:#}");
+    assert_eq!(tls["resumed"], sent, "every resumed session sent early data: {r:#}");
+    assert_eq!(tls["early_data_not_sent"]["no_ticket"].as_u64().unwrap() + sent, 12, "{r:#}");
+    let log = nginx.access_log();
+    assert_eq!(log.lines().count(), 12, "{log}");
+    assert_eq!(log.matches("ssl_early_data=1").count() as u64, sent, "nginx got them as early data: {log}");
+    // The first connection asks for the cookie too: 11 SYNs carried the hello (and the request).
+    assert_eq!(r["tfo_used"], 11, "{r:#}");
+    assert_eq!(r["kernel"]["active"], 11, "TCPFastOpenActive: {r:#}");
+    let round_trips = r["latency_ms"]["p50"].as_f64().unwrap() / 50.0;
+    assert!(round_trips < 1.5, "TFO + 0-RTT: the request in the SYN, one round trip: {r:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -84,6 +84,13 @@ pub(crate) struct Args {
     /// https: accept any certificate.
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
+    /// https: send each request as TLS 1.3 early data (0-RTT) when a session
+    /// ticket from an earlier connection allows it: the ClientHello and the
+    /// request ride in the SYN together, the answer comes one round trip
+    /// after the connect. Early data can be replayed: only for requests that
+    /// are safe to run twice (tfo load sends GETs).
+    #[arg(long)]
+    tls_early_data: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -135,6 +142,24 @@ struct Figures {
     not_in_syn: BTreeMapStr,
     errors_by_kind: BTreeMapStr,
     latency_ms: Latency,
+    /// HTTPS: what TLS resumption and early data did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsFigures>,
+}
+
+/// TLS resumption and early data, over the answered HTTPS requests.
+#[derive(Debug, Serialize)]
+struct TlsFigures {
+    handshakes: u64,
+    resumed: u64,
+    /// Requests sent as early data (with the ClientHello: in the SYN when TFO carried it).
+    early_data_sent: u64,
+    /// Of those, the ones the server took (the others were sent again after the handshake).
+    early_data_accepted: u64,
+    early_data_rejected: u64,
+    /// With --tls-early-data, why the others were not sent as early data:
+    /// `no_ticket`, `server_allows_none`.
+    early_data_not_sent: BTreeMapStr,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,6 +210,14 @@ impl Figures {
                 .map(|(f, n)| (f.as_str(), *n))
                 .collect(),
             latency_ms: latency(s),
+            tls: (s.tls.handshakes > 0).then(|| TlsFigures {
+                handshakes: s.tls.handshakes,
+                resumed: s.tls.resumed,
+                early_data_sent: s.tls.early_data_sent,
+                early_data_accepted: s.tls.early_data_accepted,
+                early_data_rejected: s.tls.early_data_sent - s.tls.early_data_accepted,
+                early_data_not_sent: s.tls.early_data_not_sent.clone(),
+            }),
         }
     }
 }
@@ -314,8 +347,16 @@ fn target(args: &Args) -> anyhow::Result<(SocketAddr, Protocol)> {
         let protocol = if https {
             let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
             let server_name = crate::tls::server_name(Some(host), addr).map_err(anyhow::Error::msg)?;
-            Protocol::Https { host: host_header, path, tls: TlsClient::new(trust, true)?.config(), server_name }
+            let mut client = TlsClient::new(trust, true)?;
+            if args.tls_early_data {
+                client = client.with_early_data();
+            }
+            let early_data = args.tls_early_data;
+            Protocol::Https { host: host_header, path, tls: client.config(), server_name, early_data }
         } else {
+            if args.tls_early_data {
+                bail!("--tls-early-data is for https:// targets (TLS 1.3 early data)");
+            }
             Protocol::Http { host: host_header, path }
         };
         (addr, protocol)
@@ -410,6 +451,19 @@ fn render_text(r: &LoadReport) -> String {
         r.all.requests - r.all.errors,
         if why.is_empty() { String::new() } else { format!("; not: {}", why.join(", ")) }
     );
+    if let Some(tls) = &r.all.tls {
+        let not: Vec<String> = tls.early_data_not_sent.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            out,
+            "  tls: {} handshakes, {} resumed; early data sent {}, accepted {}, rejected {}{}",
+            tls.handshakes,
+            tls.resumed,
+            tls.early_data_sent,
+            tls.early_data_accepted,
+            tls.early_data_rejected,
+            if not.is_empty() { String::new() } else { format!("; not sent: {}", not.join(", ")) }
+        );
+    }
     if r.all.cancelled > 0 {
         let _ = writeln!(out, "  in flight when the run ended, cancelled: {}", r.all.cancelled);
     }
