@@ -44,6 +44,9 @@ pub(crate) struct ConnectionLog {
     /// SYN_RECV (before the client's ACK: a cookie SYN made the connection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) greeting_in_syn_recv: Option<bool>,
+    /// `--tls-cert`: what TLS did (version, resumed, early data and the policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<crate::tls_serve::TlsLog>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -198,6 +201,7 @@ impl Budget {
 pub(crate) async fn serve(
     listener: std::sync::Arc<fastopen::TokioListener>,
     protocol: Protocol,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     limits: Limits,
     budget: &Budget,
     shutdown: impl Future<Output = ()>,
@@ -236,8 +240,9 @@ pub(crate) async fn serve(
                 }
                 let on_connection = on_connection.clone();
                 let closing = closing.clone();
+                let tls = tls.clone();
                 tasks.spawn(async move {
-                    on_connection(handle(stream, peer, outcome, protocol, limits, closing).await);
+                    on_connection(handle(stream, peer, outcome, protocol, tls, limits, closing).await);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -329,6 +334,7 @@ async fn handle(
     peer: SocketAddr,
     outcome: AcceptOutcome,
     protocol: Protocol,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     limits: Limits,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> ConnectionLog {
@@ -343,12 +349,16 @@ async fn handle(
         handled: false,
         http_status: None,
         greeting_in_syn_recv: None,
+        tls: None,
         error: None,
     };
     let work = async {
-        match protocol {
-            Protocol::Raw => echo_raw(&mut stream, &mut log, limits).await,
-            Protocol::Http => echo_http(&mut stream, &mut log, limits).await,
+        match (protocol, tls) {
+            (protocol, Some(config)) => {
+                crate::tls_serve::serve_tls(&mut stream, config, protocol == Protocol::Http, &mut log, limits).await
+            }
+            (Protocol::Raw, None) => echo_raw(&mut stream, &mut log, limits).await,
+            (Protocol::Http, None) => echo_http(&mut stream, &mut log, limits).await,
         }
     };
     let result = tokio::select! {
@@ -394,7 +404,7 @@ async fn read_idle(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8], idle: 
 
 /// Writes all of `data`, counting what the kernel took in `written` (so a
 /// reset mid-reply still shows how far it got), each write within `idle`.
-async fn write_counted(
+pub(crate) async fn write_counted(
     stream: &mut (impl AsyncWrite + Unpin),
     data: &[u8],
     written: &mut u64,
@@ -416,7 +426,7 @@ async fn write_counted(
 
 /// How a connection ends once its work is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     /// FIN, after waiting for the handshake's last ACK (for the log).
     Close,
     /// A reset, at once: the client is told its data was refused.
@@ -460,7 +470,7 @@ async fn echo_raw(
 }
 
 /// Methods that are safe to run from early data (RFC 9110 §9.2.1).
-fn is_safe_method(request: &[u8]) -> bool {
+pub(crate) fn is_safe_method(request: &[u8]) -> bool {
     ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
 }
 

@@ -30,6 +30,7 @@ impl NsServer {
         ns: &Netns,
         addr: SocketAddr,
         protocol: Protocol,
+        tls: Option<Arc<rustls::ServerConfig>>,
         limits: echo::Limits,
     ) -> anyhow::Result<NsServer> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -49,7 +50,7 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                echo::serve(Arc::new(listener), protocol, limits, &echo::Budget::new(None), shutdown, move |log| {
+                echo::serve(Arc::new(listener), protocol, tls, limits, &echo::Budget::new(None), shutdown, move |log| {
                     let _ = log_tx.send(log);
                 })
                 .await

@@ -30,6 +30,7 @@ mod proxy;
 mod report;
 mod target;
 mod tls;
+mod tls_serve;
 mod workers;
 mod wrap_shim;
 

@@ -19,6 +19,23 @@ pub(crate) fn connection_line(log: &ConnectionLog) -> String {
         };
         line.push_str(&format!(", {confirmed}, {}", if log.handled { "handled" } else { "NOT handled" }));
     }
+    if let Some(tls) = &log.tls {
+        line.push_str(&format!(
+            ", {}{}",
+            tls.version.unwrap_or("TLS unfinished"),
+            if tls.resumed { " resumed" } else { "" }
+        ));
+        if tls.early_data_bytes > 0 {
+            let what = match tls.early_data_policy {
+                "handled_early" => "handled at once",
+                "held_until_handshake" => "held until the handshake ended",
+                "too_early" => "refused (too early)",
+                "not_handled" => "NOT handled (the handshake never ended)",
+                _ => "came after the handshake",
+            };
+            line.push_str(&format!(", early data {} B {what}", tls.early_data_bytes));
+        }
+    }
     if let Some(status) = log.http_status {
         line.push_str(&format!(", HTTP {status}"));
     }

@@ -43,6 +43,8 @@ pub(crate) type OnIdle = Arc<dyn Fn() + Send + Sync>;
 /// What every worker serves, and how.
 pub(crate) struct Serving {
     pub(crate) protocol: Protocol,
+    /// TLS on every connection (`--tls-cert`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) limits: Limits,
     pub(crate) budget: Arc<Budget>,
     /// Becomes `true` when the server stops.
@@ -89,6 +91,7 @@ impl Workers {
             let (budget, on_connection, mut stop) =
                 (serving.budget.clone(), serving.on_connection.clone(), serving.stop.clone());
             let (protocol, limits, on_idle) = (serving.protocol, serving.limits, self.on_idle.clone());
+            let tls = serving.tls.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{n}"))
                 .spawn(move || {
@@ -96,7 +99,7 @@ impl Workers {
                         let _ = stop.wait_for(|stop| *stop).await;
                     };
                     let served =
-                        runtime.block_on(echo::serve(listener, protocol, limits, &budget, shutdown, move |log| {
+                        runtime.block_on(echo::serve(listener, protocol, tls, limits, &budget, shutdown, move |log| {
                             on_connection(log)
                         }));
                     on_idle();

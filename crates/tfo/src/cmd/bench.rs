@@ -203,7 +203,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
         let banner: Option<&'static [u8]> = args.read_first.then_some(b"220 tfo bench ready\r\n");
         let limits = crate::echo::Limits { early_data: args.early_data, banner, ..Default::default() };
-        let server = NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol, limits)?;
+        let server =
+            NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol, None, limits)?;
         for &size in &args.size {
             bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
             let row = measure(&lab, server.addr, rtt, size, &args, cold_every, &bar)?;

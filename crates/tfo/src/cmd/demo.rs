@@ -128,7 +128,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,
     };
-    let mut server = NsServer::start(setting.server(), setting.server_addr(), Protocol::Http, Default::default())?;
+    let mut server =
+        NsServer::start(setting.server(), setting.server_addr(), Protocol::Http, None, Default::default())?;
     let addr = server.addr;
     if !args.json {
         introduce(&setting, addr, args.rtt, note)?;

@@ -74,7 +74,7 @@ fn run_policy(
 ) -> anyhow::Result<PolicyRun> {
     let confirm_timeout = rtt * 4 + Duration::from_secs(1);
     let limits = crate::echo::Limits { early_data: policy, confirm_timeout, ..Default::default() };
-    let mut server = NsServer::start(lab.server(), addr, Protocol::Raw, limits)?;
+    let mut server = NsServer::start(lab.server(), addr, Protocol::Raw, None, limits)?;
     let request = |data: &'static [u8]| {
         lab.client().run(move || {
             let limits = Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::Eof) };

@@ -125,6 +125,18 @@ pub(crate) struct Args {
     /// round trip sooner: the log says "greeting sent in SYN_RECV".
     #[arg(long, value_name = "TEXT", conflicts_with = "http")]
     banner: Option<String>,
+    /// TLS: the certificate chain (PEM, leaf first). With --tls-key, every
+    /// connection is TLS 1.3 or 1.2 (with TFO, the ClientHello comes in the
+    /// SYN); TLS 1.3 early data (0-RTT) on resumed sessions is accepted and
+    /// falls under --early-data like data in the SYN: `wait` holds it until
+    /// the handshake ends, `reject` answers 425, `allow` answers at once (one
+    /// round trip in all). The log says tls, resumed, early data bytes and
+    /// what the policy did.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "banner")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Exit after serving N connections.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -140,6 +152,9 @@ struct Listening {
     event: &'static str,
     addr: SocketAddr,
     http: bool,
+    /// TLS on every connection (`--tls-cert`), early data accepted up to this many bytes.
+    tls: bool,
+    tls_max_early_data: Option<u32>,
     tfo_queue: u32,
     workers: usize,
     own_keys: usize,
@@ -164,6 +179,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => args.key_file.as_deref().map(read_keys).transpose()?,
     };
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls_serve::server_config(cert, key, args.http)?),
+        _ => None,
+    };
+    let tls_on = tls.is_some();
     let limits = echo::Limits {
         idle: args.idle_timeout,
         request: args.request_timeout,
@@ -207,6 +227,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 event: "listening",
                 addr: local,
                 http: args.http,
+                tls: tls_on,
+                tls_max_early_data: tls_on.then_some(crate::tls_serve::MAX_EARLY_DATA),
                 tfo_queue: tfo.queue_len,
                 workers,
                 own_keys: tfo.own_keys,
@@ -215,8 +237,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             })?
         } else {
             format!(
-                "listening on {local} ({}, TFO queue {} per worker, {workers} worker{}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",
+                "listening on {local} ({}{}, TFO queue {} per worker, {workers} worker{}, net.ipv4.tcp_fastopen={mode}); Ctrl-C stops",
                 if args.http { "HTTP" } else { "raw echo" },
+                if tls_on { " over TLS, 0-RTT accepted" } else { "" },
                 tfo.queue_len,
                 if workers == 1 { "" } else { "s" },
             )
@@ -251,6 +274,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let serving = workers::Serving {
             protocol,
+            tls,
             limits,
             budget: Arc::new(echo::Budget::new(args.count)),
             stop: stopped,
