@@ -136,10 +136,27 @@ impl TlsClient {
         let mut conn = ClientConnection::new(self.config.clone(), server_name)
             .map_err(|e| fastopen::Error::Io { what: "starting TLS", source: io::Error::other(e) })?;
         let mut hello = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut hello)
-                .map_err(|source| fastopen::Error::Io { what: "writing the ClientHello", source })?;
-        }
+        let write_tls = |conn: &mut ClientConnection, hello: &mut Vec<u8>| -> Result<(), fastopen::Error> {
+            while conn.wants_write() {
+                conn.write_tls(hello)
+                    .map_err(|source| fastopen::Error::Io { what: "writing the ClientHello", source })?;
+            }
+            Ok(())
+        };
+        write_tls(&mut conn, &mut hello)?;
+        let client_hello_bytes = hello.len();
+        // Early data: with a ticket that allows the whole request, it goes
+        // right after the ClientHello, in the same first flight (the SYN's data).
+        let early_data_sent = match (request, conn.early_data()) {
+            (Some(request), Some(mut early)) if early.bytes_left() >= request.len() => {
+                early
+                    .write_all(request)
+                    .map_err(|source| fastopen::Error::Io { what: "writing early data", source })?;
+                true
+            }
+            _ => false,
+        };
+        write_tls(&mut conn, &mut hello)?;
         let (stream, outcome) = connector
             .clone()
             .connect_timeout(Some(timeout))
@@ -151,7 +168,11 @@ impl TlsClient {
         let mut wire = Deadlined { stream: &stream, deadline, start, first_byte: None };
         let mut done = TlsExchange {
             outcome,
-            client_hello_bytes: hello.len(),
+            client_hello_bytes,
+            first_flight_bytes: hello.len(),
+            early_data_sent,
+            resumed: false,
+            early_data: None,
             first_byte: None,
             handshake: None,
             version: None,
@@ -160,6 +181,15 @@ impl TlsClient {
         };
         let result = finish(&mut conn, &mut wire, request, &mut done);
         done.first_byte = wire.first_byte;
+        done.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        if self.config.enable_early_data && request.is_some() && !conn.is_handshaking() {
+            done.early_data = Some(match (early_data_sent, conn.is_early_data_accepted()) {
+                (true, true) => "accepted",
+                (true, false) => "rejected",
+                (false, _) if done.resumed => "server_allows_none",
+                (false, _) => "no_ticket",
+            });
+        }
         if let Err(e) = result {
             done.error = Some(explain(&e));
         }
@@ -180,8 +210,12 @@ fn finish(
     done.handshake = Some(wire.start.elapsed());
     done.version = conn.protocol_version().map(version_name);
     let Some(request) = request else { return Ok(()) };
+    let sent_early = done.early_data_sent && conn.is_early_data_accepted();
     let mut tls = rustls::Stream::new(conn, wire);
-    tls.write_all(request)?;
+    if !sent_early {
+        // No early data, or the server refused it: the request goes now.
+        tls.write_all(request)?;
+    }
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 8192 {
@@ -201,8 +235,18 @@ fn finish(
 #[derive(Debug)]
 pub(crate) struct TlsExchange {
     pub(crate) outcome: ClientOutcome,
-    /// The first flight (the ClientHello): what TFO could put in the SYN.
+    /// The ClientHello.
     pub(crate) client_hello_bytes: usize,
+    /// The first flight: the ClientHello and any early data (what TFO could
+    /// put in the SYN).
+    pub(crate) first_flight_bytes: usize,
+    /// The request went as TLS 1.3 early data, in the first flight.
+    pub(crate) early_data_sent: bool,
+    /// The handshake resumed a session.
+    pub(crate) resumed: bool,
+    /// With early data on and a request: `accepted`, `rejected` (sent again
+    /// after the handshake), `no_ticket`, `server_allows_none`.
+    pub(crate) early_data: Option<&'static str>,
     /// From the start of the connect to the first byte from the server.
     pub(crate) first_byte: Option<Duration>,
     /// From the start of the connect to the end of the handshake.
@@ -217,6 +261,10 @@ pub(crate) struct TlsExchange {
 #[derive(Debug, Serialize)]
 pub(crate) struct TlsFields {
     pub(crate) client_hello_bytes: usize,
+    pub(crate) resumed: bool,
+    /// With --tls-early-data: `accepted`, `rejected`, `no_ticket`, `server_allows_none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) early_data: Option<&'static str>,
     pub(crate) version: Option<&'static str>,
     pub(crate) handshake_ms: Option<f64>,
     pub(crate) http_status: Option<u16>,
@@ -227,6 +275,8 @@ impl From<&TlsExchange> for TlsFields {
     fn from(x: &TlsExchange) -> TlsFields {
         TlsFields {
             client_hello_bytes: x.client_hello_bytes,
+            resumed: x.resumed,
+            early_data: x.early_data,
             version: x.version,
             handshake_ms: x.handshake.map(crate::report::ms),
             http_status: x.http_status,

@@ -168,3 +168,42 @@ fn certificate_and_key_files_that_do_not_parse_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "--tls-cert needs --tls-key: {}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tfo probe --tls --http --tls-early-data`: the first connection brings
+/// the tickets, the second sends the ClientHello and the GET as early data
+/// together in its SYN, and the server says it ran the request from early data.
+#[test]
+fn probe_with_early_data_puts_hello_and_request_in_one_syn() {
+    in_netns("tls_serve_probe", 3, || {
+        let dir = tempdir("tls_serve_probe");
+        let (crt, key) = certificate(&dir);
+        let mut server = Server::start(&[
+            "--http",
+            "--tls-cert",
+            crt.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--workers",
+            "1",
+        ]);
+        let o = tfo()
+            .args(["probe", &server.addr.to_string(), "--tls", "--http", "--insecure", "--tls-early-data", "--json"])
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        assert_eq!(r["tfo_works"], true, "{r:#}");
+        let attempts = r["attempts"].as_array().unwrap();
+        assert_eq!(attempts[0]["tls"]["early_data"], "no_ticket", "{r:#}");
+        let second = &attempts[1];
+        assert_eq!(second["tls"]["early_data"], "accepted", "{r:#}");
+        assert_eq!(second["tls"]["resumed"], true, "{r:#}");
+        let hello = second["tls"]["client_hello_bytes"].as_u64().unwrap();
+        let in_syn = second["bytes_in_syn"].as_u64().unwrap();
+        assert!(in_syn > hello + 60, "the hello and the GET (as early data) in the SYN: {r:#}");
+        assert_eq!(second["request_bytes"].as_u64(), Some(in_syn), "{r:#}");
+        let logs: Vec<Value> = (0..3).map(|_| server.next_connection()).collect();
+        assert_eq!(logs[1]["bytes_in_syn"].as_u64(), Some(in_syn), "{logs:#?}");
+        assert_eq!(logs[1]["tls"]["early_data_policy"], "handled_early", "{logs:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -91,6 +91,12 @@ pub(crate) struct Args {
     /// With --tls: the server name to ask for (SNI); default: the target's name.
     #[arg(long, value_name = "NAME", requires = "tls")]
     sni: Option<String>,
+    /// With --tls --http: keep the first connection's session tickets and
+    /// send the GET of the next ones as TLS 1.3 early data (0-RTT), in the
+    /// SYN with the ClientHello; each connection says whether it resumed and
+    /// what became of its early data.
+    #[arg(long, requires_all = ["tls", "http"])]
+    tls_early_data: bool,
     /// How to ask for TFO: sendto or connect.
     #[arg(long, value_enum, default_value_t = Method::Sendto)]
     method: Method,
@@ -235,7 +241,7 @@ impl Probe {
             .map_err(|e| AttemptFailed::from(ExchangeError::from(e)))?;
         let report = AttemptReport {
             kind,
-            outcome: OutcomeFields::new(&x.outcome, x.client_hello_bytes),
+            outcome: OutcomeFields::new(&x.outcome, x.first_flight_bytes),
             first_reply_ms: x.first_byte.map(report::ms),
             tls: Some(TlsFields::from(&x)),
             said: x.outcome.to_string(),
@@ -427,7 +433,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tls = if args.tls {
         let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
-        Some((TlsClient::new(trust, args.http)?, args.sni.clone()))
+        let client = TlsClient::new(trust, args.http)?;
+        let client = if args.tls_early_data { client.with_early_data() } else { client };
+        Some((client, args.sni.clone()))
     } else {
         None
     };
@@ -542,6 +550,12 @@ fn print_detailed(out: &mut impl std::io::Write, report: &ProbeReport, method: &
             let mut line = format!("     TLS: ClientHello {} bytes", t.client_hello_bytes);
             if let (Some(v), Some(ms)) = (t.version, t.handshake_ms) {
                 line.push_str(&format!(", {v} handshake done after {ms:.1} ms"));
+            }
+            if t.resumed {
+                line.push_str(", resumed");
+            }
+            if let Some(early) = t.early_data {
+                line.push_str(&format!(", early data: {}", early.replace('_', " ")));
             }
             if let Some(status) = t.http_status {
                 line.push_str(&format!(", HTTP {status}"));
