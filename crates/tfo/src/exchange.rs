@@ -74,6 +74,8 @@ pub(crate) struct Exchange {
     pub(crate) total: Duration,
     /// From the start of the connect to the first reply byte.
     pub(crate) first_byte: Option<Duration>,
+    /// Over TLS: the request went as early data and the server took it.
+    pub(crate) early_data_accepted: bool,
 }
 
 /// Why an exchange did not complete.
@@ -104,6 +106,9 @@ pub(crate) enum ExchangeError {
     /// `cancel` said stop.
     #[error("{0}")]
     Cancelled(String),
+    /// TLS (or the HTTPS request over it) did not complete.
+    #[error("{addr}: {why}")]
+    Tls { addr: SocketAddr, why: String },
     /// Sending or receiving failed (reset, ...).
     #[error("{what} {addr}")]
     Io {
@@ -139,6 +144,7 @@ impl ExchangeError {
             ExchangeError::Closed { .. } => "closed_early",
             ExchangeError::TooLarge { .. } => "reply_too_large",
             ExchangeError::Cancelled(_) => "cancelled",
+            ExchangeError::Tls { .. } => "tls",
             ExchangeError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionReset => "reset",
             ExchangeError::Io { .. } => "io_error",
         }
@@ -310,7 +316,7 @@ impl InFlight<'_> {
 }
 
 fn done(outcome: ClientOutcome, reply: Vec<u8>, start: Instant, first_byte: Option<Duration>) -> Exchange {
-    Exchange { outcome, reply, total: start.elapsed(), first_byte }
+    Exchange { outcome, reply, total: start.elapsed(), first_byte, early_data_accepted: false }
 }
 
 /// The peer may have reset already: SO_ERROR then holds the real cause.

@@ -81,7 +81,13 @@ impl GreetingError {
 /// byte), for callers that count exchanges (`tfo bench --read-first`).
 impl From<Greeting> for crate::exchange::Exchange {
     fn from(g: Greeting) -> Self {
-        crate::exchange::Exchange { outcome: g.outcome, reply: g.text, total: g.after, first_byte: Some(g.after) }
+        crate::exchange::Exchange {
+            outcome: g.outcome,
+            reply: g.text,
+            total: g.after,
+            first_byte: Some(g.after),
+            early_data_accepted: false,
+        }
     }
 }
 

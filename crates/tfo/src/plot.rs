@@ -11,11 +11,14 @@ pub(crate) struct Panel {
     pub(crate) plain: Vec<(f64, f64)>,
     pub(crate) tfo_cold: Vec<(f64, f64)>,
     pub(crate) tfo_warm: Vec<(f64, f64)>,
+    /// `tfo bench --tls`: TFO with the request as TLS early data (0-RTT).
+    pub(crate) tfo_early_data: Vec<(f64, f64)>,
 }
 
 const PLAIN_COLOR: RGBColor = RGBColor(214, 39, 40);
 const TFO_COLOR: RGBColor = RGBColor(31, 119, 180);
 const COLD_COLOR: RGBColor = RGBColor(150, 150, 150);
+const EARLY_COLOR: RGBColor = RGBColor(44, 160, 44);
 
 /// Writes the panels to `out`, two per row, and puts it in place.
 pub(crate) fn latency_cdf(mut out: crate::output_file::OutputFile, rows: &[Panel]) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Panel) 
         (&r.plain, PLAIN_COLOR, "plain TCP"),
         (&r.tfo_cold, COLD_COLOR, "TFO, cold (cookie request)"),
         (&r.tfo_warm, TFO_COLOR, "TFO, request in the SYN"),
+        (&r.tfo_early_data, EARLY_COLOR, "TFO + TLS 0-RTT"),
     ];
     let (lo, hi) = lines
         .iter()
@@ -108,6 +112,7 @@ mod tests {
             plain: cdf(20.0),
             tfo_cold: cdf(20.0),
             tfo_warm: cdf(10.0),
+            tfo_early_data: Vec::new(),
         };
         latency_cdf(crate::output_file::OutputFile::create(&path).unwrap(), &[panel]).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();

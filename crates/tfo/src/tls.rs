@@ -21,6 +21,8 @@ use serde::Serialize;
 
 /// The largest `--ca` file read (a system bundle is about 220 KiB).
 const CA_FILE_LIMIT: u64 = 8 << 20;
+/// The longest a finished exchange waits for session tickets after the answer.
+const TICKET_WAIT: Duration = Duration::from_secs(1);
 /// Servers whose session tickets are kept, with early data on.
 const SESSIONS_KEPT: usize = 256;
 
@@ -175,11 +177,12 @@ impl TlsClient {
             early_data: None,
             first_byte: None,
             handshake: None,
+            answered: None,
             version: None,
             http_status: None,
             error: None,
         };
-        let result = finish(&mut conn, &mut wire, request, &mut done);
+        let result = finish(&mut conn, &mut wire, request, self.config.enable_early_data, &mut done);
         done.first_byte = wire.first_byte;
         done.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         if self.config.enable_early_data && request.is_some() && !conn.is_handshaking() {
@@ -202,6 +205,7 @@ fn finish(
     conn: &mut ClientConnection,
     wire: &mut Deadlined<'_>,
     request: Option<&[u8]>,
+    keep_tickets: bool,
     done: &mut TlsExchange,
 ) -> io::Result<()> {
     while conn.is_handshaking() {
@@ -224,9 +228,17 @@ fn finish(
             n => head.extend_from_slice(&chunk[..n]),
         }
     }
+    done.answered = Some(tls.sock.start.elapsed());
     done.http_status = status_code(&head);
     if done.http_status.is_none() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "the answer to the HTTPS request is not HTTP/1.x"));
+    }
+    if keep_tickets {
+        // Session tickets may come after the answer (a server that answered
+        // early data sends them once our Finished is in): read them, so the
+        // next connection can resume; not timed, and never an error.
+        tls.sock.deadline = tls.sock.deadline.min(Instant::now() + TICKET_WAIT);
+        while matches!(tls.read(&mut chunk), Ok(1..)) {}
     }
     Ok(())
 }
@@ -251,6 +263,8 @@ pub(crate) struct TlsExchange {
     pub(crate) first_byte: Option<Duration>,
     /// From the start of the connect to the end of the handshake.
     pub(crate) handshake: Option<Duration>,
+    /// From the start of the connect to the answer's status line (with a request).
+    pub(crate) answered: Option<Duration>,
     pub(crate) version: Option<&'static str>,
     pub(crate) http_status: Option<u16>,
     /// Why TLS (or the request over it) did not complete.

@@ -58,6 +58,26 @@ pub(crate) fn server_config(cert: &Path, key: &Path, http: bool) -> anyhow::Resu
         .with_context(|| {
             format!("the key in {} does not go with the certificate in {}", key.display(), cert.display())
         })?;
+    tune(&mut config, http);
+    Ok(Arc::new(config))
+}
+
+/// A server configuration with a self-signed certificate made now, for the
+/// lab's own servers (`tfo bench --tls`): nothing to trust, nothing kept.
+pub(crate) fn throwaway_config() -> anyhow::Result<Arc<ServerConfig>> {
+    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).context("making a certificate")?;
+    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    tune(&mut config, true);
+    Ok(Arc::new(config))
+}
+
+/// Sessions kept, early data, half-RTT answers, ALPN.
+fn tune(config: &mut ServerConfig, http: bool) {
     // Early data needs sessions kept on the server (rustls accepts it only
     // then): each ticket is used once, so a replayed ClientHello gets no 0-RTT.
     config.session_storage = ServerSessionMemoryCache::new(SESSIONS_KEPT);
@@ -67,7 +87,6 @@ pub(crate) fn server_config(cert: &Path, key: &Path, http: bool) -> anyhow::Resu
     if http {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-    Ok(Arc::new(config))
 }
 
 /// What TLS did on one connection, for its log line.

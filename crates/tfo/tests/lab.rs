@@ -1009,3 +1009,24 @@ fn bench_read_first_halves_the_time_to_the_greeting() {
     assert!((rtts("plain") - 2.0).abs() < 0.4, "plain: two round trips: {r}");
     assert!((rtts("tfo") - 1.0).abs() < 0.4, "cookie: one round trip: {r}");
 }
+
+/// `tfo bench --tls`: the HTTPS ladder across the lab at 50 ms, in round
+/// trips to the answer: plain TCP then TLS 3, the ClientHello in the SYN 2,
+/// the GET as TLS early data with it 1 (every resumed request accepted).
+#[test]
+fn bench_tls_ladder_three_two_one_round_trips() {
+    if !fastopen_lab::testing::root_or_skip("bench_tls_ladder") {
+        return;
+    }
+    let o = common::run_tfo(&["bench", "--tls", "--rtt", "50ms", "--requests", "6", "--json"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v = common::json(&o);
+    assert_eq!(v["config"]["tls"], true);
+    let r = &v["results"][0];
+    let rtts = |mode: &str| r[mode]["p50_ms"].as_f64().unwrap() / 50.0;
+    assert!((rtts("plain") - 3.0).abs() < 0.4, "plain TLS: three round trips: {r}");
+    assert!((rtts("tfo") - 2.0).abs() < 0.4, "the ClientHello in the SYN: two: {r}");
+    assert!((rtts("tfo_early_data") - 1.0).abs() < 0.4, "the GET as early data in the SYN: one: {r}");
+    assert!(r["early_data_accepted"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(r["tfo_used"], 6, "{r}");
+}

@@ -20,6 +20,7 @@ use crate::interrupt;
 use crate::labrun::{http_request_with, HttpMethod, NsServer};
 use crate::measure::{Series, Summary};
 use crate::plot;
+use crate::tls::{TlsClient, Trust};
 
 /// Measure plain TCP against TFO over an emulated path (needs root).
 ///
@@ -42,6 +43,7 @@ use crate::plot;
 ///   tfo bench --rtt 10ms,50ms,100ms,200ms --requests 200 --plot tfo.svg --json
 ///   tfo bench --rtt 50ms --middlebox strip-tfo     # what a stripping firewall costs
 ///   tfo bench --rtt 50ms --size 64,1400,4000        # requests larger than a segment
+///   tfo bench --rtt 50ms --tls                      # HTTPS: 3, 2 and 1 round trips
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -70,6 +72,13 @@ pub(crate) struct Args {
     /// server greets in SYN_RECV: 1 round trip.
     #[arg(long, conflicts_with_all = ["http", "size", "method", "early_data"])]
     read_first: bool,
+    /// HTTPS (TLS 1.3, a GET): the ladder of round trips to the answer.
+    /// plain: TCP then TLS (3 round trips); tfo: the ClientHello in the SYN
+    /// (2); tfo early data: on a resumed session the GET goes as TLS early
+    /// data with the ClientHello, in the SYN (1). The server is `tfo serve
+    /// --http --tls-cert` with a throwaway self-signed certificate.
+    #[arg(long, conflicts_with_all = ["read_first", "http"])]
+    tls: bool,
     /// Use IPv6 (the lab's ULA addresses).
     #[arg(long)]
     ipv6: bool,
@@ -103,6 +112,15 @@ pub(crate) struct Row {
     pub(crate) plain: Option<Summary>,
     pub(crate) tfo: Option<Summary>,
     pub(crate) tfo_cold: Option<Summary>,
+    /// `--tls`: TFO with the request as TLS early data (0-RTT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tfo_early_data: Option<Summary>,
+    /// `--tls`: of those, the requests the server took as early data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) early_data_accepted: Option<u32>,
+    /// `--tls`: TFO + early data p50 over plain p50 (the floor is 1/3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ratio_p50_early_data: Option<f64>,
     pub(crate) ratio_p50: Option<f64>,
     pub(crate) saved_ms_p50: Option<f64>,
     /// Warm TFO requests that carried their data in the SYN.
@@ -118,7 +136,7 @@ pub(crate) struct Row {
     pub(crate) connect: Option<Accuracy>,
     pub(crate) link: LinkCounters,
     #[serde(skip)]
-    pub(crate) series: [Series; 3],
+    pub(crate) series: [Series; 4],
 }
 
 /// `tfo bench --json`. The field names are a contract (README).
@@ -147,6 +165,8 @@ struct BenchConfig {
     early_data: crate::echo::EarlyData,
     /// Time to a greeting of a server that speaks first (`--read-first`).
     read_first: bool,
+    /// HTTPS, with the TFO + TLS early data series (`--tls`).
+    tls: bool,
     ipv6: bool,
     seed: u64,
 }
@@ -163,6 +183,8 @@ pub(crate) struct Accuracy {
 const PLAIN: usize = 0;
 const WARM: usize = 1;
 const COLD: usize = 2;
+/// `--tls`: TFO with the request as TLS early data.
+const EARLY: usize = 3;
 
 fn progress(total: u64, json: bool) -> ProgressBar {
     if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -194,17 +216,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plot_file = args.plot.as_deref().map(crate::output_file::OutputFile::create).transpose()?;
     interrupt::install_saying("the lab was torn down");
     let cold_every = 10u32;
-    let per_size = u64::from(args.requests) * 2 + u64::from(args.requests.div_ceil(cold_every)) + 1;
+    let modes = if args.tls { 3 } else { 2 };
+    let per_size = u64::from(args.requests) * modes + u64::from(args.requests.div_ceil(cold_every)) + 1;
     let bar = progress(per_size * args.rtt.len() as u64 * args.size.len() as u64, args.json);
     let mut rows = Vec::new();
     'rtts: for &rtt in &args.rtt {
         let path = args.path.path(split_rtt(rtt), !args.no_busy_poll);
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
-        let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
+        let protocol = if args.http || args.tls { Protocol::Http } else { Protocol::Raw };
         let banner: Option<&'static [u8]> = args.read_first.then_some(b"220 tfo bench ready\r\n");
         let limits = crate::echo::Limits { early_data: args.early_data, banner, ..Default::default() };
-        let server =
-            NsServer::start(lab.server(), SocketAddr::new(lab.server_ip(args.ipv6), 8000), protocol, None, limits)?;
+        let server_tls = if args.tls { Some(crate::tls_serve::throwaway_config()?) } else { None };
+        let addr = SocketAddr::new(lab.server_ip(args.ipv6), 8000);
+        let server = NsServer::start(lab.server(), addr, protocol, server_tls, limits)?;
         for &size in &args.size {
             bar.set_message(format!("RTT {} ms, {size} B", crate::report::ms(rtt)));
             let row = measure(&lab, server.addr, rtt, size, &args, cold_every, &bar)?;
@@ -229,10 +253,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 jitter_ms: [ms(args.path.jitter.to_server), ms(args.path.jitter.to_client)],
                 rate_bps: args.path.rate.map(|r| [r.to_server, r.to_client]),
                 middleboxes: args.path.middlebox_names(),
-                http: args.http,
-                method: args.http.then_some(args.method),
+                http: args.http || args.tls,
+                method: (args.http || args.tls).then_some(args.method),
                 early_data: args.early_data,
                 read_first: args.read_first,
+                tls: args.tls,
                 ipv6: args.ipv6,
                 seed: args.path.seed,
             },
@@ -290,7 +315,7 @@ fn measure(
     cold_every: u32,
     bar: &ProgressBar,
 ) -> anyhow::Result<Row> {
-    let (request, until) = if args.http {
+    let (request, until) = if args.http || args.tls {
         (http_request_with(args.method, addr, size as usize), Until::HttpResponse)
     } else {
         (vec![b'x'; size as usize], Until::Bytes(size as usize))
@@ -302,7 +327,15 @@ fn measure(
     let before = lab.counters();
     // Stop at Ctrl-C (keeping what was measured) or at once if the link fails.
     let cancel = || interrupt::cancel().or_else(|| lab.link_failure());
-    let one = |connector: &Connector| {
+    // --tls: full handshakes for plain, cold and warm TFO; sessions resumed
+    // with early data for the last series.
+    let full = TlsClient::new(Trust::Anything, true)?;
+    let resumed = full.clone().with_early_data();
+    let one = |connector: &Connector, mode: usize| {
+        if args.tls {
+            let client = if mode == EARLY { &resumed } else { &full };
+            return tls_request(client, connector, addr, &request, timeout);
+        }
         if args.read_first {
             // The greeting of a server that speaks first, as an exchange.
             return crate::greeting::read_greeting(connector, addr, timeout).map(Into::into).map_err(Into::into);
@@ -313,21 +346,21 @@ fn measure(
     let row = lab.client().run(|| -> anyhow::Result<Row> {
         let mut tally = Tally::default();
         // Warm the cookie cache (not measured; a failure is counted).
-        if let Err(e) = one(&tfo) {
+        if let Err(e) = one(&tfo, WARM) {
             if tally.failure(&e)? {
                 return Ok(tally.into_row(rtt, size, requests));
             }
         }
         bar.inc(1);
         'rounds: for round in 0..requests {
-            for mode in round_modes(round, cold_every) {
+            for mode in round_modes(round, cold_every, args.tls) {
                 if interrupt::requested() {
                     break 'rounds;
                 }
                 if mode == COLD {
                     lab.flush_cookies()?;
                 }
-                match one(if mode == PLAIN { &plain } else { &tfo }) {
+                match one(if mode == PLAIN { &plain } else { &tfo }, mode) {
                     // An HTTP error status (425 Too Early under --early-data reject) is not a reply.
                     Ok(ex) if until == Until::HttpResponse && !http_ok(&ex.reply) => tally.refused(&ex.reply),
                     Ok(ex) => tally.success(mode, &ex),
@@ -345,19 +378,48 @@ fn measure(
 
 /// The modes of one round: a cold request every `cold_every` rounds, then
 /// plain and warm TFO, their order alternating so that neither always goes first.
-fn round_modes(round: u32, cold_every: u32) -> Vec<usize> {
-    let mut modes = Vec::with_capacity(3);
+/// With `early` (`--tls`), a TFO + early data request too, its place rotating.
+fn round_modes(round: u32, cold_every: u32, early: bool) -> Vec<usize> {
+    let mut modes = Vec::with_capacity(4);
     if round.is_multiple_of(cold_every) {
         modes.push(COLD);
     }
-    modes.extend(if round.is_multiple_of(2) { [PLAIN, WARM] } else { [WARM, PLAIN] });
+    if early {
+        let ladder = [PLAIN, WARM, EARLY];
+        modes.extend((0..3).map(|i| ladder[(i + round as usize) % 3]));
+    } else {
+        modes.extend(if round.is_multiple_of(2) { [PLAIN, WARM] } else { [WARM, PLAIN] });
+    }
     modes
+}
+
+/// One HTTPS request (`--tls`): the time to the answer's status line, as an exchange.
+fn tls_request(
+    client: &TlsClient,
+    connector: &Connector,
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<crate::exchange::Exchange, ExchangeError> {
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let x = client.exchange(connector, addr, name, Some(request), timeout)?;
+    match (x.answered, x.error, x.http_status) {
+        (Some(total), None, Some(status)) => Ok(crate::exchange::Exchange {
+            outcome: x.outcome,
+            reply: format!("HTTP/1.1 {status}").into_bytes(),
+            total,
+            first_byte: x.first_byte,
+            early_data_accepted: x.early_data == Some("accepted"),
+        }),
+        (_, error, _) => Err(ExchangeError::Tls { addr, why: error.unwrap_or_else(|| "no answer".into()) }),
+    }
 }
 
 /// What one (RTT, size) measured so far.
 #[derive(Default)]
 struct Tally {
-    series: [Series; 3],
+    series: [Series; 4],
+    early_data_accepted: u32,
     connect: Series,
     used: u32,
     cold_requests: u32,
@@ -384,6 +446,7 @@ impl Tally {
         let o = &ex.outcome;
         match mode {
             PLAIN => self.connect.record(o.connect_time),
+            EARLY => self.early_data_accepted += u32::from(ex.early_data_accepted),
             COLD => self.cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable)),
             // Read first: the cookie in a SYN without data is TFO's use.
             _ if o.tfo_used() || o.cookie_only_syn => self.used += 1,
@@ -407,6 +470,7 @@ impl Tally {
 
     fn into_row(self, rtt: Duration, size: u32, requests: u32) -> Row {
         let (p, w) = (self.series[PLAIN].summary(), self.series[WARM].summary());
+        let early = self.series[EARLY].summary();
         let rtt_ms = crate::report::ms(rtt);
         let connect = self.connect.summary().map(|c| Accuracy {
             p50_ms: c.p50_ms,
@@ -418,6 +482,9 @@ impl Tally {
             plain: p,
             tfo: w,
             tfo_cold: self.series[COLD].summary(),
+            tfo_early_data: early,
+            early_data_accepted: early.map(|_| self.early_data_accepted),
+            ratio_p50_early_data: p.zip(early).map(|(p, e)| round3(e.p50_ms / p.p50_ms)),
             ratio_p50: p.zip(w).map(|(p, w)| round3(w.p50_ms / p.p50_ms)),
             saved_ms_p50: p.zip(w).map(|(p, w)| round3(p.p50_ms - w.p50_ms)),
             tfo_used: self.used,
@@ -440,6 +507,7 @@ impl Row {
             plain: self.series[PLAIN].cdf(),
             tfo_cold: self.series[COLD].cdf(),
             tfo_warm: self.series[WARM].cdf(),
+            tfo_early_data: self.series[EARLY].cdf(),
         }
     }
 
@@ -461,7 +529,10 @@ impl Row {
             cold_cookie_requests: 0,
             connect: None,
             link: LinkCounters::default(),
-            series: [Series::new(), Series::new(), Series::new()],
+            tfo_early_data: None,
+            early_data_accepted: None,
+            ratio_p50_early_data: None,
+            series: [Series::new(), Series::new(), Series::new(), Series::new()],
         }
     }
 }
@@ -489,7 +560,11 @@ fn print_table(rows: &[Row], read_first: bool) -> Result<(), crate::out::StdoutF
         "max"
     )?;
     for r in rows {
-        for (i, (name, s)) in [("plain", r.plain), ("tfo cold", r.tfo_cold), ("tfo", r.tfo)].into_iter().enumerate() {
+        let mut modes = vec![("plain", r.plain), ("tfo cold", r.tfo_cold), ("tfo", r.tfo)];
+        if r.tfo_early_data.is_some() {
+            modes.push(("tfo 0-rtt", r.tfo_early_data));
+        }
+        for (i, (name, s)) in modes.into_iter().enumerate() {
             let (rtt, size) = if i == 0 {
                 (format!("{} ms", r.rtt_ms), if read_first { "-".to_string() } else { format!("{} B", r.size) })
             } else {
@@ -520,6 +595,11 @@ fn print_table(rows: &[Row], read_first: bool) -> Result<(), crate::out::StdoutF
             r.cold_cookie_requests,
             r.series[COLD].len(),
         )?;
+        if let (Some(ratio), Some(accepted), Some(e)) =
+            (r.ratio_p50_early_data, r.early_data_accepted, r.tfo_early_data)
+        {
+            outln!("{:>18} TFO + TLS early data/plain p50 {ratio:.3}; early data accepted {accepted}/{}", "", e.n)?;
+        }
         if let Some(c) = r.connect {
             outln!(
                 "{:>18} link: plain connect p50 {:.3} ms ({:+.3}), p99 {:.3} ms ({:+.3}) against RTT {} ms; packets left p50 {} us, p99 {} us after their due time",
