@@ -91,6 +91,17 @@ impl Nginx {
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
+
+    /// The access log once it has `n` lines (nginx logs a request when its
+    /// connection is done, a moment after the client has the answer), or
+    /// as it is after 5 s.
+    pub fn access_log_of(&self, n: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.access_log().lines().count() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.access_log()
+    }
 }
 
 impl Drop for Nginx {

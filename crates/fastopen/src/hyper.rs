@@ -92,6 +92,12 @@ impl Connector {
         self
     }
 
+    /// The library's connector inside (for [`crate::tls::TlsConnector`]).
+    #[cfg(feature = "rustls")]
+    pub(crate) fn tfo_connector(&self) -> crate::Connector {
+        self.tfo.clone()
+    }
+
     /// Accept `https` (and other) URIs, for a TLS connector layered on top.
     pub fn allow_any_scheme(mut self, allow: bool) -> Connector {
         self.any_scheme = allow;
@@ -119,7 +125,7 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 /// The host (brackets of an IPv6 literal removed) and port of a URI.
-fn host_and_port(uri: &http::Uri, any_scheme: bool) -> io::Result<(String, u16)> {
+pub(crate) fn host_and_port(uri: &http::Uri, any_scheme: bool) -> io::Result<(String, u16)> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));
     let default_port = match uri.scheme_str() {
         Some("http") => 80,
@@ -143,6 +149,13 @@ impl ConnectionOutcome {
     pub fn get(&self) -> Option<&ClientOutcome> {
         self.0.get()
     }
+
+    /// Keeps the first outcome known.
+    pub(crate) fn note(&self, outcome: &ClientOutcome) {
+        if self.0.get().is_none() {
+            let _ = self.0.set(outcome.clone());
+        }
+    }
 }
 
 /// A connection made by [`Connector`]: hyper's IO over a [`TfoStream`].
@@ -159,10 +172,8 @@ impl TfoConnection {
     }
 
     fn note_outcome(&self) {
-        if self.outcome.0.get().is_none() {
-            if let Some(o) = self.io.inner().outcome() {
-                let _ = self.outcome.0.set(o.clone());
-            }
+        if let Some(o) = self.io.inner().outcome() {
+            self.outcome.note(o);
         }
     }
 }

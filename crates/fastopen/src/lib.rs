@@ -9,6 +9,9 @@
 //!   sends the first data in the SYN with `sendto(MSG_FASTOPEN)` or
 //!   `TCP_FASTOPEN_CONNECT`, and returns a [`ClientOutcome`]: bytes in the SYN and
 //!   acknowledged, or a [`FailReason`] (`cookie_unavailable`, `data_not_acked`, ...).
+//! - HTTPS (feature `rustls`): `tls::TlsConnector` for hyper and tonic, the
+//!   ClientHello in the SYN and, opted in, the request as TLS 1.3 early data
+//!   beside it (one round trip), each response telling what TLS did.
 //! - Host: the namespace's [`FastOpenMode`] (`net.ipv4.tcp_fastopen`), blackhole
 //!   timeout, key state ([`host`]), the `TCPFastOpen*` [`FastOpenCounters`] with
 //!   deltas, and what the running kernel supports ([`KernelFeatures`]).
@@ -70,6 +73,8 @@ pub mod sock_diag;
 mod sys;
 mod tcp_info;
 pub mod tcp_metrics;
+#[cfg(feature = "rustls")]
+pub mod tls;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 pub mod wrap;

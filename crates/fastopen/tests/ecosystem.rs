@@ -346,7 +346,11 @@ impl Nginx {
         let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&crt, cert.cert.pem()).unwrap();
         std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-        let extra = format!("ssl_certificate {};\n    ssl_certificate_key {};", crt.display(), key.display());
+        let extra = format!(
+            "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_early_data on;",
+            crt.display(),
+            key.display()
+        );
         let listen = [format!("127.0.0.1:{port} ssl fastopen=256")];
         let nginx = fastopen_lab::testing::Nginx::start("nginx_tls", &listen, &extra, "hello from nginx\n")?;
         Some((nginx, cert))
@@ -683,4 +687,134 @@ fn a_plain_hyper_server_loop_on_the_listener() {
             assert!(bodies[1].starts_with("data in SYN"), "{}", bodies[1]);
         });
     });
+}
+
+/// A rustls client configuration trusting `cert`, for HTTP/1.1.
+fn tls_client(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, early_data: bool) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_early_data = early_data;
+    std::sync::Arc::new(config)
+}
+
+/// `fastopen::tls::TlsConnector` with early data against nginx
+/// (`ssl_early_data on`): the first connection brings the tickets, the next
+/// one resumes and its GET goes as early data with the ClientHello, in the
+/// SYN; each response says so (TFO and TLS outcomes), nginx logs
+/// `$ssl_early_data` 1, and the kernel counts the SYN.
+#[test]
+fn the_tls_connector_sends_the_request_as_early_data_in_the_syn() {
+    if !root_or_skip("tls_connector_early_data") {
+        return;
+    }
+    run_in_private(3, || {
+        let Some((nginx, cert)) = Nginx::start_tls(8444) else { return };
+        let connector = fastopen::tls::TlsConnector::new(tls_client(&cert, true)).early_data(true);
+        runtime().block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build::<_, Empty<bytes::Bytes>>(connector);
+            let url: hyper::Uri = "https://localhost:8444/".parse().unwrap();
+            for round in 0..2 {
+                let before = counters();
+                let response = client.get(url.clone()).await.unwrap();
+                let tcp = response.extensions().get::<fastopen::hyper::ConnectionOutcome>().cloned().unwrap();
+                let tls = response.extensions().get::<fastopen::tls::TlsOutcome>().cloned().unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"hello from nginx\n");
+                let (tcp, tls) = (tcp.get().unwrap(), *tls.get().unwrap());
+                let d = &counters() - &before;
+                assert_eq!(tcp.tfo_used(), round == 1, "round {round}: {tcp}");
+                assert_eq!(d.active, u64::from(round == 1), "{d:?}");
+                assert_eq!(
+                    (tls.resumed, tls.early_data_sent, tls.early_data_accepted),
+                    (round == 1, round == 1, round == 1)
+                );
+                if round == 1 {
+                    // The hello (hundreds of bytes) and the GET after it, both in the SYN.
+                    assert!(tcp.bytes_in_syn > 400, "{tcp}");
+                }
+            }
+        });
+        let log = nginx.access_log_of(2);
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(log.lines().nth(1).unwrap().ends_with("ssl_early_data=1"), "{log}");
+        assert!(!log.lines().next().unwrap().ends_with("ssl_early_data=1"), "{log}");
+    })
+    .expect("private namespace");
+}
+
+/// The ladder through the library across the lab at 50 ms, with hyper:
+/// plain TCP then TLS 3 round trips, the ClientHello in the SYN 2, and the
+/// GET as early data with it 1 (the median of a few requests each).
+#[test]
+fn the_tls_connector_takes_three_two_and_one_round_trips_across_the_lab() {
+    if !root_or_skip("tls_connector_ladder") {
+        return;
+    }
+    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
+        path: fastopen_lab::PathConfig::with_rtt(Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .unwrap();
+    let server = lab.server_ip(false);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), server.to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("fastopen-ladder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let extra = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;\n    ssl_early_data on;",
+        crt.display(),
+        key.display()
+    );
+    let listen = [format!("{server}:8443 ssl fastopen=256")];
+    let nginx =
+        lab.server().run(|| fastopen_lab::testing::Nginx::start("tls_ladder", &listen, &extra, "hi\n")).unwrap();
+    let Some(_nginx) = nginx else { return };
+    let url: hyper::Uri = format!("https://{server}:8443/").parse().unwrap();
+    let median_round_trips = |connector: fastopen::tls::TlsConnector| -> f64 {
+        let url = url.clone();
+        lab.client()
+            .run(move || {
+                runtime().block_on(async move {
+                    use http_body_util::{BodyExt, Empty};
+                    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                        .pool_max_idle_per_host(0)
+                        .build::<_, Empty<bytes::Bytes>>(connector);
+                    // Not timed: the cookie and the session tickets.
+                    client.get(url.clone()).await.unwrap().into_body().collect().await.unwrap();
+                    let mut times = Vec::new();
+                    for _ in 0..5 {
+                        let start = std::time::Instant::now();
+                        let response = client.get(url.clone()).await.unwrap();
+                        times.push(start.elapsed().as_secs_f64() * 1000.0 / 50.0);
+                        response.into_body().collect().await.unwrap();
+                    }
+                    times.sort_by(f64::total_cmp);
+                    times[2]
+                })
+            })
+            .unwrap()
+    };
+    let plain = fastopen::hyper::Connector::new().tfo(false);
+    let plain = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)).tcp(plain));
+    let tfo = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)));
+    let early = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, true)).early_data(true));
+    eprintln!(
+        "round trips to the response head, median of 5: plain {plain:.2}, TFO {tfo:.2}, TFO + early data {early:.2}"
+    );
+    assert!((plain - 3.0).abs() < 0.4, "plain TCP then TLS: {plain}");
+    assert!((tfo - 2.0).abs() < 0.4, "the ClientHello in the SYN: {tfo}");
+    assert!((early - 1.0).abs() < 0.4, "the GET as early data in the SYN: {early}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

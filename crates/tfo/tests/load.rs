@@ -355,7 +355,7 @@ fn https_early_data_in_the_syn_takes_one_round_trip_and_nginx_agrees() {
     assert_eq!(tls["early_data_accepted"], sent, "{r:#}");
     assert_eq!(tls["resumed"], sent, "every resumed session sent early data: {r:#}");
     assert_eq!(tls["early_data_not_sent"]["no_ticket"].as_u64().unwrap() + sent, 12, "{r:#}");
-    let log = nginx.access_log();
+    let log = nginx.access_log_of(12);
     assert_eq!(log.lines().count(), 12, "{log}");
     assert_eq!(log.matches("ssl_early_data=1").count() as u64, sent, "nginx got them as early data: {log}");
     // The first connection asks for the cookie too: 11 SYNs carried the hello (and the request).
