@@ -48,6 +48,7 @@ compile_error!(
 
 #[cfg(feature = "axum")]
 mod axum_serve;
+pub mod btf;
 mod cancel;
 mod client;
 mod confirm;
@@ -69,6 +70,7 @@ mod listener;
 mod mode;
 mod netlink;
 mod outcome;
+pub mod owners;
 pub mod sock_diag;
 mod sys;
 mod tcp_info;

@@ -652,3 +652,25 @@ fn a_listener_group_shares_one_port_and_refuses_a_taken_one() {
         }
     });
 }
+
+/// The eBPF probe of `tfo watch` names the process that connected a socket,
+/// by the socket's cookie (as sock_diag reports it), once.
+#[test]
+fn the_bpf_probe_names_the_process_that_connected() {
+    in_netns("bpf_owners", 3, || {
+        let owners = fastopen::owners::ConnectOwners::attach().expect("BPF: root, BTF and tp_btf on this kernel");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let local = client.local_addr().unwrap();
+        let sockets = fastopen::sock_diag::SockDiag::open().unwrap().dump().unwrap();
+        let mine = sockets.iter().find(|s| s.local == local).expect("the client socket in the dump");
+        let owner = owners.take(mine.cookie).unwrap().expect("the probe saw the connect");
+        assert_eq!(owner.pid, std::process::id());
+        let thread = std::fs::read_to_string(format!("/proc/self/task/{}/comm", nix::unistd::gettid())).unwrap();
+        assert_eq!(owner.comm, thread.trim(), "the connecting thread's name");
+        assert!(owner.cgroup_id > 0);
+        assert_eq!(owners.take(mine.cookie).unwrap(), None, "taken once");
+        let server_side = sockets.iter().find(|s| s.peer == local).expect("the server's socket");
+        assert_eq!(owners.take(server_side.cookie).unwrap(), None, "a server socket never entered SYN_SENT");
+    });
+}

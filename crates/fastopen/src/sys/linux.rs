@@ -383,6 +383,184 @@ pub(crate) fn netlink_recv(fd: BorrowedFd<'_>, buf: &mut [u8], timeout: Option<D
     }
 }
 
+/// The `bpf(2)` calls of the process-naming probe (`crate::owners`): one
+/// map, one program, one attachment, lookups. The program's bytes are built
+/// (and checked) in safe code; here they only cross into the kernel.
+pub(crate) mod bpf {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+
+    /// `union bpf_attr` for BPF_MAP_CREATE (its first fields).
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+
+    /// `union bpf_attr` for the element calls.
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapElem {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+
+    /// `union bpf_attr` for BPF_PROG_LOAD, up to `attach_btf_obj_fd`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+        prog_btf_fd: u32,
+        func_info_rec_size: u32,
+        func_info: u64,
+        func_info_cnt: u32,
+        line_info_rec_size: u32,
+        line_info: u64,
+        line_info_cnt: u32,
+        attach_btf_id: u32,
+        attach_btf_obj_fd: u32,
+    }
+
+    /// `union bpf_attr` for BPF_RAW_TRACEPOINT_OPEN.
+    #[repr(C)]
+    #[derive(Default)]
+    struct RawTracepointOpen {
+        name: u64,
+        prog_fd: u32,
+        pad: u32,
+    }
+
+    /// `bpf(cmd, attr, size)`, a new descriptor when it returns one.
+    fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+        // SAFETY: `attr` is a live, initialised `repr(C)` prefix of `union
+        // bpf_attr` for `cmd`, and its size is passed; the kernel reads (and
+        // for lookups writes through) only the pointers inside it, each of
+        // which the callers point at live buffers of the sizes the map or
+        // program was made with.
+        let res = unsafe { libc::syscall(libc::SYS_bpf, cmd, (attr as *mut T).cast::<libc::c_void>(), size_of::<T>()) };
+        if res < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }
+
+    fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf() returned no descriptor"))?;
+        // SAFETY: bpf() just returned this new descriptor, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// A map (`BPF_MAP_TYPE_*`) with fixed key and value sizes.
+    pub(crate) fn map_create(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> io::Result<OwnedFd> {
+        let mut attr = MapCreate { map_type, key_size, value_size, max_entries, map_flags: 0 };
+        owned(bpf(BPF_MAP_CREATE, &mut attr)?)
+    }
+
+    /// Copies the value of `key` into `value`; `Ok(false)` when there is none.
+    pub(crate) fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        let mut attr = MapElem {
+            map_fd: map.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            value: value.as_mut_ptr() as u64,
+            ..MapElem::default()
+        };
+        match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `key` (absent is fine).
+    pub(crate) fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
+        let mut attr = MapElem { map_fd: map.as_raw_fd() as u32, key: key.as_ptr() as u64, ..MapElem::default() };
+        match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What loading a program needs: its type, where it attaches, its code.
+    pub(crate) struct Program<'a> {
+        pub(crate) prog_type: u32,
+        pub(crate) expected_attach_type: u32,
+        pub(crate) attach_btf_id: u32,
+        /// Instructions, 8 bytes each.
+        pub(crate) insns: &'a [u64],
+        /// NUL-terminated.
+        pub(crate) license: &'a [u8],
+    }
+
+    /// Loads a program; a refusal carries the verifier's log.
+    pub(crate) fn prog_load(program: &Program<'_>) -> io::Result<OwnedFd> {
+        if program.license.last() != Some(&0) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the license must end with NUL"));
+        }
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = ProgLoad {
+            prog_type: program.prog_type,
+            insn_cnt: program.insns.len() as u32,
+            insns: program.insns.as_ptr() as u64,
+            license: program.license.as_ptr() as u64,
+            log_level: 1,
+            log_size: log.len() as u32,
+            log_buf: log.as_mut_ptr() as u64,
+            expected_attach_type: program.expected_attach_type,
+            attach_btf_id: program.attach_btf_id,
+            ..ProgLoad::default()
+        };
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            Ok(fd) => owned(fd),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+                Err(if last.is_empty() { e } else { io::Error::new(e.kind(), format!("{e}: the verifier says: {last}")) })
+            }
+        }
+    }
+
+    /// Attaches a tracing program to the raw tracepoint its BTF id names;
+    /// closing the returned descriptor detaches it.
+    pub(crate) fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        let mut attr = RawTracepointOpen { name: 0, prog_fd: prog.as_raw_fd() as u32, pad: 0 };
+        owned(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?)
+    }
+
+    /// Permission refused (no CAP_BPF / CAP_SYS_ADMIN).
+    pub(crate) fn is_permission(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+    }
+
+    use std::mem::size_of;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,3 +129,37 @@ pub(crate) fn netlink_rcvbuf(_: BorrowedFd<'_>) -> io::Result<usize> {
 pub(crate) fn netlink_recv(_: BorrowedFd<'_>, _: &mut [u8], _: Option<Duration>) -> io::Result<usize> {
     unsupported()
 }
+
+/// No BPF off Linux.
+pub(crate) mod bpf {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    #[allow(dead_code)] // built by the caller, read only by the Linux backend
+    pub(crate) struct Program<'a> {
+        pub(crate) prog_type: u32,
+        pub(crate) expected_attach_type: u32,
+        pub(crate) attach_btf_id: u32,
+        pub(crate) insns: &'a [u64],
+        pub(crate) license: &'a [u8],
+    }
+
+    pub(crate) fn map_create(_: u32, _: u32, _: u32, _: u32) -> io::Result<OwnedFd> {
+        super::unsupported()
+    }
+    pub(crate) fn map_lookup(_: BorrowedFd<'_>, _: &[u8], _: &mut [u8]) -> io::Result<bool> {
+        super::unsupported()
+    }
+    pub(crate) fn map_delete(_: BorrowedFd<'_>, _: &[u8]) -> io::Result<()> {
+        super::unsupported()
+    }
+    pub(crate) fn prog_load(_: &Program<'_>) -> io::Result<OwnedFd> {
+        super::unsupported()
+    }
+    pub(crate) fn raw_tracepoint_open(_: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        super::unsupported()
+    }
+    pub(crate) fn is_permission(_: &io::Error) -> bool {
+        false
+    }
+}
