@@ -16,6 +16,7 @@ pub enum BtfError {
 
 /// The BTF kind of a typedef (`include/uapi/linux/btf.h`).
 pub const KIND_TYPEDEF: u32 = 8;
+const KIND_STRUCT: u32 = 4;
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -23,8 +24,49 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
+/// The byte offset of `member` in the struct named `strukt` (a direct member,
+/// not a bitfield), if both are there.
+pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<Option<u32>, BtfError> {
+    let mut found = None;
+    walk(btf, |kind, name, vlen, info_flag, body, name_of| {
+        if kind != KIND_STRUCT || name != strukt.as_bytes() {
+            return false;
+        }
+        for m in 0..vlen {
+            let at = m * 12;
+            let (Some(name_off), Some(offset)) = (u32_at(body, at), u32_at(body, at + 8)) else { break };
+            if name_of(name_off as usize) == Some(member.as_bytes()) {
+                let bits = if info_flag { offset & 0x00ff_ffff } else { offset };
+                found = (bits % 8 == 0).then_some(bits / 8);
+                return true;
+            }
+        }
+        true
+    })?;
+    Ok(found)
+}
+
 /// The id of the first type of `kind` named `name`, if any.
 pub fn find_type(btf: &[u8], kind: u32, name: &str) -> Result<Option<u32>, BtfError> {
+    let mut id = 0u32;
+    let mut found = None;
+    walk(btf, |this_kind, this_name, _, _, _, _| {
+        id += 1;
+        if this_kind == kind && this_name == name.as_bytes() {
+            found = Some(id);
+            return true;
+        }
+        false
+    })?;
+    Ok(found)
+}
+
+/// Calls `visit(kind, name, vlen, kind_flag, body, name_of)` for each type
+/// in id order until it returns true.
+fn walk<'b>(
+    btf: &'b [u8],
+    mut visit: impl FnMut(u32, &'b [u8], usize, bool, &'b [u8], &dyn Fn(usize) -> Option<&'b [u8]>) -> bool,
+) -> Result<(), BtfError> {
     let magic = btf.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
     if magic != Some(MAGIC) {
         return Err(BtfError::Malformed("no BTF magic"));
@@ -43,28 +85,29 @@ pub fn find_type(btf: &[u8], kind: u32, name: &str) -> Result<Option<u32>, BtfEr
         Some(&rest[..rest.iter().position(|&b| b == 0)?])
     };
     let mut at = 0usize;
-    let mut id = 1u32;
     while at < types.len() {
         let name_off = u32_at(types, at).ok_or(BtfError::Malformed("cut type"))? as usize;
         let info = u32_at(types, at + 4).ok_or(BtfError::Malformed("cut type"))?;
         let this_kind = (info >> 24) & 0x1f;
         let vlen = (info & 0xffff) as usize;
-        if this_kind == kind && name_at(name_off) == Some(name.as_bytes()) {
-            return Ok(Some(id));
-        }
         // The fixed 12 bytes, then what the kind carries.
         let extra = match this_kind {
-            1 | 14 | 17 => 4,            // INT, VAR, DECL_TAG
-            3 => 12,                     // ARRAY
+            1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+            3 => 12,                      // ARRAY
             4 | 5 | 15 | 19 => vlen * 12, // STRUCT, UNION members; DATASEC; ENUM64
-            6 | 13 => vlen * 8,          // ENUM; FUNC_PROTO params
+            6 | 13 => vlen * 8,           // ENUM; FUNC_PROTO params
             0 | 2 | 7..=12 | 16 | 18 => 0,
             other => return Err(BtfError::UnknownKind(other)),
         };
+        let body_start = at + 12;
+        let body = types.get(body_start..(body_start + extra).min(types.len())).unwrap_or_default();
+        let name = name_at(name_off).unwrap_or_default();
+        if visit(this_kind, name, vlen, info & (1 << 31) != 0, body, &name_at) {
+            return Ok(());
+        }
         at = at.checked_add(12 + extra).ok_or(BtfError::Malformed("type section overflows"))?;
-        id = id.checked_add(1).ok_or(BtfError::Malformed("too many types"))?;
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -109,6 +152,22 @@ mod tests {
     }
 
     #[test]
+    fn finds_a_member_offset_in_bytes() {
+        let strings = b"\0task\0pid\0comm\0";
+        let mut members = Vec::new();
+        for (name, bits) in [(6u32, 64u32), (10, 1024)] {
+            members.extend_from_slice(&name.to_le_bytes());
+            members.extend_from_slice(&1u32.to_le_bytes());
+            members.extend_from_slice(&bits.to_le_bytes());
+        }
+        let b = blob(&ty(1, 4, 2, 200, &members), strings);
+        assert_eq!(member_offset(&b, "task", "comm"), Ok(Some(128)));
+        assert_eq!(member_offset(&b, "task", "pid"), Ok(Some(8)));
+        assert_eq!(member_offset(&b, "task", "absent"), Ok(None));
+        assert_eq!(member_offset(&b, "other", "pid"), Ok(None));
+    }
+
+    #[test]
     fn malformed_blobs_are_errors_not_panics() {
         assert!(find_type(b"", KIND_TYPEDEF, "x").is_err());
         assert!(find_type(&[0x9f, 0xeb, 1, 0, 24, 0, 0], KIND_TYPEDEF, "x").is_err());
@@ -128,5 +187,7 @@ mod tests {
         let Ok(btf) = std::fs::read("/sys/kernel/btf/vmlinux") else { return };
         let id = find_type(&btf, KIND_TYPEDEF, "btf_trace_inet_sock_set_state").unwrap();
         assert!(id.is_some_and(|id| id > 1000), "{id:?}");
+        assert!(member_offset(&btf, "task_struct", "comm").unwrap().is_some());
+        assert!(member_offset(&btf, "task_struct", "group_leader").unwrap().is_some());
     }
 }

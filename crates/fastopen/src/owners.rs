@@ -33,8 +33,9 @@ pub enum OwnersError {
     /// No `/sys/kernel/btf/vmlinux` (a kernel without BTF).
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux): {0}")]
     NoBtf(io::Error),
-    /// BTF without the tracepoint (a kernel older than 4.16, or a different build).
-    #[error("the kernel's BTF has no inet_sock_set_state tracepoint")]
+    /// BTF without the tracepoint (a kernel older than 4.16, or a different
+    /// build), or without `task_struct.group_leader` / `comm`.
+    #[error("the kernel's BTF has no inet_sock_set_state tracepoint (or no task_struct comm)")]
     NoTracepoint,
     /// BTF that could not be read.
     #[error(transparent)]
@@ -86,8 +87,14 @@ impl ConnectOwners {
         };
         let map = bpf::map_create(MAP_TYPE_LRU_HASH, KEY_SIZE as u32, VALUE_SIZE as u32, MAX_SOCKETS)
             .map_err(kernel("creating the map"))?;
+        let field = |name| {
+            crate::btf::member_offset(&btf, "task_struct", name)?
+                .and_then(|o| i32::try_from(o).ok())
+                .ok_or(OwnersError::NoTracepoint)
+        };
+        let task = TaskOffsets { group_leader: field("group_leader")?, comm: field("comm")? };
         let fd = std::os::fd::AsRawFd::as_raw_fd(&map);
-        let insns = program(fd);
+        let insns = program(fd, task);
         let prog = bpf::prog_load(&bpf::Program {
             prog_type: PROG_TYPE_TRACING,
             expected_attach_type: TRACE_RAW_TP,
@@ -134,6 +141,14 @@ fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(op) | (u64::from(dst | (src << 4)) << 8) | (u64::from(off as u16) << 16) | (u64::from(imm as u32) << 32)
 }
 
+/// Where the process's name is: `task_struct.group_leader` and
+/// `task_struct.comm`, from the kernel's BTF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskOffsets {
+    pub(crate) group_leader: i32,
+    pub(crate) comm: i32,
+}
+
 /// The program, with the map's descriptor in its one map load. In C:
 ///
 /// ```c
@@ -144,12 +159,15 @@ fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 ///     struct { u32 tgid, pad; u64 cgroup; char comm[16]; } v;
 ///     v.tgid = bpf_get_current_pid_tgid() >> 32; v.pad = 0;
 ///     v.cgroup = bpf_get_current_cgroup_id();
-///     bpf_get_current_comm(v.comm, 16);
+///     /* the process's name: its thread group leader's comm, not the thread's */
+///     struct task_struct *leader;
+///     bpf_probe_read_kernel(&leader, 8, (void *)bpf_get_current_task() + GROUP_LEADER);
+///     bpf_probe_read_kernel(v.comm, 16, (void *)leader + COMM);
 ///     bpf_map_update_elem(&owners, &key, &v, BPF_ANY);
 ///     return 0;
 /// }
 /// ```
-pub(crate) fn program(map_fd: i32) -> Vec<u64> {
+pub(crate) fn program(map_fd: i32, task: TaskOffsets) -> Vec<u64> {
     const MOV64_REG: u8 = 0xbf;
     const MOV64_IMM: u8 = 0xb7;
     const ADD64_IMM: u8 = 0x07;
@@ -164,43 +182,62 @@ pub(crate) fn program(map_fd: i32) -> Vec<u64> {
     const EXIT: u8 = 0x95;
     const LD_IMM64: u8 = 0x18;
     const PSEUDO_MAP_FD: u8 = 1;
-    const GET_SOCKET_COOKIE: i32 = 46;
-    const GET_CURRENT_PID_TGID: i32 = 14;
-    const GET_CURRENT_CGROUP_ID: i32 = 80;
-    const GET_CURRENT_COMM: i32 = 16;
     const MAP_UPDATE_ELEM: i32 = 2;
+    const GET_CURRENT_PID_TGID: i32 = 14;
+    const GET_CURRENT_TASK: i32 = 35;
+    const GET_SOCKET_COOKIE: i32 = 46;
+    const GET_CURRENT_CGROUP_ID: i32 = 80;
+    const PROBE_READ_KERNEL: i32 = 113;
     const TCP_SYN_SENT: i32 = 2;
-    // Stack: key at fp-40; value at fp-32 (tgid), fp-28 (pad), fp-24 (cgroup), fp-16 (comm).
-    let code = vec![
-        insn(MOV64_REG, 6, 1, 0, 0),              // 0: r6 = ctx
-        insn(LDX_DW, 2, 6, 16, 0),                // 1: r2 = newstate
-        insn(JNE_IMM, 2, 0, 22, TCP_SYN_SENT),    // 2: not SYN_SENT: to 25
-        insn(LDX_DW, 1, 6, 0, 0),                 // 3: r1 = sk
-        insn(JEQ_IMM, 1, 0, 20, 0),               // 4: no socket: to 25
-        insn(CALL, 0, 0, 0, GET_SOCKET_COOKIE),   // 5
-        insn(STX_DW, 10, 0, -40, 0),              // 6: key = cookie
-        insn(CALL, 0, 0, 0, GET_CURRENT_PID_TGID), // 7
-        insn(RSH64_IMM, 0, 0, 0, 32),             // 8: the tgid
-        insn(STX_W, 10, 0, -32, 0),               // 9
-        insn(ST_W, 10, 0, -28, 0),                // 10: pad = 0
-        insn(CALL, 0, 0, 0, GET_CURRENT_CGROUP_ID), // 11
-        insn(STX_DW, 10, 0, -24, 0),              // 12
-        insn(MOV64_REG, 1, 10, 0, 0),             // 13
-        insn(ADD64_IMM, 1, 0, 0, -16),            // 14: r1 = comm
-        insn(MOV64_IMM, 2, 0, 0, 16),             // 15
-        insn(CALL, 0, 0, 0, GET_CURRENT_COMM),    // 16
-        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd), // 17: r1 = the map
-        insn(0, 0, 0, 0, 0),                      // 18: (the load's second half)
-        insn(MOV64_REG, 2, 10, 0, 0),             // 19
-        insn(ADD64_IMM, 2, 0, 0, -40),            // 20: r2 = &key
-        insn(MOV64_REG, 3, 10, 0, 0),             // 21
-        insn(ADD64_IMM, 3, 0, 0, -32),            // 22: r3 = &value
-        insn(MOV64_IMM, 4, 0, 0, 0),              // 23: BPF_ANY
-        insn(CALL, 0, 0, 0, MAP_UPDATE_ELEM),     // 24
-        insn(MOV64_IMM, 0, 0, 0, 0),              // 25: return 0
-        insn(EXIT, 0, 0, 0, 0),                   // 26
+    /// Jumps to the end ("return 0"), patched once the end is known.
+    const TO_END: i16 = i16::MAX;
+    // Stack: the leader pointer at fp-48, the key at fp-40, the value at
+    // fp-32 (tgid), fp-28 (pad), fp-24 (cgroup), fp-16 (comm).
+    let mut code = vec![
+        insn(MOV64_REG, 6, 1, 0, 0),                 // r6 = ctx
+        insn(LDX_DW, 2, 6, 16, 0),                   // r2 = newstate
+        insn(JNE_IMM, 2, 0, TO_END, TCP_SYN_SENT),   // not SYN_SENT: done
+        insn(LDX_DW, 1, 6, 0, 0),                    // r1 = sk
+        insn(JEQ_IMM, 1, 0, TO_END, 0),              // no socket: done
+        insn(CALL, 0, 0, 0, GET_SOCKET_COOKIE),      //
+        insn(STX_DW, 10, 0, -40, 0),                 // key = cookie
+        insn(CALL, 0, 0, 0, GET_CURRENT_PID_TGID),   //
+        insn(RSH64_IMM, 0, 0, 0, 32),                // the tgid
+        insn(STX_W, 10, 0, -32, 0),                  //
+        insn(ST_W, 10, 0, -28, 0),                   // pad = 0
+        insn(CALL, 0, 0, 0, GET_CURRENT_CGROUP_ID),  //
+        insn(STX_DW, 10, 0, -24, 0),                 //
+        insn(CALL, 0, 0, 0, GET_CURRENT_TASK),       // r0 = current
+        insn(MOV64_REG, 3, 0, 0, 0),                 //
+        insn(ADD64_IMM, 3, 0, 0, task.group_leader), // r3 = &current->group_leader
+        insn(MOV64_REG, 1, 10, 0, 0),                //
+        insn(ADD64_IMM, 1, 0, 0, -48),               //
+        insn(MOV64_IMM, 2, 0, 0, 8),                 //
+        insn(CALL, 0, 0, 0, PROBE_READ_KERNEL),      // leader (zero if it failed)
+        insn(LDX_DW, 3, 10, -48, 0),                 //
+        insn(ADD64_IMM, 3, 0, 0, task.comm),         // r3 = leader->comm
+        insn(MOV64_REG, 1, 10, 0, 0),                //
+        insn(ADD64_IMM, 1, 0, 0, -16),               //
+        insn(MOV64_IMM, 2, 0, 0, 16),                //
+        insn(CALL, 0, 0, 0, PROBE_READ_KERNEL),      // comm (zeros if it failed)
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd), // r1 = the map
+        insn(0, 0, 0, 0, 0),                         // (the load's second half)
+        insn(MOV64_REG, 2, 10, 0, 0),                //
+        insn(ADD64_IMM, 2, 0, 0, -40),               // r2 = &key
+        insn(MOV64_REG, 3, 10, 0, 0),                //
+        insn(ADD64_IMM, 3, 0, 0, -32),               // r3 = &value
+        insn(MOV64_IMM, 4, 0, 0, 0),                 // BPF_ANY
+        insn(CALL, 0, 0, 0, MAP_UPDATE_ELEM),        //
     ];
-    debug_assert_eq!(code.len(), 27);
+    let end = code.len();
+    code.push(insn(MOV64_IMM, 0, 0, 0, 0)); // return 0
+    code.push(insn(EXIT, 0, 0, 0, 0));
+    for (at, i) in code.iter_mut().enumerate() {
+        if (*i >> 16) as u16 as i16 == TO_END && matches!(*i as u8, JNE_IMM | JEQ_IMM) {
+            let off = (end - at - 1) as i16;
+            *i = (*i & !(0xffff << 16)) | (u64::from(off as u16) << 16);
+        }
+    }
     code
 }
 
@@ -220,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_program_jumps_to_its_end_and_loads_the_map_it_is_given() {
-        let p = program(42);
+        let p = program(42, TaskOffsets { group_leader: 2000, comm: 3000 });
         let exit = p.len() - 2; // "return 0"
         for (at, &i) in p.iter().enumerate() {
             let op = i as u8;
@@ -234,6 +271,8 @@ mod tests {
         assert_eq!((p[map_load] >> 12) & 0xf, 1, "a map descriptor (BPF_PSEUDO_MAP_FD)");
         assert_eq!(p[map_load + 1], 0);
         assert_eq!(*p.last().unwrap() as u8, 0x95, "ends with exit");
+        let adds: Vec<i32> = p.iter().filter(|&&i| i as u8 == 0x07).map(|&i| (i >> 32) as i32).collect();
+        assert!(adds.contains(&2000) && adds.contains(&3000), "the task offsets are used: {adds:?}");
     }
 
     #[test]

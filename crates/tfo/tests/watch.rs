@@ -119,9 +119,13 @@ fn watch_names_the_server_side_of_a_cookie_only_syn() {
 /// `tfo watch ARGS`, once it says it is watching.
 fn start_watch(args: &[&str]) -> Guard {
     let mut watch = Guard(tfo().arg("watch").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
-    let mut ready = String::new();
-    BufReader::new(watch.0.stderr.take().unwrap()).read_line(&mut ready).unwrap();
-    assert!(ready.contains("watching"), "{ready}");
+    // The backend's line, then "watching": from then on every connection counts.
+    let mut stderr = BufReader::new(watch.0.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("watching") {
+        let n = stderr.read_line(&mut said).unwrap();
+        assert!(n > 0 && said.lines().count() < 5, "{said}");
+    }
     watch
 }
 
@@ -359,9 +363,13 @@ fn the_exporter_runs_with_the_two_capabilities_the_service_files_give_it() {
                 .spawn()
                 .unwrap(),
         );
+        // Without CAP_BPF the backend falls back to sock_diag, and says so first.
+        let mut err = BufReader::new(watch.0.stderr.take().unwrap());
         let mut ready = String::new();
-        BufReader::new(watch.0.stderr.take().unwrap()).read_line(&mut ready).unwrap();
-        assert!(ready.contains("metrics on"), "{ready}");
+        while !ready.contains("metrics on") {
+            assert!(err.read_line(&mut ready).unwrap() > 0 && ready.lines().count() < 5, "{ready}");
+        }
+        assert!(ready.contains("backend sock-diag"), "{ready}");
         let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -371,5 +379,92 @@ fn the_exporter_runs_with_the_two_capabilities_the_service_files_give_it() {
         let out = watch.0.wait_with_output_bounded();
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stdout(&out).is_empty(), "--quiet: no line per connection: {}", stdout(&out));
+    });
+}
+
+/// Short connections, named whoever closes first: curl and python3 on the
+/// client side (one of them resetting), nginx on the server side. The BPF
+/// backend names every row; the sock_diag fallback names the server side by
+/// its listener and cannot name a client gone before a read.
+#[test]
+fn watch_names_the_processes_of_short_connections_in_both_backends() {
+    if !have_tool("watch_names", "curl") || !have_tool("watch_names", "python3") {
+        return;
+    }
+    in_netns("watch_names", 3, || {
+        let listen = ["127.0.0.1:8091 fastopen=256".to_string()];
+        let Some(_nginx) = fastopen_lab::testing::Nginx::start("watch_names", &listen, "", "hello\n") else {
+            return;
+        };
+        let reset = "import socket, struct\ns = socket.create_connection(('127.0.0.1', 8091))\n\
+                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\ns.close()\n";
+        for backend in ["bpf", "sock-diag"] {
+            // No --port: the kernel clears an aborted socket's addresses before
+            // its last notification (peer 0.0.0.0:0), so no port would match the
+            // reset one. This namespace has no other connections.
+            let mut watch = start_watch(&["--json", "--interval", "1s", "--duration", "2500ms", "--backend", backend]);
+            curl("http://127.0.0.1:8091/", true);
+            curl("http://127.0.0.1:8091/", false);
+            assert!(Command::new("python3").args(["-c", reset]).status().unwrap().success());
+            let out = watch.0.wait_with_output_bounded();
+            let lines = json_lines(&stdout(&out));
+            let rows = |role: &str| lines.iter().filter(|l| l["role"] == role).collect::<Vec<_>>();
+            assert_eq!((rows("client").len(), rows("server").len()), (3, 3), "{backend}: {lines:#?}");
+            for server in rows("server") {
+                assert_eq!(server["process"], "nginx", "{backend}: {server}");
+            }
+            let mut clients: Vec<String> =
+                rows("client").iter().map(|c| c["process"].as_str().unwrap_or("-").to_string()).collect();
+            clients.sort();
+            if backend == "bpf" {
+                assert_eq!(clients, ["curl", "curl", "python3"], "{lines:#?}");
+                assert!(rows("client").iter().all(|c| c["named_by"] == "bpf"), "{lines:#?}");
+            } else {
+                // Gone before a read: the fallback has no name for them.
+                assert!(clients.iter().all(|c| c == "-"), "{lines:#?}");
+            }
+        }
+    });
+}
+
+/// 5000 connections from `tfo load` against nginx: every one seen on both
+/// sides, and every one named (the client by BPF, the server by its listener).
+#[test]
+fn watch_names_all_of_five_thousand_connections_with_bpf() {
+    in_netns("watch_names_load", 3, || {
+        let listen = ["127.0.0.1:8092 fastopen=256".to_string()];
+        let Some(_nginx) = fastopen_lab::testing::Nginx::start("watch_names_load", &listen, "", "hello\n") else {
+            return;
+        };
+        // Lines to a file: a pipe read only at the end would fill and stall it.
+        let dir = tempdir("watch_names_load");
+        let rows = dir.join("rows.jsonl");
+        let mut watch = Guard(
+            tfo()
+                .args(["watch", "--json", "--interval", "1s", "--port", "8092", "--backend", "bpf"])
+                .stdout(std::fs::File::create(&rows).unwrap())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut err = BufReader::new(watch.0.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("watching") {
+            assert!(err.read_line(&mut said).unwrap() > 0 && said.lines().count() < 5, "{said}");
+        }
+        let load = run_tfo(&["load", "http://127.0.0.1:8092/", "-n", "5000", "-c", "16", "--json"]);
+        assert!(load.status.success(), "{}", stderr(&load));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(watch.0.id() as i32), nix::sys::signal::Signal::SIGINT)
+            .unwrap();
+        assert_eq!(watch.0.wait().unwrap().code(), Some(0));
+        let mut summary = String::new();
+        std::io::Read::read_to_string(&mut err, &mut summary).unwrap();
+        assert!(summary.contains("overflowed 0 times"), "{summary}");
+        let lines = json_lines(&std::fs::read_to_string(&rows).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+        let named = |role: &str, name: &str| lines.iter().filter(|l| l["role"] == role && l["process"] == name).count();
+        assert_eq!(named("client", "tfo"), 5000, "every client row named tfo");
+        assert_eq!(named("server", "nginx"), 5000, "every server row named nginx");
     });
 }

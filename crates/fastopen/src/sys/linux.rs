@@ -541,7 +541,11 @@ pub(crate) mod bpf {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let text = String::from_utf8_lossy(&log[..end]);
                 let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
-                Err(if last.is_empty() { e } else { io::Error::new(e.kind(), format!("{e}: the verifier says: {last}")) })
+                Err(if last.is_empty() {
+                    e
+                } else {
+                    io::Error::new(e.kind(), format!("{e}: the verifier says: {last}"))
+                })
             }
         }
     }

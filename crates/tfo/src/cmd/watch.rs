@@ -35,8 +35,17 @@ use crate::client_opts::parse_timeout;
 ///     syn_retransmitted; not_requested when the kernel saw no attempt (the
 ///     program did not ask); client_disabled when this namespace has client
 ///     TFO off;
-///   - the owning process (pid, name), when the connection's file was still
-///     open at a read (a connection seen only at its end has none).
+///   - the process (pid, name, cgroup and the systemd unit or container it
+///     names): clients from the BPF backend, named at connect even when the
+///     connection is gone before any read; servers from their listener's
+///     process; any connection open at a read from its own file.
+///
+/// Backends: `bpf` (the default when it loads: root or CAP_BPF+CAP_PERFMON,
+/// and a kernel with BTF) adds a small program on the inet_sock_set_state
+/// tracepoint that records the connecting process of every client socket;
+/// it is detached when tfo watch exits, and nothing is pinned. `sock-diag`
+/// names only what is open at a read (and servers by their listener).
+/// tfo watch says which it uses and why; --backend forces one.
 ///
 /// Text mode also prints the TCPFastOpen* counters' changes at each read,
 /// with their rates per second. --once reads once and exits; --json prints
@@ -48,8 +57,13 @@ use crate::client_opts::parse_timeout;
 /// drops, and whether the next TFO connection there carries data in its SYN.
 ///
 /// --prometheus ADDR serves /metrics for Prometheus: tfo_kernel_*_total (the
-/// TCPFastOpen* counters), tfo_connections_total{role,outcome},
+/// TCPFastOpen* counters), tfo_connections_total{role,outcome,process} (the
+/// first --max-processes names get their own label, the rest "other"),
+/// tfo_watch_unnamed_connections_total{role}, tfo_watch_lost_notifications_total,
 /// tfo_cookie_cache_destinations.
+///
+/// SIGINT and SIGTERM end it: the summary (connections, named, lost
+/// notifications) goes to stderr, exit 0.
 ///
 /// Exit: 0; 1 the kernel refused a read; 2 usage or no permission.
 #[derive(Debug, clap::Args)]
@@ -76,6 +90,16 @@ pub(crate) struct Args {
     /// Only connections of processes with this name.
     #[arg(long, value_name = "NAME")]
     process: Option<String>,
+    /// Only connections of this process.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// How processes are named: `auto` (bpf if it loads, else sock-diag),
+    /// `bpf` (fail if it cannot load), `sock-diag`.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// --prometheus: process names with a label of their own; the others are "other".
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    max_processes: usize,
     /// One JSON object per connection (or destination) per line.
     #[arg(long)]
     json: bool,
@@ -89,6 +113,13 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9477).
     #[arg(long, value_name = "ADDR")]
     prometheus: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Auto,
+    Bpf,
+    SockDiag,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,6 +158,15 @@ struct ConnectionReport {
     cookie_only_syn: bool,
     pid: Option<u32>,
     process: Option<String>,
+    /// The process's cgroup (v2 path), when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<String>,
+    /// The systemd unit or container id the cgroup names, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<String>,
+    /// How the process was found: `bpf` (at connect), `socket` (its file,
+    /// open at a read), `listener` (a server's listener); null if not found.
+    named_by: Option<&'static str>,
     /// `open` (seen by a read while open) or `closed` (seen at its end only).
     seen: &'static str,
 }
@@ -164,7 +204,38 @@ struct Watch {
     previous_read: HashSet<u64>,
     listeners: Vec<SocketAddr>,
     processes: HashMap<u32, (u32, String)>,
+    /// Listening port → the process of its listener.
+    listener_owners: HashMap<u16, (u32, String)>,
+    owners: Option<fastopen::owners::ConnectOwners>,
     exporter: Option<Exporter>,
+    tally: Tally,
+}
+
+/// What the run saw, for the summary at exit.
+#[derive(Debug, Default)]
+struct Tally {
+    reported: u64,
+    named: u64,
+    lost_bursts: u64,
+}
+
+/// The BPF backend, if it is wanted and loads; says which backend runs and why.
+fn open_backend(backend: Backend) -> anyhow::Result<Option<fastopen::owners::ConnectOwners>> {
+    if backend == Backend::SockDiag {
+        errln!("tfo watch: backend sock-diag (--backend): processes named for connections open at a read, servers by their listener");
+        return Ok(None);
+    }
+    match fastopen::owners::ConnectOwners::attach() {
+        Ok(owners) => {
+            errln!("tfo watch: backend bpf: clients named at connect (a tp_btf program on inet_sock_set_state, detached at exit), servers by their listener");
+            Ok(Some(owners))
+        }
+        Err(e) if backend == Backend::Bpf => Err(anyhow::Error::new(e).context("--backend bpf")),
+        Err(e) => {
+            errln!("tfo watch: backend sock-diag, as BPF cannot be used ({e}): short client connections gone before a read stay unnamed");
+            Ok(None)
+        }
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -189,8 +260,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let mut cache = TcpMetrics::open()?;
-    let exporter = args.prometheus.map(Exporter::start).transpose()?;
+    let exporter = args.prometheus.map(|addr| Exporter::start(addr, args.max_processes)).transpose()?;
+
     crate::interrupt::install();
+    let owners = if args.once { None } else { open_backend(args.backend)? };
     match &exporter {
         Some(e) => errln!(
             "tfo watch: watching every TCP connection of this network namespace; metrics on http://{}/metrics",
@@ -206,7 +279,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         previous_read: HashSet::new(),
         listeners: Vec::new(),
         processes: HashMap::new(),
+        listener_owners: HashMap::new(),
+        owners,
         exporter,
+        tally: Tally::default(),
     };
     let mut counters = FastOpenCounters::read().ok().map(|c| (c, Instant::now()));
     let mut lost_warned = false;
@@ -241,11 +317,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let next = Instant::now() + w.args.interval;
         while let Some(left) = next.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             if crate::interrupt::requested() || w.args.duration.is_some_and(|d| started.elapsed() >= d) {
+                let t = &w.tally;
+                errln!(
+                    "tfo watch: {} connections reported, {} named; the kernel's queue of closed connections overflowed {} times",
+                    t.reported,
+                    t.named,
+                    t.lost_bursts
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let Some(feed) = feed.as_mut() else { break };
             let destroyed = feed.recv(left.min(Duration::from_millis(100)))?;
             if destroyed.overflowed {
+                w.tally.lost_bursts += 1;
                 if let Some(exporter) = &w.exporter {
                     exporter.lost_notifications();
                 }
@@ -330,7 +414,8 @@ impl Watch {
         let role = Role::of(s, &self.listeners);
         let Some(outcome) = s.outcome(role, self.client_tfo) else { return Ok(()) };
         self.reported.insert(s.cookie);
-        let owner = self.processes.get(&s.inode).filter(|_| s.inode != 0);
+        let (owner, named_by) = self.owner_of(s, role);
+        let cgroup = owner.as_ref().and_then(|o| cgroup_of(o.0));
         let report = ConnectionReport {
             local: s.local,
             peer: s.peer,
@@ -338,8 +423,11 @@ impl Watch {
             tfo_used: outcome.tfo_used,
             fail_reason: outcome.fail_reason,
             cookie_only_syn: outcome.cookie_only_syn,
-            pid: owner.map(|o| o.0),
-            process: owner.map(|o| o.1.clone()),
+            pid: owner.as_ref().map(|o| o.0),
+            process: owner.map(|o| o.1),
+            unit: cgroup.as_deref().and_then(unit_of),
+            cgroup,
+            named_by,
             seen,
         };
         if !self.wanted(&report) {
@@ -352,8 +440,10 @@ impl Watch {
                 (false, Some(reason)) => reason.as_str(),
                 (false, None) => "no_tfo",
             };
-            exporter.connection(role.as_str(), outcome);
+            exporter.connection(role.as_str(), outcome, report.process.as_deref());
         }
+        self.tally.reported += 1;
+        self.tally.named += u64::from(report.process.is_some());
         if self.args.quiet {
             return Ok(());
         }
@@ -392,7 +482,34 @@ impl Watch {
             Some(OutcomeFilter::Reason(reason)) => r.fail_reason == Some(reason),
         };
         let process = a.process.as_ref().is_none_or(|name| r.process.as_ref() == Some(name));
-        port && role && outcome && process
+        let pid = a.pid.is_none_or(|pid| r.pid == Some(pid));
+        port && role && outcome && process && pid
+    }
+
+    /// The process of a connection, and how it was found: its own file (open
+    /// at a read), the BPF probe (clients, at connect), the listener (servers).
+    fn owner_of(&mut self, s: &DiagSocket, role: Role) -> (Option<(u32, String)>, Option<&'static str>) {
+        let from_bpf = match (&self.owners, role) {
+            (Some(owners), Role::Client) => owners.take(s.cookie).ok().flatten(),
+            _ => None,
+        };
+        if let Some(owner) = self.processes.get(&s.inode).filter(|_| s.inode != 0) {
+            return (Some(owner.clone()), Some("socket"));
+        }
+        if let Some(o) = from_bpf {
+            // The process's name, as /proc says while it lives (the probe saw
+            // the connecting thread's, which may be a worker's).
+            let name = std::fs::read_to_string(format!("/proc/{}/comm", o.pid))
+                .map(|n| n.trim().to_string())
+                .unwrap_or(o.comm);
+            return (Some((o.pid, name)), Some("bpf"));
+        }
+        if role == Role::Server {
+            if let Some(owner) = self.listener_owners.get(&s.local.port()) {
+                return (Some(owner.clone()), Some("listener"));
+            }
+        }
+        (None, None)
     }
 
     /// Keeps what is known only for sockets that may still be seen, so a
@@ -413,7 +530,15 @@ impl Watch {
             .filter(|s| s.inode != 0 && !self.reported.contains(&s.cookie) && !self.processes.contains_key(&s.inode))
             .map(|s| s.inode)
             .collect();
-        if wanted.is_empty() {
+        // Listeners outlive their connections: each names its port's server side.
+        let listeners: HashMap<u32, u16> = sockets
+            .iter()
+            .filter(|s| s.state == TCP_LISTEN && s.inode != 0)
+            .map(|s| (s.inode, s.local.port()))
+            .collect();
+        self.listener_owners.retain(|port, _| listeners.values().any(|p| p == port));
+        let known_listeners = listeners.values().all(|p| self.listener_owners.contains_key(p));
+        if wanted.is_empty() && known_listeners {
             return;
         }
         let Ok(procs) = std::fs::read_dir("/proc") else { return };
@@ -422,18 +547,56 @@ impl Watch {
             for fd in fds.filter_map(|e| e.ok()) {
                 let Ok(link) = std::fs::read_link(fd.path()) else { continue };
                 let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
-                if let Some(inode) = inode.filter(|i| wanted.contains(i)) {
-                    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                    self.processes.insert(inode, (pid, name.trim().to_string()));
+                let Some(inode) = inode else { continue };
+                let name =
+                    || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+                if let Some(port) = listeners.get(&inode) {
+                    self.listener_owners.entry(*port).or_insert_with(|| (pid, name()));
+                }
+                if wanted.contains(&inode) {
+                    self.processes.insert(inode, (pid, name()));
                 }
             }
         }
     }
 }
 
+/// The cgroup v2 path of a live process (`0::/PATH` in /proc/PID/cgroup).
+fn cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+}
+
+/// The systemd unit (`nginx.service`) or container id (docker, containerd,
+/// cri-o, podman: 64 hex digits) a cgroup path names.
+fn unit_of(cgroup: &str) -> Option<String> {
+    let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+    for part in parts.iter().rev() {
+        let stem = part.strip_suffix(".scope").unwrap_or(part);
+        let id = stem.rsplit(['-', ':']).next().unwrap_or(stem);
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(id.to_string());
+        }
+    }
+    parts.iter().rev().find(|p| p.ends_with(".service")).map(|p| p.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_and_containers_from_cgroup_paths() {
+        assert_eq!(unit_of("/system.slice/nginx.service").as_deref(), Some("nginx.service"));
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(unit_of(&format!("/system.slice/docker-{id}.scope")).as_deref(), Some(id));
+        assert_eq!(
+            unit_of(&format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(unit_of("/user.slice/user-0.slice/session-3.scope"), None);
+        assert_eq!(unit_of("/"), None);
+    }
 
     #[test]
     fn outcome_filters() {

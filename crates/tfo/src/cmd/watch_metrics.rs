@@ -55,12 +55,21 @@ const KERNEL_COUNTERS: [(&str, &str, &str); 8] = [
     ),
 ];
 
-/// A connection's labels: `role` (client, server) and `outcome` (`tfo`, a
-/// client's fail reason, or `no_tfo` for a server's connection without SYN data).
+/// A connection's labels: `role` (client, server), `outcome` (`tfo`, a
+/// client's fail reason, or `no_tfo` for a server's connection without SYN
+/// data) and `process` (its name; `unknown` when not named; `other` past the
+/// first `--max-processes` names, so the label set stays bounded).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
     role: &'static str,
     outcome: &'static str,
+    process: String,
+}
+
+/// `tfo_watch_unnamed_connections_total`'s label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
 }
 
 /// The metrics, updated by the watch loop, encoded on each scrape.
@@ -71,14 +80,18 @@ pub(crate) struct Exporter {
     kernel: Vec<Counter>,
     kernel_seen: Option<FastOpenCounters>,
     connections: Family<ConnectionLabels, Counter>,
+    unnamed: Family<RoleLabel, Counter>,
     cookies: Gauge<i64, std::sync::atomic::AtomicI64>,
     lost: Counter<u64, AtomicU64>,
+    /// The process names with a label of their own (at most `max_processes`).
+    named: std::sync::Mutex<std::collections::HashSet<String>>,
+    max_processes: usize,
 }
 
 impl Exporter {
     /// Binds `addr` (now, so a taken port is an error at once) and serves
     /// `/metrics` from a thread until the process ends.
-    pub(crate) fn start(addr: SocketAddr) -> anyhow::Result<Exporter> {
+    pub(crate) fn start(addr: SocketAddr, max_processes: usize) -> anyhow::Result<Exporter> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("--prometheus {addr}: cannot listen there (in use? give another port)"))?;
         listener.set_nonblocking(true)?;
@@ -95,8 +108,14 @@ impl Exporter {
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "connections",
-            "Connections tfo watch reported, by role and TFO outcome (tfo, a client's fail reason, or no_tfo)",
+            "Connections tfo watch reported, by role, TFO outcome (tfo, a client's fail reason, or no_tfo) and process name",
             connections.clone(),
+        );
+        let unnamed = Family::<RoleLabel, Counter>::default();
+        registry.register(
+            "watch_unnamed_connections",
+            "Connections reported without a process name (gone before a read, and no BPF backend or listener to name them)",
+            unnamed.clone(),
         );
         let cookies = Gauge::default();
         registry.register(
@@ -112,7 +131,17 @@ impl Exporter {
         );
         let registry = Arc::new(registry);
         std::thread::Builder::new().name("metrics".into()).spawn(move || serve(listener, registry))?;
-        Ok(Exporter { addr, kernel, kernel_seen: None, connections, cookies, lost })
+        Ok(Exporter {
+            addr,
+            kernel,
+            kernel_seen: None,
+            connections,
+            unnamed,
+            cookies,
+            lost,
+            named: Default::default(),
+            max_processes,
+        })
     }
 
     /// Brings the kernel counters to `now` (their first value is their total since the namespace began).
@@ -125,8 +154,22 @@ impl Exporter {
         self.kernel_seen = Some(now.clone());
     }
 
-    pub(crate) fn connection(&self, role: &'static str, outcome: &'static str) {
-        self.connections.get_or_create(&ConnectionLabels { role, outcome }).inc();
+    pub(crate) fn connection(&self, role: &'static str, outcome: &'static str, process: Option<&str>) {
+        let process = match process {
+            None => {
+                self.unnamed.get_or_create(&RoleLabel { role }).inc();
+                "unknown".to_string()
+            }
+            Some(name) => {
+                let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+                if named.contains(name) || (named.len() < self.max_processes && named.insert(name.to_string())) {
+                    name.to_string()
+                } else {
+                    "other".to_string()
+                }
+            }
+        };
+        self.connections.get_or_create(&ConnectionLabels { role, outcome, process }).inc();
     }
 
     pub(crate) fn cookie_cache(&self, destinations_with_cookie: usize) {
@@ -220,15 +263,17 @@ mod tests {
 
     #[test]
     fn the_exposition_names_and_values() {
-        let mut exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut exporter = Exporter::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let mut counters = FastOpenCounters::default();
         (counters.active, counters.cookie_reqd) = (5, 2);
         exporter.kernel_counters(&counters);
         counters.active = 7;
         exporter.kernel_counters(&counters);
-        exporter.connection("client", "cookie_unavailable");
-        exporter.connection("client", "cookie_unavailable");
-        exporter.connection("server", "tfo");
+        exporter.connection("client", "cookie_unavailable", Some("curl"));
+        exporter.connection("client", "cookie_unavailable", Some("curl"));
+        exporter.connection("server", "tfo", Some("nginx"));
+        exporter.connection("client", "tfo", Some("python3")); // a third name: past the bound of 2
+        exporter.connection("client", "tfo", None);
         exporter.cookie_cache(3);
         let text = get(exporter.addr, "/metrics");
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -239,8 +284,11 @@ mod tests {
             "tfo_kernel_active_total 7",
             "tfo_kernel_cookie_reqd_total 2",
             "tfo_kernel_passive_total 0",
-            "tfo_connections_total{role=\"client\",outcome=\"cookie_unavailable\"} 2",
-            "tfo_connections_total{role=\"server\",outcome=\"tfo\"} 1",
+            "tfo_connections_total{role=\"client\",outcome=\"cookie_unavailable\",process=\"curl\"} 2",
+            "tfo_connections_total{role=\"server\",outcome=\"tfo\",process=\"nginx\"} 1",
+            "tfo_connections_total{role=\"client\",outcome=\"tfo\",process=\"other\"} 1",
+            "tfo_connections_total{role=\"client\",outcome=\"tfo\",process=\"unknown\"} 1",
+            "tfo_watch_unnamed_connections_total{role=\"client\"} 1",
             "tfo_cookie_cache_destinations 3",
             "tfo_watch_lost_notifications_total 0",
         ] {
@@ -253,7 +301,7 @@ mod tests {
     #[test]
     fn only_get_and_head_and_a_flood_of_idle_connections_is_capped() {
         use std::io::{Read, Write};
-        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap(), 20).unwrap();
         let ask = |method: &str| {
             let mut s = std::net::TcpStream::connect(exporter.addr).unwrap();
             s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
@@ -280,8 +328,8 @@ mod tests {
     /// Every metric the Grafana dashboard in `contrib/grafana` queries is one the exporter serves.
     #[test]
     fn the_grafana_dashboard_queries_only_served_metrics() {
-        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap()).unwrap();
-        exporter.connection("client", "tfo");
+        let exporter = Exporter::start("127.0.0.1:0".parse().unwrap(), 20).unwrap();
+        exporter.connection("client", "tfo", None);
         let served = get(exporter.addr, "/metrics");
         let dashboard: serde_json::Value =
             serde_json::from_str(include_str!("../../../../contrib/grafana/tfo-watch.json")).unwrap();
