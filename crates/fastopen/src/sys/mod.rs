@@ -16,6 +16,8 @@
 //!   descriptor) and `kernel_release`;
 //! - the meaning of errors: `client_errno` (in progress / TFO disabled / other)
 //!   and `key_errno`, so that no errno is matched outside this module;
+//! - `bpf`: the bpf(2) calls of `tfo watch`'s process probe (a map, a
+//!   program, its attachment, lookups; `crate::owners`);
 //! - `PlatformUnsupported`, the error that only the fallback backend makes.
 //!
 //! Non-Unix targets (Windows) do not build: the API hands out file descriptors
