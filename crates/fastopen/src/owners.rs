@@ -7,7 +7,7 @@
 //! (the same cookie sock_diag reports) in an LRU map, which is read here.
 //!
 //! The program is a few instructions built here (no clang, no object file):
-//! [`program`] is pure and tested; loading and the map calls are in `sys`.
+//! `program` (private) is pure and tested; loading and the map calls are in `sys`.
 //! Dropping [`ConnectOwners`] detaches the program and frees the map: nothing
 //! stays attached after exit, and nothing is pinned.
 
