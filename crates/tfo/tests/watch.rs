@@ -276,6 +276,9 @@ fn a_real_prometheus_scrapes_the_watch() {
         assert_eq!(one("tfo_kernel_active_total"), Some(1.0));
         assert_eq!(one("tfo_kernel_cookie_reqd_total"), Some(1.0));
         assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"tfo\"}"), Some(1.0));
+        // The series name the processes: curl (BPF, at connect) and the server (its listener's).
+        assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"tfo\",process=\"curl\"}"), Some(1.0));
+        assert_eq!(one("sum(tfo_connections_total{role=\"server\",process=\"tfo\"})"), Some(3.0));
         assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"cookie_unavailable\"}"), Some(1.0));
         assert_eq!(one("tfo_connections_total{role=\"client\",outcome=\"not_requested\"}"), Some(1.0));
         assert_eq!(one("tfo_connections_total{role=\"server\",outcome=\"tfo\"}"), Some(1.0));
