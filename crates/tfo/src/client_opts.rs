@@ -48,3 +48,29 @@ mod tests {
         }
     }
 }
+
+/// `--early-data`: what a server does with data that came before the
+/// handshake was confirmed (in the SYN, or as TLS early data): it may be a
+/// replay. The engine's `EarlyData`, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EarlyDataArg {
+    /// Hold unsafe requests until the handshake is confirmed; a replay never
+    /// is, and is dropped unhandled.
+    Wait,
+    /// Refuse unsafe requests that are not confirmed yet (HTTP: 425 Too
+    /// Early; raw echo: a reset).
+    Reject,
+    /// Handle everything at once (unsafe: a replay is handled twice).
+    Allow,
+}
+
+impl From<EarlyDataArg> for fastopen_tools::echo::EarlyData {
+    fn from(arg: EarlyDataArg) -> Self {
+        use fastopen_tools::echo::EarlyData;
+        match arg {
+            EarlyDataArg::Wait => EarlyData::Wait,
+            EarlyDataArg::Reject => EarlyData::Reject,
+            EarlyDataArg::Allow => EarlyData::Allow,
+        }
+    }
+}

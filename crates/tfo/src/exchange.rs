@@ -333,7 +333,7 @@ mod tests {
         assert!(complete(b"abc", Until::Bytes(3)) && !complete(b"ab", Until::Bytes(3)));
         assert!(complete(b"x", Until::FirstByte) && !complete(b"", Until::FirstByte));
         assert!(!complete(b"anything", Until::Eof));
-        let resp = crate::echo::http_response(200, "OK", b"hello");
+        let resp = fastopen_tools::echo::http_response(200, "OK", b"hello");
         assert!(complete(&resp, Until::HttpResponse));
         assert!(!complete(&resp[..resp.len() - 1], Until::HttpResponse));
         let mut with_continue = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();

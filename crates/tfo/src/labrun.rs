@@ -14,7 +14,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::echo::{self, ConnectionLog, Protocol};
+use fastopen_tools::echo::{self, ConnectionLog, Protocol};
 
 /// The `tfo serve` echo server on its own thread inside a namespace.
 pub(crate) struct NsServer {
@@ -50,10 +50,19 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                echo::serve(Arc::new(listener), protocol, tls, limits, &echo::Budget::new(None), shutdown, move |log| {
-                    let _ = log_tx.send(log);
-                })
-                .await
+                let service = echo::Service { protocol, tls, limits };
+                echo::serve(
+                    Arc::new(listener),
+                    &service,
+                    &echo::Budget::new(None),
+                    shutdown,
+                    move |log| {
+                        let _ = log_tx.send(log);
+                    },
+                    Arc::new(|line| errln!("tfo: the lab's server: {line}")),
+                )
+                .await;
+                Ok(())
             })
         })?;
         let addr = ready_rx

@@ -6,7 +6,7 @@ use fastopen_wire::FastOpenForm;
 use serde::Serialize;
 use std::io::Write;
 
-use crate::echo::ConnectionLog;
+use fastopen_tools::echo::ConnectionLog;
 
 /// One human line per served connection.
 pub(crate) fn connection_line(log: &ConnectionLog) -> String {

@@ -13,7 +13,6 @@ use fastopen_lab::{Lab, LabConfig, LinkCounters};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::echo::Protocol;
 use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
@@ -21,6 +20,7 @@ use crate::labrun::{http_request_with, HttpMethod, NsServer};
 use crate::measure::{Series, Summary};
 use crate::plot;
 use crate::tls::{TlsClient, Trust};
+use fastopen_tools::echo::Protocol;
 
 /// Measure plain TCP against TFO over an emulated path (needs root).
 ///
@@ -65,7 +65,7 @@ pub(crate) struct Args {
     /// The server's early-data policy (see `tfo serve --help`). Default
     /// `allow`, to measure TFO's gain; `wait` shows what replay safety costs.
     #[arg(long, value_enum, default_value = "allow", value_name = "POLICY")]
-    early_data: crate::echo::EarlyData,
+    early_data: crate::client_opts::EarlyDataArg,
     /// A server that speaks first (SMTP, FTP, SSH): the server greets at
     /// accept, and each request is a read-first connect timed to the greeting.
     /// Plain takes 2 round trips; TFO sends the cookie without data and the
@@ -162,7 +162,7 @@ struct BenchConfig {
     middleboxes: Vec<String>,
     http: bool,
     method: Option<HttpMethod>,
-    early_data: crate::echo::EarlyData,
+    early_data: fastopen_tools::echo::EarlyData,
     /// Time to a greeting of a server that speaks first (`--read-first`).
     read_first: bool,
     /// HTTPS, with the TFO + TLS early data series (`--tls`).
@@ -225,8 +225,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let lab = Lab::start(LabConfig { path, ..LabConfig::default() }).context("building the lab")?;
         let protocol = if args.http || args.tls { Protocol::Http } else { Protocol::Raw };
         let banner: Option<&'static [u8]> = args.read_first.then_some(b"220 tfo bench ready\r\n");
-        let limits = crate::echo::Limits { early_data: args.early_data, banner, ..Default::default() };
-        let server_tls = if args.tls { Some(crate::tls_serve::throwaway_config()?) } else { None };
+        let limits = fastopen_tools::echo::Limits { early_data: args.early_data.into(), banner, ..Default::default() };
+        let server_tls = if args.tls { Some(fastopen_tools::tls_serve::throwaway_config()?) } else { None };
         let addr = SocketAddr::new(lab.server_ip(args.ipv6), 8000);
         let server = NsServer::start(lab.server(), addr, protocol, server_tls, limits)?;
         for &size in &args.size {
@@ -255,7 +255,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 middleboxes: args.path.middlebox_names(),
                 http: args.http || args.tls,
                 method: (args.http || args.tls).then_some(args.method),
-                early_data: args.early_data,
+                early_data: args.early_data.into(),
                 read_first: args.read_first,
                 tls: args.tls,
                 ipv6: args.ipv6,

@@ -11,12 +11,12 @@ use fastopen_lab::parse::parse_duration;
 use fastopen_lab::{Lab, LabConfig, PathConfig};
 use serde::Serialize;
 
-use crate::echo::{ConnectionLog, Protocol};
 use crate::exchange::{exchange, Limits, Until};
 use crate::exit::CheckFailed;
 use crate::interrupt;
 use crate::labrun::{http_request, ns_counters, NsServer};
 use crate::report::{self, ms};
+use fastopen_tools::echo::{ConnectionLog, Protocol};
 
 use super::demo_replay;
 

@@ -12,11 +12,11 @@ use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
 use fastopen_wire::timeline::Verdict;
 use serde::Serialize;
 
-use crate::echo::{ConnectionLog, EarlyData, Protocol};
 use crate::exchange::{exchange, Limits, Until};
 use crate::interrupt;
 use crate::labrun::{ns_counters, NsServer};
 use crate::report::{self, ms};
+use fastopen_tools::echo::{ConnectionLog, EarlyData, Protocol};
 
 /// The request whose duplicate would hurt.
 const REQUEST: &[u8] = b"transfer 100 EUR to Bob";
@@ -73,7 +73,7 @@ fn run_policy(
     delay: Duration,
 ) -> anyhow::Result<PolicyRun> {
     let confirm_timeout = rtt * 4 + Duration::from_secs(1);
-    let limits = crate::echo::Limits { early_data: policy, confirm_timeout, ..Default::default() };
+    let limits = fastopen_tools::echo::Limits { early_data: policy, confirm_timeout, ..Default::default() };
     let mut server = NsServer::start(lab.server(), addr, Protocol::Raw, None, limits)?;
     let request = |data: &'static [u8]| {
         lab.client().run(move || {

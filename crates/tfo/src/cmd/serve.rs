@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use crate::addr;
 use crate::client_opts::parse_timeout;
-use crate::echo::{self, Protocol};
-use crate::linelog::LineLog;
 use crate::report;
-use crate::workers::{self, Listeners, Workers};
+use fastopen_tools::echo::{self, Protocol};
+use fastopen_tools::linelog::LineLog;
+use fastopen_tools::workers::{self, Listeners, Workers};
 
 /// Echo server with TCP Fast Open (the walkthrough's server, done properly).
 ///
@@ -105,7 +105,7 @@ pub(crate) struct Args {
     /// handle it at once (a replay is handled twice). With --http, GET, HEAD
     /// and OPTIONS always run at once.
     #[arg(long, value_enum, default_value = "wait", value_name = "POLICY")]
-    early_data: echo::EarlyData,
+    early_data: crate::client_opts::EarlyDataArg,
     /// `--early-data wait`: how long to wait for the client's final ACK
     /// before dropping the data unhandled (a replay's ACK never comes).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
@@ -180,7 +180,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let protocol = if args.http { Protocol::Http } else { Protocol::Raw };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls_serve::server_config(cert, key, args.http)?),
+        (Some(cert), Some(key)) => Some(fastopen_tools::tls_serve::server_config(cert, key, args.http)?),
         _ => None,
     };
     let tls_on = tls.is_some();
@@ -188,7 +188,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         idle: args.idle_timeout,
         request: args.request_timeout,
         max_body: args.max_body,
-        early_data: args.early_data,
+        early_data: args.early_data.into(),
         confirm_timeout: args.confirm_timeout,
         lifetime: args.max_lifetime,
         max_connections: args.max_connections as usize,
@@ -228,7 +228,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 addr: local,
                 http: args.http,
                 tls: tls_on,
-                tls_max_early_data: tls_on.then_some(crate::tls_serve::MAX_EARLY_DATA),
+                tls_max_early_data: tls_on.then_some(fastopen_tools::tls_serve::MAX_EARLY_DATA),
                 tfo_queue: tfo.queue_len,
                 workers,
                 own_keys: tfo.own_keys,
@@ -273,9 +273,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sink = log.sink();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let serving = workers::Serving {
-            protocol,
-            tls,
-            limits,
+            service: echo::Service { protocol, tls, limits },
+            notices: Arc::new(|line| errln!("tfo serve: {line}")),
             budget: Arc::new(echo::Budget::new(args.count)),
             stop: stopped,
             on_connection: Arc::new(move |log: echo::ConnectionLog| {
@@ -291,7 +290,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = term.recv() => { let _ = stop.send(true); joined.await? }
         };
         for result in results {
-            result.map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+            result.map_err(|_| anyhow::anyhow!("a worker thread panicked"))?;
         }
         let log_end = log.finish(Duration::from_secs(2));
         if log_end.dropped_lines > 0 || log_end.unwritten_bytes > 0 {

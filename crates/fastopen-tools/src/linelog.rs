@@ -31,9 +31,9 @@ struct Shared {
 /// What the log lost: lines dropped while serving, and bytes still
 /// unwritten when the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LogEnd {
-    pub(crate) dropped_lines: u64,
-    pub(crate) unwritten_bytes: usize,
+pub struct LogEnd {
+    pub dropped_lines: u64,
+    pub unwritten_bytes: usize,
 }
 
 impl std::fmt::Display for LogEnd {
@@ -51,14 +51,14 @@ impl std::fmt::Display for LogEnd {
 
 /// The writer thread; [`LineLog::sink`] gives the workers' side.
 #[derive(Debug)]
-pub(crate) struct LineLog {
+pub struct LineLog {
     sink: LineSink,
     thread: JoinHandle<()>,
 }
 
 /// Where a worker queues its lines (cheap to clone, one per worker).
 #[derive(Debug, Clone)]
-pub(crate) struct LineSink {
+pub struct LineSink {
     tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
 }
@@ -79,7 +79,7 @@ thread_local! {
 
 impl LineLog {
     /// Starts the writer, writing to `out`.
-    pub(crate) fn start(mut out: impl Write + Send + 'static) -> std::io::Result<LineLog> {
+    pub fn start(mut out: impl Write + Send + 'static) -> std::io::Result<LineLog> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let writer_shared = shared.clone();
@@ -98,13 +98,13 @@ impl LineLog {
         Ok(LineLog { sink: LineSink { tx, shared }, thread })
     }
 
-    pub(crate) fn sink(&self) -> LineSink {
+    pub fn sink(&self) -> LineSink {
         self.sink.clone()
     }
 
     /// Writes what was handed over, for `patience` at most (stdout may be a
     /// pipe nobody reads: a server must still stop), and says what was lost.
-    pub(crate) fn finish(self, patience: Duration) -> LogEnd {
+    pub fn finish(self, patience: Duration) -> LogEnd {
         let _ = self.sink.tx.send(Message::Close);
         let deadline = Instant::now() + patience;
         while !self.thread.is_finished() && Instant::now() < deadline {
@@ -123,8 +123,8 @@ impl LineLog {
 }
 
 impl LineSink {
-    /// Queues one line on this thread; handed over at [`BATCH`] bytes.
-    pub(crate) fn queue(&self, line: &str) {
+    /// Queues one line on this thread; handed over at 64 KiB (`BATCH`).
+    pub fn queue(&self, line: &str) {
         PENDING.with_borrow_mut(|pending| {
             pending.push_str(line);
             pending.push('\n');
@@ -135,7 +135,7 @@ impl LineSink {
     }
 
     /// Hands this thread's queued lines to the writer (a worker's idle hook).
-    pub(crate) fn flush(&self) {
+    pub fn flush(&self) {
         let lines = PENDING.with_borrow_mut(std::mem::take);
         if !lines.is_empty() {
             self.hand_over(lines);

@@ -9,11 +9,10 @@
 //! leaves with the server's first flight: one round trip), and the log.
 
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use fastopen_wire::http::{examine_request, HeadScan, HttpRequest};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -27,45 +26,61 @@ use crate::echo::{http_response, is_safe_method, write_counted, ConnectionLog, E
 /// The largest certificate or key file read.
 const PEM_FILE_LIMIT: u64 = 1 << 20;
 /// Early data a client may send on a resumed session (nginx's default too).
-pub(crate) const MAX_EARLY_DATA: u32 = 16 * 1024;
+pub const MAX_EARLY_DATA: u32 = 16 * 1024;
 /// Sessions the server remembers for resumption (shared by the workers).
 const SESSIONS_KEPT: usize = 4096;
+
+/// Why a TLS configuration could not be made. The messages name the file
+/// and say what it must hold; a key's bytes are never part of one.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the {what} file {}: {source}", path.display())]
+    Read { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("{} holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{} holds no private key (it must be PEM: -----BEGIN PRIVATE KEY-----, RSA or EC PRIVATE KEY)", .0.display())]
+    NoKey(PathBuf),
+    #[error("the key in {} does not go with the certificate in {}: {source}", key.display(), cert.display())]
+    Mismatch { key: PathBuf, cert: PathBuf, source: rustls::Error },
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("making a certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
 
 /// The server's TLS configuration from PEM files: the certificate chain
 /// (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1). ALPN
 /// `http/1.1` with `http`. Errors say which file and what is wrong.
-pub(crate) fn server_config(cert: &Path, key: &Path, http: bool) -> anyhow::Result<Arc<ServerConfig>> {
-    let pem = fastopen::keyfile::read_bounded(cert, PEM_FILE_LIMIT)
-        .with_context(|| format!("cannot read the certificate file {}", cert.display()))?;
+pub fn server_config(cert: &Path, key: &Path, http: bool) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let read = |what, path: &Path| {
+        fastopen::keyfile::read_bounded(path, PEM_FILE_LIMIT).map_err(|source| TlsSetupError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem = read("certificate", cert)?;
     let chain = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().unwrap_or_default();
     if chain.is_empty() {
-        anyhow::bail!("{} holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)", cert.display());
+        return Err(TlsSetupError::NoCertificate(cert.to_path_buf()));
     }
     // The key is a secret: its bytes are never part of a message.
-    let pem = fastopen::keyfile::read_bounded(key, PEM_FILE_LIMIT)
-        .with_context(|| format!("cannot read the key file {}", key.display()))?;
-    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        anyhow::anyhow!(
-            "{} holds no private key (it must be PEM: -----BEGIN PRIVATE KEY-----, RSA or EC PRIVATE KEY)",
-            key.display()
-        )
-    })?;
+    let pem = read("key", key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsSetupError::NoKey(key.to_path_buf()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
-        .with_context(|| {
-            format!("the key in {} does not go with the certificate in {}", key.display(), cert.display())
-        })?;
+        .map_err(|source| TlsSetupError::Mismatch { key: key.to_path_buf(), cert: cert.to_path_buf(), source })?;
     tune(&mut config, http);
     Ok(Arc::new(config))
 }
 
 /// A server configuration with a self-signed certificate made now, for the
 /// lab's own servers (`tfo bench --tls`): nothing to trust, nothing kept.
-pub(crate) fn throwaway_config() -> anyhow::Result<Arc<ServerConfig>> {
-    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).context("making a certificate")?;
+pub fn throwaway_config() -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()])?;
     let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -91,18 +106,18 @@ fn tune(config: &mut ServerConfig, http: bool) {
 
 /// What TLS did on one connection, for its log line.
 #[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct TlsLog {
-    pub(crate) version: Option<&'static str>,
+pub struct TlsLog {
+    pub version: Option<&'static str>,
     /// The client resumed a session (a ticket from an earlier connection).
-    pub(crate) resumed: bool,
+    pub resumed: bool,
     /// Application data that came as TLS 1.3 early data (0-RTT).
-    pub(crate) early_data_bytes: u64,
+    pub early_data_bytes: u64,
     /// What the early-data policy did with it: `none` (no early data, or it
     /// came when the handshake was already over), `handled_early` (run
     /// before the handshake ended: `allow`, or a safe method),
     /// `held_until_handshake` (`wait`), `too_early` (`reject`: 425, or a
     /// reset in raw mode), `not_handled` (the handshake never ended).
-    pub(crate) early_data_policy: &'static str,
+    pub early_data_policy: &'static str,
 }
 
 /// rustls on a tokio stream, with the log's byte counts.
@@ -219,7 +234,7 @@ fn version_name(v: rustls::ProtocolVersion) -> &'static str {
 }
 
 /// Serves one connection over TLS: HTTP (one request) or raw echo.
-pub(crate) async fn serve_tls(
+pub async fn serve_tls(
     stream: &mut TcpStream,
     config: Arc<ServerConfig>,
     http: bool,

@@ -1,6 +1,8 @@
-//! The echo server behind `tfo serve` (and the demo): raw echo, or HTTP/1.1
-//! that answers each request with the request itself. One [`ConnectionLog`]
-//! per connection says whether its data came in the SYN.
+//! The echo server behind `tfo serve` (and the lab's servers): raw echo, or
+//! HTTP/1.1 that answers each request with the request itself, over TFO, TLS
+//! optional. One [`ConnectionLog`] per connection says whether its data came
+//! in the SYN; operator notices (accept errors, capacity, the drain) go to a
+//! callback, never to a terminal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use tokio::task::JoinSet;
 
 /// What the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
+pub enum Protocol {
     /// Echo every byte until the client closes its side.
     Raw,
     /// One HTTP/1.1 request per connection; 200 with the request as body, then close.
@@ -24,40 +26,40 @@ pub(crate) enum Protocol {
 
 /// One served connection.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct ConnectionLog {
-    pub(crate) event: &'static str,
-    pub(crate) peer: SocketAddr,
+pub struct ConnectionLog {
+    pub event: &'static str,
+    pub peer: SocketAddr,
     #[serde(flatten)]
-    pub(crate) outcome: AcceptOutcome,
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
+    pub outcome: AcceptOutcome,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     /// The data came in the SYN (the same as `data_in_syn`).
-    pub(crate) in_syn: bool,
+    pub in_syn: bool,
     /// The client's final ACK arrived (`false`: reset first, a replayed SYN;
     /// `null`: still unknown when the connection ended).
-    pub(crate) confirmed: Option<bool>,
+    pub confirmed: Option<bool>,
     /// The data reached the application: echoed, or the HTTP request run.
-    pub(crate) handled: bool,
+    pub handled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) http_status: Option<u16>,
+    pub http_status: Option<u16>,
     /// `--banner`: the greeting left while the handshake was still in
     /// SYN_RECV (before the client's ACK: a cookie SYN made the connection).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) greeting_in_syn_recv: Option<bool>,
+    pub greeting_in_syn_recv: Option<bool>,
     /// `--tls-cert`: what TLS did (version, resumed, early data and the policy).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) tls: Option<crate::tls_serve::TlsLog>,
+    pub tls: Option<crate::tls_serve::TlsLog>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// How long a stopping server waits for connections in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest a connection lives by default, however busy.
-pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 /// Connections served at once by default, per worker.
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// After an accept error that a retry cannot fix at once (no file descriptors
 /// or memory left), wait this long before accepting again.
@@ -67,9 +69,9 @@ const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What to do with data that came in the SYN before the handshake is
 /// confirmed (it may be a replay: RFC 8470's early data, for TFO).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum EarlyData {
+pub enum EarlyData {
     /// Hold unsafe requests until the client's final ACK confirms the
     /// handshake; a replay never is, and is dropped unhandled.
     Wait,
@@ -82,24 +84,24 @@ pub(crate) enum EarlyData {
 
 /// What one connection may take.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Close a connection when nothing moves either way for this long.
-    pub(crate) idle: Duration,
+    pub idle: Duration,
     /// HTTP: the whole request (head and body) must arrive within this.
-    pub(crate) request: Duration,
+    pub request: Duration,
     /// HTTP: the largest body echoed; bigger gets 413.
-    pub(crate) max_body: usize,
+    pub max_body: usize,
     /// Unsafe data before confirmation: wait, reject or allow.
-    pub(crate) early_data: EarlyData,
+    pub early_data: EarlyData,
     /// `wait`: the longest wait for the client's final ACK.
-    pub(crate) confirm_timeout: Duration,
+    pub confirm_timeout: Duration,
     /// The longest any connection lives, however busy (raw echo sessions).
-    pub(crate) lifetime: Duration,
+    pub lifetime: Duration,
     /// Connections served at once (per worker); more wait in the listen queue.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Raw mode: a greeting written at accept, before anything is read (a
     /// server that speaks first, as SMTP, FTP and SSH do).
-    pub(crate) banner: Option<&'static [u8]>,
+    pub banner: Option<&'static [u8]>,
 }
 
 impl Default for Limits {
@@ -169,14 +171,14 @@ async fn final_confirmation(stream: tokio::net::TcpStream) -> Option<bool> {
 /// The connections a server may still accept (`tfo serve --count`), shared
 /// by its workers: when one takes the last, all stop accepting.
 #[derive(Debug)]
-pub(crate) struct Budget {
+pub struct Budget {
     remaining: Option<AtomicU64>,
     spent: tokio::sync::watch::Sender<bool>,
 }
 
 impl Budget {
     /// `None`: no limit.
-    pub(crate) fn new(count: Option<u64>) -> Budget {
+    pub fn new(count: Option<u64>) -> Budget {
         Budget { remaining: count.map(AtomicU64::new), spent: tokio::sync::watch::Sender::new(count == Some(0)) }
     }
 
@@ -195,18 +197,31 @@ impl Budget {
     }
 }
 
+/// What a server serves: the protocol, TLS or not, the limits.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub protocol: Protocol,
+    /// TLS on every connection (`tfo serve --tls-cert`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub limits: Limits,
+}
+
+/// An operator notice (an accept error, the connection cap reached, the
+/// drain at shutdown): one line, for the caller to print or log.
+pub type Notices = std::sync::Arc<dyn Fn(String) + Send + Sync>;
+
 /// Accepts connections until `shutdown` completes or the `budget` is spent,
 /// handling each on its own task; calls `on_connection` with one log per
 /// connection. Connections in progress get 5 s to finish before returning.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: std::sync::Arc<fastopen::TokioListener>,
-    protocol: Protocol,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    limits: Limits,
+    service: &Service,
     budget: &Budget,
     shutdown: impl Future<Output = ()>,
     on_connection: impl Fn(ConnectionLog) + Send + Sync + 'static,
-) -> anyhow::Result<()> {
+    notices: Notices,
+) {
+    let (protocol, limits) = (service.protocol, service.limits);
     let on_connection = std::sync::Arc::new(on_connection);
     let mut tasks = JoinSet::new();
     // Set when the drain time is over: connections still open stop, and log.
@@ -224,7 +239,7 @@ pub(crate) async fn serve(
                     Ok(conn) => conn,
                     Err(e) => {
                         if let Some(line) = accept_errors.record(&e, Instant::now()) {
-                            errln!("tfo serve: {line}");
+                            notices(line);
                         }
                         if is_resource_exhaustion(&e) {
                             tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -235,12 +250,12 @@ pub(crate) async fn serve(
                 budget.take();
                 if tasks.len() + 1 == limits.max_connections {
                     if let Some(line) = accept_errors.at_capacity(limits.max_connections, Instant::now()) {
-                        errln!("tfo serve: {line}");
+                        notices(line);
                     }
                 }
                 let on_connection = on_connection.clone();
                 let closing = closing.clone();
-                let tls = tls.clone();
+                let tls = service.tls.clone();
                 tasks.spawn(async move {
                     on_connection(handle(stream, peer, outcome, protocol, tls, limits, closing).await);
                 });
@@ -250,14 +265,13 @@ pub(crate) async fn serve(
     }
     // Let connections in progress finish, for a while.
     if tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut tasks)).await.is_err() {
-        errln!("tfo serve: {} connection(s) still open after {} s; closing them", tasks.len(), DRAIN_TIMEOUT.as_secs());
+        notices(format!("{} connection(s) still open after {} s; closing them", tasks.len(), DRAIN_TIMEOUT.as_secs()));
         // Each one stops and writes its log line; none is dropped silently.
         let _ = closing_tx.send(true);
         if tokio::time::timeout(Duration::from_secs(1), drain(&mut tasks)).await.is_err() {
             tasks.abort_all();
         }
     }
-    Ok(())
 }
 
 async fn drain(tasks: &mut JoinSet<()>) {
@@ -318,7 +332,7 @@ mod libc_errno {
 }
 
 /// "step: cause: cause", each level once.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -404,7 +418,7 @@ async fn read_idle(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8], idle: 
 
 /// Writes all of `data`, counting what the kernel took in `written` (so a
 /// reset mid-reply still shows how far it got), each write within `idle`.
-pub(crate) async fn write_counted(
+pub async fn write_counted(
     stream: &mut (impl AsyncWrite + Unpin),
     data: &[u8],
     written: &mut u64,
@@ -426,7 +440,7 @@ pub(crate) async fn write_counted(
 
 /// How a connection ends once its work is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
+pub enum Ending {
     /// FIN, after waiting for the handshake's last ACK (for the log).
     Close,
     /// A reset, at once: the client is told its data was refused.
@@ -470,12 +484,12 @@ async fn echo_raw(
 }
 
 /// Methods that are safe to run from early data (RFC 9110 §9.2.1).
-pub(crate) fn is_safe_method(request: &[u8]) -> bool {
+pub fn is_safe_method(request: &[u8]) -> bool {
     ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
 }
 
 /// The response: 200 with `body`, or an error status with its reason.
-pub(crate) fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
+pub fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nServer: tfo\r\n\r\n",
         body.len()

@@ -9,54 +9,59 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::Context;
 use fastopen::{BlockingListener, FastOpenKey, TokioListener};
 
-use crate::echo::{self, Budget, ConnectionLog, Limits, Protocol};
+use crate::echo::{self, Budget, ConnectionLog, Notices, Service};
 
 /// The listeners, shared by the workers and whoever changes their keys.
 #[derive(Debug, Clone)]
-pub(crate) struct Listeners(Arc<Vec<Arc<TokioListener>>>);
+pub struct Listeners(Arc<Vec<Arc<TokioListener>>>);
 
 impl Listeners {
     /// Sets the keys on every listener of the group.
-    pub(crate) fn set_keys(&self, primary: &FastOpenKey, backup: Option<&FastOpenKey>) -> fastopen::Result<()> {
+    pub fn set_keys(&self, primary: &FastOpenKey, backup: Option<&FastOpenKey>) -> fastopen::Result<()> {
         self.0.iter().try_for_each(|l| l.set_keys(primary, backup))
     }
 
     /// The first listener (they all have the same address and settings).
-    pub(crate) fn first(&self) -> &TokioListener {
+    pub fn first(&self) -> &TokioListener {
         &self.0[0]
     }
 }
 
 /// Bound listeners, each registered with the runtime that will serve it.
-pub(crate) struct Workers {
+pub struct Workers {
     runtimes: Vec<tokio::runtime::Runtime>,
     listeners: Listeners,
     on_idle: OnIdle,
 }
 
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").field("workers", &self.runtimes.len()).finish_non_exhaustive()
+    }
+}
+
 /// Runs on a worker's thread when it runs out of work, and when it ends.
-pub(crate) type OnIdle = Arc<dyn Fn() + Send + Sync>;
+pub type OnIdle = Arc<dyn Fn() + Send + Sync>;
 
 /// What every worker serves, and how.
-pub(crate) struct Serving {
-    pub(crate) protocol: Protocol,
-    /// TLS on every connection (`--tls-cert`).
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) limits: Limits,
-    pub(crate) budget: Arc<Budget>,
+#[allow(missing_debug_implementations)] // callbacks
+pub struct Serving {
+    pub service: Service,
+    pub budget: Arc<Budget>,
+    /// Operator notices of every worker.
+    pub notices: Notices,
     /// Becomes `true` when the server stops.
-    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
-    pub(crate) on_connection: Arc<dyn Fn(ConnectionLog) + Send + Sync>,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    pub on_connection: Arc<dyn Fn(ConnectionLog) + Send + Sync>,
 }
 
 impl Workers {
     /// One worker per listener of a group (`ListenerBuilder::bind_group`).
     /// `on_idle` runs on a worker's thread each time it runs out of work, and
     /// when it ends (to write what it has batched).
-    pub(crate) fn new(group: Vec<BlockingListener>, on_idle: OnIdle) -> anyhow::Result<Workers> {
+    pub fn new(group: Vec<BlockingListener>, on_idle: OnIdle) -> std::io::Result<Workers> {
         let mut runtimes = Vec::new();
         let mut listeners = Vec::new();
         for std_listener in group {
@@ -66,8 +71,7 @@ impl Workers {
                     let on_idle = on_idle.clone();
                     move || on_idle()
                 })
-                .build()
-                .context("starting a worker's runtime")?;
+                .build()?;
             // Registered with the reactor of the runtime that will serve it.
             let listener = {
                 let _entered = runtime.enter();
@@ -79,33 +83,32 @@ impl Workers {
         Ok(Workers { runtimes, listeners: Listeners(Arc::new(listeners)), on_idle })
     }
 
-    pub(crate) fn listeners(&self) -> Listeners {
+    pub fn listeners(&self) -> Listeners {
         self.listeners.clone()
     }
 
     /// Starts each worker on a thread of its own; each returns when `stop`
     /// turns true or the budget is spent, after draining its connections.
-    pub(crate) fn spawn(self, serving: Serving) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    pub fn spawn(self, serving: Serving) -> std::io::Result<Vec<JoinHandle<()>>> {
         let mut threads = Vec::new();
         for (n, (runtime, listener)) in self.runtimes.into_iter().zip(self.listeners.0.iter().cloned()).enumerate() {
             let (budget, on_connection, mut stop) =
                 (serving.budget.clone(), serving.on_connection.clone(), serving.stop.clone());
-            let (protocol, limits, on_idle) = (serving.protocol, serving.limits, self.on_idle.clone());
-            let tls = serving.tls.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("worker-{n}"))
-                .spawn(move || {
-                    let shutdown = async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    };
-                    let served =
-                        runtime.block_on(echo::serve(listener, protocol, tls, limits, &budget, shutdown, move |log| {
-                            on_connection(log)
-                        }));
-                    on_idle();
-                    served
-                })
-                .context("starting a worker thread")?;
+            let (service, notices, on_idle) = (serving.service.clone(), serving.notices.clone(), self.on_idle.clone());
+            let thread = std::thread::Builder::new().name(format!("worker-{n}")).spawn(move || {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                runtime.block_on(echo::serve(
+                    listener,
+                    &service,
+                    &budget,
+                    shutdown,
+                    move |log| on_connection(log),
+                    notices,
+                ));
+                on_idle();
+            })?;
             threads.push(thread);
         }
         Ok(threads)

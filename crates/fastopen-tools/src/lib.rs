@@ -1,0 +1,17 @@
+//! The engines behind the `tfo` CLI, as a library: no clap, no printing,
+//! typed errors. The CLI parses, calls these, and renders what they return.
+//!
+//! - [`echo`]: the server of `tfo serve` and of the lab (`tfo bench`, `tfo
+//!   demo`): raw echo or HTTP/1.1 over TFO, TLS optional, with limits and an
+//!   early-data (replay) policy; one [`echo::ConnectionLog`] per connection.
+//! - [`tls_serve`]: TLS 1.3 and 1.2 for it, 0-RTT accepted and judged by the
+//!   same policy as data in the SYN.
+//! - [`workers`]: one single-threaded runtime per core, each on its own
+//!   listener of one SO_REUSEPORT group.
+//! - [`linelog`]: log lines off the workers, batched, written by one thread;
+//!   a stalled reader costs counted lines, never service.
+
+pub mod echo;
+pub mod linelog;
+pub mod tls_serve;
+pub mod workers;
