@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 
 use fastopen::AcceptOutcome;
 use fastopen_wire::http::{examine_request, HeadScan, HttpRequest};
-use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
+
+use crate::connection::timed_out;
+pub use crate::connection::{
+    http_response, is_safe_method, write_counted, ConnectionLog, EarlyData, Ending, Limits, DEFAULT_LIFETIME,
+    DEFAULT_MAX_CONNECTIONS,
+};
 
 /// What the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,111 +29,14 @@ pub enum Protocol {
     Http,
 }
 
-/// One served connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionLog {
-    pub event: &'static str,
-    pub peer: SocketAddr,
-    #[serde(flatten)]
-    pub outcome: AcceptOutcome,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// The data came in the SYN (the same as `data_in_syn`).
-    pub in_syn: bool,
-    /// The client's final ACK arrived (`false`: reset first, a replayed SYN;
-    /// `null`: still unknown when the connection ended).
-    pub confirmed: Option<bool>,
-    /// The data reached the application: echoed, or the HTTP request run.
-    pub handled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_status: Option<u16>,
-    /// `--banner`: the greeting left while the handshake was still in
-    /// SYN_RECV (before the client's ACK: a cookie SYN made the connection).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub greeting_in_syn_recv: Option<bool>,
-    /// `--tls-cert`: what TLS did (version, resumed, early data and the policy).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::tls_serve::TlsLog>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// How long a stopping server waits for connections in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest a connection lives by default, however busy.
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
-/// Connections served at once by default, per worker.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// After an accept error that a retry cannot fix at once (no file descriptors
 /// or memory left), wait this long before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this interval for repeated accept errors.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
-
-/// What to do with data that came in the SYN before the handshake is
-/// confirmed (it may be a replay: RFC 8470's early data, for TFO).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EarlyData {
-    /// Hold unsafe requests until the client's final ACK confirms the
-    /// handshake; a replay never is, and is dropped unhandled.
-    Wait,
-    /// Refuse unsafe requests that are not confirmed yet (HTTP: 425 Too Early;
-    /// raw echo: the connection is closed unhandled).
-    Reject,
-    /// Handle everything at once (unsafe: a replayed SYN is handled twice).
-    Allow,
-}
-
-/// What one connection may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Close a connection when nothing moves either way for this long.
-    pub idle: Duration,
-    /// HTTP: the whole request (head and body) must arrive within this.
-    pub request: Duration,
-    /// HTTP: the largest body echoed; bigger gets 413.
-    pub max_body: usize,
-    /// Unsafe data before confirmation: wait, reject or allow.
-    pub early_data: EarlyData,
-    /// `wait`: the longest wait for the client's final ACK.
-    pub confirm_timeout: Duration,
-    /// The longest any connection lives, however busy (raw echo sessions).
-    pub lifetime: Duration,
-    /// Connections served at once (per worker); more wait in the listen queue.
-    pub max_connections: usize,
-    /// Raw mode: a greeting written at accept, before anything is read (a
-    /// server that speaks first, as SMTP, FTP and SSH do).
-    pub banner: Option<&'static [u8]>,
-}
-
-impl Default for Limits {
-    /// The lab's servers (bench, demo) measure TFO's gain: early data allowed.
-    fn default() -> Self {
-        Limits {
-            idle: Duration::from_secs(60),
-            request: Duration::from_secs(30),
-            max_body: 1 << 20,
-            early_data: EarlyData::Allow,
-            confirm_timeout: Duration::from_secs(10),
-            lifetime: DEFAULT_LIFETIME,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            banner: None,
-        }
-    }
-}
-
-impl From<EarlyData> for fastopen::EarlyDataPolicy {
-    fn from(policy: EarlyData) -> Self {
-        match policy {
-            EarlyData::Wait => fastopen::EarlyDataPolicy::Wait,
-            EarlyData::Reject => fastopen::EarlyDataPolicy::Reject,
-            EarlyData::Allow => fastopen::EarlyDataPolicy::Allow,
-        }
-    }
-}
 
 /// Applies the early-data policy to an unsafe use of `stream`'s data:
 /// `Ok(true)` go on, `Ok(false)` do not handle it. Records `confirmed`.
@@ -407,44 +315,9 @@ async fn handle(
     log
 }
 
-fn timed_out(what: &str, after: Duration) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} for {} s; closed", after.as_secs_f64()))
-}
-
 /// Reads with the idle timeout.
 async fn read_idle(stream: &mut (impl AsyncRead + Unpin), buf: &mut [u8], idle: Duration) -> std::io::Result<usize> {
     tokio::time::timeout(idle, stream.read(buf)).await.map_err(|_| timed_out("idle", idle))?
-}
-
-/// Writes all of `data`, counting what the kernel took in `written` (so a
-/// reset mid-reply still shows how far it got), each write within `idle`.
-pub async fn write_counted(
-    stream: &mut (impl AsyncWrite + Unpin),
-    data: &[u8],
-    written: &mut u64,
-    idle: Duration,
-) -> std::io::Result<()> {
-    let mut rest = data;
-    while !rest.is_empty() {
-        let n = tokio::time::timeout(idle, stream.write(rest))
-            .await
-            .map_err(|_| timed_out("the client read nothing", idle))??;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        *written += n as u64;
-        rest = &rest[n..];
-    }
-    Ok(())
-}
-
-/// How a connection ends once its work is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// FIN, after waiting for the handshake's last ACK (for the log).
-    Close,
-    /// A reset, at once: the client is told its data was refused.
-    Reset,
 }
 
 async fn echo_raw(
@@ -481,22 +354,6 @@ async fn echo_raw(
         write_counted(stream, &buf[..n], &mut log.bytes_out, limits.idle).await?;
         log.handled = true;
     }
-}
-
-/// Methods that are safe to run from early data (RFC 9110 §9.2.1).
-pub fn is_safe_method(request: &[u8]) -> bool {
-    ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
-}
-
-/// The response: 200 with `body`, or an error status with its reason.
-pub fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nServer: tfo\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
 }
 
 async fn echo_http(

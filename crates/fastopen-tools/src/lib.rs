@@ -4,6 +4,8 @@
 //! - [`echo`]: the server of `tfo serve` and of the lab (`tfo bench`, `tfo
 //!   demo`): raw echo or HTTP/1.1 over TFO, TLS optional, with limits and an
 //!   early-data (replay) policy; one [`echo::ConnectionLog`] per connection.
+//! - [`connection`]: what both share: a connection's log, limits and
+//!   early-data policy, how it ends, the writes and HTTP answers.
 //! - [`tls_serve`]: TLS 1.3 and 1.2 for it, 0-RTT accepted and judged by the
 //!   same policy as data in the SYN.
 //! - [`workers`]: one single-threaded runtime per core, each on its own
@@ -11,6 +13,7 @@
 //! - [`linelog`]: log lines off the workers, batched, written by one thread;
 //!   a stalled reader costs counted lines, never service.
 
+pub mod connection;
 pub mod echo;
 pub mod linelog;
 pub mod tls_serve;

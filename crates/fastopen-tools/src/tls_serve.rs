@@ -17,11 +17,11 @@ use fastopen_wire::http::{examine_request, HeadScan, HttpRequest};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, ServerConnection, ServerSessionMemoryCache};
-use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::echo::{http_response, is_safe_method, write_counted, ConnectionLog, EarlyData, Ending, Limits};
+pub use crate::connection::TlsLog;
+use crate::connection::{http_response, is_safe_method, write_counted, ConnectionLog, EarlyData, Ending, Limits};
 
 /// The largest certificate or key file read.
 const PEM_FILE_LIMIT: u64 = 1 << 20;
@@ -102,22 +102,6 @@ fn tune(config: &mut ServerConfig, http: bool) {
     if http {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-}
-
-/// What TLS did on one connection, for its log line.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TlsLog {
-    pub version: Option<&'static str>,
-    /// The client resumed a session (a ticket from an earlier connection).
-    pub resumed: bool,
-    /// Application data that came as TLS 1.3 early data (0-RTT).
-    pub early_data_bytes: u64,
-    /// What the early-data policy did with it: `none` (no early data, or it
-    /// came when the handshake was already over), `handled_early` (run
-    /// before the handshake ended: `allow`, or a safe method),
-    /// `held_until_handshake` (`wait`), `too_early` (`reject`: 425, or a
-    /// reset in raw mode), `not_handled` (the handshake never ended).
-    pub early_data_policy: &'static str,
 }
 
 /// rustls on a tokio stream, with the log's byte counts.
