@@ -209,7 +209,8 @@ impl Tls<'_> {
     }
 }
 
-fn version_name(v: rustls::ProtocolVersion) -> &'static str {
+/// `TLSv1.3`, `TLSv1.2` or `other`, as logs and reports name a TLS version.
+pub fn version_name(v: rustls::ProtocolVersion) -> &'static str {
     match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",

@@ -212,7 +212,7 @@ fn finish(
         conn.complete_io(wire)?;
     }
     done.handshake = Some(wire.start.elapsed());
-    done.version = conn.protocol_version().map(version_name);
+    done.version = conn.protocol_version().map(fastopen_tools::tls_serve::version_name);
     let Some(request) = request else { return Ok(()) };
     let sent_early = done.early_data_sent && conn.is_early_data_accepted();
     let mut tls = rustls::Stream::new(conn, wire);
@@ -306,14 +306,6 @@ pub(crate) fn server_name(name: Option<&str>, addr: SocketAddr) -> Result<Server
             ServerName::try_from(name.to_string()).map_err(|e| format!("{name:?} cannot be sent as SNI: {e}"))
         }
         None => Ok(ServerName::IpAddress(addr.ip().into())),
-    }
-}
-
-fn version_name(v: rustls::ProtocolVersion) -> &'static str {
-    match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        _ => "other",
     }
 }
 

@@ -258,6 +258,33 @@ fn two_percent_loss_at_50_ms_every_request_answered_and_the_counters_agree() {
     assert_eq!(summary_count(&summary, "TCPFastOpenPassive"), used, "{summary}");
 }
 
+/// A lab at 50 ms with nginx in its server namespace on `SERVER:8443`, TLS
+/// 1.3 only with a throwaway certificate, and `extra` directives; the
+/// scratch directory (for the test to remove). `None` without nginx.
+fn nginx_tls_across_50ms(
+    test: &str,
+    extra: &str,
+) -> (fastopen_lab::Lab, std::path::PathBuf, Option<fastopen_lab::testing::Nginx>) {
+    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
+        path: fastopen_lab::PathConfig::with_rtt(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempdir(test);
+    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
+    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let listen = [format!("{}:8443 ssl fastopen=256", lab.server_ip(false))];
+    let tls = format!(
+        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;{extra}",
+        crt.display(),
+        key.display()
+    );
+    let nginx = lab.server().run(|| fastopen_lab::testing::Nginx::start(test, &listen, &tls, "hello\n")).unwrap();
+    (lab, dir, nginx)
+}
+
 /// HTTPS (TLS 1.3, nginx) across 50 ms: `tfo load` takes the physical count of
 /// round trips to the response, 2 with TFO (the ClientHello in the SYN) and 3
 /// without, as curl does; Nagle on the Finished-then-request writes once cost
@@ -267,26 +294,9 @@ fn https_load_takes_two_round_trips_with_tfo_and_three_without() {
     if !fastopen_lab::testing::root_or_skip("load_https_rtts") {
         return;
     }
-    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
-        path: fastopen_lab::PathConfig::with_rtt(std::time::Duration::from_millis(50)),
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempdir("load_https_rtts");
-    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
-    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&crt, cert.cert.pem()).unwrap();
-    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-    let server = lab.server_ip(false);
-    let listen = [format!("{server}:8443 ssl fastopen=256")];
-    let tls = format!(
-        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;",
-        crt.display(),
-        key.display()
-    );
-    let nginx =
-        lab.server().run(|| fastopen_lab::testing::Nginx::start("load_https_rtts", &listen, &tls, "hello\n")).unwrap();
+    let (lab, dir, nginx) = nginx_tls_across_50ms("load_https_rtts", "");
     let Some(_nginx) = nginx else { return };
+    let server = lab.server_ip(false);
     let url = format!("https://{server}:8443/");
     let o = lab
         .client()
@@ -314,28 +324,9 @@ fn https_early_data_in_the_syn_takes_one_round_trip_and_nginx_agrees() {
     if !fastopen_lab::testing::root_or_skip("load_https_early_data") {
         return;
     }
-    let lab = fastopen_lab::Lab::start(fastopen_lab::LabConfig {
-        path: fastopen_lab::PathConfig::with_rtt(std::time::Duration::from_millis(50)),
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempdir("load_https_early_data");
-    let cert = rcgen::generate_simple_self_signed(vec!["lab".to_string()]).unwrap();
-    let (crt, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&crt, cert.cert.pem()).unwrap();
-    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-    let server = lab.server_ip(false);
-    let listen = [format!("{server}:8443 ssl fastopen=256")];
-    let tls = format!(
-        "ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;\n    ssl_early_data on;",
-        crt.display(),
-        key.display()
-    );
-    let nginx = lab
-        .server()
-        .run(|| fastopen_lab::testing::Nginx::start("load_https_early_data", &listen, &tls, "hello\n"))
-        .unwrap();
+    let (lab, dir, nginx) = nginx_tls_across_50ms("load_https_early_data", "\n    ssl_early_data on;");
     let Some(nginx) = nginx else { return };
+    let server = lab.server_ip(false);
     let url = format!("https://{server}:8443/");
     let o = lab
         .client()

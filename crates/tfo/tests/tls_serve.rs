@@ -21,6 +21,13 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (crt, key)
 }
 
+/// `tfo serve` arguments for TLS with `crt` and `key`, one worker, and `extra`.
+fn tls_args<'a>(crt: &'a Path, key: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--tls-cert", crt.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--workers", "1"];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// `openssl s_client` to `addr` with `args`, `stdin` as its input; all it printed.
 fn s_client(addr: std::net::SocketAddr, args: &[&str], stdin: &[u8]) -> String {
     use std::io::Write;
@@ -54,8 +61,7 @@ fn openssl_early_data_is_accepted_and_the_policy_applies_to_it() {
         }
         let dir = tempdir("tls_serve_policy");
         let (crt, key) = certificate(&dir);
-        let tls = ["--tls-cert", crt.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--workers", "1"];
-        let mut server = Server::start(&[&["--http", "--early-data", "reject"][..], &tls].concat());
+        let mut server = Server::start(&tls_args(&crt, &key, &["--http", "--early-data", "reject"]));
         let sess = first_session(server.addr, &dir);
         let first = server.next_connection();
         assert_eq!(first["tls"]["version"], "TLSv1.3", "{first}");
@@ -94,7 +100,7 @@ fn openssl_early_data_is_accepted_and_the_policy_applies_to_it() {
         drop(server);
 
         // Under wait, the POST is held until the handshake ends, then run.
-        let mut server = Server::start(&[&["--http", "--early-data", "wait"][..], &tls].concat());
+        let mut server = Server::start(&tls_args(&crt, &key, &["--http", "--early-data", "wait"]));
         let sess = first_session(server.addr, &dir);
         server.next_connection();
         std::fs::write(&early, "POST /order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").unwrap();
@@ -116,15 +122,7 @@ fn tfo_load_early_data_against_tfo_serve_both_sides_and_the_kernel_agree() {
     in_netns("tls_serve_load", 3, || {
         let dir = tempdir("tls_serve_load");
         let (crt, key) = certificate(&dir);
-        let mut server = Server::start(&[
-            "--http",
-            "--tls-cert",
-            crt.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--workers",
-            "1",
-        ]);
+        let mut server = Server::start(&tls_args(&crt, &key, &["--http"]));
         let url = format!("https://localhost:{}/", server.addr.port());
         let before = counters();
         let o = tfo()
@@ -177,15 +175,7 @@ fn probe_with_early_data_puts_hello_and_request_in_one_syn() {
     in_netns("tls_serve_probe", 3, || {
         let dir = tempdir("tls_serve_probe");
         let (crt, key) = certificate(&dir);
-        let mut server = Server::start(&[
-            "--http",
-            "--tls-cert",
-            crt.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--workers",
-            "1",
-        ]);
+        let mut server = Server::start(&tls_args(&crt, &key, &["--http"]));
         let o = tfo()
             .args(["probe", &server.addr.to_string(), "--tls", "--http", "--insecure", "--tls-early-data", "--json"])
             .output()
