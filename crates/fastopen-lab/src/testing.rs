@@ -59,7 +59,7 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
-             http {{\n  log_format tfokit '$remote_addr \"$request\" $status ssl_early_data=$ssl_early_data';\n  access_log {d}/access.log tfokit;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             http {{\n  log_format tfokit '$remote_addr \"$request\" $status reused=$ssl_session_reused ssl_early_data=$ssl_early_data';\n  access_log {d}/access.log tfokit;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                server {{\n{listen}    {server_extra}\n    location / {{ return 200 \"{body}\"; }}\n  }}\n}}\n",
             d = dir.display()
         );
@@ -86,8 +86,11 @@ impl Nginx {
 
 impl Nginx {
     /// The access log so far: one line per request, `ADDR "REQUEST" STATUS
-    /// ssl_early_data=1` for a request that came as TLS early data (`0` or
-    /// empty otherwise).
+    /// reused=r ssl_early_data=1` for a request on a resumed TLS session
+    /// (`reused=.` otherwise) that nginx handled as TLS early data, before
+    /// the handshake completed (`-` otherwise: on loopback the client's
+    /// Finished can win that race even when the server accepted the early
+    /// data; across a lab path it cannot).
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
