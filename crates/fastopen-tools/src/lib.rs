@@ -12,9 +12,18 @@
 //!   listener of one SO_REUSEPORT group.
 //! - [`linelog`]: log lines off the workers, batched, written by one thread;
 //!   a stalled reader costs counted lines, never service.
+//! - [`load`]: the load generator of `tfo load`: a new connection per
+//!   request, TFO or plain, closed or open loop, HTTP(S) or echo, each reply
+//!   checked, each TFO and TLS outcome counted.
+//! - [`failure`]: why a request got no correct reply (one vocabulary for
+//!   load and probe).
+//! - [`latency`]: the one latency series (hdrhistogram) and its percentiles.
 
 pub mod connection;
 pub mod echo;
+pub mod failure;
+pub mod latency;
 pub mod linelog;
+pub mod load;
 pub mod tls_serve;
 pub mod workers;

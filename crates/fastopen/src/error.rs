@@ -113,6 +113,20 @@ impl Error {
     }
 }
 
+/// Whether `e` (an OS error, or a library error carried in an `io::Error`)
+/// says the host or process ran out of what a new connection needs: file
+/// descriptors or local ports. Load generators count these apart from the
+/// server's failures: they are the client's own limit.
+pub fn out_of_resources(e: &io::Error) -> bool {
+    if crate::sys::out_of_resources(e) {
+        return true;
+    }
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Io { source, .. } | Error::Connect { source, .. }) => crate::sys::out_of_resources(source),
+        _ => false,
+    }
+}
+
 impl From<Error> for io::Error {
     /// Keeps the OS error's kind (ConnectionRefused stays ConnectionRefused)
     /// and the library error as the message and source.

@@ -18,8 +18,6 @@ mod impairments;
 mod interrupt;
 mod keywatch;
 mod labrun;
-mod load;
-mod measure;
 mod output_file;
 mod plot;
 mod preload_reach;

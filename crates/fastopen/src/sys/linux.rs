@@ -266,6 +266,13 @@ pub(crate) fn key_errno(e: &io::Error) -> KeyErrno {
     }
 }
 
+/// Whether an error says the host or process ran out of what a new
+/// connection needs: descriptors (EMFILE, ENFILE) or local ports
+/// (EADDRNOTAVAIL, the ephemeral range used up).
+pub(crate) fn out_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL))
+}
+
 /// `uname(2)` release string, e.g. "6.18.44-foo".
 pub(crate) fn kernel_release() -> io::Result<String> {
     // SAFETY: utsname is plain old data; all-zero is a valid value.
@@ -576,6 +583,9 @@ mod tests {
         assert_eq!(client_errno(&io::Error::from_raw_os_error(libc::ECONNREFUSED)), ClientErrno::Other);
         assert_eq!(key_errno(&io::Error::from_raw_os_error(libc::ENOPROTOOPT)), KeyErrno::NoOption);
         assert_eq!(key_errno(&io::Error::from_raw_os_error(libc::EINVAL)), KeyErrno::BadLength);
+        assert!(out_of_resources(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(out_of_resources(&io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)));
+        assert!(!out_of_resources(&io::Error::from_raw_os_error(libc::ECONNREFUSED)));
     }
 
     use std::os::fd::AsFd;

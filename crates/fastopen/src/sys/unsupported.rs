@@ -84,6 +84,9 @@ pub(crate) enum KeyErrno {
 pub(crate) fn key_errno(_: &io::Error) -> KeyErrno {
     KeyErrno::Other
 }
+pub(crate) fn out_of_resources(_: &io::Error) -> bool {
+    false
+}
 
 /// See the Linux backend.
 #[derive(Debug)]

@@ -17,10 +17,10 @@ use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
 use crate::labrun::{http_request_with, HttpMethod, NsServer};
-use crate::measure::{Series, Summary};
 use crate::plot;
 use crate::tls::{TlsClient, Trust};
 use fastopen_tools::echo::Protocol;
+use fastopen_tools::latency::{Series, Summary};
 
 /// Measure plain TCP against TFO over an emulated path (needs root).
 ///

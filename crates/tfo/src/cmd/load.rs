@@ -1,7 +1,7 @@
 //! `tfo load`: the load generator's command line: the target (a URL or
 //! IP:PORT, loopback and lab addresses only), the plan, a progress line, and
 //! the report, checked against the namespace's TFO counters. The engine is
-//! `crate::load`.
+//! `fastopen_tools::load`.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -15,8 +15,8 @@ use fastopen::FastOpenCounters;
 use serde::Serialize;
 
 use crate::client_opts::parse_timeout;
-use crate::load::{self, Kind, KindStats, Plan, Protocol};
 use crate::tls::{TlsClient, Trust};
+use fastopen_tools::load::{self, Kind, KindStats, Plan, Protocol};
 
 /// Load a server with new connections, TFO or plain: requests/s, latency, errors.
 ///
@@ -223,18 +223,14 @@ impl Figures {
 }
 
 fn latency(s: &KindStats) -> Latency {
-    let h = &s.latency_us;
-    let ms = |us: u64| us as f64 / 1000.0;
-    if h.is_empty() {
-        return Latency { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 };
-    }
+    let l = &s.latency;
     Latency {
-        p50: ms(h.value_at_quantile(0.5)),
-        p90: ms(h.value_at_quantile(0.9)),
-        p99: ms(h.value_at_quantile(0.99)),
-        p999: ms(h.value_at_quantile(0.999)),
-        max: ms(h.max()),
-        mean: h.mean() / 1000.0,
+        p50: l.quantile_ms(0.5),
+        p90: l.quantile_ms(0.9),
+        p99: l.quantile_ms(0.99),
+        p999: l.quantile_ms(0.999),
+        max: l.max_ms(),
+        mean: l.mean_ms(),
     }
 }
 

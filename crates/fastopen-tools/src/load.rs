@@ -15,16 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastopen::{Connector, TfoStream};
-use hdrhistogram::Histogram;
-use nix::errno::Errno;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use fastopen_wire::http as http_reply;
 
+pub use crate::failure::Failure;
+use crate::latency::Series;
+
 /// What each request is.
 #[derive(Debug, Clone)]
-pub(crate) enum Protocol {
+pub enum Protocol {
     /// A line to an echo server (`tfo serve`), which must come back unchanged.
     Raw,
     /// `GET` with `Connection: close`; a 2xx with its whole body is correct.
@@ -43,13 +44,13 @@ pub(crate) enum Protocol {
 /// Plain TCP or TFO, for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Kind {
+pub enum Kind {
     Tfo,
     Plain,
 }
 
 impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Tfo => "tfo",
             Kind::Plain => "plain",
@@ -59,101 +60,38 @@ impl Kind {
 
 /// A run: where, how much, how.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
-    pub(crate) addr: SocketAddr,
-    pub(crate) protocol: Protocol,
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
     /// Clients at once (closed loop), or the most requests in flight (open loop).
-    pub(crate) connections: usize,
+    pub connections: usize,
     /// Requests in all (the run stops at this count or at `duration`).
-    pub(crate) requests: u64,
-    pub(crate) duration: Duration,
+    pub requests: u64,
+    pub duration: Duration,
     /// Open loop: requests started per second.
-    pub(crate) rate: Option<f64>,
+    pub rate: Option<f64>,
     /// Request `i` is `kinds[i % kinds.len()]`.
-    pub(crate) kinds: Vec<Kind>,
+    pub kinds: Vec<Kind>,
     /// Each request's deadline, connect to last reply byte.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// Worker threads (the machine's cores by default).
-    pub(crate) threads: usize,
-}
-
-/// Why a request got no correct reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Failure {
-    Refused,
-    ConnectTimeout,
-    Reset,
-    /// The whole request took longer than its deadline.
-    Timeout,
-    /// The reply was not this request's (echo) or not whole.
-    WrongReply,
-    /// An HTTP status other than 2xx.
-    HttpStatus,
-    Tls,
-    /// Out of file descriptors or ports.
-    Resources,
-    /// In flight when the run ended (its --duration, or Ctrl-C): counted,
-    /// not an error.
-    Cancelled,
-    Other,
-}
-
-impl Failure {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Failure::Refused => "refused",
-            Failure::ConnectTimeout => "connect_timeout",
-            Failure::Reset => "reset",
-            Failure::Timeout => "timeout",
-            Failure::WrongReply => "wrong_reply",
-            Failure::HttpStatus => "http_status",
-            Failure::Tls => "tls",
-            Failure::Resources => "resources",
-            Failure::Cancelled => "cancelled",
-            Failure::Other => "other",
-        }
-    }
-
-    fn of(e: &std::io::Error) -> Failure {
-        use std::io::ErrorKind::*;
-        match e.kind() {
-            ConnectionRefused => Failure::Refused,
-            TimedOut => Failure::ConnectTimeout,
-            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::Reset,
-            InvalidData => Failure::Tls,
-            UnexpectedEof => Failure::WrongReply,
-            _ if matches!(os_errno(e), Some(Errno::EMFILE | Errno::ENFILE | Errno::EADDRNOTAVAIL)) => {
-                Failure::Resources
-            }
-            _ => Failure::Other,
-        }
-    }
-}
-
-/// The OS error of `e`, or of the library error it wraps.
-fn os_errno(e: &std::io::Error) -> Option<Errno> {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<fastopen::Error>());
-    let raw = e.raw_os_error().or_else(|| match inner? {
-        fastopen::Error::Io { source, .. } | fastopen::Error::Connect { source, .. } => source.raw_os_error(),
-        _ => None,
-    });
-    raw.map(Errno::from_raw)
+    pub threads: usize,
 }
 
 /// What requests of one kind got.
 #[derive(Debug, Clone)]
-pub(crate) struct KindStats {
-    pub(crate) sent: u64,
-    pub(crate) ok: u64,
-    pub(crate) failures: BTreeMap<Failure, u64>,
+pub struct KindStats {
+    pub sent: u64,
+    pub ok: u64,
+    pub failures: BTreeMap<Failure, u64>,
     /// Requests whose data rode in the SYN (and was acknowledged).
-    pub(crate) tfo_used: u64,
+    pub tfo_used: u64,
     /// Why the others' did not (the library's reasons).
-    pub(crate) not_in_syn: BTreeMap<&'static str, u64>,
+    pub not_in_syn: BTreeMap<&'static str, u64>,
     /// HTTPS: what TLS resumption and early data did, answered requests only.
-    pub(crate) tls: TlsCounts,
-    /// Microseconds, correct replies only.
-    pub(crate) latency_us: Histogram<u64>,
+    pub tls: TlsCounts,
+    /// From each request's start to its reply's last byte, correct replies only.
+    pub latency: Series,
 }
 
 impl KindStats {
@@ -165,8 +103,7 @@ impl KindStats {
             tfo_used: 0,
             not_in_syn: BTreeMap::new(),
             tls: TlsCounts::default(),
-            // 1 µs to 10 min, 3 significant digits.
-            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+            latency: Series::compact(),
         }
     }
 
@@ -181,33 +118,32 @@ impl KindStats {
             *self.not_in_syn.entry(k).or_default() += v;
         }
         self.tls.merge(&other.tls);
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
+        self.latency.merge(&other.latency);
     }
 
     /// Requests that got no correct reply (those cancelled at the run's end aside).
-    pub(crate) fn errors(&self) -> u64 {
+    pub fn errors(&self) -> u64 {
         self.failures.iter().filter(|(f, _)| **f != Failure::Cancelled).map(|(_, n)| n).sum()
     }
 
     /// Requests in flight when the run ended (its --duration, or Ctrl-C).
-    pub(crate) fn cancelled(&self) -> u64 {
+    pub fn cancelled(&self) -> u64 {
         self.failures.get(&Failure::Cancelled).copied().unwrap_or(0)
     }
 }
 
 /// What TLS did for one answered HTTPS request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TlsFate {
+pub struct TlsFate {
     /// The handshake resumed a session (a ticket from an earlier connection).
-    pub(crate) resumed: bool,
+    pub resumed: bool,
     /// `None` when early data was not asked for.
-    pub(crate) early_data: Option<EarlyData>,
+    pub early_data: Option<EarlyData>,
 }
 
 /// What became of a request that could have gone as TLS early data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EarlyData {
+pub enum EarlyData {
     /// Sent as early data (with the ClientHello, in the SYN when TFO carried
     /// it) and the server took it.
     Accepted,
@@ -220,14 +156,14 @@ pub(crate) enum EarlyData {
 
 /// TLS resumption and early data over many requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TlsCounts {
+pub struct TlsCounts {
     /// HTTPS requests answered.
-    pub(crate) handshakes: u64,
-    pub(crate) resumed: u64,
-    pub(crate) early_data_sent: u64,
-    pub(crate) early_data_accepted: u64,
+    pub handshakes: u64,
+    pub resumed: u64,
+    pub early_data_sent: u64,
+    pub early_data_accepted: u64,
     /// Why the others were not sent as early data (when it was asked for).
-    pub(crate) early_data_not_sent: BTreeMap<&'static str, u64>,
+    pub early_data_not_sent: BTreeMap<&'static str, u64>,
 }
 
 impl TlsCounts {
@@ -258,33 +194,44 @@ impl TlsCounts {
 
 /// A finished run.
 #[derive(Debug)]
-pub(crate) struct Outcome {
-    pub(crate) by_kind: BTreeMap<Kind, KindStats>,
-    pub(crate) elapsed: Duration,
+pub struct Outcome {
+    pub by_kind: BTreeMap<Kind, KindStats>,
+    pub elapsed: Duration,
     /// The run ended early (Ctrl-C, SIGTERM).
-    pub(crate) interrupted: bool,
+    pub interrupted: bool,
 }
 
 impl Outcome {
     /// Every kind together.
-    pub(crate) fn total(&self) -> KindStats {
+    pub fn total(&self) -> KindStats {
         let mut all = KindStats::new();
         self.by_kind.values().for_each(|s| all.merge(s));
         all
     }
 }
 
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start the load threads")]
+    Start(#[source] std::io::Error),
+    /// A worker panicked (a bug: its counts are lost).
+    #[error("a load thread panicked")]
+    Panicked,
+}
+
 /// Live counts, for the progress line.
 #[derive(Debug, Default)]
-pub(crate) struct Progress {
-    pub(crate) done: AtomicU64,
-    pub(crate) failed: AtomicU64,
+pub struct Progress {
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 /// Runs `plan` to its end: its count, or its duration (a bound on the whole
 /// run: requests in flight then are cancelled and counted as such), or
 /// `cancel` (Ctrl-C: the same, at once).
-pub(crate) fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> Result<Outcome, LoadError> {
     // One single-threaded runtime per worker thread, each with its share of
     // the clients (as wrk's threads, each its own event loop): no task moves
     // between threads, and no wake-up crosses one, per request.
@@ -298,8 +245,9 @@ pub(crate) fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel)
             // Clients t, t + threads, t + 2 * threads, ...
             let clients = (t..plan.connections.max(1)).step_by(threads).count();
             std::thread::Builder::new().name(format!("load-{t}")).spawn(
-                move || -> anyhow::Result<Vec<BTreeMap<Kind, KindStats>>> {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                move || -> Result<Vec<BTreeMap<Kind, KindStats>>, LoadError> {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoadError::Start)?;
                     runtime.block_on(async {
                         let tasks: Vec<_> = (0..clients)
                             .map(|_| {
@@ -314,17 +262,18 @@ pub(crate) fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel)
                             .collect();
                         let mut all = Vec::with_capacity(tasks.len());
                         for task in tasks {
-                            all.push(task.await?);
+                            all.push(task.await.map_err(|_| LoadError::Panicked)?);
                         }
                         Ok(all)
                     })
                 },
             )
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(LoadError::Start)?;
     let mut by_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
     for worker in workers {
-        let results = worker.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        let results = worker.join().map_err(|_| LoadError::Panicked)??;
         for stats in results {
             for (kind, s) in stats {
                 by_kind.entry(kind).or_insert_with(KindStats::new).merge(&s);
@@ -395,8 +344,7 @@ async fn client(
                     Ok(()) => s.tfo_used += 1,
                     Err(reason) => *s.not_in_syn.entry(reason).or_default() += 1,
                 }
-                let micros = start.elapsed().as_micros().clamp(1, 600_000_000) as u64;
-                let _ = s.latency_us.record(micros);
+                s.latency.record(start.elapsed());
             }
             Err(failure) => {
                 *s.failures.entry(failure).or_default() += 1;
@@ -609,10 +557,10 @@ mod tests {
         a.failures.insert(Failure::Reset, 1);
         b.not_in_syn.insert("cookie_unavailable", 1);
         b.failures.insert(Failure::Reset, 2);
-        b.latency_us.record(100).unwrap();
+        b.latency.record(Duration::from_micros(100));
         a.merge(&b);
         assert_eq!((a.sent, a.ok, a.tfo_used, a.errors()), (3, 2, 1, 3));
         assert_eq!(a.not_in_syn["cookie_unavailable"], 1);
-        assert_eq!(a.latency_us.len(), 1);
+        assert_eq!(a.latency.len(), 1);
     }
 }
