@@ -18,12 +18,22 @@
 //! - [`failure`]: why a request got no correct reply (one vocabulary for
 //!   load and probe).
 //! - [`latency`]: the one latency series (hdrhistogram) and its percentiles.
+//! - [`exchange`]: one request and its reply over a blocking TFO (or plain)
+//!   connection: read while writing, one deadline, a bounded reply,
+//!   cancellable (`tfo send`, `probe`, `bench`, `demo`).
+//! - [`greeting`]: a server that speaks first: a read-first connect, its
+//!   greeting, the time to it in round trips.
+//! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
+//!   early data) as the SYN's data, trust, session tickets kept.
 
 pub mod connection;
 pub mod echo;
+pub mod exchange;
 pub mod failure;
+pub mod greeting;
 pub mod latency;
 pub mod linelog;
 pub mod load;
+pub mod tls_client;
 pub mod tls_serve;
 pub mod workers;

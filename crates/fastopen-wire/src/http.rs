@@ -27,6 +27,23 @@ pub struct Whole {
     pub body: (usize, usize),
 }
 
+/// The status code of the response whose head begins `bytes`, as soon as
+/// its status line has come (the rest of the head may still be on its way):
+/// `HTTP/1.1 200 OK\r\n` gives 200. `None` before that, or when it is not
+/// an HTTP/1.x status line.
+pub fn status_code(bytes: &[u8]) -> Option<u16> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(bytes) {
+        // httparse keeps what it parsed of a partial head.
+        Ok(_) => response.code,
+        // A head too long for `headers` still has its status line.
+        Err(httparse::Error::TooManyHeaders) => response.code,
+        Err(_) => None,
+    }
+    .filter(|code| (100..600).contains(code))
+}
+
 /// The most response heads (1xx ones included) looked at.
 const MAX_HEADS: usize = 16;
 
@@ -257,6 +274,18 @@ pub fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_code_comes_with_the_status_line() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200), "the rest of the head not yet here");
+        assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"), Some(404));
+        assert_eq!(status_code(b"HTTP/1.1 20"), None, "a cut status line");
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b"\xff\x00\r\n"), None);
+        assert_eq!(status_code(b""), None);
+        assert_eq!(status_code(b"HTTP/1.1 abc\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 999 x\r\n"), None, "not a status");
+    }
 
     fn whole(bytes: &[u8], closed: bool) -> Option<Whole> {
         match read(bytes, closed) {

@@ -74,3 +74,19 @@ impl From<EarlyDataArg> for fastopen_tools::echo::EarlyData {
         }
     }
 }
+
+/// The TLS client of `probe` and `load`: trusting `trust`, stopped by
+/// Ctrl-C, and saying so when the system's store has no CA certificate
+/// (the probe still runs: each certificate check then fails with a reason).
+pub(crate) fn tls_client(
+    trust: fastopen_tools::tls_client::Trust<'_>,
+    alpn_http: bool,
+) -> Result<fastopen_tools::tls_client::TlsClient, fastopen_tools::tls_client::TlsClientError> {
+    let client = fastopen_tools::tls_client::TlsClient::new(trust, alpn_http)?;
+    if client.trusts_nothing() {
+        errln!(
+            "tfo: no CA certificates found on this system (install ca-certificates), so no certificate will be trusted; give --ca FILE or --insecure"
+        );
+    }
+    Ok(client.cancel_on(Some(crate::interrupt::token())))
+}

@@ -49,8 +49,8 @@ fn status_of(err: &anyhow::Error, interrupted: bool) -> u8 {
 /// A connection that failed on the network (refused, reset, timed out) is
 /// the thing checked failing, not an environment error.
 fn is_network_failure(err: &(dyn std::error::Error + 'static)) -> bool {
-    if let Some(e) = err.downcast_ref::<crate::exchange::ExchangeError>() {
-        return !matches!(e, crate::exchange::ExchangeError::Cancelled(_));
+    if let Some(e) = err.downcast_ref::<fastopen_tools::exchange::ExchangeError>() {
+        return !matches!(e, fastopen_tools::exchange::ExchangeError::Cancelled(_));
     }
     match err.downcast_ref::<fastopen::Error>() {
         Some(

@@ -56,9 +56,22 @@ pub(crate) fn check() -> Result<(), Interrupted> {
     Ok(())
 }
 
-/// For [`crate::exchange::Limits::cancel`]: stop when Ctrl-C arrived.
+/// For [`fastopen_tools::exchange::Limits::cancel`]: stop when Ctrl-C arrived.
 pub(crate) fn cancel() -> Option<String> {
     requested().then(|| Interrupted.to_string())
+}
+
+/// An exchange's limits for the CLI: `timeout` from now, stopped by Ctrl-C
+/// (its connect's wait at once, the exchange within 100 ms).
+pub(crate) fn limits(
+    timeout: std::time::Duration,
+    until: fastopen_tools::exchange::Until,
+) -> fastopen_tools::exchange::Limits<'static> {
+    fastopen_tools::exchange::Limits {
+        cancel: &cancel,
+        token: Some(token()),
+        ..fastopen_tools::exchange::Limits::new(timeout, until)
+    }
 }
 
 /// A reader (a file, a FIFO, a pipe, standard input) whose every read waits

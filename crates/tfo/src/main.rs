@@ -11,9 +11,7 @@ mod addr;
 mod child;
 mod client_opts;
 mod cmd;
-mod exchange;
 mod exit;
-mod greeting;
 mod impairments;
 mod interrupt;
 mod keywatch;
@@ -25,7 +23,6 @@ mod probe_attempt;
 mod proxy;
 mod report;
 mod target;
-mod tls;
 mod wrap_shim;
 
 use std::process::ExitCode;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use fastopen::{Connector, ProbeAttempt};
 use serde::Serialize;
 
-use crate::exchange::{exchange, ExchangeError, Limits, Until};
+use crate::report::TlsFields;
 use crate::report::{self, OutcomeFields};
-use crate::tls::TlsFields;
+use fastopen_tools::exchange::{exchange, ExchangeError, Until};
 
 /// One connection of the probe, as `--json` reports it.
 #[derive(Debug, Serialize)]
@@ -35,7 +35,7 @@ pub(crate) fn attempt(
     request: &[u8],
     timeout: Duration,
 ) -> Result<(AttemptReport, ProbeAttempt), ExchangeError> {
-    let limits = Limits::new(timeout, Until::FirstByte);
+    let limits = crate::interrupt::limits(timeout, Until::FirstByte);
     let (outcome, first_reply) = match exchange(connector, addr, request, Until::FirstByte, &limits) {
         Ok(ex) => (ex.outcome, ex.first_byte),
         // Connected, but no reply in time: the outcome is still known.

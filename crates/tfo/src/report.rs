@@ -264,3 +264,31 @@ mod tests {
         }
     }
 }
+
+/// The TLS part of a probe connection, as `--json` reports it.
+#[derive(Debug, Serialize)]
+pub(crate) struct TlsFields {
+    pub(crate) client_hello_bytes: usize,
+    pub(crate) resumed: bool,
+    /// With --tls-early-data: `accepted`, `rejected`, `no_ticket`, `server_allows_none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) early_data: Option<&'static str>,
+    pub(crate) version: Option<&'static str>,
+    pub(crate) handshake_ms: Option<f64>,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) error: Option<String>,
+}
+
+impl From<&fastopen_tools::tls_client::TlsExchange> for TlsFields {
+    fn from(x: &fastopen_tools::tls_client::TlsExchange) -> TlsFields {
+        TlsFields {
+            client_hello_bytes: x.client_hello_bytes,
+            resumed: x.resumed,
+            early_data: x.early_data,
+            version: x.version,
+            handshake_ms: x.handshake.map(ms),
+            http_status: x.http_status,
+            error: x.error.clone(),
+        }
+    }
+}

@@ -493,7 +493,9 @@ fn demo_ends_on_ctrl_c_and_leaves_no_namespace() {
     std::thread::sleep(std::time::Duration::from_millis(500)); // inside the first 6 s request
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let status = wait_bounded(&mut child, std::time::Duration::from_secs(10), "tfo demo after SIGINT");
-    assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert_eq!(status.code(), Some(130), "{err}");
     assert!(namespaces().is_empty(), "left behind: {:?}", namespaces());
 }
 

@@ -13,14 +13,14 @@ use fastopen_lab::{Lab, LabConfig, LinkCounters};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::impairments::{split_rtt, Impairments};
 use crate::interrupt;
 use crate::labrun::{http_request_with, HttpMethod, NsServer};
 use crate::plot;
-use crate::tls::{TlsClient, Trust};
 use fastopen_tools::echo::Protocol;
+use fastopen_tools::exchange::{exchange, ExchangeError, Limits, Until};
 use fastopen_tools::latency::{Series, Summary};
+use fastopen_tools::tls_client::{TlsClient, Trust};
 
 /// Measure plain TCP against TFO over an emulated path (needs root).
 ///
@@ -329,7 +329,7 @@ fn measure(
     let cancel = || interrupt::cancel().or_else(|| lab.link_failure());
     // --tls: full handshakes for plain, cold and warm TFO; sessions resumed
     // with early data for the last series.
-    let full = TlsClient::new(Trust::Anything, true)?;
+    let full = TlsClient::new(Trust::Anything, true)?.cancel_on(Some(crate::interrupt::token()));
     let resumed = full.clone().with_early_data();
     let one = |connector: &Connector, mode: usize| {
         if args.tls {
@@ -338,9 +338,16 @@ fn measure(
         }
         if args.read_first {
             // The greeting of a server that speaks first, as an exchange.
-            return crate::greeting::read_greeting(connector, addr, timeout).map(Into::into).map_err(Into::into);
+            let limits = Limits { cancel: &cancel, ..crate::interrupt::limits(timeout, until) };
+            return fastopen_tools::greeting::read_greeting(connector, addr, &limits)
+                .map(Into::into)
+                .map_err(Into::into);
         }
-        let limits = Limits { cancel: &cancel, max_reply: request.len() + 64 * 1024, ..Limits::new(timeout, until) };
+        let limits = Limits {
+            cancel: &cancel,
+            max_reply: request.len() + 64 * 1024,
+            ..crate::interrupt::limits(timeout, until)
+        };
         exchange(connector, addr, &request, until, &limits)
     };
     let row = lab.client().run(|| -> anyhow::Result<Row> {
@@ -400,11 +407,11 @@ fn tls_request(
     addr: SocketAddr,
     request: &[u8],
     timeout: Duration,
-) -> Result<crate::exchange::Exchange, ExchangeError> {
+) -> Result<fastopen_tools::exchange::Exchange, ExchangeError> {
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let x = client.exchange(connector, addr, name, Some(request), timeout)?;
     match (x.answered, x.error, x.http_status) {
-        (Some(total), None, Some(status)) => Ok(crate::exchange::Exchange {
+        (Some(total), None, Some(status)) => Ok(fastopen_tools::exchange::Exchange {
             outcome: x.outcome,
             reply: format!("HTTP/1.1 {status}").into_bytes(),
             total,
@@ -441,7 +448,7 @@ impl Tally {
         *self.failures.entry(kind).or_insert(0) += 1;
     }
 
-    fn success(&mut self, mode: usize, ex: &crate::exchange::Exchange) {
+    fn success(&mut self, mode: usize, ex: &fastopen_tools::exchange::Exchange) {
         self.series[mode].record(ex.total);
         let o = &ex.outcome;
         match mode {

@@ -11,12 +11,12 @@ use fastopen_lab::parse::parse_duration;
 use fastopen_lab::{Lab, LabConfig, PathConfig};
 use serde::Serialize;
 
-use crate::exchange::{exchange, Limits, Until};
 use crate::exit::CheckFailed;
 use crate::interrupt;
 use crate::labrun::{http_request, ns_counters, NsServer};
 use crate::report::{self, ms};
 use fastopen_tools::echo::{ConnectionLog, Protocol};
+use fastopen_tools::exchange::{exchange, Until};
 
 use super::demo_replay;
 
@@ -120,10 +120,17 @@ struct StepResult {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // As root, before the lab is built: a Ctrl-C during its setup is then
+    // taken once it stands, and it is torn down (without the handler the
+    // signal would kill the process mid-setup). Without root, only after the
+    // namespace setup: the handler's thread must not exist before an
+    // unprivileged user namespace is entered (it needs a single thread).
+    if fastopen_lab::netns::is_root() {
+        interrupt::install_saying("the lab was torn down");
+    }
     let (setting, note) = Setting::build(&args)?;
-    // After the namespace setup: the handler's thread must not exist before
-    // an unprivileged user namespace is entered (it needs a single thread).
     interrupt::install_saying("the lab was torn down");
+    interrupt::check()?;
     let rtt = match &setting {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,
@@ -227,7 +234,7 @@ fn run_step(setting: &Setting, server: &mut NsServer, step: &Step, request: &[u8
     let connector = Connector::new().tfo(step.tfo);
     let req = request.to_vec();
     let (outcome, total, reply) = setting.client().run(move || {
-        let limits = Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::HttpResponse) };
+        let limits = interrupt::limits(Duration::from_secs(10), Until::HttpResponse);
         exchange(&connector, addr, &req, Until::HttpResponse, &limits).map(|ex| (ex.outcome, ex.total, ex.reply))
     })??;
     let server_log = server.next_log(Duration::from_secs(5));

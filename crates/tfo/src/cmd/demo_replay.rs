@@ -12,11 +12,11 @@ use fastopen_lab::{Lab, LabConfig, Middlebox, PathConfig};
 use fastopen_wire::timeline::Verdict;
 use serde::Serialize;
 
-use crate::exchange::{exchange, Limits, Until};
 use crate::interrupt;
 use crate::labrun::{ns_counters, NsServer};
 use crate::report::{self, ms};
 use fastopen_tools::echo::{ConnectionLog, EarlyData, Protocol};
+use fastopen_tools::exchange::{exchange, Until};
 
 /// The request whose duplicate would hurt.
 const REQUEST: &[u8] = b"transfer 100 EUR to Bob";
@@ -77,7 +77,7 @@ fn run_policy(
     let mut server = NsServer::start(lab.server(), addr, Protocol::Raw, None, limits)?;
     let request = |data: &'static [u8]| {
         lab.client().run(move || {
-            let limits = Limits { cancel: &interrupt::cancel, ..Limits::new(Duration::from_secs(10), Until::Eof) };
+            let limits = interrupt::limits(Duration::from_secs(10), Until::Eof);
             exchange(&Connector::new(), addr, data, Until::Eof, &limits).map(|ex| ex.outcome)
         })
     };

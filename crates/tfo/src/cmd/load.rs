@@ -15,8 +15,8 @@ use fastopen::FastOpenCounters;
 use serde::Serialize;
 
 use crate::client_opts::parse_timeout;
-use crate::tls::{TlsClient, Trust};
 use fastopen_tools::load::{self, Kind, KindStats, Plan, Protocol};
+use fastopen_tools::tls_client::Trust;
 
 /// Load a server with new connections, TFO or plain: requests/s, latency, errors.
 ///
@@ -342,8 +342,8 @@ fn target(args: &Args) -> anyhow::Result<(SocketAddr, Protocol)> {
         let host_header = uri.authority().map_or(host.to_string(), |a| a.as_str().to_string());
         let protocol = if https {
             let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
-            let server_name = crate::tls::server_name(Some(host), addr).map_err(anyhow::Error::msg)?;
-            let mut client = TlsClient::new(trust, true)?;
+            let server_name = fastopen_tools::tls_client::server_name(Some(host), addr).map_err(anyhow::Error::msg)?;
+            let mut client = crate::client_opts::tls_client(trust, true)?;
             if args.tls_early_data {
                 client = client.with_early_data();
             }

@@ -11,11 +11,12 @@ use serde::Serialize;
 
 use super::probe_many::{self, Pace};
 use crate::client_opts::{parse_timeout, Method};
-use crate::exchange::ExchangeError;
 use crate::probe_attempt::{attempt, AttemptReport};
+use crate::report::TlsFields;
 use crate::report::{self, OutcomeFields};
 use crate::target::{self, Family, Target};
-use crate::tls::{self, TlsClient, TlsFields, Trust};
+use fastopen_tools::exchange::{ExchangeError, Until};
+use fastopen_tools::tls_client::{self as tls, TlsClient, Trust};
 
 /// Does this server (and the path to it) support TFO? If not, where does it break?
 ///
@@ -315,7 +316,11 @@ impl Probe {
         let mut attempts = Vec::new();
         let mut greetings = Vec::new();
         for (kind, connector) in [("read_first_1", &tfo), ("read_first_2", &tfo), ("plain", &plain)] {
-            match crate::greeting::read_greeting(connector, addr, self.timeout) {
+            match fastopen_tools::greeting::read_greeting(
+                connector,
+                addr,
+                &crate::interrupt::limits(self.timeout, Until::FirstByte),
+            ) {
                 Ok(g) => {
                     let trips =
                         g.round_trips().map_or(String::new(), |n| format!(", greeting after {n:.2} round trips"));
@@ -336,7 +341,8 @@ impl Probe {
             }
         }
         let (second, plain) = (&greetings[1], &greetings[2]);
-        let trips = |g: &crate::greeting::Greeting| g.round_trips().map_or("?".to_string(), |n| format!("{n:.2}"));
+        let trips =
+            |g: &fastopen_tools::greeting::Greeting| g.round_trips().map_or("?".to_string(), |n| format!("{n:.2}"));
         let (verdict, explanation) = match (second.outcome.cookie_only_syn, second.with_handshake()) {
             (true, Some(true)) => (
                 "answers_in_syn_recv",
@@ -433,7 +439,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tls = if args.tls {
         let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
-        let client = TlsClient::new(trust, args.http)?;
+        let client = crate::client_opts::tls_client(trust, args.http)?;
         let client = if args.tls_early_data { client.with_early_data() } else { client };
         Some((client, args.sni.clone()))
     } else {

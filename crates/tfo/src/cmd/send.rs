@@ -11,10 +11,10 @@ use fastopen::Connector;
 use serde::Serialize;
 
 use crate::client_opts::{parse_timeout, Method};
-use crate::exchange::{exchange, ExchangeError, Limits, Until};
 use crate::exit::CheckFailed;
 use crate::report::OutcomeFields;
 use crate::{addr, report};
+use fastopen_tools::exchange::{exchange, ExchangeError, Limits, Until};
 
 /// Send data with TCP Fast Open and say whether the data rode in the SYN.
 ///
@@ -105,8 +105,9 @@ struct ReadFirstReport {
 fn read_first(args: &Args) -> anyhow::Result<ExitCode> {
     let connector = Connector::new().tfo(!args.no_tfo).strict(args.strict);
     let started = std::time::Instant::now();
-    let g = crate::greeting::read_greeting(&connector, args.addr, args.timeout).map_err(|e| match e {
-        crate::greeting::GreetingError::Silent { .. } => anyhow::Error::new(CheckFailed(e.to_string())),
+    let limits = crate::interrupt::limits(args.timeout, Until::FirstByte);
+    let g = fastopen_tools::greeting::read_greeting(&connector, args.addr, &limits).map_err(|e| match e {
+        fastopen_tools::greeting::GreetingError::Silent { .. } => anyhow::Error::new(CheckFailed(e.to_string())),
         e => anyhow::Error::new(e),
     })?;
     let reply = match &args.data {
@@ -243,7 +244,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .strict(args.strict)
         .no_cookie(args.no_cookie)
         .connect_timeout(Some(timeout));
-    let limits = Limits { max_reply: MAX_REPLY, ..Limits::new(timeout, Until::Eof) };
+    let limits = Limits { max_reply: MAX_REPLY, ..crate::interrupt::limits(timeout, Until::Eof) };
     let ex = match exchange(&connector, args.addr, &data, Until::Eof, &limits) {
         Ok(ex) => ex,
         Err(e) => {

@@ -8,7 +8,8 @@
 //!   server that sends a byte a second cannot keep it going);
 //! - **a bounded reply** (`max_reply`);
 //! - **cancellable**: `cancel` is asked at least every 100 ms (Ctrl-C, a failed
-//!   link), so a caller stops within a fraction of a second.
+//!   link), so a caller stops within a fraction of a second, and `token`
+//!   (the caller's [`fastopen::Cancel`]) ends a connect's wait at once.
 //!
 //! The first [`FIRST_DATA`] bytes go to [`Connector::connect`] (the part that
 //! can ride in the SYN); the rest is written as the socket takes it.
@@ -23,14 +24,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Bytes of the request handed to `connect` (more than any SYN carries, and
 /// small enough to fit a socket's send buffer at once).
-pub(crate) const FIRST_DATA: usize = 16 * 1024;
+pub const FIRST_DATA: usize = 16 * 1024;
 
 /// Longest wait between two checks of `cancel`.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// When the reply is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Until {
+pub enum Until {
     /// The server closes (after our request and half-close).
     Eof,
     /// This many bytes arrived (a raw echo).
@@ -42,45 +43,64 @@ pub(crate) enum Until {
 }
 
 /// What an exchange may do.
-pub(crate) struct Limits<'a> {
+pub struct Limits<'a> {
     /// The whole exchange ends by then.
-    pub(crate) deadline: Instant,
+    pub deadline: Instant,
     /// Largest reply kept.
-    pub(crate) max_reply: usize,
+    pub max_reply: usize,
     /// Half-close after the request (`Until::Eof` servers wait for it).
-    pub(crate) half_close: bool,
+    pub half_close: bool,
     /// Asked every 100 ms at most: `Some(why)` stops the exchange.
-    pub(crate) cancel: &'a dyn Fn() -> Option<String>,
+    pub cancel: &'a dyn Fn() -> Option<String>,
+    /// Ends the connect's wait when cancelled (the CLI's Ctrl-C).
+    pub token: Option<fastopen::Cancel>,
+}
+
+impl std::fmt::Debug for Limits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("deadline", &self.deadline)
+            .field("max_reply", &self.max_reply)
+            .field("half_close", &self.half_close)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Limits<'_> {
+    /// Why to stop now, if the caller says so (`cancel`) or its token was cancelled.
+    pub fn stop(&self) -> Option<String> {
+        (self.cancel)().or_else(|| self.token.as_ref().filter(|t| t.is_cancelled()).map(|_| "cancelled".to_string()))
+    }
+
     /// A deadline `timeout` from now, nothing else.
-    pub(crate) fn new(timeout: Duration, until: Until) -> Limits<'static> {
+    pub fn new(timeout: Duration, until: Until) -> Limits<'static> {
         Limits {
             deadline: Instant::now() + timeout,
             max_reply: 64 << 20,
             half_close: until == Until::Eof,
             cancel: &|| None,
+            token: None,
         }
     }
 }
 
 /// A completed exchange.
 #[derive(Debug)]
-pub(crate) struct Exchange {
-    pub(crate) outcome: ClientOutcome,
-    pub(crate) reply: Vec<u8>,
+pub struct Exchange {
+    pub outcome: ClientOutcome,
+    pub reply: Vec<u8>,
     /// From the start of the connect to the complete reply.
-    pub(crate) total: Duration,
+    pub total: Duration,
     /// From the start of the connect to the first reply byte.
-    pub(crate) first_byte: Option<Duration>,
+    pub first_byte: Option<Duration>,
     /// Over TLS: the request went as early data and the server took it.
-    pub(crate) early_data_accepted: bool,
+    pub early_data_accepted: bool,
 }
 
 /// Why an exchange did not complete.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ExchangeError {
+pub enum ExchangeError {
     /// Connecting failed (refused, unreachable, no SYN-ACK in time, strict mode).
     #[error(transparent)]
     Connect(#[from] fastopen::Error),
@@ -121,7 +141,7 @@ pub(crate) enum ExchangeError {
 
 impl ExchangeError {
     /// The part of the reply that came before the failure.
-    pub(crate) fn partial_reply(&self) -> &[u8] {
+    pub fn partial_reply(&self) -> &[u8] {
         match self {
             ExchangeError::Timeout { partial, .. } | ExchangeError::Closed { partial, .. } => partial,
             _ => &[],
@@ -129,7 +149,7 @@ impl ExchangeError {
     }
 
     /// The connection's TFO outcome, when it was made before the failure.
-    pub(crate) fn outcome(&self) -> Option<&ClientOutcome> {
+    pub fn outcome(&self) -> Option<&ClientOutcome> {
         match self {
             ExchangeError::Timeout { outcome, .. } => Some(outcome),
             _ => None,
@@ -137,7 +157,7 @@ impl ExchangeError {
     }
 
     /// A short stable name of the kind, for reports counting failures.
-    pub(crate) fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             ExchangeError::Connect(e) => connect_kind(e),
             ExchangeError::Timeout { .. } => "timeout",
@@ -152,7 +172,7 @@ impl ExchangeError {
 }
 
 /// The stable name of a failed connect: `connect_timeout`, `refused` or `connect_failed`.
-pub(crate) fn connect_kind(e: &fastopen::Error) -> &'static str {
+pub fn connect_kind(e: &fastopen::Error) -> &'static str {
     match e {
         fastopen::Error::ConnectTimeout { .. } => "connect_timeout",
         fastopen::Error::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => "refused",
@@ -161,7 +181,7 @@ pub(crate) fn connect_kind(e: &fastopen::Error) -> &'static str {
 }
 
 /// Is `reply` complete?
-pub(crate) fn complete(reply: &[u8], until: Until) -> bool {
+pub fn complete(reply: &[u8], until: Until) -> bool {
     match until {
         Until::Eof => false,
         Until::Bytes(n) => reply.len() >= n,
@@ -172,7 +192,7 @@ pub(crate) fn complete(reply: &[u8], until: Until) -> bool {
 
 /// Connects with `connector` (the first part of `request` in the SYN when it
 /// can), sends the rest while reading, and returns when the reply is complete.
-pub(crate) fn exchange(
+pub fn exchange(
     connector: &Connector,
     addr: SocketAddr,
     request: &[u8],
@@ -181,14 +201,12 @@ pub(crate) fn exchange(
 ) -> Result<Exchange, ExchangeError> {
     let start = Instant::now();
     let timeout = limits.deadline.saturating_duration_since(start);
-    if let Some(why) = (limits.cancel)() {
+    if let Some(why) = limits.stop() {
         return Err(ExchangeError::Cancelled(why));
     }
     let first = &request[..request.len().min(FIRST_DATA)];
-    let connector = connector
-        .clone()
-        .connect_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .cancel_on(Some(crate::interrupt::token()));
+    let connector =
+        connector.clone().connect_timeout(Some(timeout.max(Duration::from_millis(1)))).cancel_on(limits.token.clone());
     let (stream, outcome) = connector.connect(addr, first)?;
     stream.set_nonblocking(true).map_err(|source| ExchangeError::Io {
         what: "setting up the connection to",
@@ -210,7 +228,7 @@ pub(crate) fn exchange(
         if x.receive_what_came(until, limits.max_reply)? {
             return Ok(done(outcome, x.reply, start, x.first_byte));
         }
-        if let Some(why) = (limits.cancel)() {
+        if let Some(why) = limits.stop() {
             return Err(ExchangeError::Cancelled(why));
         }
         let left = limits.deadline.saturating_duration_since(Instant::now());
@@ -333,7 +351,7 @@ mod tests {
         assert!(complete(b"abc", Until::Bytes(3)) && !complete(b"ab", Until::Bytes(3)));
         assert!(complete(b"x", Until::FirstByte) && !complete(b"", Until::FirstByte));
         assert!(!complete(b"anything", Until::Eof));
-        let resp = fastopen_tools::echo::http_response(200, "OK", b"hello");
+        let resp = crate::connection::http_response(200, "OK", b"hello");
         assert!(complete(&resp, Until::HttpResponse));
         assert!(!complete(&resp[..resp.len() - 1], Until::HttpResponse));
         let mut with_continue = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();

@@ -1,7 +1,8 @@
-//! TLS over TFO for `tfo probe --tls`: the ClientHello is the data that rides
-//! in the SYN, then the handshake (and an HTTPS request, with `--http`) runs
-//! on the connection under one deadline. rustls does the TLS; what is ours is
-//! putting its first flight into `Connector::connect`.
+//! TLS over TFO, the blocking client of `tfo probe --tls` and `tfo send`:
+//! the ClientHello (and, on a resumed session, the request as TLS 1.3 early
+//! data) is the data that rides in the SYN, then the handshake (and an HTTPS
+//! request) runs on the connection under one deadline. rustls does the TLS;
+//! what is ours is putting its first flight into `Connector::connect`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use fastopen::{ClientOutcome, Connector};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
@@ -17,7 +17,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::Serialize;
 
 /// The largest `--ca` file read (a system bundle is about 220 KiB).
 const CA_FILE_LIMIT: u64 = 8 << 20;
@@ -28,13 +27,42 @@ const SESSIONS_KEPT: usize = 256;
 
 /// How `tfo probe` talks TLS: one configuration for every connection.
 #[derive(Debug, Clone)]
-pub(crate) struct TlsClient {
+pub struct TlsClient {
     config: Arc<ClientConfig>,
+    /// The system's store was asked for and had no CA certificate.
+    trusts_nothing: bool,
+    /// Ends a connect's wait when cancelled.
+    token: Option<fastopen::Cancel>,
+}
+
+/// Why a TLS client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsClientError {
+    /// The `--ca` file could not be read.
+    #[error("cannot read the CA file {path}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The `--ca` file is not PEM, or holds no usable CA certificate.
+    #[error("{path} {why}")]
+    CaContent {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
 }
 
 /// Which certificates to trust.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Trust<'a> {
+pub enum Trust<'a> {
     /// The system's CA store (/etc/ssl/certs and friends).
     System,
     /// Only the CAs in this PEM file (`--ca`).
@@ -46,7 +74,7 @@ pub(crate) enum Trust<'a> {
 impl<'a> Trust<'a> {
     /// From `--ca FILE` and `--insecure` (clap keeps them apart): the file
     /// if given, else anything if insecure, else the system's store.
-    pub(crate) fn from_flags(ca: Option<&'a Path>, insecure: bool) -> Trust<'a> {
+    pub fn from_flags(ca: Option<&'a Path>, insecure: bool) -> Trust<'a> {
         match (ca, insecure) {
             (Some(path), _) => Trust::CaFile(path),
             (None, true) => Trust::Anything,
@@ -58,9 +86,10 @@ impl<'a> Trust<'a> {
 impl TlsClient {
     /// A client trusting `trust`. Each connection makes a full handshake (no
     /// resumption), so the three connections of a probe compare like with like.
-    pub(crate) fn new(trust: Trust<'_>, alpn_http: bool) -> anyhow::Result<TlsClient> {
+    pub fn new(trust: Trust<'_>, alpn_http: bool) -> Result<TlsClient, TlsClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let mut trusts_nothing = false;
         let mut config = match trust {
             Trust::Anything => builder
                 .dangerous()
@@ -70,30 +99,22 @@ impl TlsClient {
                 let found = rustls_native_certs::load_native_certs();
                 let mut roots = RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    // Still probe: TFO's verdict stands, and each certificate
-                    // check fails with a reason that says what to do.
-                    errln!(
-                        "tfo: no CA certificates found on this system (install ca-certificates), so no certificate will be trusted; give --ca FILE or --insecure"
-                    );
-                }
+                // Still probe: TFO's verdict stands, and each certificate
+                // check fails with a reason that says what to do.
+                trusts_nothing = added == 0;
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
             Trust::CaFile(path) => {
                 let mut roots = RootCertStore::empty();
                 let pem = fastopen::keyfile::read_bounded(path, CA_FILE_LIMIT)
-                    .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+                    .map_err(|source| TlsClientError::CaFile { path: path.to_path_buf(), source })?;
+                let bad = |why: String| TlsClientError::CaContent { path: path.to_path_buf(), why };
                 for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("a certificate in {} is not usable as a CA", path.display()))?;
+                    let cert = cert.map_err(|e| bad(format!("is not a PEM certificate file: {e}")))?;
+                    roots.add(cert).map_err(|e| bad(format!("holds a certificate not usable as a CA: {e}")))?;
                 }
                 if roots.is_empty() {
-                    anyhow::bail!(
-                        "{} holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)",
-                        path.display()
-                    );
+                    return Err(bad("holds no certificate (it must be PEM: -----BEGIN CERTIFICATE-----)".into()));
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
@@ -102,22 +123,33 @@ impl TlsClient {
         if alpn_http {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
-        Ok(TlsClient { config: Arc::new(config) })
+        Ok(TlsClient { config: Arc::new(config), trusts_nothing, token: None })
+    }
+
+    /// Whether the system's store had no CA certificate, so no server's
+    /// certificate will be trusted (install ca-certificates, or give a CA).
+    pub fn trusts_nothing(&self) -> bool {
+        self.trusts_nothing
+    }
+
+    /// The same client, whose connects end when `token` is cancelled.
+    pub fn cancel_on(self, token: Option<fastopen::Cancel>) -> TlsClient {
+        TlsClient { token, ..self }
     }
 
     /// The same client, resuming sessions (tickets kept in memory per server
     /// name) and sending early data on a resumed session when the ticket
     /// allows it (TLS 1.3 0-RTT). Early data can be replayed: only for
     /// requests that are safe to run twice.
-    pub(crate) fn with_early_data(self) -> TlsClient {
+    pub fn with_early_data(self) -> TlsClient {
         let mut config = Arc::unwrap_or_clone(self.config);
         config.resumption = Resumption::in_memory_sessions(SESSIONS_KEPT);
         config.enable_early_data = true;
-        TlsClient { config: Arc::new(config) }
+        TlsClient { config: Arc::new(config), ..self }
     }
 
     /// The rustls configuration (for `tfo load`'s async connections).
-    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+    pub fn config(&self) -> Arc<ClientConfig> {
         self.config.clone()
     }
 
@@ -125,7 +157,7 @@ impl TlsClient {
     /// it, the handshake, then `request` if any, until the first byte of its
     /// answer. Fails only when no connection was made; what happened after is
     /// in the result.
-    pub(crate) fn exchange(
+    pub fn exchange(
         &self,
         connector: &Connector,
         addr: SocketAddr,
@@ -159,11 +191,8 @@ impl TlsClient {
             _ => false,
         };
         write_tls(&mut conn, &mut hello)?;
-        let (stream, outcome) = connector
-            .clone()
-            .connect_timeout(Some(timeout))
-            .cancel_on(Some(crate::interrupt::token()))
-            .connect(addr, &hello)?;
+        let (stream, outcome) =
+            connector.clone().connect_timeout(Some(timeout)).cancel_on(self.token.clone()).connect(addr, &hello)?;
         // rustls writes a flight in several records: without this, Nagle holds
         // the last one for the server's delayed ACK (40 ms) and the timing lies.
         stream.set_nodelay(true).map_err(|source| fastopen::Error::Io { what: "setting TCP_NODELAY", source })?;
@@ -212,7 +241,7 @@ fn finish(
         conn.complete_io(wire)?;
     }
     done.handshake = Some(wire.start.elapsed());
-    done.version = conn.protocol_version().map(fastopen_tools::tls_serve::version_name);
+    done.version = conn.protocol_version().map(crate::tls_serve::version_name);
     let Some(request) = request else { return Ok(()) };
     let sent_early = done.early_data_sent && conn.is_early_data_accepted();
     let mut tls = rustls::Stream::new(conn, wire);
@@ -229,7 +258,7 @@ fn finish(
         }
     }
     done.answered = Some(tls.sock.start.elapsed());
-    done.http_status = status_code(&head);
+    done.http_status = fastopen_wire::http::status_code(&head);
     if done.http_status.is_none() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "the answer to the HTTPS request is not HTTP/1.x"));
     }
@@ -245,76 +274,40 @@ fn finish(
 
 /// What one TLS connection did.
 #[derive(Debug)]
-pub(crate) struct TlsExchange {
-    pub(crate) outcome: ClientOutcome,
+pub struct TlsExchange {
+    pub outcome: ClientOutcome,
     /// The ClientHello.
-    pub(crate) client_hello_bytes: usize,
+    pub client_hello_bytes: usize,
     /// The first flight: the ClientHello and any early data (what TFO could
     /// put in the SYN).
-    pub(crate) first_flight_bytes: usize,
+    pub first_flight_bytes: usize,
     /// The request went as TLS 1.3 early data, in the first flight.
-    pub(crate) early_data_sent: bool,
+    pub early_data_sent: bool,
     /// The handshake resumed a session.
-    pub(crate) resumed: bool,
+    pub resumed: bool,
     /// With early data on and a request: `accepted`, `rejected` (sent again
     /// after the handshake), `no_ticket`, `server_allows_none`.
-    pub(crate) early_data: Option<&'static str>,
+    pub early_data: Option<&'static str>,
     /// From the start of the connect to the first byte from the server.
-    pub(crate) first_byte: Option<Duration>,
+    pub first_byte: Option<Duration>,
     /// From the start of the connect to the end of the handshake.
-    pub(crate) handshake: Option<Duration>,
+    pub handshake: Option<Duration>,
     /// From the start of the connect to the answer's status line (with a request).
-    pub(crate) answered: Option<Duration>,
-    pub(crate) version: Option<&'static str>,
-    pub(crate) http_status: Option<u16>,
+    pub answered: Option<Duration>,
+    pub version: Option<&'static str>,
+    pub http_status: Option<u16>,
     /// Why TLS (or the request over it) did not complete.
-    pub(crate) error: Option<String>,
-}
-
-/// The TLS part of a probe connection, as `--json` reports it.
-#[derive(Debug, Serialize)]
-pub(crate) struct TlsFields {
-    pub(crate) client_hello_bytes: usize,
-    pub(crate) resumed: bool,
-    /// With --tls-early-data: `accepted`, `rejected`, `no_ticket`, `server_allows_none`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) early_data: Option<&'static str>,
-    pub(crate) version: Option<&'static str>,
-    pub(crate) handshake_ms: Option<f64>,
-    pub(crate) http_status: Option<u16>,
-    pub(crate) error: Option<String>,
-}
-
-impl From<&TlsExchange> for TlsFields {
-    fn from(x: &TlsExchange) -> TlsFields {
-        TlsFields {
-            client_hello_bytes: x.client_hello_bytes,
-            resumed: x.resumed,
-            early_data: x.early_data,
-            version: x.version,
-            handshake_ms: x.handshake.map(crate::report::ms),
-            http_status: x.http_status,
-            error: x.error.clone(),
-        }
-    }
+    pub error: Option<String>,
 }
 
 /// The name a server is asked for (SNI): the target's name, or its address.
-pub(crate) fn server_name(name: Option<&str>, addr: SocketAddr) -> Result<ServerName<'static>, String> {
+pub fn server_name(name: Option<&str>, addr: SocketAddr) -> Result<ServerName<'static>, String> {
     match name {
         Some(name) => {
             ServerName::try_from(name.to_string()).map_err(|e| format!("{name:?} cannot be sent as SNI: {e}"))
         }
         None => Ok(ServerName::IpAddress(addr.ip().into())),
     }
-}
-
-/// `HTTP/1.1 200 OK` → 200.
-fn status_code(head: &[u8]) -> Option<u16> {
-    let line = head.split(|&b| b == b'\n').next()?;
-    let mut words = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
-    words.next().filter(|v| v.starts_with("HTTP/1."))?;
-    words.next()?.parse().ok().filter(|c| (100..600).contains(c))
 }
 
 /// One line on why TLS failed, and what to do when the certificate is the cause.
@@ -429,15 +422,6 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nx"), Some(404));
-        for bad in [&b""[..], b"SSH-2.0-OpenSSH\r\n", b"HTTP/1.1 abc\r\n", b"HTTP/1.1 999 x\r\n", b"\xff\xfe"] {
-            assert_eq!(status_code(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn names_for_sni() {

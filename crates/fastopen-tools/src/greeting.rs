@@ -16,38 +16,40 @@ use std::time::{Duration, Instant};
 use fastopen::{ClientOutcome, Connector};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::exchange::{Limits, CHECK_EVERY};
+
 /// The most of a greeting kept (the first line, or this much).
-pub(crate) const MAX_GREETING: usize = 64 * 1024;
+pub const MAX_GREETING: usize = 64 * 1024;
 
 /// A greeting read.
 #[derive(Debug)]
-pub(crate) struct Greeting {
-    pub(crate) outcome: ClientOutcome,
+pub struct Greeting {
+    pub outcome: ClientOutcome,
     /// Its first line (or what came, up to [`MAX_GREETING`]).
-    pub(crate) text: Vec<u8>,
+    pub text: Vec<u8>,
     /// From the start of the connect to the greeting's first byte.
-    pub(crate) after: Duration,
+    pub after: Duration,
     /// The kernel's RTT of the connection (from the SYN-ACK), if it says.
-    pub(crate) rtt: Option<Duration>,
-    pub(crate) stream: TcpStream,
+    pub rtt: Option<Duration>,
+    pub stream: TcpStream,
 }
 
 impl Greeting {
     /// The time to the greeting in round trips of the connection.
-    pub(crate) fn round_trips(&self) -> Option<f64> {
+    pub fn round_trips(&self) -> Option<f64> {
         self.rtt.filter(|r| !r.is_zero()).map(|r| self.after.as_secs_f64() / r.as_secs_f64())
     }
 
     /// Whether the greeting came with the handshake (within 1.5 round trips):
     /// the server made the connection on the SYN and spoke in SYN_RECV.
-    pub(crate) fn with_handshake(&self) -> Option<bool> {
+    pub fn with_handshake(&self) -> Option<bool> {
         self.round_trips().map(|n| n < 1.5)
     }
 }
 
 /// Why no greeting was read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum GreetingError {
+pub enum GreetingError {
     #[error(transparent)]
     Connect(#[from] fastopen::Error),
     #[error("{addr} sent no greeting within {:.1} s: it does not speak first (or is slow; --timeout sets the wait)", timeout.as_secs_f64())]
@@ -66,7 +68,7 @@ pub(crate) enum GreetingError {
 
 impl GreetingError {
     /// A short stable name of the kind, for reports.
-    pub(crate) fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             GreetingError::Connect(e) => crate::exchange::connect_kind(e),
             GreetingError::Silent { .. } => "no_greeting",
@@ -106,15 +108,14 @@ impl From<GreetingError> for crate::exchange::ExchangeError {
     }
 }
 
-/// Connects read-first to `addr` and reads the greeting, all within `timeout`.
-pub(crate) fn read_greeting(
-    connector: &Connector,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<Greeting, GreetingError> {
+/// Connects read-first to `addr` and reads the greeting, all by
+/// `limits.deadline`; `limits.cancel` and `limits.token` stop it (the
+/// token's descriptor wakes the wait at once).
+pub fn read_greeting(connector: &Connector, addr: SocketAddr, limits: &Limits<'_>) -> Result<Greeting, GreetingError> {
     let started = Instant::now();
-    let deadline = started + timeout;
-    let connector = connector.clone().connect_timeout(Some(timeout)).cancel_on(Some(crate::interrupt::token()));
+    let deadline = limits.deadline;
+    let timeout = deadline.saturating_duration_since(started).max(Duration::from_millis(1));
+    let connector = connector.clone().connect_timeout(Some(timeout)).cancel_on(limits.token.clone());
     let (stream, outcome) = connector.connect_read_first(addr)?;
     let rtt = fastopen::read_tcp_info(&stream).ok().and_then(|i| i.rtt_us).map(|us| Duration::from_micros(us.into()));
     let io = |source| GreetingError::Io { addr, source };
@@ -139,7 +140,7 @@ pub(crate) fn read_greeting(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io(e)),
         }
-        if let Some(why) = crate::interrupt::cancel() {
+        if let Some(why) = limits.stop() {
             return Err(GreetingError::Cancelled(why));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -149,9 +150,12 @@ pub(crate) fn read_greeting(
             }
             break;
         }
-        let token = crate::interrupt::token();
-        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN), PollFd::new(token.fd(), PollFlags::POLLIN)];
-        let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = vec![PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+        if let Some(token) = &limits.token {
+            fds.push(PollFd::new(token.fd(), PollFlags::POLLIN));
+        }
+        // At most CHECK_EVERY, so that `cancel` is asked as often as the exchange asks it.
+        let wait = PollTimeout::try_from(left.min(CHECK_EVERY)).unwrap_or(PollTimeout::MAX);
         match nix::poll::poll(&mut fds, wait) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(io(e.into())),
