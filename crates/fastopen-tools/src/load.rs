@@ -491,9 +491,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 /// A `GET` that names its request number, so an echoing server's reply is
 /// this request's and no other's.
 fn http_request(host: &str, path: &str, i: u64) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-load\r\nX-Tfo-Load: {i}\r\nConnection: close\r\n\r\n"
-    )
+    http_reply::request_head("GET", path, host, "tfo-load", &[("X-Tfo-Load", &i.to_string()), ("Connection", "close")])
 }
 
 /// A correct reply: 2xx, the whole body (by its length, its last chunk or

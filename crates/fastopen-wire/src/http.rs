@@ -27,6 +27,29 @@ pub struct Whole {
     pub body: (usize, usize),
 }
 
+/// An HTTP/1.1 request head, the one way tfokit's clients build one:
+/// `METHOD PATH HTTP/1.1`, `Host`, `User-Agent`, then `headers` in order,
+/// and the blank line. A CR or LF in any part is dropped, so no value can
+/// end the head early or add a header of its own.
+pub fn request_head(method: &str, path: &str, host: &str, agent: &str, headers: &[(&str, &str)]) -> String {
+    let clean = |s: &str| s.chars().filter(|c| *c != '\r' && *c != '\n').collect::<String>();
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n",
+        clean(method),
+        clean(path),
+        clean(host),
+        clean(agent)
+    );
+    for (name, value) in headers {
+        head.push_str(&clean(name));
+        head.push_str(": ");
+        head.push_str(&clean(value));
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// The status code of the response whose head begins `bytes`, as soon as
 /// its status line has come (the rest of the head may still be on its way):
 /// `HTTP/1.1 200 OK\r\n` gives 200. `None` before that, or when it is not
@@ -273,6 +296,16 @@ pub fn examine_request(buf: &[u8], max_body: usize) -> HttpRequest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_heads_are_built_one_way_and_cannot_be_split() {
+        let head = request_head("GET", "/x", "h:80", "tfo-test", &[("Connection", "close")]);
+        assert_eq!(head, "GET /x HTTP/1.1\r\nHost: h:80\r\nUser-Agent: tfo-test\r\nConnection: close\r\n\r\n");
+        assert!(matches!(examine_request(head.as_bytes(), 0), HttpRequest::Complete { .. }));
+        let hostile = request_head("GET", "/", "h\r\nX-Evil: 1", "a", &[("B", "c\r\n\r\nGET /")]);
+        assert_eq!(hostile.matches("\r\n").count(), 5, "{hostile:?}");
+        assert!(!hostile.contains("\r\nX-Evil"));
+    }
+
     use super::*;
 
     #[test]

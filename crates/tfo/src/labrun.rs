@@ -2,6 +2,7 @@
 //! answers: shared by `tfo bench` and `tfo demo` (the client side is
 //! [`crate::exchange`]).
 
+use fastopen_wire::http::request_head;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -100,9 +101,9 @@ pub(crate) fn http_request_with(method: HttpMethod, host: SocketAddr, size: usiz
     match method {
         HttpMethod::Get => http_request(host, size),
         HttpMethod::Post => {
-            let head = |len: usize| {
-                format!("POST / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\nContent-Length: {len}\r\n\r\n")
-            };
+            let host = host.to_string();
+            let head =
+                |len: usize| request_head("POST", "/", &host, "tfo-bench", &[("Content-Length", &len.to_string())]);
             // The head's length depends on the digits of the body's length.
             let mut body_len = size.saturating_sub(head(0).len());
             while head(body_len).len() + body_len > size && body_len > 0 {
@@ -127,16 +128,12 @@ pub(crate) enum HttpMethod {
 
 /// An HTTP GET of exactly `size` bytes (at least the minimal request), padded with a header.
 pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
-    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-bench\r\n");
-    let minimal = head.len() + 2;
-    let mut req = head.into_bytes();
-    if size > minimal + 10 {
-        req.extend_from_slice(b"X-Pad: ");
-        req.extend(std::iter::repeat_n(b'a', size - minimal - 9));
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"\r\n");
-    req
+    let host = host.to_string();
+    let minimal = request_head("GET", "/", &host, "tfo-bench", &[]).len();
+    // "X-Pad: " and its CRLF are 9 bytes.
+    let pad = if size > minimal + 10 { "a".repeat(size - minimal - 9) } else { String::new() };
+    let headers: &[(&str, &str)] = if pad.is_empty() { &[] } else { &[("X-Pad", &pad)] };
+    request_head("GET", "/", &host, "tfo-bench", headers).into_bytes()
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ impl Probe {
             Some(name) => format!("{name}:{}", addr.port()),
             None => addr.to_string(),
         };
-        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tfo-probe\r\nConnection: close\r\n\r\n").into_bytes()
+        fastopen_wire::http::request_head("GET", "/", &host, "tfo-probe", &[("Connection", "close")]).into_bytes()
     }
 
     /// One connection, plain or TLS.
