@@ -294,13 +294,16 @@ async fn client(
 ) -> BTreeMap<Kind, KindStats> {
     let mut stats: BTreeMap<Kind, KindStats> = BTreeMap::new();
     let end = started + plan.duration;
-    // The run's end: its duration, or Ctrl-C, whichever comes first.
-    let run_over = || async {
+    // The run's end: its duration, or Ctrl-C, whichever comes first. One
+    // future for the client's whole life, polled beside each request: its
+    // timer and its wake-up are registered once, not once per request.
+    let run_over = async {
         tokio::select! {
             () = tokio::time::sleep_until(end.into()) => {}
             () = cancel.cancelled() => {}
         }
     };
+    tokio::pin!(run_over);
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.requests || cancel.is_cancelled() || Instant::now() >= end {
@@ -312,7 +315,7 @@ async fn client(
                 if due >= end {
                     // The schedule has nothing more within the duration: the
                     // run still lasts it (a rate is requests per second of it).
-                    run_over().await;
+                    (&mut run_over).await;
                     break;
                 }
                 tokio::select! {
@@ -332,7 +335,7 @@ async fn client(
         let deadline = Instant::now() + plan.timeout;
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i)) => r.unwrap_or(Err(Failure::Timeout)),
-            () = run_over() => Err(Failure::Cancelled),
+            () = &mut run_over => Err(Failure::Cancelled),
         };
         match result {
             Ok(Answered { in_syn, tls }) => {

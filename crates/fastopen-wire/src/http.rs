@@ -32,7 +32,13 @@ pub struct Whole {
 /// and the blank line. A CR or LF in any part is dropped, so no value can
 /// end the head early or add a header of its own.
 pub fn request_head(method: &str, path: &str, host: &str, agent: &str, headers: &[(&str, &str)]) -> String {
-    let clean = |s: &str| s.chars().filter(|c| *c != '\r' && *c != '\n').collect::<String>();
+    fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+        if s.contains(['\r', '\n']) {
+            s.replace(['\r', '\n'], "").into()
+        } else {
+            s.into()
+        }
+    }
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n",
         clean(method),

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket};
 
 use crate::kernel::KernelFeatures;
 use crate::outcome::{Attempt, ClientMethod, ClientOutcome, FailReason};
@@ -319,9 +319,8 @@ impl Connector {
     /// kernel will take it, or with `read_first` the cached cookie in a SYN
     /// without data. Never blocks.
     pub(crate) fn start(&self, addr: SocketAddr, first_data: &[u8], read_first: bool) -> Result<Started> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(Error::io("creating the client socket"))?;
-        socket.set_nonblocking(true).map_err(Error::io("making the socket non-blocking"))?;
+        let socket =
+            sys::nonblocking_tcp_socket(Domain::for_address(addr)).map_err(Error::io("creating the client socket"))?;
         if let Some(mark) = self.mark {
             socket.set_mark(mark).map_err(Error::io("setting SO_MARK"))?;
         }
@@ -382,8 +381,15 @@ impl Connector {
             return Err(Error::Connect { addr, source });
         }
         let connect_time = started_at.elapsed();
-        let info = read_tcp_info(socket)?;
-        let outcome = ClientOutcome::derive(attempt, &info, KernelFeatures::current(), first_data_len, connect_time);
+        let outcome = match attempt {
+            // TFO was not tried: the reason is known, no TCP_INFO to read
+            // (one system call less per plain connection).
+            Attempt::Skipped(reason) => ClientOutcome::skipped(reason, first_data_len, connect_time),
+            _ => {
+                let info = read_tcp_info(socket)?;
+                ClientOutcome::derive(attempt, &info, KernelFeatures::current(), first_data_len, connect_time)
+            }
+        };
         if self.strict {
             match outcome.fail_reason {
                 None

@@ -167,6 +167,19 @@ impl ClientOutcome {
         self.fail_reason.is_none() && self.bytes_in_syn > 0
     }
 
+    /// The outcome of a connection on which TFO was not tried, for `reason`.
+    pub(crate) fn skipped(reason: FailReason, first_data_len: usize, connect_time: Duration) -> ClientOutcome {
+        ClientOutcome {
+            method: None,
+            bytes_in_syn: 0,
+            syn_bytes_sent: 0,
+            first_data_len,
+            fail_reason: Some(reason),
+            connect_time,
+            cookie_only_syn: false,
+        }
+    }
+
     /// Derives the outcome from what was attempted and the `tcp_info` read after
     /// the handshake.
     pub(crate) fn derive(
@@ -177,17 +190,7 @@ impl ClientOutcome {
         connect_time: Duration,
     ) -> ClientOutcome {
         let (method, syn_bytes) = match attempt {
-            Attempt::Skipped(reason) => {
-                return ClientOutcome {
-                    method: None,
-                    bytes_in_syn: 0,
-                    syn_bytes_sent: 0,
-                    first_data_len,
-                    fail_reason: Some(reason),
-                    connect_time,
-                    cookie_only_syn: false,
-                }
-            }
+            Attempt::Skipped(reason) => return ClientOutcome::skipped(reason, first_data_len, connect_time),
             Attempt::CookieOnly => {
                 return ClientOutcome {
                     method: Some(ClientMethod::Connect),

@@ -273,6 +273,12 @@ pub(crate) fn out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL))
 }
 
+/// A TCP socket for `domain`, non-blocking and close-on-exec from its
+/// creation (`SOCK_NONBLOCK | SOCK_CLOEXEC`): one socket(2) call, no fcntl.
+pub(crate) fn nonblocking_tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(domain, socket2::Type::STREAM.nonblocking(), Some(socket2::Protocol::TCP))
+}
+
 /// `uname(2)` release string, e.g. "6.18.44-foo".
 pub(crate) fn kernel_release() -> io::Result<String> {
     // SAFETY: utsname is plain old data; all-zero is a valid value.

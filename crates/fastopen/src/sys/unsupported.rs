@@ -84,6 +84,11 @@ pub(crate) enum KeyErrno {
 pub(crate) fn key_errno(_: &io::Error) -> KeyErrno {
     KeyErrno::Other
 }
+pub(crate) fn nonblocking_tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
 pub(crate) fn out_of_resources(_: &io::Error) -> bool {
     false
 }
