@@ -304,6 +304,13 @@ async fn client(
         }
     };
     tokio::pin!(run_over);
+    // Progress is told in batches: two counters shared by every thread,
+    // touched once per request, would bounce their cache line between cores.
+    let (mut done, mut failed) = (0u64, 0u64);
+    let flush = |done: &mut u64, failed: &mut u64| {
+        progress.done.fetch_add(std::mem::take(done), Ordering::Relaxed);
+        progress.failed.fetch_add(std::mem::take(failed), Ordering::Relaxed);
+    };
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.requests || cancel.is_cancelled() || Instant::now() >= end {
@@ -333,9 +340,14 @@ async fn client(
         let s = stats.entry(kind).or_insert_with(KindStats::new);
         s.sent += 1;
         let deadline = Instant::now() + plan.timeout;
+        let mut over = false;
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i)) => r.unwrap_or(Err(Failure::Timeout)),
-            () = &mut run_over => Err(Failure::Cancelled),
+            () = &mut run_over => {
+                // Done: never polled again.
+                over = true;
+                Err(Failure::Cancelled)
+            }
         };
         match result {
             Ok(Answered { in_syn, tls }) => {
@@ -351,13 +363,23 @@ async fn client(
             }
             Err(failure) => {
                 *s.failures.entry(failure).or_default() += 1;
-                progress.failed.fetch_add(1, Ordering::Relaxed);
+                failed += 1;
             }
         }
-        progress.done.fetch_add(1, Ordering::Relaxed);
+        done += 1;
+        if done == PROGRESS_BATCH || failed > 0 {
+            flush(&mut done, &mut failed);
+        }
+        if over {
+            break;
+        }
     }
+    flush(&mut done, &mut failed);
     stats
 }
+
+/// Requests a client answers before it adds them to the shared progress.
+const PROGRESS_BATCH: u64 = 16;
 
 /// A correct reply: whether the request's data rode in the SYN (`Err`: the
 /// library's reason why not) and, over TLS, what resumption and early data did.
