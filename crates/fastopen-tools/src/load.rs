@@ -390,9 +390,11 @@ struct Answered {
 
 /// One request on a new connection.
 async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Answered, Failure> {
-    // TCP_NODELAY: TLS writes its Finished and then the request; with Nagle the
-    // request waits for the Finished's ACK, a round trip (two without TFO).
-    let connector = Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout)).nodelay(true);
+    // TCP_NODELAY for TLS: it writes its Finished and then the request; with
+    // Nagle the request waits for the Finished's ACK, a round trip (two
+    // without TFO). A plain request is one write: no option to set.
+    let tls = matches!(plan.protocol, Protocol::Https { .. });
+    let connector = Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout)).nodelay(tls);
     let stream = TfoStream::to_addrs(connector, vec![plan.addr]).map_err(|e| Failure::of(&e))?;
     let outcome_of = |s: &TfoStream| match s.outcome() {
         Some(o) if o.tfo_used() => Ok(()),
