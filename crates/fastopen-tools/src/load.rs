@@ -245,27 +245,32 @@ pub fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> Res
             // Clients t, t + threads, t + 2 * threads, ...
             let clients = (t..plan.connections.max(1)).step_by(threads).count();
             std::thread::Builder::new().name(format!("load-{t}")).spawn(
-                move || -> Result<Vec<BTreeMap<Kind, KindStats>>, LoadError> {
+                move || -> Result<BTreeMap<Kind, KindStats>, LoadError> {
                     let runtime =
                         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoadError::Start)?;
-                    runtime.block_on(async {
+                    // The thread's clients count into one set of stats (one
+                    // histogram per kind, warm in the cache), as local tasks.
+                    let stats = ThreadStats::default();
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, async {
                         let tasks: Vec<_> = (0..clients)
                             .map(|_| {
-                                tokio::spawn(client(
+                                tokio::task::spawn_local(client(
                                     plan.clone(),
                                     next.clone(),
                                     started,
                                     progress.clone(),
                                     cancel.clone(),
+                                    stats.clone(),
                                 ))
                             })
                             .collect();
-                        let mut all = Vec::with_capacity(tasks.len());
                         for task in tasks {
-                            all.push(task.await.map_err(|_| LoadError::Panicked)?);
+                            task.await.map_err(|_| LoadError::Panicked)?;
                         }
-                        Ok(all)
-                    })
+                        Ok::<_, LoadError>(())
+                    })?;
+                    Ok(stats.take())
                 },
             )
         })
@@ -273,15 +278,28 @@ pub fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> Res
         .map_err(LoadError::Start)?;
     let mut by_kind: BTreeMap<Kind, KindStats> = BTreeMap::new();
     for worker in workers {
-        let results = worker.join().map_err(|_| LoadError::Panicked)??;
-        for stats in results {
-            for (kind, s) in stats {
-                by_kind.entry(kind).or_insert_with(KindStats::new).merge(&s);
-            }
+        for (kind, s) in worker.join().map_err(|_| LoadError::Panicked)?? {
+            by_kind.entry(kind).or_insert_with(KindStats::new).merge(&s);
         }
     }
     let elapsed = started.elapsed();
     Ok(Outcome { by_kind, elapsed, interrupted: cancel.is_cancelled() })
+}
+
+/// What the clients of one thread counted, by kind (shared by its local
+/// tasks; never borrowed across an await).
+#[derive(Debug, Clone, Default)]
+struct ThreadStats(std::rc::Rc<std::cell::RefCell<BTreeMap<Kind, KindStats>>>);
+
+impl ThreadStats {
+    /// Runs `f` on the stats of `kind`.
+    fn with<R>(&self, kind: Kind, f: impl FnOnce(&mut KindStats) -> R) -> R {
+        f(self.0.borrow_mut().entry(kind).or_insert_with(KindStats::new))
+    }
+
+    fn take(&self) -> BTreeMap<Kind, KindStats> {
+        std::mem::take(&mut self.0.borrow_mut())
+    }
 }
 
 /// One client: takes the next request number until the run ends.
@@ -291,8 +309,8 @@ async fn client(
     started: Instant,
     progress: Arc<Progress>,
     cancel: fastopen::Cancel,
-) -> BTreeMap<Kind, KindStats> {
-    let mut stats: BTreeMap<Kind, KindStats> = BTreeMap::new();
+    stats: ThreadStats,
+) {
     let end = started + plan.duration;
     // The run's end: its duration, or Ctrl-C, whichever comes first. One
     // future for the client's whole life, polled beside each request: its
@@ -304,6 +322,7 @@ async fn client(
         }
     };
     tokio::pin!(run_over);
+    let mut template = None;
     // Progress is told in batches: two counters shared by every thread,
     // touched once per request, would bounce their cache line between cores.
     let (mut done, mut failed) = (0u64, 0u64);
@@ -337,19 +356,19 @@ async fn client(
             break;
         }
         let kind = plan.kinds[(i % plan.kinds.len() as u64) as usize];
-        let s = stats.entry(kind).or_insert_with(KindStats::new);
-        s.sent += 1;
+        stats.with(kind, |s| s.sent += 1);
         let deadline = Instant::now() + plan.timeout;
         let mut over = false;
         let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i)) => r.unwrap_or(Err(Failure::Timeout)),
+            r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i, &mut template)) => r.unwrap_or(Err(Failure::Timeout)),
             () = &mut run_over => {
                 // Done: never polled again.
                 over = true;
                 Err(Failure::Cancelled)
             }
         };
-        match result {
+        let answered = result.is_ok();
+        stats.with(kind, |s| match result {
             Ok(Answered { in_syn, tls }) => {
                 s.ok += 1;
                 if let Some(fate) = tls {
@@ -361,11 +380,9 @@ async fn client(
                 }
                 s.latency.record(start.elapsed());
             }
-            Err(failure) => {
-                *s.failures.entry(failure).or_default() += 1;
-                failed += 1;
-            }
-        }
+            Err(failure) => *s.failures.entry(failure).or_default() += 1,
+        });
+        failed += u64::from(!answered);
         done += 1;
         if done == PROGRESS_BATCH || failed > 0 {
             flush(&mut done, &mut failed);
@@ -375,7 +392,6 @@ async fn client(
         }
     }
     flush(&mut done, &mut failed);
-    stats
 }
 
 /// Requests a client answers before it adds them to the shared progress.
@@ -389,7 +405,7 @@ struct Answered {
 }
 
 /// One request on a new connection.
-async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Answered, Failure> {
+async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestTemplate>) -> Result<Answered, Failure> {
     // TCP_NODELAY for TLS: it writes its Finished and then the request; with
     // Nagle the request waits for the Finished's ACK, a round trip (two
     // without TFO). A plain request is one write: no option to set.
@@ -412,14 +428,14 @@ async fn request(plan: &Plan, kind: Kind, i: u64) -> Result<Answered, Failure> {
             Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Http { host, path } => {
-            let req = http_request(host, path, i);
+            let req = template.get_or_insert_with(|| RequestTemplate::new(host, path)).request(i);
             let mut stream = stream;
             let reply = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
             check_http(&reply, req.as_bytes())?;
             Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Https { host, path, tls, server_name, early_data } => {
-            let req = http_request(host, path, i);
+            let req = template.get_or_insert_with(|| RequestTemplate::new(host, path)).request(i);
             // With early data and a ticket that allows it, the connect returns
             // at once and the request is written into the handshake: tokio-rustls
             // sends it with the ClientHello (one write: the SYN's data), and again
@@ -515,10 +531,35 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(reply)
 }
 
-/// A `GET` that names its request number, so an echoing server's reply is
-/// this request's and no other's.
-fn http_request(host: &str, path: &str, i: u64) -> String {
-    http_reply::request_head("GET", path, host, "tfo-load", &[("X-Tfo-Load", &i.to_string()), ("Connection", "close")])
+/// The `GET` of a run, made once (`request_head`) and cut around its request
+/// number (`X-Tfo-Load: N`, so that an echoing server's reply is checked as
+/// this request's and no other's): each request is two copies and a number.
+#[derive(Debug, Clone)]
+struct RequestTemplate {
+    before: String,
+    after: String,
+}
+
+impl RequestTemplate {
+    const MARK: &'static str = "\r\nX-Tfo-Load: 0\r\n";
+
+    fn new(host: &str, path: &str) -> RequestTemplate {
+        let head =
+            http_reply::request_head("GET", path, host, "tfo-load", &[("X-Tfo-Load", "0"), ("Connection", "close")]);
+        // request_head drops CR and LF from host and path: the mark, a line of
+        // its own, is found exactly once.
+        let at = head.find(Self::MARK).map_or(head.len(), |at| at + Self::MARK.len() - 3);
+        RequestTemplate { before: head[..at].to_string(), after: head[at + 1..].to_string() }
+    }
+
+    fn request(&self, i: u64) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(self.before.len() + self.after.len() + 20);
+        out.push_str(&self.before);
+        let _ = write!(out, "{i}");
+        out.push_str(&self.after);
+        out
+    }
 }
 
 /// A correct reply: 2xx, the whole body (by its length, its last chunk or
@@ -542,6 +583,12 @@ fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
+    /// A `GET` that names its request number, so an echoing server's reply is
+    /// this request's and no other's.
+    fn http_request(host: &str, path: &str, i: u64) -> String {
+        RequestTemplate::new(host, path).request(i)
+    }
+
     #[test]
     fn http_replies_are_checked() {
         let req = http_request("h", "/", 7);
@@ -561,6 +608,27 @@ mod tests {
         assert_eq!(check_http(negative, b""), Err(Failure::WrongReply));
         let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
         assert_eq!(check_http(cut, b""), Err(Failure::WrongReply), "a truncated chunked body");
+    }
+
+    #[test]
+    fn the_template_makes_the_same_request_as_request_head() {
+        for i in [0, 7, 12345, u64::MAX] {
+            let whole = http_reply::request_head(
+                "GET",
+                "/p?q",
+                "h:1",
+                "tfo-load",
+                &[("X-Tfo-Load", &i.to_string()), ("Connection", "close")],
+            );
+            assert_eq!(RequestTemplate::new("h:1", "/p?q").request(i), whole);
+        }
+        // A host that tries to look like the mark cannot: CR and LF are dropped.
+        let t = RequestTemplate::new("xX-Tfo-Load: 0\r\n", "/");
+        let request = t.request(5);
+        assert!(
+            request.contains("\r\nHost: xX-Tfo-Load: 0\r\n") && request.contains("\r\nX-Tfo-Load: 5\r\n"),
+            "{request}"
+        );
     }
 
     #[test]
