@@ -421,7 +421,7 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
         Protocol::Raw => {
             let line = format!("tfo load {i}\n");
             let mut stream = stream;
-            let reply = exchange(&mut stream, line.as_bytes(), true, ReplyEnd::Echo(line.len())).await?;
+            let (reply, _) = exchange(&mut stream, line.as_bytes(), true, ReplyEnd::Echo(line.len())).await?;
             if reply != line.as_bytes() {
                 return Err(Failure::WrongReply);
             }
@@ -430,8 +430,8 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
         Protocol::Http { host, path } => {
             let req = template.get_or_insert_with(|| RequestTemplate::new(host, path)).request(i);
             let mut stream = stream;
-            let reply = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
-            check_http(&reply, req.as_bytes())?;
+            let (reply, whole) = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
+            check_http(&reply, whole, req.as_bytes())?;
             Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Https { host, path, tls, server_name, early_data } => {
@@ -447,8 +447,8 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
                     f => f,
                 })?;
             let offered = *early_data && tls_stream.get_mut().1.early_data().is_some_and(|e| e.bytes_left() > 0);
-            let reply = exchange(&mut tls_stream, req.as_bytes(), false, ReplyEnd::Http).await?;
-            check_http(&reply, req.as_bytes())?;
+            let (reply, whole) = exchange(&mut tls_stream, req.as_bytes(), false, ReplyEnd::Http).await?;
+            check_http(&reply, whole, req.as_bytes())?;
             let (stream, conn) = tls_stream.get_ref();
             let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             let early = early_data.then(|| match (offered, conn.is_early_data_accepted()) {
@@ -494,11 +494,21 @@ enum ReplyEnd {
 const MAX_REPLY: usize = 16 << 20;
 
 impl ReplyEnd {
-    fn is_whole(self, reply: &[u8]) -> bool {
+    /// `None` while more is needed; once whole, `Some` with an HTTP reply's
+    /// status and parts (parsed once: the check reuses them).
+    fn complete(self, reply: &[u8]) -> Option<Option<http_reply::Whole>> {
         match self {
-            ReplyEnd::Echo(len) => reply.len() >= len,
-            ReplyEnd::Http => matches!(http_reply::read(reply, false), http_reply::Reply::Whole(_)),
+            ReplyEnd::Echo(len) => (reply.len() >= len).then_some(None),
+            ReplyEnd::Http => match http_reply::read(reply, false) {
+                http_reply::Reply::Whole(whole) => Some(Some(whole)),
+                _ => None,
+            },
         }
+    }
+
+    #[cfg(test)]
+    fn is_whole(self, reply: &[u8]) -> bool {
+        self.complete(reply).is_some()
     }
 }
 
@@ -510,7 +520,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     data: &[u8],
     half_close: bool,
     end: ReplyEnd,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<(Vec<u8>, Option<http_reply::Whole>), Failure> {
     s.write_all(data).await.map_err(|e| Failure::of(&e))?;
     // TLS early data leaves (and the handshake starts) at the flush.
     s.flush().await.map_err(|e| Failure::of(&e))?;
@@ -519,16 +529,18 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut reply = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
-    while !end.is_whole(&reply) {
+    loop {
         match s.read(&mut chunk).await {
-            Ok(0) => break,
+            Ok(0) => return Ok((reply, None)),
             Ok(n) if reply.len() + n > MAX_REPLY => return Err(Failure::WrongReply),
             Ok(n) => reply.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => return Ok((reply, None)),
             Err(e) => return Err(Failure::of(&e)),
         }
+        if let Some(whole) = end.complete(&reply) {
+            return Ok((reply, whole));
+        }
     }
-    Ok(reply)
 }
 
 /// The `GET` of a run, made once (`request_head`) and cut around its request
@@ -548,8 +560,14 @@ impl RequestTemplate {
             http_reply::request_head("GET", path, host, "tfo-load", &[("X-Tfo-Load", "0"), ("Connection", "close")]);
         // request_head drops CR and LF from host and path: the mark, a line of
         // its own, is found exactly once.
-        let at = head.find(Self::MARK).map_or(head.len(), |at| at + Self::MARK.len() - 3);
-        RequestTemplate { before: head[..at].to_string(), after: head[at + 1..].to_string() }
+        match head.find(Self::MARK) {
+            Some(at) => {
+                let (before, after) = head.split_at(at + Self::MARK.len() - 3);
+                RequestTemplate { before: before.to_string(), after: after.get(1..).unwrap_or_default().to_string() }
+            }
+            // Not reached (request_head writes the line); the head as it is.
+            None => RequestTemplate { before: head, after: String::new() },
+        }
     }
 
     fn request(&self, i: u64) -> String {
@@ -564,10 +582,15 @@ impl RequestTemplate {
 
 /// A correct reply: 2xx, the whole body (by its length, its last chunk or
 /// the close), and, from a server that echoes requests (`tfo serve --http`),
-/// this very request. `reply` is all that came before the close or the end.
-fn check_http(reply: &[u8], request: &[u8]) -> Result<(), Failure> {
-    let http_reply::Reply::Whole(whole) = http_reply::read(reply, true) else {
-        return Err(Failure::WrongReply);
+/// this very request. `reply` is all that came before the close or the end;
+/// `known`, its parts when they were found whole before the close.
+fn check_http(reply: &[u8], known: Option<http_reply::Whole>, request: &[u8]) -> Result<(), Failure> {
+    let whole = match known {
+        Some(whole) => whole,
+        None => match http_reply::read(reply, true) {
+            http_reply::Reply::Whole(whole) => whole,
+            _ => return Err(Failure::WrongReply),
+        },
     };
     if !(200..300).contains(&whole.code) {
         return Err(Failure::HttpStatus);
@@ -593,21 +616,28 @@ mod tests {
     fn http_replies_are_checked() {
         let req = http_request("h", "/", 7);
         let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{req}", req.len());
-        assert_eq!(check_http(ok.as_bytes(), req.as_bytes()), Ok(()));
+        assert_eq!(check_http(ok.as_bytes(), None, req.as_bytes()), Ok(()));
+        let parsed = ReplyEnd::Http.complete(ok.as_bytes()).flatten();
+        assert!(parsed.is_some());
+        assert_eq!(check_http(ok.as_bytes(), parsed, req.as_bytes()), Ok(()), "the parts found while reading");
         let other = http_request("h", "/", 8);
         let wrong = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{other}", other.len());
-        assert_eq!(check_http(wrong.as_bytes(), req.as_bytes()), Err(Failure::WrongReply), "another request's echo");
-        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi", b""), Err(Failure::WrongReply));
-        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", b""), Ok(()));
-        assert_eq!(check_http(b"HTTP/1.1 503 Busy\r\n\r\n", b""), Err(Failure::HttpStatus));
-        assert_eq!(check_http(b"HTTP/1.1 200", b""), Err(Failure::WrongReply), "cut head");
-        assert_eq!(check_http(b"\xff\x00garbage\r\n\r\n", b""), Err(Failure::WrongReply));
+        assert_eq!(
+            check_http(wrong.as_bytes(), None, req.as_bytes()),
+            Err(Failure::WrongReply),
+            "another request's echo"
+        );
+        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi", None, b""), Err(Failure::WrongReply));
+        assert_eq!(check_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", None, b""), Ok(()));
+        assert_eq!(check_http(b"HTTP/1.1 503 Busy\r\n\r\n", None, b""), Err(Failure::HttpStatus));
+        assert_eq!(check_http(b"HTTP/1.1 200", None, b""), Err(Failure::WrongReply), "cut head");
+        assert_eq!(check_http(b"\xff\x00garbage\r\n\r\n", None, b""), Err(Failure::WrongReply));
         let hints = b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
-        assert_eq!(check_http(hints, b""), Ok(()), "103 Early Hints before a good 200");
+        assert_eq!(check_http(hints, None, b""), Ok(()), "103 Early Hints before a good 200");
         let negative = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n";
-        assert_eq!(check_http(negative, b""), Err(Failure::WrongReply));
+        assert_eq!(check_http(negative, None, b""), Err(Failure::WrongReply));
         let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
-        assert_eq!(check_http(cut, b""), Err(Failure::WrongReply), "a truncated chunked body");
+        assert_eq!(check_http(cut, None, b""), Err(Failure::WrongReply), "a truncated chunked body");
     }
 
     #[test]
