@@ -332,10 +332,13 @@ async fn client(
     };
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= plan.requests || cancel.is_cancelled() || Instant::now() >= end {
+        // One clock read per request in closed loop: it is the end's check,
+        // the start and the deadline's base.
+        let now = Instant::now();
+        if i >= plan.requests || cancel.is_cancelled() || now >= end {
             break;
         }
-        let start = match plan.rate {
+        let (start, sent_at) = match plan.rate {
             Some(rate) => {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 if due >= end {
@@ -348,16 +351,16 @@ async fn client(
                     () = tokio::time::sleep_until(due.into()) => {}
                     () = cancel.cancelled() => break,
                 }
-                due
+                (due, Instant::now())
             }
-            None => Instant::now(),
+            None => (now, now),
         };
         if start >= end {
             break;
         }
         let kind = plan.kinds[(i % plan.kinds.len() as u64) as usize];
         stats.with(kind, |s| s.sent += 1);
-        let deadline = Instant::now() + plan.timeout;
+        let deadline = sent_at + plan.timeout;
         let mut over = false;
         let result = tokio::select! {
             r = tokio::time::timeout_at(deadline.into(), request(&plan, kind, i, &mut template)) => r.unwrap_or(Err(Failure::Timeout)),
