@@ -164,6 +164,22 @@ pub fn is_safe_method(request: &[u8]) -> bool {
     ["GET ", "HEAD ", "OPTIONS "].iter().any(|m| request.starts_with(m.as_bytes()))
 }
 
+/// The echo server's answer to a whole request: 200 with the request as its
+/// body, or for a HEAD request the head a GET would get, without the body.
+pub fn echo_response(request: &[u8], head: bool) -> Vec<u8> {
+    let mut response = http_response(200, "OK", request);
+    if head {
+        response.truncate(response.len() - request.len());
+    }
+    response
+}
+
+/// The answer to a request refused before it is run: `status`, its reason
+/// as the body.
+pub fn refusal(status: u16, reason: &str) -> Vec<u8> {
+    http_response(status, reason, format!("{reason}\n").as_bytes())
+}
+
 /// The response: 200 with `body`, or an error status with its reason.
 pub fn http_response(status: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(

@@ -14,7 +14,7 @@ use fastopen_wire::http::{examine_request, HeadScan, HttpRequest};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
-use crate::connection::timed_out;
+use crate::connection::{echo_response, refusal, timed_out};
 pub use crate::connection::{
     http_response, is_safe_method, write_counted, ConnectionLog, EarlyData, Ending, Limits, DEFAULT_LIFETIME,
     DEFAULT_MAX_CONNECTIONS,
@@ -385,16 +385,9 @@ async fn echo_http(
                     return Ok(Ending::Close); // never confirmed: dropped unhandled
                 }
                 log.handled = true;
-                let mut response = http_response(200, "OK", &buf[..len]);
-                if head {
-                    // HEAD: the head a GET would get, no body.
-                    response.truncate(response.len() - len);
-                }
-                break response;
+                break echo_response(&buf[..len], head);
             }
-            HttpRequest::Reject(status, reason) => {
-                break http_response(status, reason, format!("{reason}\n").as_bytes())
-            }
+            HttpRequest::Reject(status, reason) => break refusal(status, reason),
             HttpRequest::Partial { expects_continue } => {
                 if expects_continue && !continued {
                     write_counted(stream, b"HTTP/1.1 100 Continue\r\n\r\n", &mut log.bytes_out, limits.idle).await?;

@@ -1,7 +1,7 @@
-//! Why a request got no correct reply: the one failure vocabulary of the
-//! client engines. `tfo load` counts requests by it, `tfo probe` names a
-//! failed attempt with it (`ExchangeError::failure`); the names (`as_str`)
-//! are the JSON keys both print.
+//! Why a request got no correct reply: the failure vocabulary of the load
+//! engine, which counts requests by it; the names (`as_str`) are the keys of
+//! `tfo load --json`'s `errors_by_kind`. (`tfo probe` still names its
+//! failures with `ExchangeError::kind`, whose names its JSON has promised.)
 
 use std::io;
 
@@ -62,17 +62,6 @@ impl Failure {
             _ => Failure::Other,
         }
     }
-
-    /// The failure a library error means.
-    pub fn of_library(e: &fastopen::Error) -> Failure {
-        match e {
-            fastopen::Error::ConnectTimeout { .. } => Failure::ConnectTimeout,
-            fastopen::Error::FirstDataTimeout { .. } => Failure::Timeout,
-            fastopen::Error::Cancelled => Failure::Cancelled,
-            fastopen::Error::Connect { source, .. } | fastopen::Error::Io { source, .. } => Failure::of(source),
-            _ => Failure::Other,
-        }
-    }
 }
 
 impl std::fmt::Display for Failure {
@@ -99,7 +88,6 @@ mod tests {
             fastopen::Error::ConnectTimeout { addr: "127.0.0.1:1".parse().unwrap(), millis: 5 }.into();
         assert_eq!(Failure::of(&timeout), Failure::ConnectTimeout);
         assert_eq!(Failure::of(&io::Error::new(io::ErrorKind::InvalidData, "bad record")), Failure::Tls);
-        assert_eq!(Failure::of_library(&fastopen::Error::Cancelled), Failure::Cancelled);
         assert_eq!(Failure::Cancelled.to_string(), "cancelled");
     }
 }

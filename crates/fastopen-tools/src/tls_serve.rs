@@ -21,7 +21,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 pub use crate::connection::TlsLog;
-use crate::connection::{http_response, is_safe_method, write_counted, ConnectionLog, EarlyData, Ending, Limits};
+use crate::connection::{
+    echo_response, http_response, is_safe_method, refusal, write_counted, ConnectionLog, EarlyData, Ending, Limits,
+};
 
 /// The largest certificate or key file read.
 const PEM_FILE_LIMIT: u64 = 1 << 20;
@@ -306,15 +308,9 @@ async fn tls_http(
                     }
                 }
                 log.handled = true;
-                let mut response = http_response(200, "OK", &buf[..len]);
-                if head {
-                    response.truncate(response.len() - len);
-                }
-                break response;
+                break echo_response(&buf[..len], head);
             }
-            HttpRequest::Reject(status, reason) => {
-                break http_response(status, reason, format!("{reason}\n").as_bytes())
-            }
+            HttpRequest::Reject(status, reason) => break refusal(status, reason),
             HttpRequest::Partial { expects_continue } => {
                 if expects_continue && !continued && !tls.conn.is_handshaking() {
                     tls.send(log, b"HTTP/1.1 100 Continue\r\n\r\n").await?;
