@@ -211,7 +211,7 @@ impl AcceptErrors {
         } else {
             ""
         };
-        Some(format!("accept failed: {}{hint}{more}", error_chain(e)))
+        Some(format!("accept failed: {}{hint}{more}", crate::failure::error_chain(e)))
     }
 
     /// The line to log when the server reaches --max-connections, if any now.
@@ -237,18 +237,6 @@ mod libc_errno {
     pub(super) const ENFILE: i32 = 23;
     pub(super) const EMFILE: i32 = 24;
     pub(super) const ENOBUFS: i32 = 105;
-}
-
-/// "step: cause: cause", each level once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 async fn handle(

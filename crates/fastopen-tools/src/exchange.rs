@@ -20,6 +20,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use fastopen::{ClientOutcome, Connector};
+
+use crate::failure::Failure;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Bytes of the request handed to `connect` (more than any SYN carries, and
@@ -156,27 +158,24 @@ impl ExchangeError {
         }
     }
 
-    /// A short stable name of the kind, for reports counting failures.
-    pub fn kind(&self) -> &'static str {
+    /// What failed, in the engines' one vocabulary.
+    pub fn failure(&self) -> Failure {
         match self {
-            ExchangeError::Connect(e) => connect_kind(e),
-            ExchangeError::Timeout { .. } => "timeout",
-            ExchangeError::Closed { .. } => "closed_early",
-            ExchangeError::TooLarge { .. } => "reply_too_large",
-            ExchangeError::Cancelled(_) => "cancelled",
-            ExchangeError::Tls { .. } => "tls",
-            ExchangeError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionReset => "reset",
-            ExchangeError::Io { .. } => "io_error",
+            ExchangeError::Connect(e) => Failure::of_connect(e),
+            ExchangeError::Timeout { .. } => Failure::Timeout,
+            ExchangeError::Closed { .. } => Failure::ClosedEarly,
+            ExchangeError::TooLarge { .. } => Failure::ReplyTooLarge,
+            ExchangeError::Cancelled(_) => Failure::Cancelled,
+            ExchangeError::Tls { .. } => Failure::Tls,
+            ExchangeError::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionReset => Failure::Reset,
+            ExchangeError::Io { .. } => Failure::Io,
         }
     }
-}
 
-/// The stable name of a failed connect: `connect_timeout`, `refused` or `connect_failed`.
-pub fn connect_kind(e: &fastopen::Error) -> &'static str {
-    match e {
-        fastopen::Error::ConnectTimeout { .. } => "connect_timeout",
-        fastopen::Error::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => "refused",
-        _ => "connect_failed",
+    /// A short stable name of the kind, for reports counting failures
+    /// (the failure's name).
+    pub fn kind(&self) -> &'static str {
+        self.failure().as_str()
     }
 }
 

@@ -1,7 +1,10 @@
-//! Why a request got no correct reply: the failure vocabulary of the load
-//! engine, which counts requests by it; the names (`as_str`) are the keys of
-//! `tfo load --json`'s `errors_by_kind`. (`tfo probe` still names its
-//! failures with `ExchangeError::kind`, whose names its JSON has promised.)
+//! Why a request got no correct reply: the one failure vocabulary of the
+//! engines. The load engine counts requests by it (the names, `as_str`, are
+//! the keys of `tfo load --json`'s `errors_by_kind`); an exchange's and a
+//! greeting's errors name theirs with it (`tfo send`'s `error_kind`, `tfo
+//! probe`'s `diagnosis`, `tfo bench`'s failures). Some kinds only a blocking
+//! exchange can tell apart (`closed_early`, `reply_too_large`); load counts
+//! those as `wrong_reply`.
 
 use std::io;
 
@@ -29,9 +32,44 @@ pub enum Failure {
     Cancelled,
     /// Anything else.
     Other,
+    /// The name did not resolve (probe).
+    Unresolved,
+    /// Connecting failed otherwise (unreachable, strict mode, ...).
+    ConnectFailed,
+    /// The server closed before the reply was whole (exchange).
+    ClosedEarly,
+    /// The reply outgrew its bound (exchange).
+    ReplyTooLarge,
+    /// A read-first connection got no greeting: the server does not speak first.
+    NoGreeting,
+    /// Sending or receiving failed in another way (exchange).
+    Io,
 }
 
 impl Failure {
+    /// Every kind, in declaration order.
+    pub const ALL: [Failure; 16] = {
+        use Failure::*;
+        [
+            Refused,
+            ConnectTimeout,
+            Reset,
+            Timeout,
+            WrongReply,
+            HttpStatus,
+            Tls,
+            Resources,
+            Cancelled,
+            Other,
+            Unresolved,
+            ConnectFailed,
+            ClosedEarly,
+            ReplyTooLarge,
+            NoGreeting,
+            Io,
+        ]
+    };
+
     /// The name in reports and JSON: `refused`, `connect_timeout`, ...
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +83,12 @@ impl Failure {
             Failure::Resources => "resources",
             Failure::Cancelled => "cancelled",
             Failure::Other => "other",
+            Failure::Unresolved => "unresolved",
+            Failure::ConnectFailed => "connect_failed",
+            Failure::ClosedEarly => "closed_early",
+            Failure::ReplyTooLarge => "reply_too_large",
+            Failure::NoGreeting => "no_greeting",
+            Failure::Io => "io_error",
         }
     }
 
@@ -61,6 +105,38 @@ impl Failure {
             _ if fastopen::out_of_resources(e) => Failure::Resources,
             _ => Failure::Other,
         }
+    }
+
+    /// The failure of a connect the library refused or could not make:
+    /// `connect_timeout`, `refused`, `resources` or `connect_failed`.
+    pub fn of_connect(e: &fastopen::Error) -> Failure {
+        match e {
+            fastopen::Error::ConnectTimeout { .. } => Failure::ConnectTimeout,
+            fastopen::Error::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
+                Failure::Refused
+            }
+            fastopen::Error::Connect { source, .. } if fastopen::out_of_resources(source) => Failure::Resources,
+            _ => Failure::ConnectFailed,
+        }
+    }
+}
+
+/// An error and its causes on one line: "step: cause: cause" (as `tfo:
+/// error:` prints them).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl serde::Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -89,5 +165,25 @@ mod tests {
         assert_eq!(Failure::of(&timeout), Failure::ConnectTimeout);
         assert_eq!(Failure::of(&io::Error::new(io::ErrorKind::InvalidData, "bad record")), Failure::Tls);
         assert_eq!(Failure::Cancelled.to_string(), "cancelled");
+    }
+
+    #[test]
+    fn library_connect_errors_name_their_failure() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let connect = |code| fastopen::Error::Connect { addr, source: io::Error::from_raw_os_error(code) };
+        assert_eq!(Failure::of_connect(&connect(111)), Failure::Refused);
+        assert_eq!(Failure::of_connect(&connect(24)), Failure::Resources);
+        assert_eq!(Failure::of_connect(&connect(113)), Failure::ConnectFailed, "EHOSTUNREACH");
+        assert_eq!(Failure::of_connect(&fastopen::Error::ConnectTimeout { addr, millis: 5 }), Failure::ConnectTimeout);
+    }
+
+    /// The names reports promise: distinct, and serde's the same as `as_str`'s.
+    #[test]
+    fn every_name_is_distinct_and_serializes_as_itself() {
+        let names: std::collections::HashSet<&str> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names.len(), Failure::ALL.len());
+        for f in Failure::ALL {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
     }
 }

@@ -14,6 +14,8 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use fastopen::{ClientOutcome, Connector};
+
+use crate::failure::Failure;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::exchange::{Limits, CHECK_EVERY};
@@ -67,15 +69,20 @@ pub enum GreetingError {
 }
 
 impl GreetingError {
-    /// A short stable name of the kind, for reports.
-    pub fn kind(&self) -> &'static str {
+    /// What failed, in the engines' one vocabulary.
+    pub fn failure(&self) -> Failure {
         match self {
-            GreetingError::Connect(e) => crate::exchange::connect_kind(e),
-            GreetingError::Silent { .. } => "no_greeting",
-            GreetingError::Closed { .. } => "closed_early",
-            GreetingError::Cancelled(_) => "cancelled",
-            GreetingError::Io { .. } => "io_error",
+            GreetingError::Connect(e) => Failure::of_connect(e),
+            GreetingError::Silent { .. } => Failure::NoGreeting,
+            GreetingError::Closed { .. } => Failure::ClosedEarly,
+            GreetingError::Cancelled(_) => Failure::Cancelled,
+            GreetingError::Io { .. } => Failure::Io,
         }
+    }
+
+    /// A short stable name of the kind, for reports (the failure's name).
+    pub fn kind(&self) -> &'static str {
+        self.failure().as_str()
     }
 }
 

@@ -17,10 +17,14 @@
 //!   checked, each TFO and TLS outcome counted.
 //! - [`failure`]: why a request got no correct reply (one vocabulary for
 //!   load and probe).
+//! - [`fields`]: the report fields client engines share (a connection's
+//!   TFO outcome, the TLS part), as `--json` names them.
 //! - [`latency`]: the one latency series (hdrhistogram) and its percentiles.
 //! - [`exchange`]: one request and its reply over a blocking TFO (or plain)
 //!   connection: read while writing, one deadline, a bounded reply,
 //!   cancellable (`tfo send`, `probe`, `bench`, `demo`).
+//! - [`probe`]: `tfo probe`'s three connections to an address and the
+//!   verdict; many probes paced politely; the fleet behind one address.
 //! - [`greeting`]: a server that speaks first: a read-first connect, its
 //!   greeting, the time to it in round trips.
 //! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
@@ -30,10 +34,12 @@ pub mod connection;
 pub mod echo;
 pub mod exchange;
 pub mod failure;
+pub mod fields;
 pub mod greeting;
 pub mod latency;
 pub mod linelog;
 pub mod load;
+pub mod probe;
 pub mod tls_client;
 pub mod tls_serve;
 pub mod workers;

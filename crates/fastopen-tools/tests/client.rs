@@ -3,32 +3,14 @@
 //! cookie is cached), a greeting read first (the cookie in a SYN without
 //! data), and a cancelled token that stops an exchange at once.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use fastopen::{Connector, ListenerBuilder};
-use fastopen_tools::echo::{serve, Budget, Limits, Protocol, Service};
+use fastopen::Connector;
+use fastopen_tools::echo::{Limits, Protocol};
 use fastopen_tools::exchange::{self, exchange, ExchangeError, Until};
 use fastopen_tools::greeting::read_greeting;
-
-/// Serves `connections` connections with `limits` on a thread; its address.
-fn server(protocol: Protocol, limits: Limits, connections: u64) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let listener = rt.block_on(async { ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio() }).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let service = Service { protocol, tls: None, limits };
-        rt.block_on(serve(
-            Arc::new(listener),
-            &service,
-            &Budget::new(Some(connections)),
-            std::future::pending(),
-            |_| {},
-            Arc::new(|_| {}),
-        ));
-    });
-    (addr, handle)
-}
 
 #[test]
 fn an_exchange_rides_in_the_syn_once_the_cookie_is_cached() {
@@ -36,7 +18,7 @@ fn an_exchange_rides_in_the_syn_once_the_cookie_is_cached() {
         return;
     }
     fastopen_lab::netns::run_in_private(3, || {
-        let (addr, server) = server(Protocol::Http, Limits::default(), 2);
+        let (addr, server) = common::server(Protocol::Http, Limits::default(), 2);
         let request = b"GET /x HTTP/1.1\r\nHost: e\r\n\r\n";
         let mut outcomes = Vec::new();
         for _ in 0..2 {
@@ -60,7 +42,7 @@ fn a_greeting_comes_one_round_trip_sooner_with_the_cookie() {
     }
     fastopen_lab::netns::run_in_private(3, || {
         let limits = Limits { banner: Some(b"220 engine ready\r\n"), ..Limits::default() };
-        let (addr, _server) = server(Protocol::Raw, limits, 2);
+        let (addr, _server) = common::server(Protocol::Raw, limits, 2);
         let mut greetings = Vec::new();
         for _ in 0..2 {
             let limits = exchange::Limits::new(Duration::from_secs(5), Until::FirstByte);

@@ -19,7 +19,6 @@ mod labrun;
 mod output_file;
 mod plot;
 mod preload_reach;
-mod probe_attempt;
 mod proxy;
 mod report;
 mod target;

@@ -1,6 +1,6 @@
 //! Printing what happened, for people and for machines (`--json`).
 
-use fastopen::{ClientMethod, ClientOutcome, FailReason, FastOpenCounters};
+use fastopen::FastOpenCounters;
 use fastopen_wire::timeline::{Connection, Dir, TfoSeen};
 use fastopen_wire::FastOpenForm;
 use serde::Serialize;
@@ -66,43 +66,7 @@ pub(crate) fn counter_delta_over(delta: &FastOpenCounters, elapsed: Option<std::
     }
 }
 
-/// A client outcome as the JSON fields that `send`, `probe` and `demo` share
-/// (flattened into their reports). The names are a documented contract.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct OutcomeFields {
-    pub(crate) tfo_used: bool,
-    pub(crate) method: Option<ClientMethod>,
-    pub(crate) bytes_in_syn: usize,
-    pub(crate) syn_bytes_sent: usize,
-    /// The whole request (the outcome's `first_data_len` is the part offered to the SYN).
-    pub(crate) request_bytes: usize,
-    pub(crate) fail_reason: Option<FailReason>,
-    pub(crate) fail_explanation: Option<&'static str>,
-    pub(crate) connect_ms: f64,
-    /// The SYN carried the cookie and no data (a read-first connect).
-    pub(crate) cookie_only_syn: bool,
-}
-
-impl OutcomeFields {
-    pub(crate) fn new(outcome: &ClientOutcome, request_bytes: usize) -> OutcomeFields {
-        OutcomeFields {
-            tfo_used: outcome.tfo_used(),
-            method: outcome.method,
-            bytes_in_syn: outcome.bytes_in_syn,
-            syn_bytes_sent: outcome.syn_bytes_sent,
-            request_bytes,
-            fail_reason: outcome.fail_reason,
-            fail_explanation: outcome.fail_reason.map(|r| r.explain()),
-            connect_ms: ms(outcome.connect_time),
-            cookie_only_syn: outcome.cookie_only_syn,
-        }
-    }
-}
-
-/// Milliseconds with microsecond resolution.
-pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
+pub(crate) use fastopen_tools::fields::{ms, OutcomeFields};
 
 /// A connection's handshake timeline and verdict, as `tfo trace` prints it.
 pub(crate) fn print_connection(out: &mut impl Write, c: &Connection) -> std::io::Result<()> {
@@ -244,13 +208,12 @@ impl From<&Connection> for ConnectionReport {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     /// The names scripts match on: serde's and `as_str` must agree, for every reason and verdict.
     #[test]
     fn every_reason_and_verdict_serializes_as_its_stable_name() {
         let mut names = std::collections::HashSet::new();
-        for r in FailReason::ALL {
+        for r in fastopen::FailReason::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r:?}");
             assert!(names.insert(r.as_str()), "{} twice", r.as_str());
         }
@@ -261,34 +224,6 @@ mod tests {
             fastopen::ProbeVerdict::NoReply,
         ] {
             assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
-        }
-    }
-}
-
-/// The TLS part of a probe connection, as `--json` reports it.
-#[derive(Debug, Serialize)]
-pub(crate) struct TlsFields {
-    pub(crate) client_hello_bytes: usize,
-    pub(crate) resumed: bool,
-    /// With --tls-early-data: `accepted`, `rejected`, `no_ticket`, `server_allows_none`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) early_data: Option<&'static str>,
-    pub(crate) version: Option<&'static str>,
-    pub(crate) handshake_ms: Option<f64>,
-    pub(crate) http_status: Option<u16>,
-    pub(crate) error: Option<String>,
-}
-
-impl From<&fastopen_tools::tls_client::TlsExchange> for TlsFields {
-    fn from(x: &fastopen_tools::tls_client::TlsExchange) -> TlsFields {
-        TlsFields {
-            client_hello_bytes: x.client_hello_bytes,
-            resumed: x.resumed,
-            early_data: x.early_data,
-            version: x.version,
-            handshake_ms: x.handshake.map(ms),
-            http_status: x.http_status,
-            error: x.error.clone(),
         }
     }
 }

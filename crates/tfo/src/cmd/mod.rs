@@ -10,8 +10,6 @@ pub(crate) mod key;
 pub(crate) mod lab;
 pub(crate) mod load;
 pub(crate) mod probe;
-mod probe_fleet;
-mod probe_many;
 pub(crate) mod proxy;
 pub(crate) mod send;
 pub(crate) mod serve;

@@ -1,22 +1,20 @@
 //! `tfo probe`: does this server, and the path to it, support TFO; if not, where it breaks.
 //! One address, every address of a name, or a file of targets; plain, HTTP or TLS.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use fastopen::{diagnose_probe, ClientMethod, Connector, ProbeAttempt, ProbeVerdict};
-use serde::Serialize;
+use fastopen::keyfile::KeyFile;
+use fastopen::{ClientMethod, FleetVerdict};
+use fastopen_tools::exchange::ExchangeError;
+use fastopen_tools::probe::fleet::{self, FleetProbe, FleetReport};
+use fastopen_tools::probe::pace::{self, Pace};
+use fastopen_tools::probe::{Diagnosis, Job, Probe, ProbeReport, ProbeTls, Summary};
+use fastopen_tools::tls_client::Trust;
 
-use super::probe_many::{self, Pace};
 use crate::client_opts::{parse_timeout, Method};
-use crate::probe_attempt::{attempt, AttemptReport};
-use crate::report::TlsFields;
-use crate::report::{self, OutcomeFields};
 use crate::target::{self, Family, Target};
-use fastopen_tools::exchange::{ExchangeError, Until};
-use fastopen_tools::tls_client::{self as tls, TlsClient, Trust};
 
 /// Does this server (and the path to it) support TFO? If not, where does it break?
 ///
@@ -49,7 +47,7 @@ use fastopen_tools::tls_client::{self as tls, TlsClient, Trust};
 ///
 /// With --fleet N, for an address with many servers behind it (a load
 /// balancer's VIP): N rounds, each forgetting this host's cached cookie for
-/// the address (`ip tcp_metrics delete`, needs root), asking for a fresh one,
+/// the address (its tcp_metrics entry, deleted over netlink; needs root), asking for a fresh one,
 /// then sending data in the SYN. It reports how many distinct cookies came
 /// back and how much SYN data was accepted:
 ///   - one cookie, all accepted: healthy;
@@ -139,279 +137,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The verdict on one address: TFO's, or why it could not be probed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-enum Diagnosis {
-    Tfo(ProbeVerdict),
-    /// `--read-first`: `answers_in_syn_recv`, `no_cookie`, `cookie_refused`.
-    ReadFirst(&'static str),
-    /// `unresolved`, `refused`, `connect_timeout`, `tls_failed`, ...
-    Failed(&'static str),
-}
-
-impl Diagnosis {
-    fn as_str(self) -> &'static str {
-        match self {
-            Diagnosis::Tfo(v) => v.as_str(),
-            Diagnosis::ReadFirst(v) => v,
-            Diagnosis::Failed(kind) => kind,
-        }
-    }
-}
-
-/// `tfo probe --json`: one per address. The field names are a contract (README).
-#[derive(Debug, Serialize)]
-struct ProbeReport {
-    /// The target as given.
-    target: String,
-    /// The address probed (None: the target did not resolve).
-    server: Option<SocketAddr>,
-    tfo_works: bool,
-    diagnosis: Diagnosis,
-    explanation: String,
-    saved_ms: Option<f64>,
-    attempts: Vec<AttemptReport>,
-}
-
-/// The end of a run over several addresses (`--json`: the last line, as `{"summary": ...}`).
-#[derive(Debug, Serialize)]
-struct Summary {
-    targets: usize,
-    addresses: usize,
-    works: usize,
-    wall_ms: f64,
-    /// Addresses per diagnosis, most common first.
-    diagnoses: Vec<DiagnosisCount>,
-}
-
-/// One row of the summary table.
-#[derive(Debug, Serialize)]
-struct DiagnosisCount {
-    diagnosis: &'static str,
-    addresses: usize,
-}
-
-/// One address to probe, and the target it came from.
-#[derive(Debug)]
-struct Job<'a> {
-    target: &'a Target,
-    addr: Result<SocketAddr, String>,
-}
-
-/// What every probe of the run shares.
-struct Probe {
-    method: ClientMethod,
-    timeout: Duration,
-    http: bool,
-    tls: Option<(TlsClient, Option<String>)>,
-    read_first: bool,
-}
-
-impl Probe {
-    /// The bytes a plain (or HTTP) probe sends.
-    fn request(&self, target: &Target, addr: SocketAddr) -> Vec<u8> {
-        if !self.http {
-            return b"tfo probe\n".to_vec();
-        }
-        let host = match target.name() {
-            Some(name) if target.port.is_none() => name.to_string(),
-            Some(name) => format!("{name}:{}", addr.port()),
-            None => addr.to_string(),
-        };
-        fastopen_wire::http::request_head("GET", "/", &host, "tfo-probe", &[("Connection", "close")]).into_bytes()
-    }
-
-    /// One connection, plain or TLS.
-    fn attempt(
-        &self,
-        kind: &'static str,
-        connector: &Connector,
-        target: &Target,
-        addr: SocketAddr,
-    ) -> Result<(AttemptReport, ProbeAttempt), AttemptFailed> {
-        let request = self.request(target, addr);
-        let Some((client, sni)) = &self.tls else {
-            return attempt(kind, connector, addr, &request, self.timeout).map_err(AttemptFailed::from);
-        };
-        let name = tls::server_name(sni.as_deref().or(target.name()), addr)
-            .map_err(|why| AttemptFailed { kind: "tls_failed", why })?;
-        let http = self.http.then_some(&request[..]);
-        let x = client
-            .exchange(connector, addr, name, http, self.timeout)
-            .map_err(|e| AttemptFailed::from(ExchangeError::from(e)))?;
-        let report = AttemptReport {
-            kind,
-            outcome: OutcomeFields::new(&x.outcome, x.first_flight_bytes),
-            first_reply_ms: x.first_byte.map(report::ms),
-            tls: Some(TlsFields::from(&x)),
-            said: x.outcome.to_string(),
-        };
-        Ok((report, ProbeAttempt::new(x.outcome, x.first_byte.is_some())))
-    }
-
-    /// The three connections to one address, and the verdict.
-    fn address(&self, job: &Job<'_>) -> ProbeReport {
-        let target = job.target.text.clone();
-        let addr = match &job.addr {
-            Ok(addr) => *addr,
-            Err(why) => return failed(target, None, "unresolved", why.clone(), Vec::new()),
-        };
-        if self.read_first {
-            return self.read_first(target, addr);
-        }
-        let tfo = Connector::new().method(self.method);
-        let plain = Connector::new().tfo(false);
-        let mut attempts = Vec::new();
-        let mut seen = Vec::new();
-        for (kind, connector) in [("tfo_first", &tfo), ("tfo_second", &tfo), ("plain", &plain)] {
-            match self.attempt(kind, connector, job.target, addr) {
-                Ok((report, s)) => {
-                    attempts.push(report);
-                    seen.push(s);
-                }
-                Err(mut e) => {
-                    if e.kind == "connect_timeout" && kind == "tfo_second" {
-                        e.why.push_str(
-                            "; the first connection got through, and this SYN carried data: something may drop SYNs with data (with a --timeout over 1 s the kernel's retransmission without data shows it)",
-                        );
-                    }
-                    return failed(target, Some(addr), e.kind, e.why, attempts);
-                }
-            }
-        }
-        let verdict = diagnose_probe(&seen[0], &seen[1], &seen[2]);
-        let tls_error = attempts.iter().find_map(|a| a.tls.as_ref()?.error.clone());
-        let (diagnosis, explanation) = match tls_error {
-            Some(e) if verdict == ProbeVerdict::Works => (
-                Diagnosis::Failed("tls_failed"),
-                format!("TFO carried the ClientHello in the SYN and the server answered, but {e}"),
-            ),
-            Some(e) => (Diagnosis::Tfo(verdict), format!("{}; and {e}", verdict.explain())),
-            None => (Diagnosis::Tfo(verdict), verdict.explain().to_string()),
-        };
-        let saved_ms = match (attempts[2].first_reply_ms, attempts[1].first_reply_ms) {
-            (Some(p), Some(t)) if verdict == ProbeVerdict::Works => Some(((p - t) * 1000.0).round() / 1000.0),
-            _ => None,
-        };
-        ProbeReport {
-            target,
-            server: Some(addr),
-            tfo_works: diagnosis == Diagnosis::Tfo(ProbeVerdict::Works),
-            diagnosis,
-            explanation,
-            saved_ms,
-            attempts,
-        }
-    }
-}
-
-impl Probe {
-    /// `--read-first`: two read-first connections with TFO (the first gets the
-    /// cookie, the second sends it without data) and a plain one, each timed
-    /// to the greeting against its own RTT.
-    fn read_first(&self, target: String, addr: SocketAddr) -> ProbeReport {
-        let tfo = Connector::new();
-        let plain = Connector::new().tfo(false);
-        let mut attempts = Vec::new();
-        let mut greetings = Vec::new();
-        for (kind, connector) in [("read_first_1", &tfo), ("read_first_2", &tfo), ("plain", &plain)] {
-            match fastopen_tools::greeting::read_greeting(
-                connector,
-                addr,
-                &crate::interrupt::limits(self.timeout, Until::FirstByte),
-            ) {
-                Ok(g) => {
-                    let trips =
-                        g.round_trips().map_or(String::new(), |n| format!(", greeting after {n:.2} round trips"));
-                    attempts.push(AttemptReport {
-                        kind,
-                        outcome: OutcomeFields::new(&g.outcome, 0),
-                        first_reply_ms: Some(crate::report::ms(g.after)),
-                        tls: None,
-                        said: format!("{}{trips}", g.outcome),
-                    });
-                    greetings.push(g);
-                }
-                Err(e) => {
-                    let kind = e.kind();
-                    let why = format!("{:#}", anyhow::Error::from(e));
-                    return failed(target, Some(addr), kind, why, attempts);
-                }
-            }
-        }
-        let (second, plain) = (&greetings[1], &greetings[2]);
-        let trips =
-            |g: &fastopen_tools::greeting::Greeting| g.round_trips().map_or("?".to_string(), |n| format!("{n:.2}"));
-        let (verdict, explanation) = match (second.outcome.cookie_only_syn, second.with_handshake()) {
-            (true, Some(true)) => (
-                "answers_in_syn_recv",
-                format!(
-                    "the server made the connection on the cookie SYN and greeted in SYN_RECV: its greeting came after {} round trips (plain TCP: {})",
-                    trips(second),
-                    trips(plain)
-                ),
-            ),
-            (true, _) => (
-                "cookie_refused",
-                format!(
-                    "the cookie rode in the SYN, but the greeting came after {} round trips: the server did not take it (a key rotation, its TFO queue full, or the option stripped on the way back)",
-                    trips(second)
-                ),
-            ),
-            (false, _) => (
-                "no_cookie",
-                "the server offered no cookie: its TFO is off (bit 0x2 of net.ipv4.tcp_fastopen, or TCP_FASTOPEN on its listener; 0x400 gives every listener TFO), or something on the path strips the option".to_string(),
-            ),
-        };
-        let works = verdict == "answers_in_syn_recv";
-        let saved_ms = works.then(|| ((plain.after.as_secs_f64() - second.after.as_secs_f64()) * 1e6).round() / 1e3);
-        ProbeReport {
-            target,
-            server: Some(addr),
-            tfo_works: works,
-            diagnosis: Diagnosis::ReadFirst(verdict),
-            explanation,
-            saved_ms,
-            attempts,
-        }
-    }
-}
-
-/// A connection of the probe that could not be made or finished.
-struct AttemptFailed {
-    /// `refused`, `connect_timeout`, `tls_failed`, ... (`ExchangeError::kind`).
-    kind: &'static str,
-    why: String,
-}
-
-impl From<ExchangeError> for AttemptFailed {
-    fn from(e: ExchangeError) -> AttemptFailed {
-        let kind = e.kind();
-        // The error and its causes, as `tfo: error:` prints them: "cannot connect to ...: Connection refused".
-        let why = format!("{:#}", anyhow::Error::from(e));
-        AttemptFailed { kind, why }
-    }
-}
-
-fn failed(
-    target: String,
-    server: Option<SocketAddr>,
-    kind: &'static str,
-    explanation: String,
-    attempts: Vec<AttemptReport>,
-) -> ProbeReport {
-    ProbeReport {
-        target,
-        server,
-        tfo_works: false,
-        diagnosis: Diagnosis::Failed(kind),
-        explanation,
-        saved_ms: None,
-        attempts,
-    }
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut targets = args.target.clone();
     if let Some(path) = &args.targets_file {
@@ -441,11 +166,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let trust = Trust::from_flags(args.ca.as_deref(), args.insecure);
         let client = crate::client_opts::tls_client(trust, args.http)?;
         let client = if args.tls_early_data { client.with_early_data() } else { client };
-        Some((client, args.sni.clone()))
+        Some(ProbeTls { client, sni: args.sni.clone() })
     } else {
         None
     };
-    let probe = Probe { method, timeout: args.timeout, http: args.http, tls, read_first: args.read_first };
+    let probe = Probe {
+        method,
+        timeout: args.timeout,
+        http: args.http,
+        tls,
+        read_first: args.read_first,
+        cancel: Some(crate::interrupt::token()),
+    };
     let how =
         if args.read_first { "read first: the cookie in a SYN without data".to_string() } else { method.to_string() };
     crate::interrupt::install();
@@ -454,7 +186,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let one = jobs.len() == 1;
     let mut reports: Vec<(Diagnosis, bool)> = Vec::new();
     let mut print_error = None;
-    probe_many::run_all(
+    pace::run_all(
         jobs,
         |job| job.addr.as_ref().ok().copied(),
         Pace { concurrency: args.concurrency.into(), per_second: args.rate },
@@ -472,7 +204,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     crate::interrupt::check()?;
     if !one {
-        let summary = summarize(targets.len(), &reports, started.elapsed());
+        let summary = Summary::of(targets.len(), &reports, started.elapsed());
         if args.json {
             outln!("{}", serde_json::json!({ "summary": summary }))?;
         } else {
@@ -484,42 +216,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Every address of every target (names resolved a few at a time); a target
 /// that does not resolve becomes one job that reports why.
-fn resolve_all(targets: &[Target], default_port: Option<u16>, family: Family, concurrency: usize) -> Vec<Job<'_>> {
+fn resolve_all(targets: &[Target], default_port: Option<u16>, family: Family, concurrency: usize) -> Vec<Job> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let resolved: Vec<std::sync::OnceLock<Vec<Job<'_>>>> = targets.iter().map(|_| Default::default()).collect();
+    let resolved: Vec<std::sync::OnceLock<Vec<Job>>> = targets.iter().map(|_| Default::default()).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..concurrency.clamp(1, targets.len()) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(target) = targets.get(i) else { return };
+                let job = |addr| Job {
+                    target: target.text.clone(),
+                    name: target.name().map(str::to_string),
+                    port_given: target.port.is_some(),
+                    addr,
+                };
                 let jobs = match target.resolve(default_port, family) {
-                    Ok(addrs) => addrs.into_iter().map(|a| Job { target, addr: Ok(a) }).collect(),
-                    Err(why) => vec![Job { target, addr: Err(why) }],
+                    Ok(addrs) => addrs.into_iter().map(|a| job(Ok(a))).collect(),
+                    Err(why) => vec![job(Err(why))],
                 };
                 let _ = resolved[i].set(jobs);
             });
         }
     });
     resolved.into_iter().flat_map(|jobs| jobs.into_inner().unwrap_or_default()).collect()
-}
-
-fn summarize(targets: usize, reports: &[(Diagnosis, bool)], wall: Duration) -> Summary {
-    let mut counts: Vec<DiagnosisCount> = Vec::new();
-    for (d, _) in reports {
-        match counts.iter_mut().find(|c| c.diagnosis == d.as_str()) {
-            Some(c) => c.addresses += 1,
-            None => counts.push(DiagnosisCount { diagnosis: d.as_str(), addresses: 1 }),
-        }
-    }
-    counts.sort_by(|a, b| b.addresses.cmp(&a.addresses).then(a.diagnosis.cmp(b.diagnosis)));
-    Summary {
-        targets,
-        addresses: reports.len(),
-        works: reports.iter().filter(|(_, works)| *works).count(),
-        wall_ms: report::ms(wall),
-        diagnoses: counts,
-    }
 }
 
 /// `how`: how TFO was asked for ("sendto", or read first), for the detailed header.
@@ -611,15 +331,56 @@ fn fleet(
             addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
         );
     };
-    let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None, read_first: false };
-    super::probe_fleet::run(super::probe_fleet::FleetProbe {
+    let keys = match &args.key_file {
+        Some(path) => {
+            let file = KeyFile::read(path)?;
+            crate::cmd::key::warn_if_exposed("tfo probe", "key file", path, file.exposed_mode);
+            [Some(file.primary), file.backup].into_iter().flatten().collect()
+        }
+        None => Vec::new(),
+    };
+    let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None, read_first: false, cancel: None };
+    let job = Job {
+        target: target.text.clone(),
+        name: target.name().map(str::to_string),
+        port_given: target.port.is_some(),
+        addr: Ok(addr),
+    };
+    crate::interrupt::install();
+    let fleet = FleetProbe {
         addr,
         rounds,
         method,
         timeout: args.timeout,
-        request: probe.request(target, addr),
-        key_file: args.key_file.clone(),
+        request: probe.request(&job, addr),
+        keys,
         candidates: args.candidates.clone(),
-        json: args.json,
-    })
+        cancel: Some(crate::interrupt::token()),
+    };
+    let report = match fleet::run(&fleet) {
+        Err(fleet::FleetError::Cancelled | fleet::FleetError::Attempt(ExchangeError::Cancelled(_))) => {
+            return Err(crate::interrupt::Interrupted.into())
+        }
+        other => other?,
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?)?;
+    } else {
+        print_fleet(&report)?;
+    }
+    Ok(if report.verdict == FleetVerdict::Healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_fleet(r: &FleetReport) -> Result<(), crate::out::StdoutFailed> {
+    outln!("probing the fleet behind {} from {}: {} rounds, each with a fresh cookie", r.server, r.client, r.rounds)?;
+    for c in &r.cookies {
+        let made_for = match (c.made_for, c.made_with) {
+            (Some(a), Some(k)) => format!(" (the {k} key's cookie for server address {a})"),
+            _ => String::new(),
+        };
+        outln!("  cookie {} seen {} time(s){made_for}", c.cookie, c.rounds)?;
+    }
+    outln!("  SYN data accepted in {} of {} rounds ({:.0}%)", r.accepted, r.rounds, r.accepted_fraction * 100.0)?;
+    outln!("verdict: {}: {}", r.verdict, r.explanation)?;
+    Ok(())
 }

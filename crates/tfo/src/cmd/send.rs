@@ -253,7 +253,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let (reply, reply_encoding) = reply_text(e.partial_reply());
                 let failed = SendFailure {
                     server: args.addr,
-                    error: fastopen_tools::echo::error_chain(&e),
+                    error: fastopen_tools::failure::error_chain(&e),
                     error_kind: e.kind(),
                     outcome: e.outcome().map(|o| OutcomeFields::new(o, data.len())),
                     reply_bytes: e.partial_reply().len(),

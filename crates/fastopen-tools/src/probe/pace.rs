@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 /// How fast and how wide.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Pace {
+pub struct Pace {
     /// Probes under way at once.
-    pub(super) concurrency: usize,
+    pub concurrency: usize,
     /// Probes started per second, at most.
-    pub(super) per_second: f64,
+    pub per_second: f64,
 }
 
 /// Hands out start times at most `per_second` apart.
@@ -64,7 +64,7 @@ fn by_ip<J>(jobs: Vec<J>, addr_of: impl Fn(&J) -> Option<SocketAddr>) -> Vec<Vec
 /// Runs `probe` on every job with `pace` (each start waits its turn), calling `done` with each result as
 /// it comes (from the worker threads, one at a time). Stops starting new
 /// probes once `stop()` says so.
-pub(super) fn run_all<J: Sync, R>(
+pub fn run_all<J: Sync, R>(
     jobs: Vec<J>,
     addr_of: impl Fn(&J) -> Option<SocketAddr>,
     pace: Pace,
