@@ -1,6 +1,9 @@
 //! The engines behind the `tfo` CLI, as a library: no clap, no printing,
 //! typed errors. The CLI parses, calls these, and renders what they return.
 //!
+//! - [`bench`](mod@bench): `tfo bench`'s runs across a lab: plain, warm and cold TFO
+//!   (and TLS early data) interleaved, timed and counted; the link's
+//!   accuracy and throughput.
 //! - [`echo`]: the server of `tfo serve` and of the lab (`tfo bench`, `tfo
 //!   demo`): raw echo or HTTP/1.1 over TFO, TLS optional, with limits and an
 //!   early-data (replay) policy; one [`echo::ConnectionLog`] per connection.
@@ -19,6 +22,8 @@
 //!   load and probe).
 //! - [`fields`]: the report fields client engines share (a connection's
 //!   TFO outcome, the TLS part), as `--json` names them.
+//! - [`lab_server`]: that server on a thread inside a lab namespace, and
+//!   HTTP requests of a given size for it.
 //! - [`latency`]: the one latency series (hdrhistogram) and its percentiles.
 //! - [`exchange`]: one request and its reply over a blocking TFO (or plain)
 //!   connection: read while writing, one deadline, a bounded reply,
@@ -30,12 +35,14 @@
 //! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
 //!   early data) as the SYN's data, trust, session tickets kept.
 
+pub mod bench;
 pub mod connection;
 pub mod echo;
 pub mod exchange;
 pub mod failure;
 pub mod fields;
 pub mod greeting;
+pub mod lab_server;
 pub mod latency;
 pub mod linelog;
 pub mod load;

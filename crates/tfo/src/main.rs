@@ -15,7 +15,7 @@ mod exit;
 mod impairments;
 mod interrupt;
 mod keywatch;
-mod labrun;
+
 mod output_file;
 mod plot;
 mod preload_reach;

@@ -206,6 +206,11 @@ impl From<&Connection> for ConnectionReport {
     }
 }
 
+/// Where the lab's server says what went wrong (a failing accept, ...): stderr.
+pub(crate) fn lab_server_notices() -> fastopen_tools::echo::Notices {
+    std::sync::Arc::new(|line: String| errln!("tfo: the lab's server: {line}"))
+}
+
 #[cfg(test)]
 mod tests {
 

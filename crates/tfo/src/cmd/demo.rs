@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use crate::exit::CheckFailed;
 use crate::interrupt;
-use crate::labrun::{http_request, ns_counters, NsServer};
 use crate::report::{self, ms};
 use fastopen_tools::echo::{ConnectionLog, Protocol};
 use fastopen_tools::exchange::{exchange, Until};
+use fastopen_tools::lab_server::{http_request, ns_counters, NsServer};
 
 use super::demo_replay;
 
@@ -135,8 +135,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Setting::Lab(_) => Some(args.rtt),
         Setting::Loopback(_) => None,
     };
-    let mut server =
-        NsServer::start(setting.server(), setting.server_addr(), Protocol::Http, None, Default::default())?;
+    let mut server = NsServer::start(
+        setting.server(),
+        setting.server_addr(),
+        Protocol::Http,
+        None,
+        Default::default(),
+        crate::report::lab_server_notices(),
+    )?;
     let addr = server.addr;
     if !args.json {
         introduce(&setting, addr, args.rtt, note)?;

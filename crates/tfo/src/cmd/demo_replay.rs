@@ -13,10 +13,10 @@ use fastopen_wire::timeline::Verdict;
 use serde::Serialize;
 
 use crate::interrupt;
-use crate::labrun::{ns_counters, NsServer};
 use crate::report::{self, ms};
 use fastopen_tools::echo::{ConnectionLog, EarlyData, Protocol};
 use fastopen_tools::exchange::{exchange, Until};
+use fastopen_tools::lab_server::{ns_counters, NsServer};
 
 /// The request whose duplicate would hurt.
 const REQUEST: &[u8] = b"transfer 100 EUR to Bob";
@@ -74,7 +74,8 @@ fn run_policy(
 ) -> anyhow::Result<PolicyRun> {
     let confirm_timeout = rtt * 4 + Duration::from_secs(1);
     let limits = fastopen_tools::echo::Limits { early_data: policy, confirm_timeout, ..Default::default() };
-    let mut server = NsServer::start(lab.server(), addr, Protocol::Raw, None, limits)?;
+    let mut server =
+        NsServer::start(lab.server(), addr, Protocol::Raw, None, limits, crate::report::lab_server_notices())?;
     let request = |data: &'static [u8]| {
         lab.client().run(move || {
             let limits = interrupt::limits(Duration::from_secs(10), Until::Eof);

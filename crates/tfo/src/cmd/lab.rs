@@ -13,8 +13,8 @@ use fastopen_lab::{Lab, LabConfig};
 use crate::child::KillOnDrop;
 use crate::impairments::{delay_arg, split_rtt, Impairments, PerDirection};
 use crate::interrupt;
-use crate::labrun::ns_counters;
 use crate::report;
+use fastopen_tools::lab_server::ns_counters;
 
 /// Run programs (curl, nginx, your own service) across an emulated path.
 ///

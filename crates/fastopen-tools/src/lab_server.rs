@@ -1,50 +1,74 @@
-//! Running the echo server inside the lab's namespaces, and the requests it
-//! answers: shared by `tfo bench` and `tfo demo` (the client side is
-//! [`crate::exchange`]).
+//! Running the echo server inside one of the lab's namespaces, and the HTTP
+//! requests of a given size it answers: shared by `tfo bench` and `tfo
+//! demo` (the client side is [`crate::exchange`]).
 
-use fastopen_wire::http::request_head;
 use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
 use fastopen::ListenerBuilder;
-use fastopen_lab::netns::Netns;
-use std::sync::mpsc;
-
+use fastopen_lab::netns::{NamedNetnsError, Netns};
+use fastopen_wire::http::request_head;
 use tokio::sync::oneshot;
 
-use fastopen_tools::echo::{self, ConnectionLog, Protocol};
+use crate::echo::{self, ConnectionLog, Notices, Protocol};
 
-/// The `tfo serve` echo server on its own thread inside a namespace.
-pub(crate) struct NsServer {
-    pub(crate) addr: SocketAddr,
-    pub(crate) logs: mpsc::Receiver<ConnectionLog>,
+/// Why the server could not start in its namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum LabServerError {
+    #[error(transparent)]
+    Netns(#[from] NamedNetnsError),
+    #[error("starting the server in {ns}: {why}")]
+    Start { ns: String, why: String },
+    #[error("reading the TFO counters of {ns}")]
+    Counters {
+        ns: String,
+        #[source]
+        source: fastopen::Error,
+    },
+}
+
+/// The `tfo serve` echo server on its own thread inside a namespace; it
+/// stops when dropped.
+#[derive(Debug)]
+pub struct NsServer {
+    pub addr: SocketAddr,
+    /// Each connection's log, as it ends.
+    pub logs: mpsc::Receiver<ConnectionLog>,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl NsServer {
-    /// Starts serving on `addr` inside `ns`.
-    pub(crate) fn start(
+    /// Starts serving on `addr` inside `ns`; the server's notices (a
+    /// failing accept, ...) go to `notices`.
+    pub fn start(
         ns: &Netns,
         addr: SocketAddr,
         protocol: Protocol,
         tls: Option<Arc<rustls::ServerConfig>>,
         limits: echo::Limits,
-    ) -> anyhow::Result<NsServer> {
+        notices: Notices,
+    ) -> Result<NsServer, LabServerError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (log_tx, logs) = mpsc::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
-        let thread = ns.spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = ns.spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("a runtime: {e}")));
+                    return;
+                }
+            };
             rt.block_on(async move {
                 let listener = match ListenerBuilder::new(addr).bind_tokio() {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
-                        return Ok(());
+                        return;
                     }
                 };
                 let _ = ready_tx.send(listener.local_addr().map_err(|e| e.to_string()));
@@ -60,21 +84,21 @@ impl NsServer {
                     move |log| {
                         let _ = log_tx.send(log);
                     },
-                    Arc::new(|line| errln!("tfo: the lab's server: {line}")),
+                    notices,
                 )
                 .await;
-                Ok(())
             })
         })?;
+        let start_failed = |why| LabServerError::Start { ns: ns.name().to_string(), why };
         let addr = ready_rx
             .recv()
-            .context("the server thread ended before listening")?
-            .map_err(|e| anyhow::anyhow!("starting the server in {}: {e}", ns.name()))?;
+            .map_err(|_| start_failed("the server thread ended before listening".into()))?
+            .map_err(start_failed)?;
         Ok(NsServer { addr, logs, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The next connection's log, waiting up to `timeout`.
-    pub(crate) fn next_log(&mut self, timeout: Duration) -> Option<ConnectionLog> {
+    pub fn next_log(&mut self, timeout: Duration) -> Option<ConnectionLog> {
         self.logs.recv_timeout(timeout).ok()
     }
 }
@@ -91,13 +115,14 @@ impl Drop for NsServer {
 }
 
 /// The TCPFastOpen* counters of a namespace.
-pub(crate) fn ns_counters(ns: &Netns) -> anyhow::Result<fastopen::FastOpenCounters> {
-    Ok(ns.run(fastopen::FastOpenCounters::read)??)
+pub fn ns_counters(ns: &Netns) -> Result<fastopen::FastOpenCounters, LabServerError> {
+    ns.run(fastopen::FastOpenCounters::read)?
+        .map_err(|source| LabServerError::Counters { ns: ns.name().to_string(), source })
 }
 
 /// An HTTP request of exactly `size` bytes (at least the minimal one): a GET
 /// padded with a header, or a POST whose body fills the size.
-pub(crate) fn http_request_with(method: HttpMethod, host: SocketAddr, size: usize) -> Vec<u8> {
+pub fn http_request_with(method: HttpMethod, host: SocketAddr, size: usize) -> Vec<u8> {
     match method {
         HttpMethod::Get => http_request(host, size),
         HttpMethod::Post => {
@@ -116,10 +141,10 @@ pub(crate) fn http_request_with(method: HttpMethod, host: SocketAddr, size: usiz
     }
 }
 
-/// The method of `tfo bench --http` requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+/// The method of the lab's sized HTTP requests (`tfo bench --http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub(crate) enum HttpMethod {
+pub enum HttpMethod {
     /// Safe: runs from early data at once.
     Get,
     /// Unsafe: subject to --early-data.
@@ -127,7 +152,7 @@ pub(crate) enum HttpMethod {
 }
 
 /// An HTTP GET of exactly `size` bytes (at least the minimal request), padded with a header.
-pub(crate) fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
+pub fn http_request(host: SocketAddr, size: usize) -> Vec<u8> {
     let host = host.to_string();
     let minimal = request_head("GET", "/", &host, "tfo-bench", &[]).len();
     // "X-Pad: " and its CRLF are 9 bytes.

@@ -1,0 +1,72 @@
+//! The bench engine on its own, across a lab of 10 ms RTT: every warm TFO
+//! request carries its data in the SYN (the client namespace's kernel
+//! counters agree) and saves about one round trip against plain TCP; the
+//! cold ones ask for a cookie; the link's connect time is near the RTT; and
+//! bulk data crosses the link whole.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fastopen_lab::path::PathConfig;
+use fastopen_lab::{Lab, LabConfig};
+use fastopen_tools::bench::{self, BenchRun, COLD};
+use fastopen_tools::echo::{Limits, Protocol};
+use fastopen_tools::lab_server::{ns_counters, HttpMethod, NsServer};
+
+#[test]
+fn warm_tfo_saves_a_round_trip_and_the_counters_agree() {
+    if !fastopen_lab::testing::root_or_skip("engine_bench") {
+        return;
+    }
+    let rtt = Duration::from_millis(10);
+    let lab = Lab::start(LabConfig { path: PathConfig::with_rtt(rtt), ..LabConfig::default() }).unwrap();
+    let addr = SocketAddr::new(lab.server_ip(false), 8000);
+    let server =
+        NsServer::start(lab.server(), addr, Protocol::Raw, None, Limits::default(), std::sync::Arc::new(|_| {}))
+            .unwrap();
+    let requests = 6;
+    let run = BenchRun {
+        addr: server.addr,
+        rtt,
+        size: 100,
+        requests,
+        http: false,
+        tls: false,
+        read_first: false,
+        method: HttpMethod::Get,
+        timeout: Some(Duration::from_secs(10)),
+        cold_every: 3,
+        cancel: None,
+    };
+    let before = ns_counters(lab.client()).unwrap();
+    let progressed = AtomicU32::new(0);
+    let row = bench::measure(&lab, &run, &|| {
+        progressed.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    let active = ns_counters(lab.client()).unwrap().active - before.active;
+    assert_eq!(row.failed, 0, "{row:?}");
+    assert_eq!(row.tfo_used, requests, "{row:?}");
+    // The warm-up, then per round plain and warm, and a cold one every 3 rounds.
+    assert_eq!(progressed.load(Ordering::Relaxed), 1 + 2 * requests + 2);
+    assert_eq!((row.series[COLD].len(), row.cold_cookie_requests), (2, 2), "{row:?}");
+    // The kernel's side: the warm-up's and every warm request's data rode in the SYN.
+    assert!(active >= u64::from(requests), "TCPFastOpenActive +{active}");
+    let (plain, tfo) = (row.plain.unwrap(), row.tfo.unwrap());
+    // A round trip is 10 ms: TFO's exchange takes one, plain TCP two.
+    assert!(row.saved_ms_p50.unwrap() > 5.0, "plain {plain:?} tfo {tfo:?}");
+    let connect = row.connect.unwrap();
+    assert!(connect.p50_ms >= 10.0 && connect.error_p50_ms < 5.0, "{connect:?}");
+    drop(server);
+}
+
+#[test]
+fn bulk_data_crosses_the_link_whole() {
+    if !fastopen_lab::testing::root_or_skip("engine_throughput") {
+        return;
+    }
+    let t = bench::throughput(4, None).unwrap();
+    assert_eq!(t.megabytes, 4);
+    assert!(t.seconds > 0.0 && t.gbit_per_s > 0.0, "{t:?}");
+}
