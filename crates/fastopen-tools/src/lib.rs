@@ -30,6 +30,8 @@
 //!   cancellable (`tfo send`, `probe`, `bench`, `demo`).
 //! - [`probe`]: `tfo probe`'s three connections to an address and the
 //!   verdict; many probes paced politely; the fleet behind one address.
+//! - [`watch`]: `tfo watch`'s collection: every TCP connection's TFO
+//!   outcome once, with its process; the cookie cache.
 //! - [`greeting`]: a server that speaks first: a read-first connect, its
 //!   greeting, the time to it in round trips.
 //! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
@@ -49,4 +51,5 @@ pub mod load;
 pub mod probe;
 pub mod tls_client;
 pub mod tls_serve;
+pub mod watch;
 pub mod workers;
