@@ -14,6 +14,7 @@ mod cmd;
 mod exit;
 mod impairments;
 mod interrupt;
+mod key_opts;
 mod keywatch;
 
 mod output_file;

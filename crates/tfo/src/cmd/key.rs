@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use std::time::Duration;
 
-use fastopen::keyfile::{KeyFile, SecretFile};
-use fastopen::{FastOpenKey, KeySchedule};
+use fastopen::keyfile::KeyFile;
+use fastopen::FastOpenKey;
+
+use crate::key_opts::load_schedule;
 
 /// TFO cookie keys: generate one, compute the cookie a key gives, rotate.
 ///
@@ -128,24 +130,6 @@ pub(crate) struct OptionalScheduleArgs {
     /// With --key-secret: the key changes every DURATION.
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::client_opts::parse_timeout)]
     pub(crate) rotate: Duration,
-}
-
-/// Warns that a key file or secret (`what`) is readable by group or others.
-pub(crate) fn warn_if_exposed(who: &str, what: &str, path: &Path, exposed_mode: Option<u32>) {
-    if let Some(mode) = exposed_mode {
-        errln!(
-            "{who}: warning: {what} {} is readable by group or others (mode {mode:03o}); anyone who reads it can forge cookies: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-}
-
-/// Reads the secret (warning when others can read it) and makes the schedule.
-pub(crate) fn load_schedule(path: &Path, rotate: Duration) -> anyhow::Result<KeySchedule> {
-    let secret = SecretFile::read(path)?;
-    warn_if_exposed("tfo", "key secret", path, secret.exposed_mode);
-    KeySchedule::new(&secret.bytes, rotate).with_context(|| format!("key secret {}", path.display()))
 }
 
 /// `tfo key derive --json`.

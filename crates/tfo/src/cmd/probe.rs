@@ -334,7 +334,7 @@ fn fleet(
     let keys = match &args.key_file {
         Some(path) => {
             let file = KeyFile::read(path)?;
-            crate::cmd::key::warn_if_exposed("tfo probe", "key file", path, file.exposed_mode);
+            crate::key_opts::warn_if_exposed("tfo probe", "key file", path, file.exposed_mode);
             [Some(file.primary), file.backup].into_iter().flatten().collect()
         }
         None => Vec::new(),

@@ -165,12 +165,12 @@ struct Listening {
 /// Reads the key file, warning when others than its owner can read it.
 fn read_keys(path: &Path) -> anyhow::Result<(FastOpenKey, Option<FastOpenKey>)> {
     let file = KeyFile::read(path)?;
-    crate::cmd::key::warn_if_exposed("tfo serve", "key file", path, file.exposed_mode);
+    crate::key_opts::warn_if_exposed("tfo serve", "key file", path, file.exposed_mode);
     Ok((file.primary, file.backup))
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let schedule = args.key_secret.as_deref().map(|s| crate::cmd::key::load_schedule(s, args.rotate)).transpose()?;
+    let schedule = args.key_secret.as_deref().map(|s| crate::key_opts::load_schedule(s, args.rotate)).transpose()?;
     let keys = match &schedule {
         Some(schedule) => {
             let now = schedule.now();
