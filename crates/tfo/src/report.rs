@@ -85,29 +85,74 @@ pub(crate) fn print_connection(out: &mut impl Write, c: &Connection) -> std::io:
 }
 
 /// The timeline table of a connection, each line prefixed with `indent`.
+/// Written by hand, not through `format!`: a large capture's timelines are
+/// millions of lines (`scripts/trace-speed`).
 pub(crate) fn print_events(out: &mut impl Write, c: &Connection, indent: &str) -> std::io::Result<()> {
     writeln!(
         out,
         "{indent}{:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option",
         "time (ms)", "dir", "flags", "seq", "ack", "len"
     )?;
+    let mut line = Vec::with_capacity(128);
+    let mut digits = itoa::Buffer::new();
+    let mut millis = String::with_capacity(24);
     for e in &c.events {
-        let arrow = if e.dir == Dir::ToServer { ">" } else { "<" };
-        let tfo = e.tfo.map(|t| t.to_string()).unwrap_or_default();
-        let note = e.note.map(|n| format!("  <- {n}")).unwrap_or_default();
-        let point = if e.point > 0 { format!(" @{}", e.point) } else { String::new() };
-        writeln!(
-            out,
-            "{indent}{:>10.3}  {:<3} {:<8} {:>10} {:>10} {:>6}  {tfo}{note}{point}",
-            ms(e.time),
-            arrow,
-            e.flags.to_string(),
-            e.seq,
-            e.ack,
-            e.len
-        )?;
+        line.clear();
+        line.extend_from_slice(indent.as_bytes());
+        push_millis(&mut line, &mut millis, e.time);
+        line.extend_from_slice(b"  ");
+        left(&mut line, if e.dir == Dir::ToServer { ">" } else { "<" }, 3);
+        line.push(b' ');
+        left(&mut line, flag_names(e.flags.0), 8);
+        line.push(b' ');
+        right(&mut line, digits.format(e.seq), 10);
+        line.push(b' ');
+        right(&mut line, digits.format(e.ack), 10);
+        line.push(b' ');
+        right(&mut line, digits.format(e.len), 6);
+        line.extend_from_slice(b"  ");
+        if let Some(t) = &e.tfo {
+            write!(line, "{t}")?;
+        }
+        if let Some(n) = e.note {
+            write!(line, "  <- {n}")?;
+        }
+        if e.point > 0 {
+            write!(line, " @{}", e.point)?;
+        }
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
     Ok(())
+}
+
+/// `time` as `{:>10.3}` of [`ms`] prints it: milliseconds, 3 decimals.
+fn push_millis(line: &mut Vec<u8>, scratch: &mut String, time: std::time::Duration) {
+    let micros = (ms(time) * 1000.0).round() as u64;
+    let frac = micros % 1000;
+    scratch.clear();
+    scratch.push_str(itoa::Buffer::new().format(micros / 1000));
+    scratch.push('.');
+    scratch.extend([frac / 100, frac / 10 % 10, frac % 10].map(|d| char::from(b'0' + d as u8)));
+    right(line, scratch, 10);
+}
+
+/// `text` right-aligned in `width`, as `{:>width}` (ASCII text).
+fn right(line: &mut Vec<u8>, text: &str, width: usize) {
+    line.resize(line.len() + width.saturating_sub(text.len()), b' ');
+    line.extend_from_slice(text.as_bytes());
+}
+
+/// `text` left-aligned in `width`, as `{:<width}` (ASCII text).
+fn left(line: &mut Vec<u8>, text: &str, width: usize) {
+    line.extend_from_slice(text.as_bytes());
+    line.resize(line.len() + width.saturating_sub(text.len()), b' ');
+}
+
+/// The name of every flag combination ("SYN-ACK"), made once.
+fn flag_names(flags: u8) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    &NAMES.get_or_init(|| (0..=255u8).map(|f| fastopen_wire::TcpFlags(f).to_string()).collect())[usize::from(flags)]
 }
 
 /// A TFO option in `tfo trace --json`.
@@ -213,6 +258,37 @@ pub(crate) fn lab_server_notices() -> fastopen_tools::echo::Notices {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The hand-written timeline columns print what `format!` would.
+    #[test]
+    fn timeline_columns_match_format() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut scratch = String::new();
+        for i in 0..10_000u64 {
+            // Nanoseconds from 0 to 13 days (times from the capture's start;
+            // beyond 10^6 s the column is wider than 10).
+            let ns = if i < 100 { i * 499_999 } else { next() % (1 << (20 + i % 31)) };
+            let d = std::time::Duration::from_nanos(ns);
+            let mut line = Vec::new();
+            push_millis(&mut line, &mut scratch, d);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("{:>10.3}", ms(d)), "{ns} ns");
+        }
+        for text in ["", "1", "12345", "1234567890", "12345678901"] {
+            let (mut r, mut l) = (Vec::new(), Vec::new());
+            right(&mut r, text, 6);
+            left(&mut l, text, 6);
+            assert_eq!(String::from_utf8(r).unwrap(), format!("{text:>6}"));
+            assert_eq!(String::from_utf8(l).unwrap(), format!("{text:<6}"));
+        }
+        assert_eq!(flag_names(0x12), "SYN-ACK");
+    }
 
     /// The names scripts match on: serde's and `as_str` must agree, for every reason and verdict.
     #[test]
