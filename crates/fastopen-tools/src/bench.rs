@@ -95,6 +95,10 @@ pub struct Row {
     pub tfo_fail_reasons: std::collections::BTreeMap<&'static str, u32>,
     pub cold_cookie_requests: u32,
     pub connect: Option<Accuracy>,
+    /// The plain connects' handshake round trip as the client's kernel timed
+    /// it (SYN to SYN-ACK): the link's own accuracy, without the wake-up of
+    /// the program that `connect` includes.
+    pub handshake_rtt: Option<Accuracy>,
     pub link: LinkCounters,
     /// Each request's time, by series ([`PLAIN`], [`WARM`], [`COLD`], [`EARLY`]).
     #[serde(skip)]
@@ -223,6 +227,7 @@ fn tls_request(
             total,
             first_byte: x.first_byte,
             early_data_accepted: x.early_data == Some("accepted"),
+            handshake_rtt: None,
         }),
         (_, error, _) => Err(ExchangeError::Tls { addr, why: error.unwrap_or_else(|| "no answer".into()) }),
     }
@@ -234,6 +239,7 @@ struct Tally {
     series: [Series; 4],
     early_data_accepted: u32,
     connect: Series,
+    handshake: Series,
     used: u32,
     cold_requests: u32,
     failed: u32,
@@ -260,7 +266,12 @@ impl Tally {
         self.series[mode].record(ex.total);
         let o = &ex.outcome;
         match mode {
-            PLAIN => self.connect.record(o.connect_time),
+            PLAIN => {
+                self.connect.record(o.connect_time);
+                if let Some(rtt) = ex.handshake_rtt {
+                    self.handshake.record(rtt);
+                }
+            }
             EARLY => self.early_data_accepted += u32::from(ex.early_data_accepted),
             COLD => self.cold_requests += u32::from(o.fail_reason == Some(FailReason::CookieUnavailable)),
             // Read first: the cookie in a SYN without data is TFO's use.
@@ -287,12 +298,14 @@ impl Tally {
         let (p, w) = (self.series[PLAIN].summary(), self.series[WARM].summary());
         let early = self.series[EARLY].summary();
         let rtt_ms = ms(rtt);
-        let connect = self.connect.summary().map(|c| Accuracy {
+        let against_rtt = |c: Summary| Accuracy {
             p50_ms: c.p50_ms,
             p99_ms: c.p99_ms,
             error_p50_ms: round3(c.p50_ms - rtt_ms),
             error_p99_ms: round3(c.p99_ms - rtt_ms),
-        });
+        };
+        let connect = self.connect.summary().map(against_rtt);
+        let handshake_rtt = self.handshake.summary().map(against_rtt);
         Row {
             plain: p,
             tfo: w,
@@ -308,6 +321,7 @@ impl Tally {
             tfo_fail_reasons: self.reasons,
             cold_cookie_requests: self.cold_requests,
             connect,
+            handshake_rtt,
             series: self.series,
             ..Row::partial(rtt, size, requests)
         }
@@ -332,6 +346,7 @@ impl Row {
             tfo_fail_reasons: Default::default(),
             cold_cookie_requests: 0,
             connect: None,
+            handshake_rtt: None,
             link: LinkCounters::default(),
             tfo_early_data: None,
             early_data_accepted: None,

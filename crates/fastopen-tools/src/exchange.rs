@@ -98,6 +98,10 @@ pub struct Exchange {
     pub first_byte: Option<Duration>,
     /// Over TLS: the request went as early data and the server took it.
     pub early_data_accepted: bool,
+    /// A plain connect's handshake round trip as the client's kernel timed
+    /// it (SYN to SYN-ACK, its first RTT sample, read when connect
+    /// returned): the path's RTT without the wake-up of the program.
+    pub handshake_rtt: Option<Duration>,
 }
 
 /// Why an exchange did not complete.
@@ -207,6 +211,11 @@ pub fn exchange(
     let connector =
         connector.clone().connect_timeout(Some(timeout.max(Duration::from_millis(1)))).cancel_on(limits.token.clone());
     let (stream, outcome) = connector.connect(addr, first)?;
+    // Plain: the handshake is over and its sample the only one yet.
+    let handshake_rtt = match outcome.method {
+        None => fastopen::read_tcp_info(&stream).ok().and_then(|i| i.rtt_us).map(|us| Duration::from_micros(us.into())),
+        Some(_) => None,
+    };
     stream.set_nonblocking(true).map_err(|source| ExchangeError::Io {
         what: "setting up the connection to",
         addr,
@@ -225,7 +234,7 @@ pub fn exchange(
     loop {
         x.send_what_fits(limits.half_close)?;
         if x.receive_what_came(until, limits.max_reply)? {
-            return Ok(done(outcome, x.reply, start, x.first_byte));
+            return Ok(Exchange { handshake_rtt, ..done(outcome, x.reply, start, x.first_byte) });
         }
         if let Some(why) = limits.stop() {
             return Err(ExchangeError::Cancelled(why));
@@ -333,7 +342,7 @@ impl InFlight<'_> {
 }
 
 fn done(outcome: ClientOutcome, reply: Vec<u8>, start: Instant, first_byte: Option<Duration>) -> Exchange {
-    Exchange { outcome, reply, total: start.elapsed(), first_byte, early_data_accepted: false }
+    Exchange { outcome, reply, total: start.elapsed(), first_byte, early_data_accepted: false, handshake_rtt: None }
 }
 
 /// The peer may have reset already: SO_ERROR then holds the real cause.

@@ -90,12 +90,14 @@ impl GreetingError {
 /// byte), for callers that count exchanges (`tfo bench --read-first`).
 impl From<Greeting> for crate::exchange::Exchange {
     fn from(g: Greeting) -> Self {
+        let handshake_rtt = if g.outcome.method.is_none() { g.rtt } else { None };
         crate::exchange::Exchange {
             outcome: g.outcome,
             reply: g.text,
             total: g.after,
             first_byte: Some(g.after),
             early_data_accepted: false,
+            handshake_rtt,
         }
     }
 }

@@ -58,6 +58,10 @@ fn warm_tfo_saves_a_round_trip_and_the_counters_agree() {
     assert!(row.saved_ms_p50.unwrap() > 5.0, "plain {plain:?} tfo {tfo:?}");
     let connect = row.connect.unwrap();
     assert!(connect.p50_ms >= 10.0 && connect.error_p50_ms < 5.0, "{connect:?}");
+    // The client kernel's own timing of the handshake: never under the set
+    // RTT, and no later than the program saw it.
+    let handshake = row.handshake_rtt.unwrap();
+    assert!(handshake.p50_ms >= 9.99 && handshake.p50_ms <= connect.p50_ms, "{handshake:?} {connect:?}");
     drop(server);
 }
 

@@ -367,6 +367,12 @@ fn print_table(rows: &[Row], read_first: bool) -> Result<(), crate::out::StdoutF
                 r.link.late_p99_us.map_or("-".into(), |v| format!("<{v}")),
             )?;
         }
+        if let Some(h) = r.handshake_rtt {
+            outln!(
+                "{:>18} link: handshake RTT (the client kernel's SYN to SYN-ACK) p50 {:.3} ms ({:+.3}), p99 {:.3} ms ({:+.3}); connect adds the program's wake-up",
+                "", h.p50_ms, h.error_p50_ms, h.p99_ms, h.error_p99_ms,
+            )?;
+        }
         if r.failed > 0 {
             let kinds: Vec<String> = r.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
             outln!("{:>18} failed requests (no complete reply): {} ({})", "", r.failed, kinds.join(", "))?;
