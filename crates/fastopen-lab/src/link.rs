@@ -11,6 +11,13 @@
 //! 1 ns. Packet buffers come from a pool allocated up front: nothing is
 //! allocated per packet.
 //!
+//! With offload (`LabConfig::offload`), each TUN device speaks virtio-net
+//! headers with TSO: the kernels hand over (and take) GSO packets of up to
+//! 64 KiB; the link splits each into the segments the path handles one by
+//! one (delay, loss, middleboxes, capture: nothing changes for them) and
+//! coalesces what it sends (GRO), so one system call carries dozens of
+//! segments instead of one (`OffloadTun`, on tun-rs's GSO/GRO).
+//!
 //! Jitter is uniform in [-jitter, +jitter] around the delay (clamped at 0), and
 //! packets never overtake each other (a packet leaves no earlier than the one
 //! before it), so jitter adds delay variation without reordering. Loss is
@@ -26,7 +33,7 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use tun_rs::SyncDevice;
+use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use crate::middlebox::Direction;
 pub use crate::path::{split_rtt, DirectionConfig, PathConfig};
@@ -50,6 +57,98 @@ pub trait LinkDevice: Send + 'static {
     fn send(&self, packet: &[u8]) -> io::Result<usize>;
     /// The descriptor that polls readable when a packet waits.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Whether the device batches ([`LinkDevice::recv_segments`],
+    /// [`LinkDevice::queue`], [`LinkDevice::flush`]) instead of `recv`/`send`.
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// Reads once, and hands each segment of what was read to `each`
+    /// (`WouldBlock` when nothing waits).
+    fn recv_segments(&mut self, _each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Keeps a packet for the next [`LinkDevice::flush`]; false when the batch is full.
+    fn queue(&mut self, _packet: &[u8]) -> bool {
+        false
+    }
+    /// Sends what was queued, coalesced.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A TUN device with offload: GSO packets split on reading, segments
+/// coalesced on sending (see the module's doc).
+pub struct OffloadTun {
+    device: SyncDevice,
+    gro: GROTable,
+    /// One read: a virtio-net header and up to 64 KiB.
+    read: Vec<u8>,
+    segments: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    /// Packets queued to send, each after `VIRTIO_NET_HDR_LEN` bytes of room.
+    out: Vec<Vec<u8>>,
+    queued: usize,
+}
+
+impl std::fmt::Debug for OffloadTun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffloadTun").field("queued", &self.queued).finish_non_exhaustive()
+    }
+}
+
+impl OffloadTun {
+    /// Wraps a device built with `offload(true)`; segments are at most `mtu` bytes.
+    pub fn new(device: SyncDevice, mtu: u16) -> io::Result<OffloadTun> {
+        device.set_nonblocking(true)?;
+        let segment = usize::from(mtu).max(1500) + 64;
+        Ok(OffloadTun {
+            device,
+            gro: GROTable::default(),
+            read: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
+            segments: vec![vec![0; segment]; IDEAL_BATCH_SIZE],
+            sizes: vec![0; IDEAL_BATCH_SIZE],
+            out: (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(VIRTIO_NET_HDR_LEN + 65_535)).collect(),
+            queued: 0,
+        })
+    }
+}
+
+impl LinkDevice for OffloadTun {
+    fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn send(&self, _packet: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.device.as_fd()
+    }
+    fn offloads(&self) -> bool {
+        true
+    }
+    fn recv_segments(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let n = self.device.recv_multiple(&mut self.read, &mut self.segments, &mut self.sizes, 0)?;
+        for (segment, &size) in self.segments.iter().zip(&self.sizes).take(n) {
+            each(&segment[..size]);
+        }
+        Ok(())
+    }
+    fn queue(&mut self, packet: &[u8]) -> bool {
+        let Some(buf) = self.out.get_mut(self.queued) else { return false };
+        buf.clear();
+        buf.resize(VIRTIO_NET_HDR_LEN, 0);
+        buf.extend_from_slice(packet);
+        self.queued += 1;
+        true
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut self.queued);
+        self.device.send_multiple(&mut self.gro, &mut self.out[..queued], VIRTIO_NET_HDR_LEN).map(|_| ())
+    }
 }
 
 impl LinkDevice for SyncDevice {
@@ -74,6 +173,19 @@ impl Forwarder {
     ) -> io::Result<Forwarder> {
         client_side.set_nonblocking(true)?;
         server_side.set_nonblocking(true)?;
+        Forwarder::start_on(client_side, server_side, mtu, config)
+    }
+
+    /// Starts forwarding between two TUN devices built with offload
+    /// (`DeviceBuilder::offload(true)`): GSO packets split, segments coalesced.
+    pub fn start_offloaded(
+        client_side: SyncDevice,
+        server_side: SyncDevice,
+        mtu: u16,
+        config: PathConfig,
+    ) -> io::Result<Forwarder> {
+        let client_side = OffloadTun::new(client_side, mtu)?;
+        let server_side = OffloadTun::new(server_side, mtu)?;
         Forwarder::start_on(client_side, server_side, mtu, config)
     }
 
@@ -238,6 +350,9 @@ impl<D: LinkDevice> Engine<D> {
     /// Reads every packet waiting on the device of `direction`'s sender and
     /// hands it to the scheduler.
     fn receive(&mut self, direction: Direction, scratch: &mut [u8]) -> io::Result<()> {
+        if self.devices[direction.index()].offloads() {
+            return self.receive_segments(direction);
+        }
         let device = &self.devices[direction.index()];
         loop {
             let Some((slot, buf)) = self.sched.buffer() else {
@@ -263,6 +378,31 @@ impl<D: LinkDevice> Engine<D> {
         }
     }
 
+    /// [`Engine::receive`] for an offloading device: each read's segments,
+    /// copied into the pool's buffers, one admission each.
+    fn receive_segments(&mut self, direction: Direction) -> io::Result<()> {
+        let Engine { devices, sched, stats } = self;
+        loop {
+            let now = now_ns();
+            let read = devices[direction.index()].recv_segments(&mut |segment| match sched.buffer() {
+                Some((slot, buf)) if segment.len() <= buf.len() => {
+                    buf[..segment.len()].copy_from_slice(segment);
+                    sched.admit(now, direction, slot, segment.len(), stats);
+                }
+                Some((slot, _)) => {
+                    sched.unused(slot);
+                    sched.queue_drop(direction, stats);
+                }
+                None => sched.queue_drop(direction, stats),
+            });
+            match read {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends every packet whose time has come; returns whether it sent any.
     fn release_due(&mut self, now: u64) -> io::Result<bool> {
         let mut sent = false;
@@ -272,7 +412,18 @@ impl<D: LinkDevice> Engine<D> {
             let direction = release.direction;
             let packet = self.sched.packet(&release);
             let counters = self.stats.direction(direction);
-            let result = match self.devices[1 - direction.index()].send(packet) {
+            let receiver = &mut self.devices[1 - direction.index()];
+            let result = if receiver.offloads() {
+                // A full batch goes out first; this packet starts the next.
+                if !receiver.queue(packet) {
+                    receiver.flush()?;
+                    receiver.queue(packet);
+                }
+                Ok(packet.len())
+            } else {
+                receiver.send(packet)
+            };
+            let result = match result {
                 Ok(_) => {
                     self.stats.capture(CapturePoint::Delivered, direction, packet);
                     counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -288,6 +439,16 @@ impl<D: LinkDevice> Engine<D> {
             };
             self.sched.sent(release);
             result?;
+        }
+        for (device, direction) in self.devices.iter_mut().zip([Direction::ToClient, Direction::ToServer]) {
+            match device.flush() {
+                Ok(()) => {}
+                // The receiving stack is full: the batch (or its rest) is dropped, as on a wire.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stats.direction(direction).queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(sent)
     }

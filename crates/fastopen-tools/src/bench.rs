@@ -367,11 +367,14 @@ pub struct Throughput {
     pub seconds: f64,
     pub gbit_per_s: f64,
     pub mtu: u16,
+    /// TSO/GSO across the link.
+    pub offload: bool,
 }
 
-/// Sends `mb` MB over one TCP connection through a zero-delay lab.
-pub fn throughput(mb: u32, cancel: Option<Cancel>) -> Result<Throughput, BenchError> {
-    let lab = Lab::start(LabConfig::default())?;
+/// Sends `mb` MB over one TCP connection through a zero-delay lab (with
+/// `offload`: TSO/GSO across the link).
+pub fn throughput(mb: u32, offload: bool, cancel: Option<Cancel>) -> Result<Throughput, BenchError> {
+    let lab = Lab::start(LabConfig { offload, ..LabConfig::default() })?;
     let addr = SocketAddr::new(lab.server_ip(false), 9000);
     let listener = lab.server().run(move || TcpListener::bind(addr))??;
     let sink = lab.server().spawn(move || -> std::io::Result<u64> {
@@ -412,7 +415,8 @@ pub fn throughput(mb: u32, cancel: Option<Cancel>) -> Result<Throughput, BenchEr
         Ok(start.elapsed().as_secs_f64())
     })??;
     sink.join().map_err(|_| BenchError::Link("the sink thread panicked".into()))??;
-    Ok(Throughput { megabytes: mb, seconds, gbit_per_s: bytes as f64 * 8.0 / seconds / 1e9, mtu: lab.config().mtu })
+    let gbit_per_s = bytes as f64 * 8.0 / seconds / 1e9;
+    Ok(Throughput { megabytes: mb, seconds, gbit_per_s, mtu: lab.config().mtu, offload })
 }
 
 #[cfg(test)]

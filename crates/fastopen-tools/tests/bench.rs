@@ -70,7 +70,52 @@ fn bulk_data_crosses_the_link_whole() {
     if !fastopen_lab::testing::root_or_skip("engine_throughput") {
         return;
     }
-    let t = bench::throughput(4, None).unwrap();
+    let t = bench::throughput(4, false, None).unwrap();
     assert_eq!(t.megabytes, 4);
     assert!(t.seconds > 0.0 && t.gbit_per_s > 0.0, "{t:?}");
+}
+
+/// With TSO/GSO across the link, the path still sees segments: every packet
+/// it forwards fits the MTU (a 64 KiB GSO packet would not fit a buffer of
+/// the pool: the transfer would stall), each is delayed (the handshake's RTT
+/// as the client's kernel timed it) and lost on its own (about the set 1%).
+#[test]
+fn offload_keeps_segments_delay_and_loss() {
+    if !fastopen_lab::testing::root_or_skip("engine_offload") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let mut path = PathConfig::with_rtt(Duration::from_millis(10));
+    path.to_server.loss = 0.01;
+    let lab = Lab::start(LabConfig { path, offload: true, ..LabConfig::default() }).unwrap();
+    let addr = SocketAddr::new(lab.server_ip(false), 9100);
+    let listener = lab.server().run(move || std::net::TcpListener::bind(addr)).unwrap().unwrap();
+    let sink = lab
+        .server()
+        .spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all.len()
+        })
+        .unwrap();
+    let bytes = 8 << 20;
+    let before = lab.counters();
+    let rtt = lab
+        .client()
+        .run(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let rtt = fastopen::read_tcp_info(&s).unwrap().rtt_us;
+            s.write_all(&vec![0x5a; bytes]).unwrap();
+            rtt
+        })
+        .unwrap();
+    assert_eq!(sink.join().unwrap(), bytes, "every byte across");
+    let link = lab.counters().since(&before);
+    assert!(link.to_server_bytes >= bytes as u64, "{link:?}");
+    assert!(link.to_server_bytes <= link.to_server_packets * 1500, "segments, not GSO packets: {link:?}");
+    let lost = link.lost as f64 / (link.to_server_packets + link.lost) as f64;
+    assert!((0.004..0.02).contains(&lost), "loss {lost:.4} of the set 0.01: {link:?}");
+    let rtt = rtt.expect("the handshake's RTT sample");
+    assert!((10_000..11_000).contains(&rtt), "handshake RTT {rtt} us across a 10 ms path");
 }

@@ -31,8 +31,9 @@ use crate::plot;
 /// reply for plain, TFO cold and TFO warm; the TFO/plain p50 ratio (the floor
 /// is 0.5: one round trip saved of two) and the saved milliseconds; how many
 /// TFO requests really carried their data in the SYN; and the link's own
-/// accuracy (plain connect time vs the configured RTT). --throughput-mb also
-/// measures bulk TCP through the link at zero delay.
+/// accuracy (the client kernel's handshake RTT, and the plain connect time,
+/// vs the configured RTT). --throughput-mb also measures bulk TCP through the
+/// link at zero delay, without and with TSO/GSO across it (`tfo lab --offload`).
 ///
 /// Examples:
 ///   tfo bench --rtt 100ms
@@ -105,6 +106,8 @@ struct BenchReport<'a> {
     config: BenchConfig,
     results: &'a [Row],
     throughput: Option<Throughput>,
+    /// The same with TSO/GSO across the link (`tfo lab --offload`).
+    throughput_offload: Option<Throughput>,
     /// Ctrl-C ended the run; `results` holds what was measured before.
     interrupted: bool,
 }
@@ -200,14 +203,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     let interrupted = interrupt::requested();
-    let throughput = if args.throughput_mb > 0 && !interrupted {
-        match bench::throughput(args.throughput_mb, Some(interrupt::token())) {
-            Err(BenchError::Cancelled) => return Err(interrupt::Interrupted.into()),
-            other => Some(other?),
+    let mut throughputs = Vec::new();
+    for offload in [false, true] {
+        if args.throughput_mb == 0 || interrupt::requested() {
+            break;
         }
-    } else {
-        None
-    };
+        match bench::throughput(args.throughput_mb, offload, Some(interrupt::token())) {
+            Err(BenchError::Cancelled) => return Err(interrupt::Interrupted.into()),
+            other => throughputs.push(other?),
+        }
+    }
+    let throughput = throughputs.first().copied();
+    let throughput_offload = throughputs.get(1).copied();
     if args.json {
         let ms = crate::report::ms;
         let report = BenchReport {
@@ -229,14 +236,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             results: &rows,
             throughput,
+            throughput_offload,
             interrupted,
         };
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         print_table(&rows, args.read_first)?;
-        if let Some(t) = throughput {
+        for t in &throughputs {
             outln!(
-                "link throughput at zero delay: {:.2} Gbit/s ({} MB in {:.2} s, one TCP connection, MTU {})",
+                "link throughput at zero delay{}: {:.2} Gbit/s ({} MB in {:.2} s, one TCP connection, MTU {})",
+                if t.offload { ", TSO/GSO across it (--offload)" } else { "" },
                 t.gbit_per_s,
                 t.megabytes,
                 t.seconds,

@@ -52,6 +52,12 @@ pub(crate) struct Args {
     /// MTU of the link.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: u16,
+    /// TSO/GSO across the link, for bulk transfers: the kernels pass 64 KiB
+    /// packets, the link splits them into MTU segments (each delayed, lost
+    /// and inspected alone) and coalesces them again. Captures on the lab's
+    /// devices then show the large packets.
+    #[arg(long)]
+    offload: bool,
     /// Busy-poll the link for precise delays (costs a CPU while the lab runs).
     #[arg(long)]
     busy_poll: bool,
@@ -201,7 +207,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let delay = args.delay.unwrap_or_else(|| split_rtt(args.rtt));
     let path = args.path.path(delay, args.busy_poll);
     let rtt = path.rtt();
-    let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu })?;
+    let lab = Lab::start(LabConfig { path, tcp_fastopen: args.tcp_fastopen, mtu: args.mtu, offload: args.offload })?;
     let guard = LabGuard::start(&lab)?;
     let lab = Guarded { lab, _guard: guard };
     let before = (ns_counters(lab.client())?, ns_counters(lab.server())?);
