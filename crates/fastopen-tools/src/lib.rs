@@ -32,6 +32,8 @@
 //!   verdict; many probes paced politely; the fleet behind one address.
 //! - [`watch`]: `tfo watch`'s collection: every TCP connection's TFO
 //!   outcome once, with its process; the cookie cache.
+//! - [`proxy`]: `tfo proxy`'s relay: the client's first bytes into the
+//!   upstream's SYN, both ways with half-close, an idle timeout.
 //! - [`greeting`]: a server that speaks first: a read-first connect, its
 //!   greeting, the time to it in round trips.
 //! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
@@ -49,6 +51,7 @@ pub mod latency;
 pub mod linelog;
 pub mod load;
 pub mod probe;
+pub mod proxy;
 pub mod tls_client;
 pub mod tls_serve;
 pub mod watch;

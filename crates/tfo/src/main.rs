@@ -16,11 +16,9 @@ mod impairments;
 mod interrupt;
 mod key_opts;
 mod keywatch;
-
 mod output_file;
 mod plot;
 mod preload_reach;
-mod proxy;
 mod report;
 mod target;
 mod wrap_shim;

@@ -1,6 +1,6 @@
 //! `tfo proxy LISTEN UPSTREAM`: a TCP relay with TFO on both legs, for
 //! programs a preload cannot reach (static binaries, Go, setuid). The relay
-//! itself is `crate::proxy`; this module owns the flags, the accept loop with
+//! itself is `fastopen_tools::proxy`; this module owns the flags, the accept loop with
 //! its connection limit, and the log lines.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::io::Write;
 
 use crate::addr;
 use crate::client_opts::parse_timeout;
-use crate::proxy::{relay, RelayConfig, RelayEnd, Relayed};
+use fastopen_tools::proxy::{relay, RelayConfig, RelayEnd, Relayed};
 
 /// Relay TCP with TCP Fast Open on both legs, for programs tfo wrap cannot reach.
 ///

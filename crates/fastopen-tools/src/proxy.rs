@@ -18,17 +18,17 @@ use tokio::net::TcpStream;
 
 /// How a relay is set up.
 #[derive(Debug, Clone)]
-pub(crate) struct RelayConfig {
-    pub(crate) upstream: SocketAddr,
-    pub(crate) first_data_wait: Duration,
-    pub(crate) idle: Duration,
-    pub(crate) connect_timeout: Duration,
+pub struct RelayConfig {
+    pub upstream: SocketAddr,
+    pub first_data_wait: Duration,
+    pub idle: Duration,
+    pub connect_timeout: Duration,
 }
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum RelayEnd {
+pub enum RelayEnd {
     /// Both sides finished (each half-closed or closed).
     Closed,
     /// No byte either way for the idle timeout.
@@ -43,23 +43,23 @@ pub(crate) enum RelayEnd {
 
 /// What happened to one relayed connection.
 #[derive(Debug)]
-pub(crate) struct Relayed {
-    pub(crate) client: SocketAddr,
-    pub(crate) client_leg: AcceptOutcome,
-    pub(crate) upstream_leg: Option<ClientOutcome>,
+pub struct Relayed {
+    pub client: SocketAddr,
+    pub client_leg: AcceptOutcome,
+    pub upstream_leg: Option<ClientOutcome>,
     /// Bytes of the client's that were ready for the upstream's SYN.
-    pub(crate) first_data: usize,
-    pub(crate) bytes_to_upstream: u64,
-    pub(crate) bytes_to_client: u64,
-    pub(crate) duration: Duration,
-    pub(crate) end: RelayEnd,
+    pub first_data: usize,
+    pub bytes_to_upstream: u64,
+    pub bytes_to_client: u64,
+    pub duration: Duration,
+    pub end: RelayEnd,
 }
 
 /// The most of the client's first bytes offered to the upstream's SYN.
 const FIRST_DATA_MAX: usize = 16 * 1024;
 
 /// Relays one accepted connection to the upstream.
-pub(crate) async fn relay(
+pub async fn relay(
     mut client: TcpStream,
     client_addr: SocketAddr,
     client_leg: AcceptOutcome,
