@@ -223,7 +223,7 @@ fn tls_request(
     match (x.answered, x.error, x.http_status) {
         (Some(total), None, Some(status)) => Ok(Exchange {
             outcome: x.outcome,
-            reply: format!("HTTP/1.1 {status}").into_bytes(),
+            reply: format!("HTTP/1.1 {status} \r\n\r\n").into_bytes(),
             total,
             first_byte: x.first_byte,
             early_data_accepted: x.early_data == Some("accepted"),
@@ -251,13 +251,13 @@ struct Tally {
 
 /// Whether an HTTP reply's status is 2xx.
 fn http_ok(reply: &[u8]) -> bool {
-    reply.get(9..10) == Some(b"2")
+    fastopen_wire::http::status_code(reply).is_some_and(|code| (200..300).contains(&code))
 }
 
 impl Tally {
     /// Counts a reply with an HTTP error status as a failure of its kind.
     fn refused(&mut self, reply: &[u8]) {
-        let kind = if reply.get(9..12) == Some(b"425") { "too_early" } else { "http_error" };
+        let kind = if fastopen_wire::http::status_code(reply) == Some(425) { "too_early" } else { "http_error" };
         self.failed += 1;
         *self.failures.entry(kind).or_insert(0) += 1;
     }
@@ -432,5 +432,17 @@ mod tests {
         let early: Vec<Vec<usize>> = (0..3).map(|r| round_modes(r, 10, true)).collect();
         assert_eq!(early[1], [WARM, EARLY, PLAIN], "early data's place rotates");
         assert!(early.iter().all(|m| m.contains(&EARLY)));
+    }
+
+    #[test]
+    fn replies_are_judged_by_their_status() {
+        assert!(http_ok(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(http_ok(b"HTTP/1.1 204 \r\n\r\n"), "the TLS path's stand-in reply");
+        assert!(!http_ok(b"HTTP/1.1 425 Too Early\r\n\r\n"));
+        let mut tally = Tally::default();
+        tally.refused(b"HTTP/1.1 425 Too Early\r\n\r\n");
+        tally.refused(b"HTTP/1.1 500 Oops\r\n\r\n");
+        assert_eq!(tally.failures.get("too_early"), Some(&1));
+        assert_eq!(tally.failures.get("http_error"), Some(&1));
     }
 }

@@ -400,7 +400,7 @@ async fn echo_http(
         log.bytes_in += n as u64;
         buf.extend_from_slice(&chunk[..n]);
     };
-    log.http_status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok());
+    log.http_status = fastopen_wire::http::status_code(&response);
     // The close (or `handle`, before it waits for the ACK) sends the FIN.
     write_counted(stream, &response, &mut log.bytes_out, limits.idle).await.map(|()| Ending::Close)
 }

@@ -340,7 +340,7 @@ async fn tls_http(
             Err(e) => return Err(e),
         }
     };
-    log.http_status = std::str::from_utf8(&response[9..12]).ok().and_then(|s| s.parse().ok());
+    log.http_status = fastopen_wire::http::status_code(&response);
     tls.send(log, &response).await?;
     // The answer is out: a client that leaves now (without its Finished or
     // our close_notify: it has what it came for) is no error.
