@@ -205,12 +205,11 @@ impl Collector {
         let sockets = self.diag.dump()?;
         // This read's listeners and the last one's: a connection destroyed
         // with its server (seen only by its notification) keeps its role.
-        let mut listeners: Vec<SocketAddr> =
-            sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
-        listeners.extend(std::mem::take(&mut self.last_listeners));
+        let now: Vec<SocketAddr> = sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
+        let mut listeners = std::mem::replace(&mut self.last_listeners, now.clone());
+        listeners.extend(now);
         listeners.sort_unstable();
         listeners.dedup();
-        self.last_listeners = sockets.iter().filter(|s| s.state == TCP_LISTEN).map(|s| s.local).collect();
         self.listeners = listeners;
         self.forget_gone(&sockets);
         self.find_processes(&sockets);

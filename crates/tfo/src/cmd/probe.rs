@@ -214,6 +214,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(if reports.iter().all(|(_, works)| *works) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// What the probe engine needs of a target, for one of its addresses.
+fn job(target: &Target, addr: Result<std::net::SocketAddr, String>) -> Job {
+    Job {
+        target: target.text.clone(),
+        name: target.name().map(str::to_string),
+        port_given: target.port.is_some(),
+        addr,
+    }
+}
+
 /// Every address of every target (names resolved a few at a time); a target
 /// that does not resolve becomes one job that reports why.
 fn resolve_all(targets: &[Target], default_port: Option<u16>, family: Family, concurrency: usize) -> Vec<Job> {
@@ -225,15 +235,9 @@ fn resolve_all(targets: &[Target], default_port: Option<u16>, family: Family, co
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(target) = targets.get(i) else { return };
-                let job = |addr| Job {
-                    target: target.text.clone(),
-                    name: target.name().map(str::to_string),
-                    port_given: target.port.is_some(),
-                    addr,
-                };
                 let jobs = match target.resolve(default_port, family) {
-                    Ok(addrs) => addrs.into_iter().map(|a| job(Ok(a))).collect(),
-                    Err(why) => vec![job(Err(why))],
+                    Ok(addrs) => addrs.into_iter().map(|a| job(target, Ok(a))).collect(),
+                    Err(why) => vec![job(target, Err(why))],
                 };
                 let _ = resolved[i].set(jobs);
             });
@@ -340,19 +344,14 @@ fn fleet(
         None => Vec::new(),
     };
     let probe = Probe { method, timeout: args.timeout, http: args.http, tls: None, read_first: false, cancel: None };
-    let job = Job {
-        target: target.text.clone(),
-        name: target.name().map(str::to_string),
-        port_given: target.port.is_some(),
-        addr: Ok(addr),
-    };
+    let probed = job(target, Ok(addr));
     crate::interrupt::install();
     let fleet = FleetProbe {
         addr,
         rounds,
         method,
         timeout: args.timeout,
-        request: probe.request(&job, addr),
+        request: probe.request(&probed, addr),
         keys,
         candidates: args.candidates.clone(),
         cancel: Some(crate::interrupt::token()),
