@@ -88,18 +88,15 @@ pub(crate) fn print_connection(out: &mut impl Write, c: &Connection) -> std::io:
 /// Written by hand, not through `format!`: a large capture's timelines are
 /// millions of lines (`scripts/trace-speed`).
 pub(crate) fn print_events(out: &mut impl Write, c: &Connection, indent: &str) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{indent}{:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option",
-        "time (ms)", "dir", "flags", "seq", "ack", "len"
-    )?;
     let mut line = Vec::with_capacity(128);
+    line.extend_from_slice(indent.as_bytes());
+    line.extend_from_slice(EVENTS_HEADER.as_bytes());
+    out.write_all(&line)?;
     let mut digits = itoa::Buffer::new();
-    let mut millis = String::with_capacity(24);
     for e in &c.events {
         line.clear();
         line.extend_from_slice(indent.as_bytes());
-        push_millis(&mut line, &mut millis, e.time);
+        push_millis(&mut line, &mut digits, e.time);
         line.extend_from_slice(b"  ");
         left(&mut line, if e.dir == Dir::ToServer { ">" } else { "<" }, 3);
         line.push(b' ');
@@ -126,15 +123,19 @@ pub(crate) fn print_events(out: &mut impl Write, c: &Connection, indent: &str) -
     Ok(())
 }
 
-/// `time` as `{:>10.3}` of [`ms`] prints it: milliseconds, 3 decimals.
-fn push_millis(line: &mut Vec<u8>, scratch: &mut String, time: std::time::Duration) {
-    let micros = (ms(time) * 1000.0).round() as u64;
-    let frac = micros % 1000;
-    scratch.clear();
-    scratch.push_str(itoa::Buffer::new().format(micros / 1000));
-    scratch.push('.');
-    scratch.extend([frac / 100, frac / 10 % 10, frac % 10].map(|d| char::from(b'0' + d as u8)));
-    right(line, scratch, 10);
+/// The timeline table's header line (after the indent): the columns'
+/// names aligned as [`print_events`] aligns their values.
+const EVENTS_HEADER: &str = " time (ms)  dir flags           seq        ack    len  TFO option\n";
+
+/// `time` in milliseconds with 3 decimals, right-aligned in 10 columns (as
+/// `{:>10.3}` of [`ms`] prints it).
+fn push_millis(line: &mut Vec<u8>, digits: &mut itoa::Buffer, time: std::time::Duration) {
+    let micros = (time.as_secs_f64() * 1e6).round() as u64;
+    let (whole, frac) = (digits.format(micros / 1000), micros % 1000);
+    line.resize(line.len() + 6usize.saturating_sub(whole.len()), b' ');
+    line.extend_from_slice(whole.as_bytes());
+    line.push(b'.');
+    line.extend([frac / 100, frac / 10 % 10, frac % 10].map(|d| b'0' + d as u8));
 }
 
 /// `text` right-aligned in `width`, as `{:>width}` (ASCII text).
@@ -270,16 +271,21 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut scratch = String::new();
+        let mut digits = itoa::Buffer::new();
         for i in 0..10_000u64 {
             // Nanoseconds from 0 to 13 days (times from the capture's start;
             // beyond 10^6 s the column is wider than 10).
             let ns = if i < 100 { i * 499_999 } else { next() % (1 << (20 + i % 31)) };
             let d = std::time::Duration::from_nanos(ns);
             let mut line = Vec::new();
-            push_millis(&mut line, &mut scratch, d);
+            push_millis(&mut line, &mut digits, d);
             assert_eq!(String::from_utf8(line).unwrap(), format!("{:>10.3}", ms(d)), "{ns} ns");
         }
+        let header = format!(
+            "{:>10}  {:<3} {:<8} {:>10} {:>10} {:>6}  TFO option\n",
+            "time (ms)", "dir", "flags", "seq", "ack", "len"
+        );
+        assert_eq!(EVENTS_HEADER, header);
         for text in ["", "1", "12345", "1234567890", "12345678901"] {
             let (mut r, mut l) = (Vec::new(), Vec::new());
             right(&mut r, text, 6);
