@@ -528,13 +528,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     if half_close {
         s.shutdown().await.map_err(|e| Failure::of(&e))?;
     }
-    let mut reply = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
+    // Read straight into `reply`: a buffer array here would be copied with
+    // this future on every request.
+    let mut reply = Vec::with_capacity(4096);
     loop {
-        match s.read(&mut chunk).await {
+        if reply.capacity() - reply.len() < 1024 {
+            reply.reserve(4096);
+        }
+        match s.read_buf(&mut reply).await {
             Ok(0) => return Ok((reply, None)),
-            Ok(n) if reply.len() + n > MAX_REPLY => return Err(Failure::WrongReply),
-            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Ok(_) if reply.len() > MAX_REPLY => return Err(Failure::WrongReply),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => return Ok((reply, None)),
             Err(e) => return Err(Failure::of(&e)),
         }
