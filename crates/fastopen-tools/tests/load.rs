@@ -100,3 +100,38 @@ fn a_refused_port_is_counted_as_refused() {
     })
     .unwrap();
 }
+
+/// A server that accepts and never answers: each request ends at its own
+/// deadline as a timeout (not at the run's end as cancelled), and the next
+/// request gets a deadline of its own.
+#[test]
+fn a_silent_server_times_each_request_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Holds what it accepts, reads nothing, answers nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(8) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let plan = Plan {
+        addr,
+        protocol: load::Protocol::Http { host: "silent".into(), path: "/".into() },
+        connections: 2,
+        requests: 6,
+        duration: Duration::from_secs(20),
+        rate: None,
+        kinds: vec![Kind::Plain],
+        timeout: Duration::from_millis(300),
+        threads: 1,
+    };
+    let started = std::time::Instant::now();
+    let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
+    let all = outcome.total();
+    assert_eq!(all.failures.get(&load::Failure::Timeout), Some(&6), "{:?}", all.failures);
+    assert_eq!((all.ok, all.cancelled()), (0, 0));
+    // Three requests in turn per client, each 300 ms to its deadline.
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+}
