@@ -440,9 +440,8 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let (stream, peer) = listener.accept().await.unwrap();
-            let info = fastopen::TcpInfo::parse(&[1u8, 0, 0, 0, 0, 0, 0, 0]).unwrap();
-            let outcome = fastopen::AcceptOutcome::derive(&info, &info, fastopen::KernelFeatures::current());
             let (_closing, closing) = tokio::sync::watch::channel(false);
+            let outcome = crate::test_support::plain_accept();
             let task = handle(stream, peer, outcome, Protocol::Http, None, Limits::default(), closing);
             let size = std::mem::size_of_val(&task);
             assert!(size <= 4096, "a connection's future is {size} bytes");

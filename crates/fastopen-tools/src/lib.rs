@@ -56,3 +56,6 @@ pub mod tls_client;
 pub mod tls_serve;
 pub mod watch;
 pub mod workers;
+
+#[cfg(test)]
+mod test_support;

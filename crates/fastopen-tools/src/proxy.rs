@@ -161,6 +161,7 @@ async fn copy_one_way(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::plain_accept;
     use tokio::net::TcpListener;
 
     async fn accepted(listener: &TcpListener) -> (TcpStream, SocketAddr) {
@@ -169,11 +170,6 @@ mod tests {
 
     fn settings(upstream: SocketAddr, first_data_wait: Duration, idle: Duration) -> RelayConfig {
         RelayConfig { upstream, first_data_wait, idle, connect_timeout: Duration::from_secs(5) }
-    }
-
-    fn plain_accept() -> AcceptOutcome {
-        let info = fastopen::TcpInfo::parse(&[1u8, 0, 0, 0, 0, 0, 0, 0]).unwrap();
-        AcceptOutcome::derive(&info, &info, fastopen::KernelFeatures::current())
     }
 
     #[tokio::test]

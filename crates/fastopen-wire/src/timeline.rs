@@ -288,7 +288,7 @@ impl fmt::Display for Verdict {
 }
 
 /// What the first SYN and SYN-ACK looked like, per capture point.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Handshake {
     syn_seen: bool,
     syn_tfo: Option<TfoSeen>,
@@ -308,7 +308,29 @@ struct Handshake {
     server_data_at: Option<Duration>,
 }
 
+impl Default for Handshake {
+    fn default() -> Handshake {
+        Handshake::NOT_SEEN
+    }
+}
+
 impl Handshake {
+    /// Nothing seen yet (also what an unseen capture point reads as).
+    const NOT_SEEN: Handshake = Handshake {
+        syn_seen: false,
+        syn_tfo: None,
+        syn_len: 0,
+        synack_seen: false,
+        synack_tfo: None,
+        synack_ack: 0,
+        refused: false,
+        resent_plain: false,
+        syn_at: None,
+        synack_at: None,
+        client_ack_at: None,
+        server_data_at: None,
+    };
+
     /// Whether the server's first data left before the client's ACK reached
     /// it: seen so at the server (data before the ACK), or at the client (data
     /// within half a round trip of the SYN-ACK, too soon to answer the ACK).
@@ -332,22 +354,6 @@ struct Points {
     more: Option<Box<[Handshake; 3]>>,
 }
 
-/// What an unseen point's handshake reads as.
-static NOT_SEEN: Handshake = Handshake {
-    syn_seen: false,
-    syn_tfo: None,
-    syn_len: 0,
-    synack_seen: false,
-    synack_tfo: None,
-    synack_ack: 0,
-    refused: false,
-    resent_plain: false,
-    syn_at: None,
-    synack_at: None,
-    client_ack_at: None,
-    server_data_at: None,
-};
-
 impl Points {
     /// The points' handshakes in order (those never written read as unseen).
     fn iter(&self) -> impl Iterator<Item = &Handshake> {
@@ -360,7 +366,7 @@ impl std::ops::Index<usize> for Points {
     fn index(&self, point: usize) -> &Handshake {
         match point {
             0 => &self.first,
-            _ => self.more.as_ref().map_or(&NOT_SEEN, |m| &m[point - 1]),
+            _ => self.more.as_ref().map_or(&Handshake::NOT_SEEN, |m| &m[point - 1]),
         }
     }
 }
