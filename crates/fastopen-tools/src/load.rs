@@ -7,6 +7,12 @@
 //! is rustls through tokio-rustls, its ClientHello the first write, so in the
 //! SYN; with early data (TLS 1.3 0-RTT on a resumed session) the request is
 //! written into the handshake and rides in the SYN beside the ClientHello.
+//!
+//! Two engines run a plan: closed-loop plain HTTP and echo requests, the
+//! bulk of any comparison with wrk, on `event_loop` (one mio loop per
+//! thread, as wrk); TLS and open loop on tokio, here.
+
+mod event_loop;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -216,6 +222,9 @@ pub enum LoadError {
     /// A worker thread or its runtime could not be started.
     #[error("cannot start the load threads")]
     Start(#[source] std::io::Error),
+    /// A worker's event loop failed (epoll itself, not a connection).
+    #[error("a load thread's event loop failed")]
+    EventLoop(#[source] std::io::Error),
     /// A worker panicked (a bug: its counts are lost).
     #[error("a load thread panicked")]
     Panicked,
@@ -246,6 +255,10 @@ pub fn run(plan: Plan, progress: Arc<Progress>, cancel: fastopen::Cancel) -> Res
             let clients = (t..plan.connections.max(1)).step_by(threads).count();
             std::thread::Builder::new().name(format!("load-{t}")).spawn(
                 move || -> Result<BTreeMap<Kind, KindStats>, LoadError> {
+                    if event_loop::serves(&plan) {
+                        return event_loop::run_thread(&plan, clients, &next, started, &progress, &cancel)
+                            .map_err(LoadError::EventLoop);
+                    }
                     let runtime =
                         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoadError::Start)?;
                     // The thread's clients count into one set of stats (one
@@ -378,20 +391,7 @@ async fn client(
             }
         };
         let answered = result.is_ok();
-        stats.with(kind, |s| match result {
-            Ok(Answered { in_syn, tls }) => {
-                s.ok += 1;
-                if let Some(fate) = tls {
-                    s.tls.count(fate);
-                }
-                match in_syn {
-                    Ok(()) => s.tfo_used += 1,
-                    Err(reason) => *s.not_in_syn.entry(reason).or_default() += 1,
-                }
-                s.latency.record(start.elapsed());
-            }
-            Err(failure) => *s.failures.entry(failure).or_default() += 1,
-        });
+        stats.with(kind, |s| record(s, result, start));
         failed += u64::from(!answered);
         done += 1;
         if done == PROGRESS_BATCH || failed > 0 {
@@ -406,6 +406,24 @@ async fn client(
 
 /// Requests a client answers before it adds them to the shared progress.
 const PROGRESS_BATCH: u64 = 16;
+
+/// Counts one request's result; a correct reply's latency runs from `start`.
+fn record(s: &mut KindStats, result: Result<Answered, Failure>, start: Instant) {
+    match result {
+        Ok(Answered { in_syn, tls }) => {
+            s.ok += 1;
+            if let Some(fate) = tls {
+                s.tls.count(fate);
+            }
+            match in_syn {
+                Ok(()) => s.tfo_used += 1,
+                Err(reason) => *s.not_in_syn.entry(reason).or_default() += 1,
+            }
+            s.latency.record(start.elapsed());
+        }
+        Err(failure) => *s.failures.entry(failure).or_default() += 1,
+    }
+}
 
 /// A correct reply: whether the request's data rode in the SYN (`Err`: the
 /// library's reason why not) and, over TLS, what resumption and early data did.
@@ -431,17 +449,16 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
         Protocol::Raw => {
             let line = format!("tfo load {i}\n");
             let mut stream = stream;
-            let (reply, _) = exchange(&mut stream, line.as_bytes(), true, ReplyEnd::Echo(line.len())).await?;
-            if reply != line.as_bytes() {
-                return Err(Failure::WrongReply);
-            }
+            let end = ReplyEnd::Echo(line.len());
+            let (reply, whole) = exchange(&mut stream, line.as_bytes(), true, end).await?;
+            check_reply(end, &reply, whole, line.as_bytes())?;
             Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Http { host, path } => {
             let req = template.get_or_insert_with(|| RequestTemplate::new(host, path)).request(i);
             let mut stream = stream;
             let (reply, whole) = exchange(&mut stream, req.as_bytes(), false, ReplyEnd::Http).await?;
-            check_http(&reply, whole, req.as_bytes())?;
+            check_reply(ReplyEnd::Http, &reply, whole, req.as_bytes())?;
             Ok(Answered { in_syn: outcome_of(&stream), tls: None })
         }
         Protocol::Https { host, path, tls, server_name, early_data } => {
@@ -458,7 +475,7 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
                 })?;
             let offered = *early_data && tls_stream.get_mut().1.early_data().is_some_and(|e| e.bytes_left() > 0);
             let (reply, whole) = exchange(&mut tls_stream, req.as_bytes(), false, ReplyEnd::Http).await?;
-            check_http(&reply, whole, req.as_bytes())?;
+            check_reply(ReplyEnd::Http, &reply, whole, req.as_bytes())?;
             let (stream, conn) = tls_stream.get_ref();
             let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             let early = early_data.then(|| match (offered, conn.is_early_data_accepted()) {
@@ -583,12 +600,28 @@ impl RequestTemplate {
     }
 
     fn request(&self, i: u64) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(self.before.len() + self.after.len() + 20);
-        out.push_str(&self.before);
+        let mut out = Vec::with_capacity(self.before.len() + self.after.len() + 20);
+        self.write_into(i, &mut out);
+        // Two strings and a number: UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends request `i` to `out`.
+    fn write_into(&self, i: u64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.extend_from_slice(self.before.as_bytes());
         let _ = write!(out, "{i}");
-        out.push_str(&self.after);
-        out
+        out.extend_from_slice(self.after.as_bytes());
+    }
+}
+
+/// A correct reply to `request`: for an echo, the request itself; for HTTP,
+/// see [`check_http`].
+fn check_reply(end: ReplyEnd, reply: &[u8], whole: Option<http_reply::Whole>, request: &[u8]) -> Result<(), Failure> {
+    match end {
+        ReplyEnd::Echo(_) if reply == request => Ok(()),
+        ReplyEnd::Echo(_) => Err(Failure::WrongReply),
+        ReplyEnd::Http => check_http(reply, whole, request),
     }
 }
 

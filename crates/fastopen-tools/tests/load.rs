@@ -11,9 +11,13 @@ use fastopen::ListenerBuilder;
 use fastopen_tools::echo::{serve, Budget, ConnectionLog, Limits, Protocol, Service};
 use fastopen_tools::load::{self, Kind, Plan};
 
-#[test]
-fn the_load_engine_counts_what_the_server_and_the_kernel_saw() {
-    if !fastopen_lab::testing::root_or_skip("engine_load") {
+/// Runs 200 requests, TFO and plain interleaved, against the server engine
+/// speaking `served`, and checks what the load engine counted against what
+/// the server logged and what the kernel counted. `rate`: open loop (the
+/// tokio engine); `None`: closed loop (the event-loop engine, for plain HTTP
+/// and echo).
+fn counts_what_the_server_and_the_kernel_saw(test: &str, served: Protocol, rate: Option<f64>) {
+    if !fastopen_lab::testing::root_or_skip(test) {
         return;
     }
     fastopen_lab::netns::run_in_private(3, || {
@@ -24,8 +28,9 @@ fn the_load_engine_counts_what_the_server_and_the_kernel_saw() {
         let addr = listener.local_addr().unwrap();
         let logs: Arc<Mutex<Vec<ConnectionLog>>> = Arc::default();
         let logs_in = logs.clone();
+        let http = served == Protocol::Http;
         let server = std::thread::spawn(move || {
-            let service = Service { protocol: Protocol::Http, tls: None, limits: Limits::default() };
+            let service = Service { protocol: served, tls: None, limits: Limits::default() };
             rt.block_on(serve(
                 Arc::new(listener),
                 &service,
@@ -38,11 +43,14 @@ fn the_load_engine_counts_what_the_server_and_the_kernel_saw() {
         let before = fastopen::FastOpenCounters::read().unwrap();
         let plan = Plan {
             addr,
-            protocol: load::Protocol::Http { host: "engine".into(), path: "/load".into() },
+            protocol: match http {
+                true => load::Protocol::Http { host: "engine".into(), path: "/load".into() },
+                false => load::Protocol::Raw,
+            },
             connections: 4,
             requests: REQUESTS,
             duration: Duration::from_secs(20),
-            rate: None,
+            rate,
             kinds: vec![Kind::Tfo, Kind::Plain],
             timeout: Duration::from_secs(5),
             threads: 2,
@@ -67,10 +75,27 @@ fn the_load_engine_counts_what_the_server_and_the_kernel_saw() {
         let logs = logs.lock().unwrap();
         let in_syn = logs.iter().filter(|l| l.in_syn).count() as u64;
         assert_eq!(in_syn, tfo.tfo_used, "the server saw as many requests in the SYN as the client counted");
-        assert!(logs.iter().all(|l| l.http_status == Some(200)), "{logs:?}");
+        if http {
+            assert!(logs.iter().all(|l| l.http_status == Some(200)), "{logs:?}");
+        }
         assert_eq!(after.active - before.active, tfo.tfo_used, "TCPFastOpenActive");
     })
     .unwrap();
+}
+
+#[test]
+fn the_load_engine_counts_what_the_server_and_the_kernel_saw() {
+    counts_what_the_server_and_the_kernel_saw("engine_load", Protocol::Http, None);
+}
+
+#[test]
+fn echo_requests_are_counted_alike() {
+    counts_what_the_server_and_the_kernel_saw("engine_load_echo", Protocol::Raw, None);
+}
+
+#[test]
+fn the_open_loop_engine_counts_alike() {
+    counts_what_the_server_and_the_kernel_saw("engine_load_open_loop", Protocol::Http, Some(2000.0));
 }
 
 #[test]
@@ -106,16 +131,7 @@ fn a_refused_port_is_counted_as_refused() {
 /// request gets a deadline of its own.
 #[test]
 fn a_silent_server_times_each_request_out() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Holds what it accepts, reads nothing, answers nothing.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().take(8) {
-            held.push(stream);
-        }
-        std::thread::sleep(Duration::from_secs(30));
-    });
+    let addr = silent_server();
     let plan = Plan {
         addr,
         protocol: load::Protocol::Http { host: "silent".into(), path: "/".into() },
@@ -134,4 +150,96 @@ fn a_silent_server_times_each_request_out() {
     assert_eq!((all.ok, all.cancelled()), (0, 0));
     // Three requests in turn per client, each 300 ms to its deadline.
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+}
+
+/// A silent server and a cancellation (Ctrl-C) in mid-run: the run ends at
+/// once, not at the requests' deadlines, and the requests in flight are
+/// counted as cancelled, not as failures.
+#[test]
+fn a_cancelled_run_ends_at_once_and_counts_what_was_in_flight() {
+    let addr = silent_server();
+    for rate in [None, Some(1000.0)] {
+        let plan = Plan {
+            addr,
+            protocol: load::Protocol::Http { host: "silent".into(), path: "/".into() },
+            connections: 3,
+            requests: 3,
+            duration: Duration::from_secs(20),
+            rate,
+            kinds: vec![Kind::Plain],
+            timeout: Duration::from_secs(15),
+            threads: 2,
+        };
+        let cancel = fastopen::Cancel::new().unwrap();
+        let canceller = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            canceller.cancel();
+        });
+        let started = std::time::Instant::now();
+        let outcome = load::run(plan, Arc::default(), cancel).unwrap();
+        let all = outcome.total();
+        assert!(outcome.interrupted);
+        assert_eq!((all.sent, all.cancelled(), all.errors(), all.ok), (3, 3, 0, 0), "{rate:?}: {:?}", all.failures);
+        assert!(started.elapsed() < Duration::from_secs(5), "{rate:?}: {:?}", started.elapsed());
+    }
+}
+
+/// Servers that answer wrongly: an error status, bytes that are not HTTP,
+/// a body cut short, an echo of something else. Each is counted by its
+/// failure, none as a correct reply.
+#[test]
+fn wrong_replies_are_counted_as_such() {
+    let cases: [(&[u8], bool, load::Failure); 4] = [
+        (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", true, load::Failure::HttpStatus),
+        (b"\xff\x00 not http at all", true, load::Failure::WrongReply),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi", true, load::Failure::WrongReply),
+        (b"something else\n", false, load::Failure::WrongReply),
+    ];
+    for (reply, http, failure) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Reads the request (an echo's to its end), answers, closes.
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for mut stream in listener.incoming().take(4).flatten() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(reply);
+            }
+        });
+        let plan = Plan {
+            addr,
+            protocol: match http {
+                true => load::Protocol::Http { host: "wrong".into(), path: "/".into() },
+                false => load::Protocol::Raw,
+            },
+            connections: 2,
+            requests: 4,
+            duration: Duration::from_secs(20),
+            rate: None,
+            kinds: vec![Kind::Plain],
+            timeout: Duration::from_secs(5),
+            threads: 1,
+        };
+        let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
+        let all = outcome.total();
+        assert_eq!(all.failures.get(&failure), Some(&4), "{:?}: {:?}", String::from_utf8_lossy(reply), all.failures);
+        assert_eq!(all.ok, 0);
+    }
+}
+
+/// A loopback server that accepts up to 8 connections and holds them,
+/// reading nothing, answering nothing.
+fn silent_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(8) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    addr
 }

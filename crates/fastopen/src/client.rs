@@ -68,6 +68,7 @@ struct Failed {
 }
 
 /// A connection whose handshake has started, before waiting for it.
+#[derive(Debug)]
 pub(crate) struct Started {
     pub(crate) socket: Socket,
     pub(crate) attempt: Attempt,
@@ -304,7 +305,6 @@ impl Connector {
     }
 
     /// The cancellation given with [`cancel_on`](Connector::cancel_on).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn cancellation(&self) -> Option<&Cancel> {
         self.cancel.as_ref()
     }

@@ -71,6 +71,7 @@ mod mode;
 mod netlink;
 mod outcome;
 pub mod owners;
+mod pending;
 pub mod sock_diag;
 mod sys;
 mod tcp_info;
@@ -121,6 +122,7 @@ pub use key_schedule::{BadSchedule, KeySchedule, ScheduledKeys};
 pub use listener::{accept_outcome, BlockingListener, ListenerBuilder, ListenerTfo, ServerTfo, DEFAULT_QUEUE_LEN};
 pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
 pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};
+pub use pending::PendingConnect;
 pub use tcp_info::{TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{TfoStream, TokioListener, READ_FIRST_GRACE};

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
@@ -675,5 +676,60 @@ fn the_bpf_probe_names_the_process_that_connected() {
         assert_eq!(owners.take(mine.cookie).unwrap(), None, "taken once");
         let server_side = sockets.iter().find(|s| s.peer == local).expect("the server's socket");
         assert_eq!(owners.take(server_side.cookie).unwrap(), None, "a server socket never entered SYN_SENT");
+    });
+}
+
+/// The API for event loops of one's own: `start_connect` returns with the SYN
+/// sent (the data in it once a cookie is cached), the loop waits for
+/// writability as it likes (poll(2) here), and `finish_connect` gives
+/// the same outcome as the blocking API; a refusal is a connect error.
+#[test]
+fn start_and_finish_connect_for_an_event_loop_of_ones_own() {
+    in_netns("pending_connect", 3, || {
+        let listener = ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind().expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (server, handle) = echo_server(listener, 2);
+        let connector = Connector::new();
+        let request = b"from my own loop";
+        // The loop: poll(2) for writability, up to 5 s.
+        let connected = |pending: fastopen::PendingConnect| {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            let mut fds = [PollFd::new(pending.as_fd(), PollFlags::POLLOUT)];
+            assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1, "writable within 5 s");
+            connector.finish_connect(pending)
+        };
+        let mut written = Vec::new();
+        let mut outcomes = Vec::new();
+        let before = counters();
+        for _ in 0..2 {
+            let pending = connector.start_connect(addr, request).expect("start");
+            assert_eq!(pending.peer(), addr);
+            let in_kernel = pending.written();
+            written.push(in_kernel);
+            let (mut stream, outcome) = connected(pending).expect("finish");
+            outcomes.push(outcome);
+            stream.set_nonblocking(false).unwrap();
+            stream.write_all(&request[in_kernel..]).unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).unwrap();
+            assert_eq!(reply, request);
+        }
+        let d = &counters() - &before;
+        assert_eq!(written, [0, request.len()], "no cookie yet, then the whole request in the SYN");
+        assert_eq!(outcomes[0].fail_reason, Some(FailReason::CookieUnavailable));
+        assert!(outcomes[1].tfo_used(), "{}", outcomes[1]);
+        assert_eq!(outcomes[1].bytes_in_syn, request.len());
+        assert_eq!((d.cookie_reqd, d.active), (1, 1), "{d:?}");
+        assert!(!server.recv().unwrap().data_in_syn);
+        assert_eq!(server.recv().unwrap().bytes_in_syn, Some(request.len() as u64));
+        handle.join().unwrap();
+
+        // Nobody listens on port 9 in this namespace.
+        let pending = connector.start_connect("127.0.0.1:9".parse().unwrap(), request).expect("start");
+        match connected(pending) {
+            Err(Error::Connect { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     });
 }

@@ -1,0 +1,339 @@
+//! The closed-loop engine of `tfo load` for plain HTTP and echo requests,
+//! built as wrk is: one event loop per thread (mio: epoll, edge-triggered),
+//! each client a small state machine (connecting, writing, reading) woken by
+//! its socket's readiness, its buffers kept from one request to the next.
+//! No task, waker, timer wheel or allocation per request: deadlines are
+//! checked by a sweep of the thread's clients a few times per timeout. TLS
+//! and open loop (a target rate) stay on the tokio engine (`load.rs`).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fastopen::{Connector, PendingConnect};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::{record, Answered, Kind, KindStats, Plan, Progress, Protocol, ReplyEnd, RequestTemplate, PROGRESS_BATCH};
+use crate::failure::Failure;
+
+/// The token of the cancellation's descriptor (clients are numbered from 0).
+const CANCEL: Token = Token(usize::MAX);
+
+/// Events taken from the kernel per wait.
+const EVENTS: usize = 256;
+
+/// Whether this engine can run `plan` (plain HTTP or echo, closed loop).
+pub(super) fn serves(plan: &Plan) -> bool {
+    plan.rate.is_none() && matches!(plan.protocol, Protocol::Raw | Protocol::Http { .. })
+}
+
+/// One thread's share of the run: `clients` closed-loop clients until the
+/// request count, the run's end or `cancel`.
+pub(super) fn run_thread(
+    plan: &Plan,
+    clients: usize,
+    next: &AtomicU64,
+    started: Instant,
+    progress: &Progress,
+    cancel: &fastopen::Cancel,
+) -> io::Result<BTreeMap<Kind, KindStats>> {
+    let mut poll = Poll::new()?;
+    poll.registry().register(&mut SourceFd(&cancel.fd().as_raw_fd()), CANCEL, Interest::READABLE)?;
+    let template = match &plan.protocol {
+        Protocol::Http { host, path } => Some(RequestTemplate::new(host, path)),
+        _ => None,
+    };
+    let mut thread = Thread {
+        plan,
+        next,
+        end: started + plan.duration,
+        template,
+        connectors: [Kind::Tfo, Kind::Plain]
+            .map(|kind| Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout))),
+        stats: BTreeMap::new(),
+        progress,
+        done: 0,
+        failed: 0,
+        over: false,
+    };
+    let mut clients: Vec<Client> = (0..clients).map(|_| Client::new()).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        thread.start_next(&poll, Token(c), client);
+    }
+    // Deadlines are swept, not timed one by one: a request times out between
+    // its deadline and a twentieth of the timeout after it.
+    let sweep_every = (plan.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
+    let mut next_sweep = Instant::now() + sweep_every;
+    let mut events = Events::with_capacity(EVENTS);
+    while clients.iter().any(Client::busy) {
+        let now = Instant::now();
+        if cancel.is_cancelled() || now >= thread.end {
+            thread.over = true;
+            for client in clients.iter_mut().filter(|c| c.busy()) {
+                thread.finish(client, Err(Failure::Cancelled));
+            }
+            break;
+        }
+        if now >= next_sweep {
+            for (c, client) in clients.iter_mut().enumerate() {
+                if client.busy() && client.deadline <= now {
+                    thread.finish(client, Err(Failure::Timeout));
+                    thread.start_next(&poll, Token(c), client);
+                }
+            }
+            next_sweep = now + sweep_every;
+        }
+        let wait = next_sweep.min(thread.end).saturating_duration_since(now);
+        match poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            let token = event.token();
+            let Some(client) = clients.get_mut(token.0) else { continue };
+            if let Some(result) = client.drive(event, &thread.connectors) {
+                thread.finish(client, result);
+                thread.start_next(&poll, token, client);
+            }
+        }
+    }
+    thread.flush();
+    Ok(thread.stats)
+}
+
+/// What a thread shares among its clients.
+struct Thread<'a> {
+    plan: &'a Plan,
+    next: &'a AtomicU64,
+    end: Instant,
+    template: Option<RequestTemplate>,
+    /// By kind: TFO, plain.
+    connectors: [Connector; 2],
+    stats: BTreeMap<Kind, KindStats>,
+    progress: &'a Progress,
+    /// Requests finished (failed) since progress was last told.
+    done: u64,
+    failed: u64,
+    /// The run is over: no new request starts.
+    over: bool,
+}
+
+impl Thread<'_> {
+    /// Starts the client's next request, if the run has one; a request that
+    /// fails to start is counted and the next one tried.
+    fn start_next(&mut self, poll: &Poll, token: Token, client: &mut Client) {
+        loop {
+            if self.over {
+                return;
+            }
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            if i >= self.plan.requests || now >= self.end {
+                return;
+            }
+            let kind = self.plan.kinds[(i % self.plan.kinds.len() as u64) as usize];
+            self.stats.entry(kind).or_insert_with(KindStats::new).sent += 1;
+            client.prepare(self.plan, self.template.as_ref(), kind, i, now);
+            let connector = &self.connectors[kind as usize];
+            let started = connector.start_connect(self.plan.addr, &client.request).map_err(|e| Failure::of_connect(&e));
+            let registered = started.and_then(|pending| {
+                let fd = pending.as_fd().as_raw_fd();
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                poll.registry().register(&mut SourceFd(&fd), token, interest).map_err(|e| Failure::of(&e))?;
+                Ok(pending)
+            });
+            match registered {
+                Ok(pending) => {
+                    client.sent = pending.written();
+                    client.state = State::Connecting(pending);
+                    return;
+                }
+                Err(failure) => self.finish(client, Err(failure)),
+            }
+        }
+    }
+
+    /// Counts the client's request as `result` and closes its connection.
+    fn finish(&mut self, client: &mut Client, result: Result<Answered, Failure>) {
+        client.state = State::Idle;
+        let failed = result.is_err();
+        record(self.stats.entry(client.kind).or_insert_with(KindStats::new), result, client.start);
+        self.failed += u64::from(failed);
+        self.done += 1;
+        if self.done == PROGRESS_BATCH || self.failed > 0 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.progress.done.fetch_add(std::mem::take(&mut self.done), Ordering::Relaxed);
+        self.progress.failed.fetch_add(std::mem::take(&mut self.failed), Ordering::Relaxed);
+    }
+}
+
+/// Where a client's request is.
+enum State {
+    /// None in flight.
+    Idle,
+    /// The SYN left (with the request's first bytes when TFO took them).
+    Connecting(PendingConnect),
+    /// Connected: writing the rest, then reading the reply.
+    Open { stream: TcpStream, in_syn: Result<(), &'static str> },
+}
+
+/// One closed-loop client and its request in flight.
+struct Client {
+    state: State,
+    kind: Kind,
+    start: Instant,
+    deadline: Instant,
+    /// The request, and how much of it the kernel has.
+    request: Vec<u8>,
+    sent: usize,
+    /// The reply so far: `reply[..filled]` (the rest is room, kept zeroed
+    /// once, not per request).
+    reply: Vec<u8>,
+    filled: usize,
+    end: ReplyEnd,
+    half_close: bool,
+}
+
+/// Room added to a reply buffer when it is full.
+const REPLY_CHUNK: usize = 4096;
+
+impl Client {
+    fn new() -> Client {
+        let now = Instant::now();
+        Client {
+            state: State::Idle,
+            kind: Kind::Plain,
+            start: now,
+            deadline: now,
+            request: Vec::with_capacity(256),
+            sent: 0,
+            reply: vec![0; REPLY_CHUNK],
+            filled: 0,
+            end: ReplyEnd::Http,
+            half_close: false,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// Request `i`, of `kind`, starting `now`.
+    fn prepare(&mut self, plan: &Plan, template: Option<&RequestTemplate>, kind: Kind, i: u64, now: Instant) {
+        self.kind = kind;
+        self.start = now;
+        self.deadline = now + plan.timeout;
+        self.filled = 0;
+        self.sent = 0;
+        self.request.clear();
+        match template {
+            Some(template) => {
+                template.write_into(i, &mut self.request);
+                self.end = ReplyEnd::Http;
+                self.half_close = false;
+            }
+            None => {
+                let _ = writeln!(self.request, "tfo load {i}");
+                self.end = ReplyEnd::Echo(self.request.len());
+                self.half_close = true;
+            }
+        }
+    }
+
+    /// Moves the request on after `event`; `Some` once it has its result.
+    fn drive(&mut self, event: &mio::event::Event, connectors: &[Connector; 2]) -> Option<Result<Answered, Failure>> {
+        if let State::Connecting(_) = self.state {
+            // Nothing is reported on a socket whose SYN is unanswered: any
+            // event means the handshake is over (connected, or failed).
+            let State::Connecting(pending) = std::mem::replace(&mut self.state, State::Idle) else { return None };
+            match connectors[self.kind as usize].finish_connect(pending) {
+                Ok((stream, outcome)) => {
+                    let in_syn = match outcome.fail_reason {
+                        _ if outcome.tfo_used() => Ok(()),
+                        Some(reason) => Err(reason.as_str()),
+                        None => Err("unknown"),
+                    };
+                    self.state = State::Open { stream, in_syn };
+                    if let Err(failure) = self.write_rest() {
+                        return Some(Err(failure));
+                    }
+                }
+                Err(e) => return Some(Err(Failure::of_connect(&e))),
+            }
+        } else if event.is_writable() {
+            if let Err(failure) = self.write_rest() {
+                return Some(Err(failure));
+            }
+        }
+        // Edge-triggered: read only when the event says there is something
+        // (data, the close or an error), until the kernel has no more.
+        if self.sent == self.request.len() && (event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return self.read_reply();
+        }
+        None
+    }
+
+    /// Writes what the kernel does not have of the request (none when it
+    /// all rode in the SYN), then ends the writing side for an echo.
+    fn write_rest(&mut self) -> Result<(), Failure> {
+        let State::Open { stream, .. } = &mut self.state else { return Ok(()) };
+        while self.sent < self.request.len() {
+            match stream.write(&self.request[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::of(&e)),
+            }
+        }
+        if self.half_close {
+            self.half_close = false;
+            stream.shutdown(std::net::Shutdown::Write).map_err(|e| Failure::of(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads what has come; `Some` once the reply is whole, the server
+    /// closed, or the connection failed.
+    fn read_reply(&mut self) -> Option<Result<Answered, Failure>> {
+        let State::Open { stream, in_syn } = &mut self.state else { return None };
+        loop {
+            if self.filled == self.reply.len() {
+                if self.reply.len() > super::MAX_REPLY {
+                    return Some(Err(Failure::WrongReply));
+                }
+                self.reply.resize(self.reply.len() + REPLY_CHUNK, 0);
+            }
+            match stream.read(&mut self.reply[self.filled..]) {
+                Ok(0) => {
+                    let reply = &self.reply[..self.filled];
+                    return Some(
+                        super::check_reply(self.end, reply, None, &self.request)
+                            .map(|()| Answered { in_syn: *in_syn, tls: None }),
+                    );
+                }
+                Ok(n) => {
+                    self.filled += n;
+                    let reply = &self.reply[..self.filled];
+                    if let Some(whole) = self.end.complete(reply) {
+                        return Some(
+                            super::check_reply(self.end, reply, whole, &self.request)
+                                .map(|()| Answered { in_syn: *in_syn, tls: None }),
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(Failure::of(&e))),
+            }
+        }
+    }
+}
