@@ -1,31 +1,44 @@
 //! Connection log lines, off the workers' threads. Each worker collects its
-//! lines and hands them over together when it runs out of work (or at 64 KiB)
-//! to one writer thread: under load one hand-over covers many connections,
-//! and no worker ever blocks on stdout. A reader that stalls (a full pipe)
-//! costs log lines, counted and reported at the end, never service or memory.
+//! lines and hands them over when it runs out of work (or at 64 KiB) into
+//! one shared buffer, without a system call or a wake-up; one writer thread
+//! takes that buffer every 10 ms while lines come (less often when none do,
+//! down to every 100 ms) and writes it, so under load one write covers many
+//! connections and a worker never blocks on stdout nor wakes the writer per
+//! connection. A reader that stalls (a full pipe) costs log lines, counted
+//! and reported at the end, never service or memory.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A worker hands its lines over at this size even while it has work.
+/// A worker hands its lines over at this size even while it has work, and
+/// the writer is woken at once when this much waits.
 const BATCH: usize = 64 << 10;
 /// Lines waiting for the writer beyond this are dropped (and counted).
 const MAX_BACKLOG: usize = 16 << 20;
-
-enum Message {
-    Lines(String),
-    Close,
-}
+/// How often the writer looks for lines while they come...
+const WRITE_EVERY: Duration = Duration::from_millis(10);
+/// ...and at most how long it sleeps when none came.
+const LONGEST_NAP: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// Lines handed over, not yet taken by the writer.
+    handed: Mutex<String>,
     /// Bytes handed over and not written yet.
     backlog: AtomicUsize,
     dropped_lines: AtomicU64,
+    /// The server is stopping: write what is handed over, then end.
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn take_handed(&self) -> String {
+        std::mem::take(&mut *self.handed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// What the log lost: lines dropped while serving, and bytes still
@@ -59,17 +72,9 @@ pub struct LineLog {
 /// Where a worker queues its lines (cheap to clone, one per worker).
 #[derive(Debug, Clone)]
 pub struct LineSink {
-    tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Message::Lines(_) => "Lines",
-            Message::Close => "Close",
-        })
-    }
+    /// The writer, woken when a full batch waits or the server stops.
+    writer: std::thread::Thread,
 }
 
 thread_local! {
@@ -80,22 +85,39 @@ thread_local! {
 impl LineLog {
     /// Starts the writer, writing to `out`.
     pub fn start(mut out: impl Write + Send + 'static) -> std::io::Result<LineLog> {
-        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new().name("log".into()).spawn(move || {
+            let shared = writer_shared;
             let mut broken = false;
-            while let Ok(Message::Lines(lines)) = rx.recv() {
+            let mut nap = WRITE_EVERY;
+            loop {
+                // Read before taking: lines handed over before the close are in this take.
+                let closing = shared.closing.load(Ordering::Acquire);
+                let lines = shared.take_handed();
+                if lines.is_empty() {
+                    if closing {
+                        return;
+                    }
+                    nap = (nap * 2).min(LONGEST_NAP);
+                    std::thread::park_timeout(nap);
+                    continue;
+                }
                 // After a write error (the reader is gone) lines are only counted.
                 broken = broken || out.write_all(lines.as_bytes()).and_then(|()| out.flush()).is_err();
                 if broken {
                     let n = lines.matches('\n').count() as u64;
-                    writer_shared.dropped_lines.fetch_add(n, Ordering::Relaxed);
+                    shared.dropped_lines.fetch_add(n, Ordering::Relaxed);
                 }
-                writer_shared.backlog.fetch_sub(lines.len(), Ordering::Relaxed);
+                shared.backlog.fetch_sub(lines.len(), Ordering::Relaxed);
+                if !closing {
+                    nap = WRITE_EVERY;
+                    std::thread::park_timeout(nap);
+                }
             }
         })?;
-        Ok(LineLog { sink: LineSink { tx, shared }, thread })
+        let writer = thread.thread().clone();
+        Ok(LineLog { sink: LineSink { shared, writer }, thread })
     }
 
     pub fn sink(&self) -> LineSink {
@@ -105,7 +127,8 @@ impl LineLog {
     /// Writes what was handed over, for `patience` at most (stdout may be a
     /// pipe nobody reads: a server must still stop), and says what was lost.
     pub fn finish(self, patience: Duration) -> LogEnd {
-        let _ = self.sink.tx.send(Message::Close);
+        self.sink.shared.closing.store(true, Ordering::Release);
+        self.sink.writer.unpark();
         let deadline = Instant::now() + patience;
         while !self.thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -149,9 +172,17 @@ impl LineSink {
             self.shared.dropped_lines.fetch_add(lines.matches('\n').count() as u64, Ordering::Relaxed);
             return;
         }
-        let len = lines.len();
-        if self.tx.send(Message::Lines(lines)).is_err() {
-            self.shared.backlog.fetch_sub(len, Ordering::Relaxed);
+        let waiting = {
+            let mut handed = self.shared.handed.lock().unwrap_or_else(PoisonError::into_inner);
+            if handed.is_empty() {
+                *handed = lines;
+            } else {
+                handed.push_str(&lines);
+            }
+            handed.len()
+        };
+        if waiting >= BATCH {
+            self.writer.unpark();
         }
     }
 }
@@ -159,6 +190,7 @@ impl LineSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     /// A writer whose first write waits until released: a reader that stalls.
     struct Stalled(Option<mpsc::Receiver<()>>, Arc<std::sync::Mutex<Vec<u8>>>);
@@ -217,6 +249,29 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(end, LogEnd { dropped_lines: 0, unwritten_bytes: 6 });
         assert!(end.to_string().contains("stdout is not being read"), "{end}");
+    }
+
+    /// Lines handed over are written by the writer's own rounds, while the
+    /// server runs (a `tail -f` of the log sees them), not only at the end.
+    #[test]
+    fn lines_are_written_while_the_server_runs() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = LineLog::start(SharedVec(written.clone())).unwrap();
+        let sink = log.sink();
+        for round in 0..3 {
+            // After a quiet spell, too: the writer's longer naps end.
+            std::thread::sleep(LONGEST_NAP * round);
+            sink.queue(&format!("line {round}"));
+            sink.flush();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let expected = format!("line {round}\n");
+            while !String::from_utf8_lossy(&written.lock().unwrap()).ends_with(&expected) {
+                assert!(Instant::now() < deadline, "line {round} not written while running");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert_eq!(log.finish(Duration::from_secs(5)), LogEnd { dropped_lines: 0, unwritten_bytes: 0 });
+        assert_eq!(&*written.lock().unwrap(), b"line 0\nline 1\nline 2\n");
     }
 
     /// A writer into a shared buffer.

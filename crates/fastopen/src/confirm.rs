@@ -145,10 +145,14 @@ pub async fn wait_confirmed_async(socket: &impl AsFd, timeout: Duration) -> Resu
 /// answered, and shut down if the FIN should not wait. For a log line or a
 /// metric about a connection whose data came in the SYN. Cheaper than
 /// [`wait_confirmed_async`]: no epoll of its own, the stream's registration
-/// with tokio's reactor wakes the wait (the ACK's state change wakes every
-/// waiter on the socket). That consumes the stream's cached readiness, which
-/// would stall later reads or writes, so the stream is taken, and closed
-/// when this returns.
+/// with tokio's reactor wakes the wait, and only when the client sends
+/// something or closes (its FIN comes after its ACK), not at each state
+/// change (our own FIN's, the ACK's): one wake-up per connection, where
+/// waiting for the ACK itself took two or three. A client that acknowledges
+/// and then holds its side open is looked at once more at `timeout`, so the
+/// answer is right either way, only later. Reading the stream's readiness
+/// would stall later reads, so the stream is taken, and closed when this
+/// returns.
 #[cfg(feature = "tokio")]
 pub async fn confirmation_at_close(stream: ::tokio::net::TcpStream, timeout: Duration) -> Result<Confirmation> {
     let start = Instant::now();
@@ -156,7 +160,7 @@ pub async fn confirmation_at_close(stream: ::tokio::net::TcpStream, timeout: Dur
     loop {
         // Look; if not settled, clear the readiness this look saw (a wake-up
         // after it is kept), so the next wake-up of the socket ends the wait.
-        let looked = stream.try_io(::tokio::io::Interest::WRITABLE, || match settled(&stream, start) {
+        let looked = stream.try_io(::tokio::io::Interest::READABLE, || match settled(&stream, start) {
             Ok(Some(end)) => Ok(Ok(end)),
             Ok(None) => Err(std::io::ErrorKind::WouldBlock.into()),
             Err(e) => Ok(Err(e)),
@@ -166,8 +170,9 @@ pub async fn confirmation_at_close(stream: ::tokio::net::TcpStream, timeout: Dur
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(Error::io("waiting for the handshake's ACK")(e)),
         }
-        match ::tokio::time::timeout_at(deadline, stream.writable()).await {
-            Err(_) => return Ok(Confirmation::TimedOut),
+        match ::tokio::time::timeout_at(deadline, stream.readable()).await {
+            // The last look: an ACK without a FIN after it.
+            Err(_) => return Ok(settled(&stream, start)?.unwrap_or(Confirmation::TimedOut)),
             Ok(woken) => woken.map_err(Error::io("waiting for the handshake's ACK"))?,
         }
     }
