@@ -112,6 +112,12 @@ pub struct Service {
     /// TLS on every connection (`tfo serve --tls-cert`).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub limits: Limits,
+    /// After the reply to a connection whose handshake was not yet confirmed
+    /// at accept (data in the SYN), wait for the client's final ACK, for the
+    /// log's `confirmed` (about one round trip more per connection, with a
+    /// `shutdown`, a wake-up and a TCP_INFO read). `tfo serve --no-log`
+    /// turns it off: then `confirmed` is only what was known at accept.
+    pub log_confirmation: bool,
 }
 
 /// An operator notice (an accept error, the connection cap reached, the
@@ -129,7 +135,7 @@ pub async fn serve(
     on_connection: impl Fn(ConnectionLog) + Send + Sync + 'static,
     notices: Notices,
 ) {
-    let (protocol, limits) = (service.protocol, service.limits);
+    let limits = service.limits;
     let on_connection = std::sync::Arc::new(on_connection);
     let mut tasks = JoinSet::new();
     // Set when the drain time is over: connections still open stop, and log.
@@ -163,9 +169,9 @@ pub async fn serve(
                 }
                 let on_connection = on_connection.clone();
                 let closing = closing.clone();
-                let tls = service.tls.clone();
+                let service = service.clone();
                 tasks.spawn(async move {
-                    on_connection(handle(stream, peer, outcome, protocol, tls, limits, closing).await);
+                    on_connection(handle(stream, peer, outcome, service, closing).await);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -243,11 +249,10 @@ async fn handle(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     outcome: AcceptOutcome,
-    protocol: Protocol,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    limits: Limits,
+    service: Service,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> ConnectionLog {
+    let Service { protocol, tls, limits, log_confirmation } = service;
     let mut log = ConnectionLog {
         event: "connection",
         peer,
@@ -292,7 +297,7 @@ async fn handle(
         }
         None => log.error = Some("closed unfinished: the server is shutting down".into()),
     }
-    if log.confirmed.is_none() {
+    if log.confirmed.is_none() && log_confirmation {
         log.confirmed = if outcome.handshake_at_accept == fastopen::HandshakeState::Confirmed {
             Some(true) // nothing to wait for, nothing to read: the close sends the FIN
         } else if finished {
@@ -442,7 +447,9 @@ mod tests {
             let (stream, peer) = listener.accept().await.unwrap();
             let (_closing, closing) = tokio::sync::watch::channel(false);
             let outcome = crate::test_support::plain_accept();
-            let task = handle(stream, peer, outcome, Protocol::Http, None, Limits::default(), closing);
+            let service =
+                Service { protocol: Protocol::Http, tls: None, limits: Limits::default(), log_confirmation: true };
+            let task = handle(stream, peer, outcome, service, closing);
             let size = std::mem::size_of_val(&task);
             assert!(size <= 4096, "a connection's future is {size} bytes");
         });

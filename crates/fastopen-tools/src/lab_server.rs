@@ -75,7 +75,7 @@ impl NsServer {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                let service = echo::Service { protocol, tls, limits };
+                let service = echo::Service { protocol, tls, limits, log_confirmation: true };
                 echo::serve(
                     Arc::new(listener),
                     &service,

@@ -30,7 +30,7 @@ fn counts_what_the_server_and_the_kernel_saw(test: &str, served: Protocol, rate:
         let logs_in = logs.clone();
         let http = served == Protocol::Http;
         let server = std::thread::spawn(move || {
-            let service = Service { protocol: served, tls: None, limits: Limits::default() };
+            let service = Service { protocol: served, tls: None, limits: Limits::default(), log_confirmation: true };
             rt.block_on(serve(
                 Arc::new(listener),
                 &service,

@@ -21,7 +21,8 @@ fn the_engine_serves_http_over_tfo_and_logs_each_connection() {
         let notices: Arc<Mutex<Vec<String>>> = Arc::default();
         let (logs_in, notices_in) = (logs.clone(), notices.clone());
         let server = std::thread::spawn(move || {
-            let service = Service { protocol: Protocol::Http, tls: None, limits: Limits::default() };
+            let service =
+                Service { protocol: Protocol::Http, tls: None, limits: Limits::default(), log_confirmation: true };
             rt.block_on(serve(
                 Arc::new(listener),
                 &service,

@@ -182,6 +182,30 @@ fn server_tfo_off_warns_once_and_serves_plain() {
     });
 }
 
+/// `--no-log`: no line per connection (nothing after "listening" on
+/// stdout), connections still served and counted in the summary at the end,
+/// which agrees with the kernel's TCPFastOpenPassive.
+#[test]
+fn no_log_serves_without_a_line_per_connection() {
+    in_netns("cli_no_log", 3, || {
+        use std::io::Read;
+        let mut server = Server::start(&["--no-log"]);
+        let addr = server.addr.to_string();
+        let fates: Vec<_> = (0..3).map(|_| json(&run_tfo(&["send", &addr, "--data", "quiet", "--json"]))).collect();
+        assert!(fates.iter().all(|v| v["reply"] == "quiet"), "{fates:?}");
+        assert_eq!(fates[0]["fail_reason"], "cookie_unavailable");
+        assert!(fates[1..].iter().all(|v| v["tfo_used"] == true), "{fates:?}");
+        let pid = nix::unistd::Pid::from_raw(server.guard.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let mut rest = String::new();
+        server.lines.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "", "no connection lines");
+        let err = server.stop_and_stderr();
+        assert!(err.contains("3 connections, 2 with data in the SYN, 0 with errors"), "{err}");
+        assert!(err.contains("TCPFastOpenPassive +2"), "{err}");
+    });
+}
+
 #[test]
 fn client_tfo_off_falls_back_and_strict_fails() {
     in_netns("cli_client_off", 2, || {

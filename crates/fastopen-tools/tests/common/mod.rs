@@ -16,7 +16,7 @@ pub(crate) fn server(
     let listener = rt.block_on(async { ListenerBuilder::new("127.0.0.1:0".parse().unwrap()).bind_tokio() }).unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
-        let service = Service { protocol, tls: None, limits };
+        let service = Service { protocol, tls: None, limits, log_confirmation: true };
         rt.block_on(serve(
             Arc::new(listener),
             &service,

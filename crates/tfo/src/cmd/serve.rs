@@ -89,6 +89,13 @@ pub(crate) struct Args {
     /// Log JSON lines instead of text.
     #[arg(long)]
     json: bool,
+    /// No line per connection (the summary at the end stays), as nginx's
+    /// `access_log off`. It also spares each connection whose data came in
+    /// the SYN the wait after its reply for the client's final ACK, which
+    /// only the log reports (`confirmed`): the cheapest way to serve.
+    /// --early-data wait still waits where it must.
+    #[arg(long)]
+    no_log: bool,
     /// Close a connection when no byte moves either way for this long.
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_timeout)]
     idle_timeout: Duration,
@@ -269,16 +276,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let counters_at_start = fastopen::FastOpenCounters::read().ok();
         let tally = Arc::new(Tally::default());
         let counted = tally.clone();
-        let json = args.json;
+        let (json, no_log) = (args.json, args.no_log);
         let sink = log.sink();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let serving = workers::Serving {
-            service: echo::Service { protocol, tls, limits },
+            service: echo::Service { protocol, tls, limits, log_confirmation: !args.no_log },
             notices: Arc::new(|line| errln!("tfo serve: {line}")),
             budget: Arc::new(echo::Budget::new(args.count)),
             stop: stopped,
             on_connection: Arc::new(move |log: echo::ConnectionLog| {
                 counted.count(&log);
+                if no_log {
+                    return;
+                }
                 sink.queue(&if json { serde_json::to_string(&log).unwrap_or_default() } else { report::connection_line(&log) });
             }),
         };

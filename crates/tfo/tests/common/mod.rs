@@ -57,7 +57,7 @@ impl Drop for Guard {
 pub struct Server {
     pub guard: Guard,
     pub addr: SocketAddr,
-    lines: BufReader<ChildStdout>,
+    pub lines: BufReader<ChildStdout>,
 }
 
 impl Server {
