@@ -59,17 +59,29 @@ pub(super) fn run_thread(
         done: 0,
         failed: 0,
         over: false,
+        in_flight: 0,
     };
     let mut clients: Vec<Client> = (0..clients).map(|_| Client::new()).collect();
-    for (c, client) in clients.iter_mut().enumerate() {
-        thread.start_next(&poll, Token(c), client);
-    }
+    // Clients whose next request is to start at the loop's next turn: each
+    // one's, once per turn, so a request that fails at once (no port, no
+    // descriptor left) cannot keep the others' events waiting.
+    let mut to_start: Vec<usize> = (0..clients.len()).collect();
     // Deadlines are swept, not timed one by one: a request times out between
     // its deadline and a twentieth of the timeout after it.
     let sweep_every = (plan.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
     let mut next_sweep = Instant::now() + sweep_every;
     let mut events = Events::with_capacity(EVENTS);
-    while clients.iter().any(Client::busy) {
+    let mut starting = Vec::new();
+    loop {
+        for c in std::mem::take(&mut to_start) {
+            if thread.start(&poll, Token(c), &mut clients[c]) == Start::Failed {
+                starting.push(c);
+            }
+        }
+        std::mem::swap(&mut to_start, &mut starting);
+        if thread.in_flight == 0 && to_start.is_empty() {
+            break;
+        }
         let now = Instant::now();
         if cancel.is_cancelled() || now >= thread.end {
             thread.over = true;
@@ -82,12 +94,15 @@ pub(super) fn run_thread(
             for (c, client) in clients.iter_mut().enumerate() {
                 if client.busy() && client.deadline <= now {
                     thread.finish(client, Err(Failure::Timeout));
-                    thread.start_next(&poll, Token(c), client);
+                    to_start.push(c);
                 }
             }
             next_sweep = now + sweep_every;
         }
-        let wait = next_sweep.min(thread.end).saturating_duration_since(now);
+        let wait = match to_start.is_empty() {
+            true => next_sweep.min(thread.end).saturating_duration_since(now),
+            false => Duration::ZERO,
+        };
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -98,7 +113,7 @@ pub(super) fn run_thread(
             let Some(client) = clients.get_mut(token.0) else { continue };
             if let Some(result) = client.drive(event, &thread.connectors) {
                 thread.finish(client, result);
-                thread.start_next(&poll, token, client);
+                to_start.push(token.0);
             }
         }
     }
@@ -121,45 +136,64 @@ struct Thread<'a> {
     failed: u64,
     /// The run is over: no new request starts.
     over: bool,
+    /// Clients with a request in flight.
+    in_flight: usize,
+}
+
+/// What became of a client's next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Its SYN left.
+    Started,
+    /// It failed at once (counted); the client tries its next one later.
+    Failed,
+    /// The run has none left for it.
+    Done,
 }
 
 impl Thread<'_> {
-    /// Starts the client's next request, if the run has one; a request that
-    /// fails to start is counted and the next one tried.
-    fn start_next(&mut self, poll: &Poll, token: Token, client: &mut Client) {
-        loop {
-            if self.over {
-                return;
+    /// Starts the client's next request, if the run has one.
+    fn start(&mut self, poll: &Poll, token: Token, client: &mut Client) -> Start {
+        if self.over {
+            return Start::Done;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if i >= self.plan.requests || now >= self.end {
+            return Start::Done;
+        }
+        let kind = self.plan.kinds[(i % self.plan.kinds.len() as u64) as usize];
+        self.stats.entry(kind).or_insert_with(KindStats::new).sent += 1;
+        client.prepare(self.plan, self.template.as_ref(), kind, i, now);
+        let connector = &self.connectors[kind as usize];
+        let started = connector.start_connect(self.plan.addr, &client.request).map_err(|e| Failure::of_connect(&e));
+        let registered = started.and_then(|pending| {
+            let fd = pending.as_fd().as_raw_fd();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            poll.registry().register(&mut SourceFd(&fd), token, interest).map_err(|e| Failure::of(&e))?;
+            Ok(pending)
+        });
+        match registered {
+            Ok(pending) => {
+                client.sent = pending.written();
+                client.state = State::Connecting(pending);
+                client.in_flight = true;
+                self.in_flight += 1;
+                Start::Started
             }
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            if i >= self.plan.requests || now >= self.end {
-                return;
-            }
-            let kind = self.plan.kinds[(i % self.plan.kinds.len() as u64) as usize];
-            self.stats.entry(kind).or_insert_with(KindStats::new).sent += 1;
-            client.prepare(self.plan, self.template.as_ref(), kind, i, now);
-            let connector = &self.connectors[kind as usize];
-            let started = connector.start_connect(self.plan.addr, &client.request).map_err(|e| Failure::of_connect(&e));
-            let registered = started.and_then(|pending| {
-                let fd = pending.as_fd().as_raw_fd();
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                poll.registry().register(&mut SourceFd(&fd), token, interest).map_err(|e| Failure::of(&e))?;
-                Ok(pending)
-            });
-            match registered {
-                Ok(pending) => {
-                    client.sent = pending.written();
-                    client.state = State::Connecting(pending);
-                    return;
-                }
-                Err(failure) => self.finish(client, Err(failure)),
+            Err(failure) => {
+                self.finish(client, Err(failure));
+                Start::Failed
             }
         }
     }
 
     /// Counts the client's request as `result` and closes its connection.
     fn finish(&mut self, client: &mut Client, result: Result<Answered, Failure>) {
+        if client.busy() {
+            self.in_flight -= 1;
+        }
+        client.in_flight = false;
         client.state = State::Idle;
         let failed = result.is_err();
         record(self.stats.entry(client.kind).or_insert_with(KindStats::new), result, client.start);
@@ -189,6 +223,8 @@ enum State {
 /// One closed-loop client and its request in flight.
 struct Client {
     state: State,
+    /// Its request is started and not yet counted.
+    in_flight: bool,
     kind: Kind,
     start: Instant,
     deadline: Instant,
@@ -211,6 +247,7 @@ impl Client {
         let now = Instant::now();
         Client {
             state: State::Idle,
+            in_flight: false,
             kind: Kind::Plain,
             start: now,
             deadline: now,
@@ -223,8 +260,10 @@ impl Client {
         }
     }
 
+    /// A request of this client is in flight (whatever its socket's state:
+    /// a failed connect leaves no socket, and is not counted yet).
     fn busy(&self) -> bool {
-        !matches!(self.state, State::Idle)
+        self.in_flight
     }
 
     /// Request `i`, of `kind`, starting `now`.
