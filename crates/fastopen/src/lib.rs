@@ -9,6 +9,8 @@
 //!   sends the first data in the SYN with `sendto(MSG_FASTOPEN)` or
 //!   `TCP_FASTOPEN_CONNECT`, and returns a [`ClientOutcome`]: bytes in the SYN and
 //!   acknowledged, or a [`FailReason`] (`cookie_unavailable`, `data_not_acked`, ...).
+//!   With an event loop of your own: [`Connector::start_connect`] (a
+//!   [`PendingConnect`] once the SYN left) and [`Connector::finish_connect`].
 //! - HTTPS (feature `rustls`): `tls::TlsConnector` for hyper and tonic, the
 //!   ClientHello in the SYN and, opted in, the request as TLS 1.3 early data
 //!   beside it (one round trip), each response telling what TLS did.
