@@ -245,3 +245,44 @@ fn silent_server() -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A server whose reply never ends (a head promising 64 MiB, then bytes
+/// without end): each request stops at the 16 MiB bound as a wrong reply,
+/// not at its deadline and not with the memory of the whole reply.
+#[test]
+fn a_reply_without_end_is_cut_at_its_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().take(2).flatten() {
+            std::thread::spawn(move || {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n");
+                let chunk = vec![b'x'; 1 << 20];
+                // Until the client gives up: a write fails once it closed.
+                for _ in 0..64 {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let plan = Plan {
+        addr,
+        protocol: load::Protocol::Http { host: "endless".into(), path: "/".into() },
+        connections: 2,
+        requests: 2,
+        duration: Duration::from_secs(60),
+        rate: None,
+        kinds: vec![Kind::Plain],
+        timeout: Duration::from_secs(30),
+        threads: 1,
+    };
+    let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
+    let all = outcome.total();
+    assert_eq!(all.failures.get(&load::Failure::WrongReply), Some(&2), "{:?}", all.failures);
+    assert!(outcome.elapsed < Duration::from_secs(20), "cut at the bound, not at the deadline: {:?}", outcome.elapsed);
+}

@@ -241,6 +241,10 @@ struct Client {
 
 /// Room added to a reply buffer when it is full.
 const REPLY_CHUNK: usize = 4096;
+/// A reply buffer grown past this (by a large reply, up to 16 MiB) is given
+/// back before the next request: clients keep small buffers, not their
+/// largest reply's.
+const KEEP_REPLY: usize = 64 << 10;
 
 impl Client {
     fn new() -> Client {
@@ -272,6 +276,9 @@ impl Client {
         self.start = now;
         self.deadline = now + plan.timeout;
         self.filled = 0;
+        if self.reply.len() > KEEP_REPLY {
+            self.reply = vec![0; REPLY_CHUNK];
+        }
         self.sent = 0;
         self.request.clear();
         match template {
@@ -374,5 +381,42 @@ impl Client {
                 Err(e) => return Some(Err(Failure::of(&e))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            protocol: Protocol::Raw,
+            connections: 1,
+            requests: 1,
+            duration: Duration::from_secs(1),
+            rate: None,
+            kinds: vec![Kind::Plain],
+            timeout: Duration::from_secs(1),
+            threads: 1,
+        }
+    }
+
+    /// A large reply grows a client's buffer; its next request starts with
+    /// a small one again, and with its own request only.
+    #[test]
+    fn a_large_reply_does_not_keep_its_buffer() {
+        let mut client = Client::new();
+        client.prepare(&plan(), None, Kind::Plain, 7, Instant::now());
+        assert_eq!(client.request, b"tfo load 7\n");
+        client.reply.resize(8 << 20, 0);
+        client.filled = 8 << 20;
+        client.prepare(&plan(), None, Kind::Plain, 8, Instant::now());
+        assert_eq!((client.reply.len(), client.filled), (REPLY_CHUNK, 0));
+        assert_eq!(client.request, b"tfo load 8\n");
+        // A buffer within the bound is kept as it is.
+        client.reply.resize(KEEP_REPLY, 0);
+        client.prepare(&plan(), None, Kind::Plain, 9, Instant::now());
+        assert_eq!(client.reply.len(), KEEP_REPLY);
     }
 }
