@@ -407,6 +407,15 @@ async fn client(
 /// Requests a client answers before it adds them to the shared progress.
 const PROGRESS_BATCH: u64 = 16;
 
+/// Whether a request's data rode in the SYN, or the library's reason why not.
+fn in_syn(outcome: Option<&fastopen::ClientOutcome>) -> Result<(), &'static str> {
+    match outcome {
+        Some(o) if o.tfo_used() => Ok(()),
+        Some(o) => Err(o.fail_reason.map_or("unknown", |r| r.as_str())),
+        None => Err("unknown"),
+    }
+}
+
 /// Counts one request's result; a correct reply's latency runs from `start`.
 fn record(s: &mut KindStats, result: Result<Answered, Failure>, start: Instant) {
     match result {
@@ -440,11 +449,7 @@ async fn request(plan: &Plan, kind: Kind, i: u64, template: &mut Option<RequestT
     let tls = matches!(plan.protocol, Protocol::Https { .. });
     let connector = Connector::new().tfo(kind == Kind::Tfo).connect_timeout(Some(plan.timeout)).nodelay(tls);
     let stream = TfoStream::to_addrs(connector, vec![plan.addr]).map_err(|e| Failure::of(&e))?;
-    let outcome_of = |s: &TfoStream| match s.outcome() {
-        Some(o) if o.tfo_used() => Ok(()),
-        Some(o) => Err(o.fail_reason.map_or("unknown", |r| r.as_str())),
-        None => Err("unknown"),
-    };
+    let outcome_of = |s: &TfoStream| in_syn(s.outcome());
     match &plan.protocol {
         Protocol::Raw => {
             let line = format!("tfo load {i}\n");

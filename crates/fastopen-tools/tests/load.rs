@@ -41,19 +41,13 @@ fn counts_what_the_server_and_the_kernel_saw(test: &str, served: Protocol, rate:
             ));
         });
         let before = fastopen::FastOpenCounters::read().unwrap();
+        let protocol = if http { http_to("engine") } else { load::Protocol::Raw };
         let plan = Plan {
-            addr,
-            protocol: match http {
-                true => load::Protocol::Http { host: "engine".into(), path: "/load".into() },
-                false => load::Protocol::Raw,
-            },
             connections: 4,
-            requests: REQUESTS,
-            duration: Duration::from_secs(20),
             rate,
             kinds: vec![Kind::Tfo, Kind::Plain],
-            timeout: Duration::from_secs(5),
             threads: 2,
+            ..plan(addr, protocol, REQUESTS)
         };
         let progress = Arc::new(load::Progress::default());
         let outcome = load::run(plan, progress.clone(), fastopen::Cancel::new().unwrap()).unwrap();
@@ -107,15 +101,10 @@ fn a_refused_port_is_counted_as_refused() {
         // A port nobody listens on, in a namespace of our own.
         let addr = "127.0.0.1:9".parse().unwrap();
         let plan = Plan {
-            addr,
-            protocol: load::Protocol::Raw,
-            connections: 2,
-            requests: 10,
             duration: Duration::from_secs(10),
-            rate: None,
             kinds: vec![Kind::Tfo],
             timeout: Duration::from_secs(2),
-            threads: 1,
+            ..plan(addr, load::Protocol::Raw, 10)
         };
         let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
         let all = outcome.total();
@@ -134,17 +123,7 @@ fn a_refused_port_is_counted_as_refused() {
 #[test]
 fn a_silent_server_times_each_request_out() {
     let addr = silent_server();
-    let plan = Plan {
-        addr,
-        protocol: load::Protocol::Http { host: "silent".into(), path: "/".into() },
-        connections: 2,
-        requests: 6,
-        duration: Duration::from_secs(20),
-        rate: None,
-        kinds: vec![Kind::Plain],
-        timeout: Duration::from_millis(300),
-        threads: 1,
-    };
+    let plan = Plan { timeout: Duration::from_millis(300), ..plan(addr, http_to("silent"), 6) };
     let started = std::time::Instant::now();
     let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
     let all = outcome.total();
@@ -162,15 +141,11 @@ fn a_cancelled_run_ends_at_once_and_counts_what_was_in_flight() {
     let addr = silent_server();
     for rate in [None, Some(1000.0)] {
         let plan = Plan {
-            addr,
-            protocol: load::Protocol::Http { host: "silent".into(), path: "/".into() },
             connections: 3,
-            requests: 3,
-            duration: Duration::from_secs(20),
             rate,
-            kinds: vec![Kind::Plain],
             timeout: Duration::from_secs(15),
             threads: 2,
+            ..plan(addr, http_to("silent"), 3)
         };
         let cancel = fastopen::Cancel::new().unwrap();
         let canceller = cancel.clone();
@@ -210,20 +185,7 @@ fn wrong_replies_are_counted_as_such() {
                 let _ = stream.write_all(reply);
             }
         });
-        let plan = Plan {
-            addr,
-            protocol: match http {
-                true => load::Protocol::Http { host: "wrong".into(), path: "/".into() },
-                false => load::Protocol::Raw,
-            },
-            connections: 2,
-            requests: 4,
-            duration: Duration::from_secs(20),
-            rate: None,
-            kinds: vec![Kind::Plain],
-            timeout: Duration::from_secs(5),
-            threads: 1,
-        };
+        let plan = plan(addr, if http { http_to("wrong") } else { load::Protocol::Raw }, 4);
         let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
         let all = outcome.total();
         assert_eq!(all.failures.get(&failure), Some(&4), "{:?}: {:?}", String::from_utf8_lossy(reply), all.failures);
@@ -271,18 +233,33 @@ fn a_reply_without_end_is_cut_at_its_bound() {
         }
     });
     let plan = Plan {
-        addr,
-        protocol: load::Protocol::Http { host: "endless".into(), path: "/".into() },
-        connections: 2,
-        requests: 2,
         duration: Duration::from_secs(60),
-        rate: None,
-        kinds: vec![Kind::Plain],
         timeout: Duration::from_secs(30),
-        threads: 1,
+        ..plan(addr, http_to("endless"), 2)
     };
     let outcome = load::run(plan, Arc::default(), fastopen::Cancel::new().unwrap()).unwrap();
     let all = outcome.total();
     assert_eq!(all.failures.get(&load::Failure::WrongReply), Some(&2), "{:?}", all.failures);
     assert!(outcome.elapsed < Duration::from_secs(20), "cut at the bound, not at the deadline: {:?}", outcome.elapsed);
+}
+
+/// A closed-loop plan of `requests` plain requests to `addr`: 2 clients on
+/// one thread, each request within 5 s, the run within 20 s.
+fn plan(addr: std::net::SocketAddr, protocol: load::Protocol, requests: u64) -> Plan {
+    Plan {
+        addr,
+        protocol,
+        connections: 2,
+        requests,
+        duration: Duration::from_secs(20),
+        rate: None,
+        kinds: vec![Kind::Plain],
+        timeout: Duration::from_secs(5),
+        threads: 1,
+    }
+}
+
+/// `GET /` with this Host.
+fn http_to(host: &str) -> load::Protocol {
+    load::Protocol::Http { host: host.into(), path: "/".into() }
 }

@@ -303,12 +303,7 @@ impl Client {
             let State::Connecting(pending) = std::mem::replace(&mut self.state, State::Idle) else { return None };
             match connectors[self.kind as usize].finish_connect(pending) {
                 Ok((stream, outcome)) => {
-                    let in_syn = match outcome.fail_reason {
-                        _ if outcome.tfo_used() => Ok(()),
-                        Some(reason) => Err(reason.as_str()),
-                        None => Err("unknown"),
-                    };
-                    self.state = State::Open { stream, in_syn };
+                    self.state = State::Open { stream, in_syn: super::in_syn(Some(&outcome)) };
                     if let Err(failure) = self.write_rest() {
                         return Some(Err(failure));
                     }
@@ -351,7 +346,8 @@ impl Client {
     /// closed, or the connection failed.
     fn read_reply(&mut self) -> Option<Result<Answered, Failure>> {
         let State::Open { stream, in_syn } = &mut self.state else { return None };
-        loop {
+        // The reply so far, whole (its HTTP parts, if found before the close).
+        let whole = loop {
             if self.filled == self.reply.len() {
                 if self.reply.len() > super::MAX_REPLY {
                     return Some(Err(Failure::WrongReply));
@@ -359,28 +355,20 @@ impl Client {
                 self.reply.resize(self.reply.len() + REPLY_CHUNK, 0);
             }
             match stream.read(&mut self.reply[self.filled..]) {
-                Ok(0) => {
-                    let reply = &self.reply[..self.filled];
-                    return Some(
-                        super::check_reply(self.end, reply, None, &self.request)
-                            .map(|()| Answered { in_syn: *in_syn, tls: None }),
-                    );
-                }
+                Ok(0) => break None,
                 Ok(n) => {
                     self.filled += n;
-                    let reply = &self.reply[..self.filled];
-                    if let Some(whole) = self.end.complete(reply) {
-                        return Some(
-                            super::check_reply(self.end, reply, whole, &self.request)
-                                .map(|()| Answered { in_syn: *in_syn, tls: None }),
-                        );
+                    if let Some(whole) = self.end.complete(&self.reply[..self.filled]) {
+                        break whole;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Some(Err(Failure::of(&e))),
             }
-        }
+        };
+        let checked = super::check_reply(self.end, &self.reply[..self.filled], whole, &self.request);
+        Some(checked.map(|()| Answered { in_syn: *in_syn, tls: None }))
     }
 }
 
