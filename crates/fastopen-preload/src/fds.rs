@@ -33,6 +33,9 @@ pub(crate) const EPOLL_IN: u32 = 1 << 8;
 pub(crate) const EPOLL_INOUT: u32 = 1 << 9;
 /// A blocking epoll wait has already returned while it waited for input and output.
 pub(crate) const EPOLL_WAITED: u32 = 1 << 10;
+/// Another descriptor or process may report the same socket (dup, fork): its
+/// record carries the socket's inode, so `tfo wrap` counts it once.
+pub(crate) const SHARED: u32 = 1 << 11;
 
 static STATE: [AtomicU32; MAX_FD] = [const { AtomicU32::new(0) }; MAX_FD];
 /// The peer of a deferred connect: family+port+scope, then the address.
@@ -101,7 +104,17 @@ pub(crate) fn copy(old: libc::c_int, new: libc::c_int) {
     // The copy is not in the original's epoll registration.
     let bits = STATE[o].load(Ordering::Acquire) & !(EPOLL_IN | EPOLL_INOUT | EPOLL_WAITED);
     if bits != 0 {
-        set(new, bits);
+        set(old, SHARED);
+        set(new, bits | SHARED);
+    }
+}
+
+/// A fork is about to copy every tracked socket into a second process.
+pub(crate) fn all_shared() {
+    for state in STATE.iter().take(HIGH.load(Ordering::Relaxed)) {
+        if state.load(Ordering::Acquire) != 0 {
+            state.fetch_or(SHARED, Ordering::AcqRel);
+        }
     }
 }
 

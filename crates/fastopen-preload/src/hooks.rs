@@ -44,6 +44,23 @@ fn before_read(fd: c_int) {
     }
 }
 
+/// A send with `MSG_FASTOPEN`: the program's own TFO, reported and not touched.
+fn own_fastopen(fd: c_int, flags: c_int) {
+    if flags & sys::MSG_FASTOPEN != 0 && fds::state(fd) & TCP != 0 {
+        fds::set(fd, SELF_MANAGED | CLIENT);
+    }
+}
+
+/// After a send through the socket calls (`send`, `sendto`, `sendmsg`) that
+/// returned `result`: a deferred socket that took bytes has sent its SYN, so
+/// a later read need not ask the kernel. (A `write` is not seen; the read
+/// then asks, as [`ensure_started`] does.)
+fn wrote(fd: c_int, result: ssize_t) {
+    if result >= 0 && fds::any_pending() && fds::state(fd) & (DEFERRED | STARTED) == DEFERRED {
+        fds::set(fd, STARTED);
+    }
+}
+
 /// Reports `fd`'s connection if it is one, and forgets it: it is about to close.
 fn closing(fd: c_int) {
     let bits = fds::take(fd);
@@ -202,20 +219,29 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addr_len: socklen_t,
 ) -> ssize_t {
-    if flags & sys::MSG_FASTOPEN != 0 && fds::state(fd) & TCP != 0 {
-        fds::set(fd, SELF_MANAGED | CLIENT); // the program's own TFO: reported, not touched
-    }
+    own_fastopen(fd, flags);
     // SAFETY: see the module's note.
-    unsafe { real::sendto()(fd, buf, len, flags, addr, addr_len) }
+    let r = unsafe { real::sendto()(fd, buf, len, flags, addr, addr_len) };
+    wrote(fd, r);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    own_fastopen(fd, flags);
+    // SAFETY: see the module's note.
+    let r = unsafe { real::send()(fd, buf, len, flags) };
+    wrote(fd, r);
+    r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t {
-    if flags & sys::MSG_FASTOPEN != 0 && fds::state(fd) & TCP != 0 {
-        fds::set(fd, SELF_MANAGED | CLIENT);
-    }
+    own_fastopen(fd, flags);
     // SAFETY: see the module's note.
-    unsafe { real::sendmsg()(fd, msg, flags) }
+    let r = unsafe { real::sendmsg()(fd, msg, flags) };
+    wrote(fd, r);
+    r
 }
 
 #[no_mangle]

@@ -56,7 +56,21 @@ extern "C" fn on_load() {
     if let Some(config) = config() {
         report::open(config.report_fd);
         report::hello();
+        // SAFETY: both handlers are plain functions without arguments that
+        // neither allocate nor lock (they run around fork, as hooks may run
+        // in signal handlers); registering them has no other precondition.
+        unsafe { libc::pthread_atfork(Some(before_fork), None, Some(in_forked_child)) };
     }
+}
+
+/// Before fork(): every tracked socket is about to be shared with a child.
+extern "C" fn before_fork() {
+    fds::all_shared();
+}
+
+/// In fork()'s child: a new process id for its records.
+extern "C" fn in_forked_child() {
+    report::note_pid();
 }
 
 /// Runs at `exit()`: reports the connections still open.

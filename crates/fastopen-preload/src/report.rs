@@ -19,6 +19,13 @@ static REPORT_INODE: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU32 = AtomicU32::new(0);
 /// The process name, read at load (exec gives a new one; fork keeps it).
 static COMM: [AtomicU8; 16] = [const { AtomicU8::new(0) }; 16];
+/// This process's id, read at load and again in the child of a fork.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Reads the process id again: called at load and in a fork's child.
+pub(crate) fn note_pid() {
+    PID.store(sys::pid(), Ordering::Relaxed);
+}
 
 fn comm() -> [u8; 16] {
     let mut name = [0u8; 16];
@@ -30,6 +37,7 @@ fn comm() -> [u8; 16] {
 
 /// Takes the report descriptor of the settings, if it is open.
 pub(crate) fn open(fd: Option<i32>) {
+    note_pid();
     for (c, b) in COMM.iter().zip(sys::process_name()) {
         c.store(b, Ordering::Relaxed);
     }
@@ -67,7 +75,7 @@ fn head(kind: RecordKind, role: Role, flags: u8, inode: u64) -> RecordHead {
         kind,
         role,
         flags: RecordFlags(flags),
-        pid: sys::pid(),
+        pid: PID.load(Ordering::Relaxed),
         dropped: DROPPED.swap(0, Ordering::Relaxed),
         inode,
         comm: comm(),
@@ -122,7 +130,9 @@ pub(crate) fn connection(fd: libc::c_int, bits: u32, extra: u8) {
     // The peer was kept at connect or accept (a closed peer has no address any more).
     let peer = fds::peer(fd).or_else(|| sys::peer_addr(fd));
     let mut buf = [0u8; RECORD_LEN];
-    let head = head(RecordKind::Connection, role, flags, sys::inode(fd));
+    // The inode is asked for only when another descriptor or process may report the socket too.
+    let inode = if bits & fds::SHARED != 0 { sys::inode(fd) } else { 0 };
+    let head = head(RecordKind::Connection, role, flags, inode);
     encode(&mut buf, &head, local, peer, &info[..len], &at_accept[..at_accept_len]);
     send(&buf);
 }

@@ -5,6 +5,7 @@ blocking PORT       : connect, read the banner (blocking recv), print it
 asyncio PORT        : asyncio open_connection, read the banner, print it
 select PORT         : non-blocking connect, select() for input, read
 fork PORT           : fork a child that connects and reads; the parent waits
+shared PORT         : connect, fork; the child reads and closes, the parent closes a dup, then the socket
 """
 import asyncio, os, select, socket, sys
 
@@ -52,10 +53,21 @@ def forked(port):
         os._exit(0)
     os.waitpid(pid, 0)
 
+def shared(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    pid = os.fork()
+    if pid == 0:
+        print(s.recv(100).decode().strip())
+        s.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(os.dup(s.fileno()))
+    s.close()
+
 kind, port = sys.argv[1], int(sys.argv[2])
 if kind == "server":
     server(port, int(sys.argv[3]))
 elif kind == "asyncio":
     asyncio.run(reader(port))
 else:
-    {"blocking": blocking, "select": with_select, "fork": forked}[kind](port)
+    {"blocking": blocking, "select": with_select, "fork": forked, "shared": shared}[kind](port)
