@@ -55,7 +55,8 @@ pub struct Relayed {
     pub end: RelayEnd,
 }
 
-/// The most of the client's first bytes offered to the upstream's SYN.
+/// The most of the client's first bytes offered to the upstream's SYN; also
+/// the size of each direction's copy buffer.
 const FIRST_DATA_MAX: usize = 16 * 1024;
 
 /// Relays one accepted connection to the upstream.
@@ -103,19 +104,21 @@ pub async fn relay(
     if let Some(stream) = upstream.get_ref() {
         let _ = stream.set_nodelay(true);
     }
-    let (up, down, end) = pump(client, upstream, config.idle).await;
+    // The first bytes' buffer carries the rest of the client's bytes.
+    first.resize(FIRST_DATA_MAX, 0);
+    let (up, down, end) = pump(client, upstream, config.idle, first).await;
     done(Some(upstream_leg), first_len, first_len as u64 + up, down, end)
 }
 
 /// Copies both ways until both directions ended, one failed, or nothing moved for `idle`.
-async fn pump(client: TcpStream, upstream: TfoStream, idle: Duration) -> (u64, u64, RelayEnd) {
+async fn pump(client: TcpStream, upstream: TfoStream, idle: Duration, up_buf: Vec<u8>) -> (u64, u64, RelayEnd) {
     let last = AtomicU64::new(0);
     let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
     let origin = Instant::now();
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let up = copy_one_way(client_read, upstream_write, &last, origin, &up_bytes);
-    let down = copy_one_way(upstream_read, client_write, &last, origin, &down_bytes);
+    let up = copy_one_way(client_read, upstream_write, &last, origin, &up_bytes, up_buf);
+    let down = copy_one_way(upstream_read, client_write, &last, origin, &down_bytes, vec![0u8; FIRST_DATA_MAX]);
     let both = async { tokio::join!(up, down) };
     tokio::pin!(both);
     loop {
@@ -144,8 +147,8 @@ async fn copy_one_way(
     last: &AtomicU64,
     origin: Instant,
     total: &AtomicU64,
+    mut buf: Vec<u8>,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf).await?;
         last.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);

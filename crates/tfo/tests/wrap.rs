@@ -351,6 +351,7 @@ fn past_max_connections_the_proxy_holds_new_ones_until_one_ends() {
             c.read_exact(&mut got).map(|()| got)
         };
         let mut first = std::net::TcpStream::connect("127.0.0.1:2528").unwrap();
+        first.set_read_timeout(Some(Duration::from_secs(5))).unwrap(); // a failure, never a hang
         assert_eq!(echo(&mut first, b"one\n").unwrap(), b"one\n");
         let mut second = std::net::TcpStream::connect("127.0.0.1:2528").unwrap();
         second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
