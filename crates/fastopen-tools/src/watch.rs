@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fastopen::owners::{ConnectOwners, OwnersError};
 use fastopen::sock_diag::{DestroyFeed, DiagSocket, Role, SockDiag, TCP_LISTEN};
@@ -163,7 +163,25 @@ pub struct Collector {
     processes: HashMap<u32, (u32, String)>,
     /// Listening port → the process of its listener.
     listener_owners: HashMap<u16, (u32, String)>,
+    /// What /proc says of the processes named lately (pid → facts).
+    process_facts: HashMap<u32, ProcessFacts>,
 }
+
+/// A process's name and cgroup as /proc gave them, kept for [`FACTS_FOR`]:
+/// a process that makes many connections is read once, not per connection
+/// (two /proc files each). A process renamed (exec) within that time is
+/// shown by its former name.
+#[derive(Debug)]
+struct ProcessFacts {
+    read_at: Instant,
+    name: Option<String>,
+    cgroup: Option<String>,
+}
+
+/// How long a process's facts are kept.
+const FACTS_FOR: Duration = Duration::from_secs(1);
+/// At this many processes' facts, the stale ones are dropped at once (not at the next read).
+const FACTS_HELD: usize = 4096;
 
 impl Collector {
     /// Opens the kernel's feeds. `follow`: also the destroy notifications
@@ -195,6 +213,7 @@ impl Collector {
             last_listeners: Vec::new(),
             processes: HashMap::new(),
             listener_owners: HashMap::new(),
+            process_facts: HashMap::new(),
         })
     }
 
@@ -212,6 +231,7 @@ impl Collector {
         listeners.dedup();
         self.listeners = listeners;
         self.forget_gone(&sockets);
+        self.process_facts.retain(|_, f| f.read_at.elapsed() < FACTS_FOR);
         self.find_processes(&sockets);
         Ok(sockets.iter().filter_map(|s| self.report(s, "open")).collect())
     }
@@ -255,7 +275,7 @@ impl Collector {
         let outcome = s.outcome(role, self.client_tfo)?;
         self.reported.insert(s.cookie);
         let (owner, named_by) = self.owner_of(s, role);
-        let cgroup = owner.as_ref().and_then(|o| cgroup_of(o.0));
+        let cgroup = owner.as_ref().and_then(|o| self.facts_of(o.0).cgroup.clone());
         Some(ConnectionReport {
             local: s.local,
             peer: s.peer,
@@ -272,6 +292,19 @@ impl Collector {
         })
     }
 
+    /// What /proc says of `pid`, read at most once per [`FACTS_FOR`].
+    fn facts_of(&mut self, pid: u32) -> &ProcessFacts {
+        let stale = self.process_facts.get(&pid).is_none_or(|f| f.read_at.elapsed() >= FACTS_FOR);
+        if stale {
+            if self.process_facts.len() >= FACTS_HELD {
+                self.process_facts.retain(|_, f| f.read_at.elapsed() < FACTS_FOR);
+            }
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|n| n.trim().to_string());
+            self.process_facts.insert(pid, ProcessFacts { read_at: Instant::now(), name, cgroup: cgroup_of(pid) });
+        }
+        &self.process_facts[&pid]
+    }
+
     /// The process of a connection, and how it was found: its own file (open
     /// at a read), the BPF probe (clients, at connect), the listener (servers).
     fn owner_of(&mut self, s: &DiagSocket, role: Role) -> (Option<(u32, String)>, Option<&'static str>) {
@@ -285,9 +318,7 @@ impl Collector {
         if let Some(o) = from_bpf {
             // The process's name, as /proc says while it lives (the probe saw
             // the connecting thread's, which may be a worker's).
-            let name = std::fs::read_to_string(format!("/proc/{}/comm", o.pid))
-                .map(|n| n.trim().to_string())
-                .unwrap_or(o.comm);
+            let name = self.facts_of(o.pid).name.clone().unwrap_or(o.comm);
             return (Some((o.pid, name)), Some("bpf"));
         }
         if role == Role::Server {

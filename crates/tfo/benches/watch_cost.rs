@@ -7,7 +7,8 @@
 //! SECONDS (default 10), each closed at once by both ends. Reported: the
 //! rate reached, the CPU time `tfo watch` used (user + system, from
 //! getrusage of the reaped child) per second of watching, and how many of
-//! the new connections it did not report (by client port).
+//! the new connections it did not report (by client port). BACKEND chooses
+//! the backend (`bpf`, `sock-diag`; default `auto`), to compare the two.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -48,9 +49,10 @@ fn bench(held: usize, rate: u64, seconds: u64) {
         }
     });
     let open: Vec<TcpStream> = (0..held).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let backend = std::env::var("BACKEND").unwrap_or_else(|_| "auto".to_string());
     let cpu_before = support::cpu(UsageWho::RUSAGE_CHILDREN);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_tfo"))
-        .args(["watch", "--json", "--interval", "1s", "--duration"])
+        .args(["watch", "--json", "--interval", "1s", "--backend", &backend, "--duration"])
         .arg(format!("{}s", seconds + 3))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,7 +86,7 @@ fn bench(held: usize, rate: u64, seconds: u64) {
         total as f64 / elapsed.as_secs_f64(),
     );
     println!(
-        "watch_cost: tfo watch ({status}) used {:.2} s of CPU over {} s of watching: {:.1} % of one core; it reported {reported} client lines for the {total} new connections: missed {missed}",
+        "watch_cost: tfo watch --backend {backend} ({status}) used {:.2} s of CPU over {} s of watching: {:.1} % of one core; it reported {reported} client lines for the {total} new connections: missed {missed}",
         cpu.as_secs_f64(),
         seconds + 3,
         100.0 * cpu.as_secs_f64() / (seconds + 3) as f64,
