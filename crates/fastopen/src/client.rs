@@ -26,8 +26,9 @@ use socket2::{Domain, Socket};
 
 use crate::kernel::KernelFeatures;
 use crate::outcome::{Attempt, ClientMethod, ClientOutcome, FailReason};
+use crate::socket_info::read_tcp_info;
 use crate::sys::ClientErrno;
-use crate::{sys, tcp_info, Cancel, Error, Result};
+use crate::{sys, Cancel, Error, Result};
 
 /// Settings for TFO client connections. Cheap to clone; reuse one for many connections.
 #[derive(Debug, Clone)]
@@ -437,13 +438,6 @@ pub fn socket_outcome(socket: &impl AsFd) -> Result<SocketOutcome> {
         _ => None,
     };
     Ok(SocketOutcome { syn_data_acked, fail_reason })
-}
-
-/// Reads and parses `TCP_INFO` of any TCP socket (a std, tokio or socket2 one).
-pub fn read_tcp_info(socket: &impl AsFd) -> Result<tcp_info::TcpInfo> {
-    let (buf, len) = sys::tcp_info_bytes(socket.as_fd()).map_err(Error::io("reading TCP_INFO"))?;
-    tcp_info::TcpInfo::parse(&buf[..len])
-        .map_err(|_| Error::Proc { path: "getsockopt(TCP_INFO)", problem: "shorter than 8 bytes" })
 }
 
 /// What the kernel did with a TFO request.

@@ -19,47 +19,9 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::client::read_tcp_info;
-use crate::tcp_info::TcpInfo;
+use crate::socket_info::read_tcp_info;
+use crate::tcp_info::HandshakeState;
 use crate::{sys, Error, Result};
-
-/// `tcpi_state` of a socket whose handshake is not complete (TCP_SYN_RECV).
-const TCP_SYN_RECV: u8 = 3;
-/// `tcpi_state` of a closed socket (TCP_CLOSE), e.g. after a reset.
-const TCP_CLOSE: u8 = 7;
-
-/// Where an accepted connection's handshake stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum HandshakeState {
-    /// The client's final ACK arrived: the client is real and holds this connection.
-    Confirmed,
-    /// Still in SYN_RECV: the data came in the SYN, the ACK has not arrived yet.
-    Pending,
-    /// The connection was reset or closed before it was confirmed (a replay's
-    /// SYN-ACK reaches the real client, which answers with a reset).
-    Failed,
-}
-
-impl HandshakeState {
-    /// From an accepted socket's `tcp_info`. The state alone does not tell
-    /// once the server has closed: a TFO child closed before the ACK leaves
-    /// SYN_RECV for FIN_WAIT1, and a confirmed connection ends in CLOSE like a
-    /// reset one. `tcpi_delivered` does: the kernel counts the SYN-ACK as
-    /// delivered when the final ACK arrives, and a replay's sender never
-    /// acknowledges anything. Kernels older than 4.18 lack it: then the
-    /// state decides (CLOSE = failed, any other but SYN_RECV = confirmed).
-    pub fn from_tcp_info(info: &TcpInfo) -> HandshakeState {
-        match (info.state, info.delivered) {
-            (TCP_SYN_RECV, _) => HandshakeState::Pending,
-            (_, Some(delivered)) if delivered > 0 => HandshakeState::Confirmed,
-            (TCP_CLOSE, _) => HandshakeState::Failed,
-            (_, Some(_)) => HandshakeState::Pending, // closing, nothing acknowledged yet
-            (_, None) => HandshakeState::Confirmed,
-        }
-    }
-}
 
 /// How a wait for confirmation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,39 +136,6 @@ pub async fn confirmation_at_close(stream: ::tokio::net::TcpStream, timeout: Dur
             // The last look: an ACK without a FIN after it.
             Err(_) => return Ok(settled(&stream, start)?.unwrap_or(Confirmation::TimedOut)),
             Ok(woken) => woken.map_err(Error::io("waiting for the handshake's ACK"))?,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(state: u8, delivered: Option<u32>) -> TcpInfo {
-        let mut bytes = vec![0u8; if delivered.is_some() { 232 } else { 104 }];
-        bytes[0] = state;
-        if let Some(d) = delivered {
-            bytes[192..196].copy_from_slice(&d.to_ne_bytes());
-        }
-        TcpInfo::parse(&bytes).unwrap()
-    }
-
-    #[test]
-    fn states() {
-        use HandshakeState::*;
-        let cases = [
-            (3, Some(0), Pending, "SYN_RECV"),
-            (1, Some(1), Confirmed, "ESTABLISHED"),
-            (8, Some(1), Confirmed, "CLOSE_WAIT: a FIN came after the ACK"),
-            (7, Some(0), Failed, "CLOSE, nothing acknowledged: reset before the ACK"),
-            (7, Some(3), Confirmed, "CLOSE after a confirmed exchange and a clean close"),
-            (4, Some(0), Pending, "FIN_WAIT1: the server answered and closed before the ACK"),
-            (4, Some(2), Confirmed, "FIN_WAIT1, response acknowledged"),
-            (4, None, Confirmed, "old kernel: the state decides"),
-            (7, None, Failed, "old kernel: CLOSE"),
-        ];
-        for (state, delivered, expected, what) in cases {
-            assert_eq!(HandshakeState::from_tcp_info(&info(state, delivered)), expected, "{what}");
         }
     }
 }

@@ -16,7 +16,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::confirm::{handshake_state, wait_confirmed_async, Confirmation, HandshakeState};
+use crate::confirm::{handshake_state, wait_confirmed_async, Confirmation};
+use crate::tcp_info::HandshakeState;
 
 #[cfg(feature = "tower")]
 mod tower_layer;

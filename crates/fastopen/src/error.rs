@@ -66,7 +66,7 @@ pub enum Error {
     Cancelled,
     /// Strict mode: the listener would not do TFO, so it was not made.
     #[error("not listening: {0}")]
-    ServerTfoOff(crate::listener::ServerTfo),
+    ServerTfoOff(crate::outcome::ServerTfo),
     /// Strict mode: TFO was not used, and the caller asked for that to be an error.
     ///
     /// With [`FailReason::DataNotAcked`] or [`FailReason::SynRetransmitted`]

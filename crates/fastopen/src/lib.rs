@@ -75,6 +75,7 @@ mod outcome;
 pub mod owners;
 mod pending;
 pub mod sock_diag;
+mod socket_info;
 mod sys;
 mod tcp_info;
 pub mod tcp_metrics;
@@ -105,10 +106,10 @@ pub mod fuzzing {
 #[cfg(feature = "axum")]
 pub use axum_serve::{early_data, AcceptedStream, TfoConnectInfo};
 pub use cancel::Cancel;
-pub use client::{read_tcp_info, socket_outcome, Connector, SocketOutcome};
+pub use client::{socket_outcome, Connector, SocketOutcome};
 #[cfg(feature = "tokio")]
 pub use confirm::{confirmation_at_close, wait_confirmed_async};
-pub use confirm::{handshake_state, wait_confirmed, Confirmation, HandshakeState};
+pub use confirm::{handshake_state, wait_confirmed, Confirmation};
 pub use counters::{FastOpenCounters, NoTcpExt, COUNTER_NAMES, NETSTAT_PATH};
 pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
 #[cfg(feature = "tokio")]
@@ -121,10 +122,11 @@ pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};
 #[cfg(feature = "key-schedule")]
 pub use key_schedule::{BadSchedule, KeySchedule, ScheduledKeys};
-pub use listener::{accept_outcome, BlockingListener, ListenerBuilder, ListenerTfo, ServerTfo, DEFAULT_QUEUE_LEN};
+pub use listener::{accept_outcome, BlockingListener, ListenerBuilder, ListenerTfo, DEFAULT_QUEUE_LEN};
 pub use mode::{BadMode, FastOpenMode, ModeBit, MODE_BITS};
-pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason};
+pub use outcome::{AcceptOutcome, ClientMethod, ClientOutcome, FailReason, ServerTfo};
 pub use pending::PendingConnect;
-pub use tcp_info::{TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};
+pub use socket_info::read_tcp_info;
+pub use tcp_info::{HandshakeState, TcpInfo, TruncatedTcpInfo, TCPI_OPT_SYN_DATA, TCPI_OPT_TFO_CHILD};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{TfoStream, TokioListener, READ_FIRST_GRACE};

@@ -6,11 +6,10 @@ use std::os::fd::AsFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::client::read_tcp_info;
 use crate::kernel::KernelFeatures;
 use crate::key::FastOpenKey;
-use crate::mode::FastOpenMode;
-use crate::outcome::AcceptOutcome;
+use crate::outcome::{AcceptOutcome, ServerTfo};
+use crate::socket_info::read_tcp_info;
 use crate::{sys, Error, Result};
 
 /// Default TFO queue length: pending TFO connections (SYN received with data,
@@ -200,50 +199,6 @@ impl ListenerBuilder {
     }
 }
 
-/// Whether a listener does TFO, and if not, why: a typed state to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum ServerTfo {
-    /// Data in the SYN is accepted.
-    On,
-    /// The namespace lacks the server bit (0x2) of `net.ipv4.tcp_fastopen`:
-    /// the listener works as plain TCP, gives no cookies, takes no SYN data.
-    OffInNamespace {
-        /// The namespace's `net.ipv4.tcp_fastopen`.
-        mode: u32,
-    },
-    /// The listener's TFO queue is 0: TFO is off for it.
-    QueueZero,
-}
-
-impl ServerTfo {
-    /// The state a listener with this queue gets in a namespace with this mode.
-    pub fn of(mode: FastOpenMode, queue_len: u32) -> ServerTfo {
-        if !mode.server() {
-            ServerTfo::OffInNamespace { mode: mode.0 }
-        } else if queue_len == 0 {
-            ServerTfo::QueueZero
-        } else {
-            ServerTfo::On
-        }
-    }
-}
-
-impl std::fmt::Display for ServerTfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerTfo::On => f.write_str("server TFO is on"),
-            ServerTfo::OffInNamespace { mode } => write!(
-                f,
-                "server TFO is off in this network namespace (net.ipv4.tcp_fastopen={mode} lacks bit 0x2; set it to {})",
-                mode | 0x3
-            ),
-            ServerTfo::QueueZero => f.write_str("the listener's TFO queue is 0, which turns TFO off for it"),
-        }
-    }
-}
-
 /// Sets a listener's primary (and backup) key.
 pub(crate) fn set_keys(socket: &impl AsFd, primary: &FastOpenKey, backup: Option<&FastOpenKey>) -> Result<()> {
     let mut bytes = Vec::with_capacity(32);
@@ -335,14 +290,6 @@ impl AsFd for BlockingListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_state_from_mode_and_queue() {
-        assert_eq!(ServerTfo::of(FastOpenMode(3), 256), ServerTfo::On);
-        assert_eq!(ServerTfo::of(FastOpenMode(1), 256), ServerTfo::OffInNamespace { mode: 1 });
-        assert_eq!(ServerTfo::of(FastOpenMode(3), 0), ServerTfo::QueueZero);
-        assert!(ServerTfo::OffInNamespace { mode: 1 }.to_string().contains("set it to 3"));
-    }
 
     #[test]
     fn the_kernel_refuses_a_key_of_a_wrong_length() {

@@ -8,7 +8,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::kernel::KernelFeatures;
-use crate::tcp_info::TcpInfo;
+use crate::mode::FastOpenMode;
+use crate::tcp_info::{HandshakeState, TcpInfo};
 
 /// How a client asks the kernel for TFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -271,7 +272,7 @@ pub struct AcceptOutcome {
     /// `Confirmed` (the kernel makes the connection when the final ACK
     /// arrives); a TFO child is `Pending` until that ACK. A server that needs
     /// to know (the early-data wait, a log) reads no more when it is `Confirmed`.
-    pub handshake_at_accept: crate::HandshakeState,
+    pub handshake_at_accept: HandshakeState,
 }
 
 impl AcceptOutcome {
@@ -316,9 +317,9 @@ impl AcceptOutcome {
             tfo_child,
             bytes_in_syn,
             handshake_at_accept: if !data_in_syn && tfo_child != Some(true) {
-                crate::HandshakeState::Confirmed // no TFO child: made by the final ACK
+                HandshakeState::Confirmed // no TFO child: made by the final ACK
             } else {
-                crate::HandshakeState::from_tcp_info(later)
+                HandshakeState::from_tcp_info(later)
             },
         }
     }
@@ -333,6 +334,50 @@ impl fmt::Display for AcceptOutcome {
                 f.write_str("cookie SYN without data (read first): made in SYN_RECV")
             }
             (false, _) => f.write_str("regular handshake"),
+        }
+    }
+}
+
+/// Whether a listener does TFO, and if not, why: a typed state to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ServerTfo {
+    /// Data in the SYN is accepted.
+    On,
+    /// The namespace lacks the server bit (0x2) of `net.ipv4.tcp_fastopen`:
+    /// the listener works as plain TCP, gives no cookies, takes no SYN data.
+    OffInNamespace {
+        /// The namespace's `net.ipv4.tcp_fastopen`.
+        mode: u32,
+    },
+    /// The listener's TFO queue is 0: TFO is off for it.
+    QueueZero,
+}
+
+impl ServerTfo {
+    /// The state a listener with this queue gets in a namespace with this mode.
+    pub fn of(mode: FastOpenMode, queue_len: u32) -> ServerTfo {
+        if !mode.server() {
+            ServerTfo::OffInNamespace { mode: mode.0 }
+        } else if queue_len == 0 {
+            ServerTfo::QueueZero
+        } else {
+            ServerTfo::On
+        }
+    }
+}
+
+impl std::fmt::Display for ServerTfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerTfo::On => f.write_str("server TFO is on"),
+            ServerTfo::OffInNamespace { mode } => write!(
+                f,
+                "server TFO is off in this network namespace (net.ipv4.tcp_fastopen={mode} lacks bit 0x2; set it to {})",
+                mode | 0x3
+            ),
+            ServerTfo::QueueZero => f.write_str("the listener's TFO queue is 0, which turns TFO off for it"),
         }
     }
 }
@@ -424,10 +469,10 @@ mod tests {
         let plain = AcceptOutcome::derive(&p, &p, &k);
         assert_eq!(plain.to_string(), "regular handshake");
         assert_eq!(plain.bytes_in_syn, Some(0));
-        assert_eq!(plain.handshake_at_accept, crate::HandshakeState::Confirmed, "a regular handshake is complete");
+        assert_eq!(plain.handshake_at_accept, HandshakeState::Confirmed, "a regular handshake is complete");
         let mut pending = i;
         pending.state = 3; // SYN_RECV: the final ACK has not come
-        assert_eq!(AcceptOutcome::derive(&pending, &pending, &k).handshake_at_accept, crate::HandshakeState::Pending);
+        assert_eq!(AcceptOutcome::derive(&pending, &pending, &k).handshake_at_accept, HandshakeState::Pending);
         let o = info(0x27, 0);
         assert_eq!(AcceptOutcome::derive(&o, &o, &KernelFeatures::from_release("6.1.0")).tfo_child, None);
     }
@@ -454,5 +499,13 @@ mod tests {
         let mut more = info(0xa7, 0);
         more.data_segs_in = Some(2);
         assert_eq!(AcceptOutcome::derive(&more, &more, &k).bytes_in_syn, None);
+    }
+
+    #[test]
+    fn server_state_from_mode_and_queue() {
+        assert_eq!(ServerTfo::of(FastOpenMode(3), 256), ServerTfo::On);
+        assert_eq!(ServerTfo::of(FastOpenMode(1), 256), ServerTfo::OffInNamespace { mode: 1 });
+        assert_eq!(ServerTfo::of(FastOpenMode(3), 0), ServerTfo::QueueZero);
+        assert!(ServerTfo::OffInNamespace { mode: 1 }.to_string().contains("set it to 3"));
     }
 }

@@ -64,3 +64,78 @@ fn no_subcommand_imports_another() {
     }
     assert!(offences.is_empty(), "a subcommand imports another: {offences:#?}");
 }
+
+/// The modules of a library crate that each module imports (`crate::x`, or a
+/// name `lib.rs` re-exports from `x`), test modules and comments left out.
+fn module_imports(src: &Path) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut files = Vec::new();
+    files_under(src, &mut files);
+    let module_of = |f: &Path| {
+        let rel = f.strip_prefix(src).unwrap().to_string_lossy().to_string();
+        rel.trim_end_matches(".rs").split('/').next().unwrap().to_string()
+    };
+    let modules: std::collections::BTreeSet<String> =
+        files.iter().filter(|f| !f.ends_with("lib.rs")).map(|f| module_of(f)).collect();
+    // `pub use module::{A, B};` in lib.rs: A and B come from `module`.
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    let mut reexported = std::collections::BTreeMap::new();
+    for statement in lib.split(';') {
+        let Some(rest) = statement.trim().strip_prefix("pub use ") else { continue };
+        let Some((module, items)) = rest.split_once("::") else { continue };
+        for item in items.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|i| !i.is_empty()) {
+            reexported.insert(item.to_string(), module.to_string());
+        }
+    }
+    let mut imports = std::collections::BTreeMap::new();
+    for file in files.iter().filter(|f| !f.ends_with("lib.rs") && f.extension().is_some_and(|e| e == "rs")) {
+        let module = module_of(file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let targets: &mut std::collections::BTreeSet<String> = imports.entry(module.clone()).or_default();
+        for line in code.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                    group.split('}').next().unwrap().split(',').map(|n| n.trim().split("::").next().unwrap()).collect()
+                } else {
+                    vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap()]
+                };
+                for name in names {
+                    let target =
+                        if modules.contains(name) { Some(name.to_string()) } else { reexported.get(name).cloned() };
+                    if let Some(target) = target.filter(|t| *t != module) {
+                        targets.insert(target);
+                    }
+                }
+            }
+        }
+    }
+    imports
+}
+
+/// No library crate's modules import each other in a circle (ARCHITECTURE.md's
+/// rule: each concept has one home, and the homes form layers). A name taken
+/// through a re-export counts as an import of the module that defines it.
+#[test]
+fn no_module_circles_in_the_libraries() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for library in ["fastopen", "fastopen-wire", "fastopen-lab", "fastopen-tools", "fastopen-preload"] {
+        let imports = module_imports(&crates.join(library).join("src"));
+        assert!(imports.len() > 3, "{library}: modules read: {imports:?}");
+        // Depth-first from each module: a path back to it is a circle.
+        for start in imports.keys() {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some((module, path)) = stack.pop() {
+                for next in imports.get(&module).into_iter().flatten() {
+                    assert!(next != start, "{library}: a circle of modules: {} -> {start}", path.join(" -> "));
+                    if seen.insert(next.clone()) {
+                        let mut longer = path.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -41,7 +41,8 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{Admission, EarlyDataPolicy, Handshake};
-use crate::confirm::{Confirmation, HandshakeState};
+use crate::confirm::Confirmation;
+use crate::tcp_info::HandshakeState;
 
 /// The early-data rule of a service: a policy for unsafe requests, while safe
 /// methods (GET, HEAD, OPTIONS, and those marked idempotent) always run at
