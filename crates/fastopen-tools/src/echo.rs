@@ -155,7 +155,7 @@ pub async fn serve(
                         if let Some(line) = accept_errors.record(&e, Instant::now()) {
                             notices(line);
                         }
-                        if is_resource_exhaustion(&e) {
+                        if fastopen::accept_starved(&e) {
                             tokio::time::sleep(ACCEPT_BACKOFF).await;
                         }
                         continue;
@@ -212,7 +212,7 @@ impl AcceptErrors {
             n => format!(" ({n} more since the last line)"),
         };
         self.last_logged = Some(now);
-        let hint = if is_resource_exhaustion(e) {
+        let hint = if fastopen::accept_starved(e) {
             "; out of file descriptors or memory: raise `ulimit -n`, or fewer idle clients (--idle-timeout); retrying every 100 ms"
         } else {
             ""
@@ -228,21 +228,6 @@ impl AcceptErrors {
         self.capacity_logged = Some(now);
         Some(format!("{max} connections open (--max-connections): new ones wait in the listen queue until one closes"))
     }
-}
-
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would fail again.
-fn is_resource_exhaustion(e: &fastopen::Error) -> bool {
-    let code =
-        std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|io| io.raw_os_error());
-    matches!(code, Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM))
-}
-
-/// errno values (stable Linux ABI) that the server reacts to.
-mod libc_errno {
-    pub(super) const ENOMEM: i32 = 12;
-    pub(super) const ENFILE: i32 = 23;
-    pub(super) const EMFILE: i32 = 24;
-    pub(super) const ENOBUFS: i32 = 105;
 }
 
 async fn handle(
@@ -423,7 +408,7 @@ mod tests {
     #[test]
     fn accept_errors_are_logged_once_per_interval() {
         let emfile = fastopen::Error::Io { what: "accept()", source: std::io::Error::from_raw_os_error(24) };
-        assert!(is_resource_exhaustion(&emfile));
+        assert!(fastopen::accept_starved(&emfile));
         let mut errors = AcceptErrors::default();
         let t0 = Instant::now();
         let first = errors.record(&emfile, t0).unwrap();

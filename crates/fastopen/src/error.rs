@@ -127,6 +127,16 @@ pub fn out_of_resources(e: &io::Error) -> bool {
     }
 }
 
+/// Whether an accept failed for want of file descriptors or kernel memory
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM): accepting again at once would fail
+/// again, so a server should back off.
+pub fn accept_starved(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => crate::sys::accept_starved(source),
+        _ => false,
+    }
+}
+
 impl From<Error> for io::Error {
     /// Keeps the OS error's kind (ConnectionRefused stays ConnectionRefused)
     /// and the library error as the message and source.
@@ -163,6 +173,15 @@ mod tests {
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::ConnectionRefused);
         let os = Error::Connect { addr: "127.0.0.1:9".parse().unwrap(), source: io::Error::from_raw_os_error(111) };
         assert_eq!(io::Error::from(os).raw_os_error(), Some(111), "the errno survives");
+    }
+
+    #[test]
+    fn an_accept_starved_of_descriptors_or_memory_is_told_apart() {
+        let accept = |errno| Error::Io { what: "accept()", source: io::Error::from_raw_os_error(errno) };
+        for starved in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(accept_starved(&accept(starved)), "errno {starved}");
+        }
+        assert!(!accept_starved(&accept(libc::ECONNABORTED)), "a connection reset before accept");
     }
 
     #[test]

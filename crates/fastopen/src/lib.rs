@@ -116,7 +116,7 @@ pub use diagnosis::{diagnose_probe, ProbeAttempt, ProbeVerdict};
 pub use early_data::{admit, Admission, EarlyDataPolicy, Handshake};
 #[cfg(feature = "tower")]
 pub use early_data::{EarlyData, EarlyDataLayer, EarlyDataService};
-pub use error::{out_of_resources, Error, Result};
+pub use error::{accept_starved, out_of_resources, Error, Result};
 pub use fleet::{diagnose_fleet, CookieOrigins, FleetDiagnosis, FleetRound, FleetVerdict, SeenCookie};
 pub use kernel::{KernelFeatures, KernelVersion};
 pub use key::{BadKey, FastOpenKey};

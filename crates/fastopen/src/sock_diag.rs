@@ -259,7 +259,7 @@ impl DestroyFeed {
         loop {
             let n = match sys::netlink_recv(self.fd.as_fd(), &mut self.buf, wait) {
                 Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Err(e) if sys::receive_queue_overflowed(&e) => {
                     out.overflowed = true;
                     continue;
                 }

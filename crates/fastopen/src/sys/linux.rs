@@ -273,6 +273,18 @@ pub(crate) fn out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL))
 }
 
+/// Whether an accept failed for want of descriptors or kernel memory
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM): accepting again at once fails again.
+pub(crate) fn accept_starved(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Whether a netlink read failed because the socket's receive queue
+/// overflowed (ENOBUFS): messages were lost, the socket still works.
+pub(crate) fn receive_queue_overflowed(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 /// A TCP socket for `domain`, non-blocking and close-on-exec from its
 /// creation (`SOCK_NONBLOCK | SOCK_CLOEXEC`): one socket(2) call, no fcntl.
 pub(crate) fn nonblocking_tcp_socket(domain: socket2::Domain) -> io::Result<socket2::Socket> {

@@ -92,6 +92,12 @@ pub(crate) fn nonblocking_tcp_socket(domain: socket2::Domain) -> io::Result<sock
 pub(crate) fn out_of_resources(_: &io::Error) -> bool {
     false
 }
+pub(crate) fn accept_starved(_: &io::Error) -> bool {
+    false
+}
+pub(crate) fn receive_queue_overflowed(_: &io::Error) -> bool {
+    false
+}
 
 /// See the Linux backend.
 #[derive(Debug)]
