@@ -139,3 +139,23 @@ fn no_module_circles_in_the_libraries() {
         }
     }
 }
+
+/// The kernel-message parsers (each `wire.rs`, and the whole of
+/// fastopen-wire) do no I/O: bytes in, values out, so fuzzing and byte tests
+/// reach all of them.
+#[test]
+fn the_parsers_do_no_io() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    files_under(&crates.join("fastopen/src"), &mut files);
+    files.retain(|f| f.ends_with("wire.rs"));
+    assert!(files.len() >= 3, "netlink, sock_diag, tcp_metrics: {files:?}");
+    files_under(&crates.join("fastopen-wire/src"), &mut files);
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for io in ["crate::sys", "sys::", "std::fs", "OwnedFd", "AsFd", "std::io::Read", "TcpStream", "libc::"] {
+            assert!(!code.contains(io), "{} uses {io}: a parser must do no I/O", file.display());
+        }
+    }
+}

@@ -1,21 +1,18 @@
-//! The client's TFO cookie cache: the kernel's tcp_metrics, one entry per
-//! destination (and source address), read over generic netlink as
-//! `ip tcp_metrics` shows it, with the verdict "the next connection there
-//! will carry data in its SYN". Messages are built and decoded here by hand
-//! and tested on bytes. Layout: `include/uapi/linux/{genetlink,tcp_metrics}.h`;
-//! the kernel side: `net/ipv4/tcp_metrics.c` (`tcp_metrics_fill_info`).
+//! tcp_metrics' messages, pure: the family lookup, the dump and delete
+//! requests, and the entries of an answer, built and decoded by hand over
+//! bytes (no I/O), tested on bytes and fuzzed. Layout:
+//! `include/uapi/linux/{genetlink,tcp_metrics}.h`; the kernel side:
+//! `net/ipv4/tcp_metrics.c` (`tcp_metrics_fill_info`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
 use crate::mode::FastOpenMode;
 use crate::netlink::{self, u16_ne, u64_ne, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-use crate::{sys, FailReason};
+use crate::outcome::FailReason;
 
 /// Generic netlink's controller, which names families.
-const GENL_ID_CTRL: u16 = 0x10;
+pub(super) const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
@@ -73,63 +70,8 @@ impl CachedDestination {
     }
 }
 
-/// A generic netlink socket on which tcp_metrics was found.
-#[derive(Debug)]
-pub struct TcpMetrics {
-    fd: OwnedFd,
-    family: u16,
-    seq: u32,
-}
-
-impl TcpMetrics {
-    /// Opens one in the calling thread's network namespace (no privilege needed).
-    pub fn open() -> Result<TcpMetrics> {
-        let fd = sys::netlink_socket(sys::NETLINK_GENERIC, 0).map_err(Error::io("opening a generic netlink socket"))?;
-        let mut family = None;
-        netlink::exchange(&fd, &family_request(1), "looking up generic netlink's tcp_metrics family", |kind, body| {
-            if kind == GENL_ID_CTRL {
-                family = family.or(family_id(body));
-            }
-        })?;
-        let family = family.ok_or(Error::Proc { path: "genetlink", problem: "no tcp_metrics family in the answer" })?;
-        Ok(TcpMetrics { fd, family, seq: 1 })
-    }
-
-    /// Every destination in the cache, IPv4 and IPv6.
-    pub fn dump(&mut self) -> Result<Vec<CachedDestination>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut out = Vec::new();
-        let request = dump_request(self.family, self.seq);
-        netlink::exchange(&self.fd, &request, "dumping tcp_metrics", |kind, body| {
-            if let Some(d) = (kind == self.family).then(|| destination(body)).flatten() {
-                out.push(d);
-            }
-        })?;
-        Ok(out)
-    }
-}
-
-impl TcpMetrics {
-    /// The cookie cached for `peer` (from any source address), if any.
-    pub fn cookie_for(&mut self, peer: IpAddr) -> Result<Option<Vec<u8>>> {
-        Ok(self.dump()?.into_iter().filter(|d| d.peer == peer).find_map(|d| d.cookie))
-    }
-
-    /// Forgets what is cached for `peer` (its cookie included), as `ip
-    /// tcp_metrics delete PEER` does; nothing cached is not an error. Needs
-    /// CAP_NET_ADMIN in the namespace.
-    pub fn forget(&mut self, peer: IpAddr) -> Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let request = delete_request(self.family, self.seq, peer);
-        match netlink::exchange(&self.fd, &request, "deleting a tcp_metrics entry", |_, _| {}) {
-            Err(Error::Io { source, .. }) if sys::is_no_entry(&source) => Ok(()),
-            other => other,
-        }
-    }
-}
-
 /// `TCP_METRICS_CMD_DEL` for one destination address.
-fn delete_request(family: u16, seq: u32, peer: IpAddr) -> Vec<u8> {
+pub(super) fn delete_request(family: u16, seq: u32, peer: IpAddr) -> Vec<u8> {
     let mut payload = vec![TCP_METRICS_CMD_DEL, TCP_METRICS_GENL_VERSION, 0, 0];
     match peer {
         IpAddr::V4(a) => payload.extend(netlink::attribute(ATTR_ADDR_IPV4, &a.octets())),
@@ -138,7 +80,7 @@ fn delete_request(family: u16, seq: u32, peer: IpAddr) -> Vec<u8> {
     netlink::request(family, NLM_F_REQUEST | NLM_F_ACK, seq, &payload)
 }
 
-fn family_request(seq: u32) -> Vec<u8> {
+pub(super) fn family_request(seq: u32) -> Vec<u8> {
     let mut payload = vec![CTRL_CMD_GETFAMILY, 1, 0, 0];
     payload.extend(netlink::attribute(CTRL_ATTR_FAMILY_NAME, FAMILY_NAME));
     netlink::request(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, &payload)
@@ -150,7 +92,7 @@ pub(crate) fn family_id(body: &[u8]) -> Option<u16> {
         .and_then(|(_, v)| u16_ne(v, 0))
 }
 
-fn dump_request(family: u16, seq: u32) -> Vec<u8> {
+pub(super) fn dump_request(family: u16, seq: u32) -> Vec<u8> {
     netlink::request(family, NLM_F_REQUEST | NLM_F_DUMP, seq, &[TCP_METRICS_CMD_GET, TCP_METRICS_GENL_VERSION, 0, 0])
 }
 
