@@ -38,6 +38,8 @@
 //!   greeting, the time to it in round trips.
 //! - [`tls_client`]: TLS over TFO, blocking client: the ClientHello (and
 //!   early data) as the SYN's data, trust, session tickets kept.
+// No printing: what an engine has to say goes back to its caller.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
 pub mod connection;
