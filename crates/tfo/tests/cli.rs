@@ -125,6 +125,12 @@ fn refused_and_reset_exit_1_with_the_cause() {
         let o = run_tfo(&["send", "127.0.0.1:9", "--data", "x"]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+        // With --json the failure is an object on stdout too.
+        let o = run_tfo(&["send", "127.0.0.1:9", "--data", "x", "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let failed = json(&o);
+        assert_eq!(failed["error_kind"], "refused", "{failed}");
+        assert_eq!(failed["reply_bytes"], 0, "{failed}");
 
         // A server that resets every connection.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -542,6 +548,10 @@ fn derived_keys_agree_across_processes_and_a_period_boundary() {
     let boundary = 1_790_002_800; // a multiple of 3600
     let (behind, ahead) = (derive(&secret, boundary - 2), derive(&secret, boundary + 2));
     assert_eq!(derive(&secret, boundary - 2), behind, "another process derives the same keys");
+    // A time past the schedule's arithmetic (the year 9999) is a usage error, not an earlier time.
+    let o = run_tfo(&["key", "derive", "--key-secret", secret.to_str().unwrap(), "--at", "18446744073709551615"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("253402300799"), "{}", stderr(&o));
     assert_eq!(ahead["period"].as_u64().unwrap(), behind["period"].as_u64().unwrap() + 1);
     assert_eq!((&behind["backup"], &ahead["backup"]), (&ahead["primary"], &behind["primary"]));
     assert_eq!(behind["next_change_unix"], boundary as f64);
