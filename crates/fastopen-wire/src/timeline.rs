@@ -603,12 +603,13 @@ impl FlowKey {
 /// connection per packet): at most [`Tracker::max_connections`] connections
 /// are held; past that, the oldest is retired (its verdict counted, its
 /// timeline dropped). The table is keyed by a hash seeded per process
-/// (SipHash), so tuples an attacker picks cannot be made to collide.
+/// (aHash's `RandomState`), so tuples an attacker picks cannot be made to collide.
 #[derive(Debug)]
 pub struct Tracker {
-    /// Flow → connection id. FxHash: the keys are the capture's own, and
-    /// hashing them with SipHash was a tenth of `tfo trace`'s time.
-    index: rustc_hash::FxHashMap<FlowKey, u64>,
+    /// Flow → connection id. The keys are chosen by whoever sent the
+    /// packets, so the hash is keyed per process (aHash: nearly FxHash's
+    /// speed; SipHash was a tenth of `tfo trace`'s time).
+    index: std::collections::HashMap<FlowKey, u64, ahash::RandomState>,
     /// Held connections; `connections[i]` has the id `first_id + i`.
     connections: Vec<Connection>,
     first_id: u64,
@@ -634,7 +635,7 @@ impl Tracker {
     /// A tracker that keeps each connection's first [`MAX_EVENTS`] packets.
     pub fn new() -> Tracker {
         Tracker {
-            index: rustc_hash::FxHashMap::default(),
+            index: std::collections::HashMap::with_hasher(ahash::RandomState::new()),
             connections: Vec::new(),
             first_id: 0,
             start: None,
@@ -783,6 +784,17 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flow_index_is_keyed_per_table() {
+        // Flows come from whoever sent the packets: an unkeyed hash (the same
+        // in every table) lets them pick colliding tuples.
+        use std::hash::BuildHasher;
+        let key = FlowKey::of_ends("10.0.0.1:40000".parse().unwrap(), "198.18.0.2:80".parse().unwrap());
+        let hashes: std::collections::BTreeSet<u64> =
+            (0..4).map(|_| Tracker::new().index.hasher().hash_one(&key)).collect();
+        assert!(hashes.len() > 1, "four tables hashed the flow alike: {hashes:?}");
+    }
 
     #[test]
     fn a_syn_flood_is_held_within_the_bound_and_still_counted() {
