@@ -789,10 +789,9 @@ mod tests {
     fn the_flow_index_is_keyed_per_table() {
         // Flows come from whoever sent the packets: an unkeyed hash (the same
         // in every table) lets them pick colliding tuples.
-        use std::hash::BuildHasher;
         let key = FlowKey::of_ends("10.0.0.1:40000".parse().unwrap(), "198.18.0.2:80".parse().unwrap());
         let hashes: std::collections::BTreeSet<u64> =
-            (0..4).map(|_| Tracker::new().index.hasher().hash_one(&key)).collect();
+            (0..4).map(|_| Tracker::new().index.hasher().hash_one(key)).collect();
         assert!(hashes.len() > 1, "four tables hashed the flow alike: {hashes:?}");
     }
 
