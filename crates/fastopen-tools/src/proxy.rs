@@ -85,15 +85,14 @@ pub async fn relay(
         Ok(Err(e)) => return done(None, 0, 0, 0, RelayEnd::Error(format!("reading the client: {e}"))),
         Err(_) => 0, // nothing yet: connect without data (the upstream may speak first)
     };
-    first.truncate(first_len);
     let connector = Connector::new().method(ClientMethod::Connect).connect_timeout(Some(config.connect_timeout));
     let upstream = TfoStream::to_addrs(connector, vec![config.upstream]).map(|s| s.read_first_grace(Duration::ZERO));
     let mut upstream = match upstream {
         Ok(s) => s,
         Err(e) => return done(None, first_len, 0, 0, RelayEnd::UpstreamFailed(e.to_string())),
     };
-    if !first.is_empty() {
-        if let Err(e) = upstream.write_all(&first).await {
+    if first_len > 0 {
+        if let Err(e) = upstream.write_all(&first[..first_len]).await {
             return done(None, first_len, 0, 0, RelayEnd::UpstreamFailed(e.to_string()));
         }
     }
@@ -105,7 +104,6 @@ pub async fn relay(
         let _ = stream.set_nodelay(true);
     }
     // The first bytes' buffer carries the rest of the client's bytes.
-    first.resize(FIRST_DATA_MAX, 0);
     let (up, down, end) = pump(client, upstream, config.idle, first).await;
     done(Some(upstream_leg), first_len, first_len as u64 + up, down, end)
 }

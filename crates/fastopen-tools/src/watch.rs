@@ -180,7 +180,7 @@ struct ProcessFacts {
 
 /// How long a process's facts are kept.
 const FACTS_FOR: Duration = Duration::from_secs(1);
-/// At this many processes' facts, the stale ones are dropped at once (not at the next read).
+/// At this many processes' facts, the stale ones are dropped (memory stays bounded).
 const FACTS_HELD: usize = 4096;
 
 impl Collector {
@@ -231,7 +231,6 @@ impl Collector {
         listeners.dedup();
         self.listeners = listeners;
         self.forget_gone(&sockets);
-        self.process_facts.retain(|_, f| f.read_at.elapsed() < FACTS_FOR);
         self.find_processes(&sockets);
         Ok(sockets.iter().filter_map(|s| self.report(s, "open")).collect())
     }
